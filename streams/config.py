@@ -1,0 +1,54 @@
+"""Settings of the streaming stage: the Faust worker, the attribution window, event limits
+and the calibration constants of DESIGN.md §4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class CalibrationConfig(BaseModel):
+    """Constants of the dual-level calibration (DESIGN.md §4). All are this project's own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    half_life_days: float = Field(14.0, gt=0, description="Half-life of decayed user counts.")
+    kappa: float = Field(20.0, ge=0, description="Prior strength pulling p_u toward p̄.")
+    prior_ctr: float = Field(0.1, gt=0, lt=1, description="p̄ before any traffic is seen.")
+    gamma: float = Field(0.5, ge=0, le=4, description="Exponent of the activity ratio ρ_u.")
+    a_min: float = Field(0.25, gt=0, description="Lower clip of w_activity.")
+    a_max: float = Field(4.0, gt=0, description="Upper clip of w_activity.")
+    activity_enabled: bool = Field(True, description="Off: w_activity = 1.")
+    tool_enabled: bool = Field(True, description="Off: w_tool = 1.")
+    lambda_tool: float = Field(2.0, gt=0, description="w_tool of a click on a tool query.")
+    lambda_exec: float = Field(1.5, gt=0, description="Extra factor when the tool executed.")
+    position_enabled: bool = Field(False, description="On: the examination-propensity term.")
+    theta_min: float = Field(0.1, gt=0, le=1, description="Lower clip of propensity θ_k.")
+    w_min: float = Field(0.05, gt=0, description="Lower clip of the final weight.")
+    w_max: float = Field(10.0, gt=0, description="Upper clip of the final weight.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CalibrationConfig:
+        if self.a_min > self.a_max:
+            raise ValueError(f"a_min ({self.a_min}) must be <= a_max ({self.a_max})")
+        if self.w_min > self.w_max:
+            raise ValueError(f"w_min ({self.w_min}) must be <= w_max ({self.w_max})")
+        return self
+
+
+class StreamsConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: str = Field("toolrec-streams", description="Faust app id = consumer group.")
+    data_dir: Path = Field(Path(".toolrec/streams"), description="Faust table stores.")
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://.")
+    attribution_window_s: float = Field(600.0, gt=0, description="Clicks count this long.")
+    allowed_lateness_s: float = Field(60.0, ge=0, description="Grace after the window.")
+    tick_interval_s: float = Field(1.0, gt=0, le=60, description="How often windows close.")
+    max_event_bytes: int = Field(65536, ge=1024, description="Larger events go to the DLQ.")
+    max_suggestions: int = Field(10, ge=1, le=50)
+    max_text_chars: int = Field(2000, ge=16)
+    commit_interval_s: float = Field(1.0, gt=0, le=60)
+    session_timeout_s: float = Field(6.0, gt=0, description="tansu joins take ~half of it.")
+    calibration: CalibrationConfig = CalibrationConfig()
