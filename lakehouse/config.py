@@ -1,4 +1,5 @@
-"""Settings of the Delta lake: where tables live and how the sink batches."""
+"""Settings of the Delta lake: where tables live, how the sink batches and resumes, and the
+defaults of the maintenance commands."""
 
 from __future__ import annotations
 
@@ -12,5 +13,41 @@ class LakeConfig(BaseModel):
     storage_options: dict[str, str] = Field(
         default_factory=dict, description="delta-rs storage options (AWS_* for s3://)."
     )
-    batch_max_rows: int = Field(5000, ge=1, description="Flush a micro-batch at this size…")
-    batch_max_seconds: float = Field(2.0, gt=0, description="…or after this long.")
+    batch_max_rows: int = Field(
+        5000, ge=1, le=1_000_000, description="Flush a micro-batch at this size…"
+    )
+    batch_max_seconds: float = Field(2.0, gt=0, le=3600, description="…or after this long.")
+    sink_app_id: str = Field(
+        "toolrec-lake-sink",
+        min_length=1,
+        max_length=200,
+        description="Prefix of the Delta transaction ids that record consumed Kafka offsets "
+        "(app id = '<prefix>/<topic>/<partition>'). Change it only to re-ingest a recreated "
+        "topic whose offsets restarted at 0.",
+    )
+    group_id: str | None = Field(
+        "toolrec-lake-sink",
+        description="Consumer group to which the sink commits offsets after each Delta commit, "
+        "for lag dashboards only (resume reads Delta). None: no group commits.",
+    )
+    max_record_bytes: int = Field(
+        65536, ge=1024, le=64 * 1024 * 1024, description="Larger records go to the DLQ."
+    )
+    dedup_cache_partitions: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Date partitions whose ids the sink keeps in memory for de-duplication.",
+    )
+    commit_retries: int = Field(
+        8, ge=0, le=100, description="Retries of a Delta commit that lost a logical conflict."
+    )
+    optimize_target_size: int = Field(
+        128 * 1024 * 1024, ge=1024 * 1024, description="Target file size of `lake optimize`."
+    )
+    vacuum_retention_hours: int = Field(
+        168, ge=0, le=24 * 365, description="`lake vacuum` keeps removed files this long."
+    )
+    topic_wait_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How long the sink waits for its topics to exist."
+    )

@@ -1,0 +1,47 @@
+"""lakehouse: the Delta tables of toolrec and everything that writes or maintains them.
+
+Owns the `events` and `samples` tables (explicit Arrow schemas in `lakehouse.tables`), the
+exactly-once-in-effect sink from Kafka (`lakehouse.sink`), idempotent appends
+(`lakehouse.writer`), maintenance (`lakehouse.maintenance`: optimize, vacuum, history), SQL
+for analysts (`lakehouse.sql`, DuckDB over Arrow) and the `toolrec lake` CLI.
+
+May import: `toolrec.errors`, `toolrec.kafka`, `toolrec.progress`, and the event contracts
+`streams.schemas` (nothing else of `streams`). Other stages call the functions re-exported
+here (`read_table`, `read_samples_since`, `table_version`, `write_samples`, ...).
+
+Exports are loaded lazily so that importing `lakehouse.config` (done by every CLI start)
+does not import deltalake and pyarrow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SAMPLES_SCHEMA": "lakehouse.tables",
+    "EVENTS_SCHEMA": "lakehouse.tables",
+    "table_uri": "lakehouse.tables",
+    "table_version": "lakehouse.tables",
+    "table_exists": "lakehouse.tables",
+    "read_table": "lakehouse.tables",
+    "read_samples_since": "lakehouse.tables",
+    "write_samples": "lakehouse.writer",
+    "write_events": "lakehouse.writer",
+    "DeltaAppender": "lakehouse.writer",
+    "run_sink": "lakehouse.sink",
+    "SinkStats": "lakehouse.sink",
+    "optimize": "lakehouse.maintenance",
+    "vacuum": "lakehouse.maintenance",
+    "history": "lakehouse.maintenance",
+    "sql": "lakehouse.sql",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lakehouse' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,401 @@
+"""The lake's tables: explicit Arrow schemas, where they live, and the readers others use.
+
+`events` holds every raw impression and feedback event (the JSON payload as received plus
+the columns analysts filter on); `samples` holds one row per shown suggestion, the `Sample`
+contract of `streams/schemas.py` field by field. Both are partitioned by the UTC date
+('YYYY-MM-DD') of their event time and carry the Kafka coordinates they came from
+(null for rows written directly, e.g. by a backfill).
+
+Readers: `read_table` (time travel to a version or timestamp), `read_samples_since` (the
+trainer's incremental refresh: rows added between two versions, exact across compaction).
+Writers live in `lakehouse.writer`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from lakehouse.config import LakeConfig
+from toolrec.errors import LakeError
+
+__all__ = [
+    "EVENTS_SCHEMA",
+    "SAMPLES_SCHEMA",
+    "SPECS",
+    "Source",
+    "TableSpec",
+    "empty_table",
+    "ensure_table",
+    "event_row",
+    "open_table",
+    "read_samples_since",
+    "read_table",
+    "rows_to_table",
+    "sample_row",
+    "table_exists",
+    "table_uri",
+    "table_version",
+    "utc_date",
+]
+
+_DAY_MS = 86_400_000
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def _required(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+# Where a row came from. Nullable: rows written directly (backfills, tests) have no Kafka origin.
+SOURCE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("source_topic", pa.string()),
+    pa.field("source_partition", pa.int32()),
+    pa.field("source_offset", pa.int64()),
+    pa.field("source_timestamp", pa.int64()),  # Kafka record timestamp, ms
+    _required("ingest_ts", pa.int64()),  # wall clock (ms) when the writer built the batch
+)
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        _required("schema", pa.string()),
+        _required("sample_id", pa.string()),
+        _required("request_id", pa.string()),
+        _required("event_id", pa.string()),
+        _required("user_id", pa.string()),
+        _required("session_id", pa.string()),
+        _required("impression_ts", pa.int64()),
+        _required("closed_ts", pa.int64()),
+        _required("model_version", pa.string()),
+        _required("template_version", pa.string()),
+        _required("prompt", pa.string()),
+        _required("completion", pa.string()),
+        _required("position", pa.int64()),
+        _required("n_shown", pa.int64()),
+        _required("clicked", pa.bool_()),
+        _required("executed", pa.bool_()),
+        _required("explored", pa.bool_()),
+        pa.field("tool_id", pa.string()),
+        _required("is_tool_query", pa.bool_()),
+        _required("user_impressions", pa.float64()),
+        _required("user_clicks", pa.float64()),
+        _required("user_ctr", pa.float64()),
+        _required("global_ctr", pa.float64()),
+        _required("w_activity", pa.float64()),
+        _required("w_tool", pa.float64()),
+        _required("w_position", pa.float64()),
+        _required("weight", pa.float64()),
+        _required("date", pa.string()),  # UTC date of impression_ts
+        *SOURCE_FIELDS,
+    ]
+)
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        _required("event_id", pa.string()),
+        _required("kind", pa.string()),  # 'impression' | 'feedback'
+        _required("schema", pa.string()),
+        _required("user_id", pa.string()),
+        _required("request_id", pa.string()),
+        _required("ts", pa.int64()),
+        _required("date", pa.string()),  # UTC date of ts
+        pa.field("feedback_type", pa.string()),  # click | execute | dismiss; null for impressions
+        pa.field("position", pa.int64()),  # feedback's position; null for impressions
+        _required("payload", pa.string()),  # the event's JSON as received
+        *SOURCE_FIELDS,
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What the lake knows about one of its tables."""
+
+    name: str
+    schema: pa.Schema
+    key: str  # the id that is unique in the table (writes de-duplicate on it)
+    time_column: str  # event time (ms) whose UTC date is the partition
+    description: str
+    partition_by: tuple[str, ...] = ("date",)
+
+
+SPECS: dict[str, TableSpec] = {
+    "events": TableSpec(
+        name="events",
+        schema=EVENTS_SCHEMA,
+        key="event_id",
+        time_column="ts",
+        description="Raw impressions and feedback from toolrec.impressions / toolrec.feedback.",
+    ),
+    "samples": TableSpec(
+        name="samples",
+        schema=SAMPLES_SCHEMA,
+        key="sample_id",
+        time_column="impression_ts",
+        description="One calibrated sample per shown suggestion, from toolrec.samples.",
+    ),
+}
+
+# Table properties set at creation: keep the log bounded on a sink that commits every few s.
+TABLE_CONFIGURATION: dict[str, str | None] = {
+    "delta.logRetentionDuration": "interval 7 days",
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Kafka coordinates of one record."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None = None
+
+
+def utc_date(ts_ms: int) -> str:
+    """The 'YYYY-MM-DD' UTC date of a millisecond timestamp (the partition value)."""
+    return _day_string(ts_ms // _DAY_MS)
+
+
+@lru_cache(maxsize=4096)
+def _day_string(day: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+
+
+def _source_columns(source: Source | None, ingest_ts: int) -> dict[str, Any]:
+    if source is None:
+        return {
+            "source_topic": None,
+            "source_partition": None,
+            "source_offset": None,
+            "source_timestamp": None,
+            "ingest_ts": ingest_ts,
+        }
+    return {
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+        "source_timestamp": source.timestamp,
+        "ingest_ts": ingest_ts,
+    }
+
+
+def sample_row(sample: Any, *, source: Source | None, ingest_ts: int) -> dict[str, Any]:
+    """The `samples` row of a validated `streams.schemas.Sample`."""
+    row = sample.model_dump(by_alias=True)
+    row["date"] = utc_date(sample.impression_ts)
+    row.update(_source_columns(source, ingest_ts))
+    return row
+
+
+def event_row(
+    event: Any, *, raw: bytes | None, source: Source | None, ingest_ts: int
+) -> dict[str, Any]:
+    """The `events` row of a validated Impression or Feedback; `raw` is kept as the payload."""
+    is_feedback = hasattr(event, "type")
+    payload = raw.decode() if raw is not None else event.to_json_bytes().decode()
+    row = {
+        "event_id": event.event_id,
+        "kind": "feedback" if is_feedback else "impression",
+        "schema": event.schema_,
+        "user_id": event.user_id,
+        "request_id": event.request_id,
+        "ts": event.ts,
+        "date": utc_date(event.ts),
+        "feedback_type": event.type if is_feedback else None,
+        "position": event.position if is_feedback else None,
+        "payload": payload,
+    }
+    row.update(_source_columns(source, ingest_ts))
+    return row
+
+
+def rows_to_table(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts with every column of the spec) as an Arrow table of the spec's schema."""
+    try:
+        return pa.Table.from_pylist(list(rows), schema=spec.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise LakeError(
+            f"rows do not match the {spec.name!r} schema: {exc}; "
+            f"expected columns {spec.schema.names}"
+        ) from exc
+
+
+def empty_table(name: str) -> pa.Table:
+    """An empty table with the schema of `name` (one of SPECS)."""
+    return spec_of(name).schema.empty_table()
+
+
+def spec_of(name: str) -> TableSpec:
+    spec = SPECS.get(name)
+    if spec is None:
+        raise LakeError(f"unknown lake table {name!r}; the lake writes {sorted(SPECS)}")
+    return spec
+
+
+def table_uri(config: LakeConfig, name: str) -> str:
+    """Where table `name` lives: '<root>/<name>' (a local root is made absolute)."""
+    if not _NAME.match(name):
+        raise LakeError(f"table name {name!r} is invalid; use lowercase letters, digits and _")
+    if "://" in config.root:
+        return f"{config.root.rstrip('/')}/{name}"
+    from pathlib import Path
+
+    return str(Path(config.root).expanduser().resolve() / name)
+
+
+def _storage(config: LakeConfig) -> dict[str, str] | None:
+    return dict(config.storage_options) or None
+
+
+def table_exists(config: LakeConfig, name: str) -> bool:
+    return DeltaTable.is_deltatable(table_uri(config, name), storage_options=_storage(config))
+
+
+def open_table(config: LakeConfig, name: str, *, version: int | None = None) -> DeltaTable:
+    """Load table `name` (at `version`, default latest). Raises LakeError when it is missing."""
+    uri = table_uri(config, name)
+    try:
+        return DeltaTable(uri, version=version, storage_options=_storage(config))
+    except TableNotFoundError as exc:
+        raise LakeError(
+            f"table {name!r} does not exist at {uri}; start `toolrec lake sink` or write to "
+            f"it first (or check lake.root={config.root!r})"
+        ) from exc
+    except DeltaError as exc:
+        latest = table_version(config, name)
+        raise LakeError(
+            f"cannot load table {name!r} at version {version} (latest is {latest}): {exc}"
+        ) from exc
+
+
+def ensure_table(config: LakeConfig, name: str) -> DeltaTable:
+    """Open table `name`, creating it empty with its explicit schema if it does not exist."""
+    spec = spec_of(name)
+    if table_exists(config, name):
+        return open_table(config, name)
+    uri = table_uri(config, name)
+    if "://" not in uri:
+        from pathlib import Path
+
+        Path(uri).mkdir(parents=True, exist_ok=True)
+    try:
+        return DeltaTable.create(
+            uri,
+            spec.schema,
+            mode="ignore",  # a concurrent creator won: use its table
+            partition_by=list(spec.partition_by),
+            name=spec.name,
+            description=spec.description,
+            configuration=TABLE_CONFIGURATION,
+            storage_options=_storage(config),
+        )
+    except DeltaError:
+        if table_exists(config, name):  # lost a creation race on the first commit
+            return open_table(config, name)
+        raise
+
+
+def table_version(config: LakeConfig, name: str) -> int | None:
+    """The latest committed version of table `name`, or None when it does not exist."""
+    if not table_exists(config, name):
+        return None
+    return open_table(config, name).version()
+
+
+def _as_utc(timestamp: datetime) -> datetime:
+    return timestamp.replace(tzinfo=UTC) if timestamp.tzinfo is None else timestamp
+
+
+def _conform(name: str, table: pa.Table) -> pa.Table:
+    """Column order and types of the explicit schema, when the table has exactly its columns."""
+    spec = SPECS.get(name)
+    if spec is None or set(table.column_names) != set(spec.schema.names):
+        return table
+    return table.select(spec.schema.names).cast(spec.schema)
+
+
+def read_table(
+    config: LakeConfig,
+    name: str,
+    *,
+    version: int | None = None,
+    timestamp: datetime | None = None,
+    columns: list[str] | None = None,
+    filters: Any = None,
+) -> pa.Table:
+    """Read table `name` as of `version` or `timestamp` (naive = UTC), default the latest.
+
+    `filters` are deltalake/pyarrow filters, e.g. [("date", ">=", "2025-01-01")].
+    """
+    if version is not None and timestamp is not None:
+        raise LakeError(
+            f"pass version ({version}) or timestamp ({timestamp}) to read_table, not both"
+        )
+    dt = open_table(config, name, version=version)
+    if timestamp is not None:
+        try:
+            dt.load_as_version(_as_utc(timestamp))
+        except DeltaError as exc:
+            raise LakeError(
+                f"table {name!r} has no version at or before {timestamp.isoformat()}: {exc}"
+            ) from exc
+    table = dt.to_pyarrow_table(columns=columns, filters=filters)
+    return table if columns is not None else _conform(name, table)
+
+
+def _partitions_of_new_files(old: DeltaTable, new: DeltaTable) -> list[str]:
+    """Dates of the data files in `new` that `old` does not have (appends and compactions)."""
+
+    def files(dt: DeltaTable) -> pa.Table:
+        return pa.table(dt.get_add_actions(flatten=True).select(["path", "partition.date"]))
+
+    current = files(new)
+    added = current.filter(pc.invert(pc.is_in(current.column("path"), files(old).column("path"))))
+    return sorted(set(added.column("partition.date").to_pylist()) - {None})
+
+
+def read_samples_since(
+    config: LakeConfig, since_version: int | None, *, until_version: int | None = None
+) -> tuple[pa.Table, int]:
+    """The `samples` rows added after `since_version` up to `until_version` (default: latest),
+    and the version read. Pass the returned version as the next `since_version`.
+
+    `since_version` None (or negative) means "from the beginning". Exact across `optimize`:
+    the difference is taken on sample ids (unique in the table), restricted to the date
+    partitions that gained files, so a compaction that rewrites files adds no rows. A table
+    that does not exist yet reads as empty at version -1.
+    """
+    if not table_exists(config, "samples"):
+        return empty_table("samples"), -1
+    new = open_table(config, "samples", version=until_version)
+    until = new.version()
+    if since_version is None or since_version < 0:
+        return _conform("samples", new.to_pyarrow_table()), until
+    if since_version >= until:
+        return empty_table("samples"), until
+    old = open_table(config, "samples", version=since_version)
+    dates = _partitions_of_new_files(old, new)
+    if not dates:
+        return empty_table("samples"), until
+    where = [("date", "in", dates)]
+    try:
+        known = old.to_pyarrow_table(columns=["sample_id"], filters=where).column("sample_id")
+    except (DeltaError, OSError) as exc:
+        raise LakeError(
+            f"version {since_version} of 'samples' can no longer be read (its files were "
+            f"vacuumed?): {exc}; refresh fully with since_version=None"
+        ) from exc
+    rows = new.to_pyarrow_table(filters=where)
+    rows = rows.filter(pc.invert(pc.is_in(rows.column("sample_id"), known)))
+    return _conform("samples", rows), until

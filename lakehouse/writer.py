@@ -1,0 +1,316 @@
+"""Idempotent appends to one Delta table.
+
+`DeltaAppender` is the one writer of a table. Each append
+- drops rows whose Kafka offsets the table already records (Delta application transactions
+  `'<sink_app_id>/<topic>/<partition>'` whose version is the next offset to consume),
+- drops rows whose key (`sample_id` / `event_id`) is already in the table or earlier in the
+  batch (the streams stage is at-least-once, so a sample can arrive twice at two offsets),
+- commits the remaining rows and the advanced offsets in ONE Delta commit, so data and
+  progress can never disagree after a crash,
+- retries when the commit loses a logical conflict (another process committed the same
+  offsets, or a concurrent operation invalidated it), re-checking both filters.
+
+Compaction and vacuum commit concurrently without harm: their commits change no data, and
+an append does not read the files they rewrite.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from lakehouse.config import LakeConfig
+from lakehouse.tables import (
+    SOURCE_FIELDS,
+    Source,
+    ensure_table,
+    event_row,
+    rows_to_table,
+    sample_row,
+    spec_of,
+)
+from toolrec.errors import LakeError
+
+__all__ = ["AppendResult", "DeltaAppender", "app_id_for", "write_events", "write_samples"]
+
+log = logging.getLogger(__name__)
+
+# Operations that never add or remove rows: they must not invalidate the key index.
+NON_DATA_OPERATIONS = frozenset(
+    {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "CREATE TABLE"}
+)
+_WRITER_KEY = "toolrec_writer"
+_COMMIT_KEY = "toolrec_commit"
+
+TopicPartition = tuple[str, int]
+
+
+def app_id_for(prefix: str, topic: str, partition: int) -> str:
+    """The Delta application-transaction id recording progress on one Kafka partition."""
+    return f"{prefix}/{topic}/{partition}"
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one append did. `version` is None when there was nothing to commit."""
+
+    version: int | None
+    rows_written: int
+    duplicates: int  # dropped: key already in the table or earlier in the batch
+    replayed: int  # dropped: offsets already recorded in the table
+    files_added: int
+    seconds: float
+    attempts: int
+    recorded: dict[TopicPartition, int] = field(default_factory=dict)  # table's offsets after
+
+
+class _StaleSnapshot(Exception):
+    """The snapshot we read from lost files to a concurrent vacuum: reload and retry."""
+
+
+class DeltaAppender:
+    """The one writer of table `name` (not thread-safe; one per process and table)."""
+
+    def __init__(self, config: LakeConfig, name: str, *, writer_id: str | None = None) -> None:
+        self.config = config
+        self.spec = spec_of(name)
+        self.writer_id = writer_id or f"{name}-{uuid.uuid4().hex[:12]}"
+        self._dt: DeltaTable | None = None
+        self._seen_version: int | None = None
+        self._keys: OrderedDict[str, set[str]] = OrderedDict()  # date -> keys, LRU order
+
+    @property
+    def table(self) -> DeltaTable:
+        if self._dt is None:
+            self._dt = ensure_table(self.config, self.spec.name)
+            self._seen_version = self._dt.version()
+        return self._dt
+
+    def app_id(self, tp: TopicPartition) -> str:
+        return app_id_for(self.config.sink_app_id, tp[0], tp[1])
+
+    def recorded_offset(self, tp: TopicPartition) -> int | None:
+        """The next offset of `tp` to consume according to the table (None: never seen)."""
+        self.refresh()
+        return self.table.transaction_version(self.app_id(tp))
+
+    def refresh(self) -> list[dict[str, Any]]:
+        """Load commits made since we last looked; forget cached keys if another writer
+        changed data. Returns the new commits' infos (newest first)."""
+        dt = self.table
+        before = self._seen_version
+        dt.update_incremental()
+        now = dt.version()
+        self._seen_version = now
+        if before is None or now <= before:
+            return []
+        commits = [c for c in dt.history(limit=now - before) if c.get("version", -1) > before]
+        if any(self._foreign_data_change(c) for c in commits):
+            self._keys.clear()
+        return commits
+
+    def _foreign_data_change(self, commit: Mapping[str, Any]) -> bool:
+        if commit.get(_WRITER_KEY) == self.writer_id:
+            return False
+        return commit.get("operation") not in NON_DATA_OPERATIONS
+
+    def append(
+        self, rows: pa.Table, *, offsets: Mapping[TopicPartition, int] | None = None
+    ) -> AppendResult:
+        """Append `rows` (the table's schema) once; record `offsets` (topic, partition) ->
+        next offset to consume, in the same commit. Retries lost conflicts."""
+        started = time.perf_counter()
+        offsets = dict(offsets or {})
+        for attempt in range(1, self.config.commit_retries + 2):
+            try:
+                result = self._try_append(rows, offsets, started, attempt)
+            except (CommitFailedError, _StaleSnapshot) as exc:
+                log.warning(
+                    "%s: commit attempt %d lost a conflict (%s); reloading and retrying",
+                    self.spec.name,
+                    attempt,
+                    exc,
+                )
+                self._keys.clear()
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                continue
+            return result
+        raise LakeError(
+            f"table {self.spec.name!r}: commit still conflicting after "
+            f"{self.config.commit_retries + 1} attempts; raise lake.commit_retries or check "
+            f"that only one sink writes {self.spec.name!r}"
+        )
+
+    def _try_append(
+        self,
+        rows: pa.Table,
+        offsets: dict[TopicPartition, int],
+        started: float,
+        attempt: int,
+    ) -> AppendResult:
+        self.refresh()
+        recorded = {tp: self.table.transaction_version(self.app_id(tp)) for tp in offsets}
+        batch, replayed = _drop_committed(rows, recorded)
+        batch, duplicates = self._drop_duplicates(batch)
+        advance = {
+            tp: v
+            for tp, v in offsets.items()
+            if v > (recorded[tp] if recorded[tp] is not None else -1)
+        }
+        after = {tp: max(v, recorded[tp] or 0) for tp, v in offsets.items()}
+        if batch.num_rows == 0 and not advance:
+            return AppendResult(
+                None, 0, duplicates, replayed, 0, time.perf_counter() - started, attempt, after
+            )
+        nonce = uuid.uuid4().hex
+        write_deltalake(
+            self.table,
+            batch,
+            mode="append",
+            commit_properties=CommitProperties(
+                custom_metadata={_WRITER_KEY: self.writer_id, _COMMIT_KEY: nonce},
+                app_transactions=[Transaction(self.app_id(tp), v) for tp, v in advance.items()]
+                or None,
+            ),
+        )
+        version, files = self._own_commit(nonce)
+        self._remember(batch)
+        return AppendResult(
+            version,
+            batch.num_rows,
+            duplicates,
+            replayed,
+            files,
+            time.perf_counter() - started,
+            attempt,
+            after,
+        )
+
+    def _own_commit(self, nonce: str) -> tuple[int | None, int]:
+        for commit in self.refresh():
+            if commit.get(_COMMIT_KEY) == nonce:
+                metrics = commit.get("operationMetrics") or {}
+                return int(commit["version"]), int(metrics.get("num_added_files", 0))
+        return self._seen_version, 0  # committed, but newer commits pushed it out of view
+
+    def _keys_of(self, day: str) -> set[str]:
+        keys = self._keys.get(day)
+        if keys is not None:
+            self._keys.move_to_end(day)
+            return keys
+        try:
+            column = self.table.to_pyarrow_table(
+                columns=[self.spec.key], filters=[("date", "=", day)]
+            ).column(self.spec.key)
+        except (DeltaError, OSError) as exc:
+            raise _StaleSnapshot(str(exc)) from exc
+        keys = set(column.to_pylist())
+        self._keys[day] = keys
+        while len(self._keys) > self.config.dedup_cache_partitions:
+            self._keys.popitem(last=False)
+        return keys
+
+    def _drop_duplicates(self, batch: pa.Table) -> tuple[pa.Table, int]:
+        if batch.num_rows == 0:
+            return batch, 0
+        keys = batch.column(self.spec.key).to_pylist()
+        days = batch.column("date").to_pylist()
+        known = {day: self._keys_of(day) for day in set(days)}
+        seen: set[str] = set()
+        keep = []
+        for key, day in zip(keys, days, strict=True):
+            fresh = key not in seen and key not in known[day]
+            keep.append(fresh)
+            seen.add(key)
+        kept = batch.filter(pa.array(keep, pa.bool_()))
+        return kept, batch.num_rows - kept.num_rows
+
+    def _remember(self, batch: pa.Table) -> None:
+        keys = batch.column(self.spec.key).to_pylist()
+        days = batch.column("date").to_pylist()
+        for key, day in zip(keys, days, strict=True):
+            cached = self._keys.get(day)
+            if cached is not None:
+                cached.add(key)
+
+
+def _drop_committed(
+    rows: pa.Table, recorded: Mapping[TopicPartition, int | None]
+) -> tuple[pa.Table, int]:
+    """Rows whose (topic, partition, offset) is below the table's recorded next offset."""
+    done = None
+    for (topic, partition), next_offset in recorded.items():
+        if not next_offset:
+            continue
+        mask = pc.and_(
+            pc.and_(
+                pc.equal(rows.column("source_topic"), topic),
+                pc.equal(rows.column("source_partition"), partition),
+            ),
+            pc.less(rows.column("source_offset"), next_offset),
+        )
+        done = mask if done is None else pc.or_(done, mask)
+    if done is None:
+        return rows, 0
+    kept = rows.filter(pc.invert(pc.fill_null(done, False)))
+    return kept, rows.num_rows - kept.num_rows
+
+
+_EXTRA_COLUMNS = frozenset(f.name for f in SOURCE_FIELDS) | {"date"}
+
+
+def _source_of(row: Mapping[str, Any]) -> Source | None:
+    if row.get("source_topic") is None:
+        return None
+    return Source(
+        row["source_topic"],
+        int(row["source_partition"]),
+        int(row["source_offset"]),
+        row.get("source_timestamp"),
+    )
+
+
+def _as_dicts(rows: Iterable[Mapping[str, Any]] | pa.Table) -> list[dict[str, Any]]:
+    return rows.to_pylist() if isinstance(rows, pa.Table) else [dict(r) for r in rows]
+
+
+def write_samples(config: LakeConfig, rows: Iterable[Mapping[str, Any]] | pa.Table) -> AppendResult:
+    """Validate `rows` against the Sample contract and append those whose sample_id is not
+    in `samples` yet (idempotent). Rows may carry the table's extra columns (date, source_*,
+    ingest_ts), e.g. when copied from `read_table`; `date` is always recomputed."""
+    from streams.schemas import Sample, validate_payload
+
+    now = int(time.time() * 1000)
+    built = []
+    for row in _as_dicts(rows):
+        contract = {k: v for k, v in row.items() if k not in _EXTRA_COLUMNS}
+        contract.setdefault("schema", "sample/1")
+        sample = validate_payload(contract)
+        if not isinstance(sample, Sample):
+            raise LakeError(f"write_samples got a {contract['schema']!r} row; pass samples only")
+        built.append(sample_row(sample, source=_source_of(row), ingest_ts=now))
+    return DeltaAppender(config, "samples").append(rows_to_table(spec_of("samples"), built))
+
+
+def write_events(config: LakeConfig, events: Iterable[Any]) -> AppendResult:
+    """Append impressions / feedback (models or dicts) to `events`, idempotent on event_id."""
+    from streams.schemas import Feedback, Impression, validate_payload
+
+    now = int(time.time() * 1000)
+    built = []
+    for event in events:
+        model = validate_payload(dict(event)) if isinstance(event, Mapping) else event
+        if not isinstance(model, Impression | Feedback):
+            raise LakeError(f"write_events got {type(model).__name__}; pass impressions/feedback")
+        built.append(event_row(model, raw=None, source=None, ingest_ts=now))
+    return DeltaAppender(config, "events").append(rows_to_table(spec_of("events"), built))
