@@ -1,0 +1,166 @@
+"""The GQR unified prompt template, versioned, and the per-suggestion KTO factorization.
+
+Template (`TEMPLATE_VERSION`), after GQR §3.1 "Prompt Template for Query Recommendation":
+an instruction, then the inputs — the user query (required) and the side information: the
+assistant's response, recent session queries, the context and the retrieved tools — then
+the response: N suggestions, one per line, each line `- <query>`, i.e. the delimiter
+between suggestions is `SUGGESTION_SEP` ("\\n") and each starts with `SUGGESTION_PREFIX`.
+GQR's optional auxiliary texts T are not used. It is written in ChatML (the chat format
+of SmolLM2 and of the tiny test model) as a plain string, so the rendered prompt stored in
+an impression is exactly what the model saw, whatever checkpoint later reads it.
+
+Delimiters user text can never break: every piece of user- or catalog-supplied text goes
+through `clean_text`, which folds it onto one line (so it cannot start a new input section
+or forge a `- ` suggestion line) and takes apart chat markers (`<|`, `|>`), so no
+`<|im_end|>` can be injected. Optional inputs that are empty are left out.
+
+Factorization (DESIGN.md §3): a list `[q1, …, qN]` is generated as
+`prompt + format_completion(q1) + … + format_completion(qN) + END_OF_TURN`, so the sample of
+the k-th shown suggestion has `prompt = sample_prompt(rendered, [q1 … q(k-1)])` and
+`completion = format_completion(qk)`. The streaming stage, the SFT data and the KTO trainer
+all use these two functions. Note for KTO: TRL appends the EOS token to non-conversational
+completions; a per-suggestion completion must not end the turn, so the trainer has to keep
+TRL from appending it (the full list still ends with `END_OF_TURN`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainer.config import GeneratorConfig
+
+__all__ = [
+    "END_OF_TURN",
+    "SUGGESTION_PREFIX",
+    "SUGGESTION_SEP",
+    "TEMPLATE_VERSION",
+    "PromptInputs",
+    "PromptTool",
+    "clean_text",
+    "format_completion",
+    "format_response",
+    "prompt_tools",
+    "render_prompt",
+    "sample_prompt",
+]
+
+TEMPLATE_VERSION = "gqr-chatml-v1"
+SUGGESTION_PREFIX = "- "
+SUGGESTION_SEP = "\n"
+END_OF_TURN = "<|im_end|>"
+
+INSTRUCTION = (
+    "You write follow-up queries for a phone assistant. Given the user's query and the side "
+    "information, write {n} short queries the user is most likely to tap next. Write one "
+    'query per line, each line starting with "- ". Prefer queries that one of the listed '
+    "tools can carry out, and do not repeat the user's query."
+)
+
+_WHITESPACE = re.compile(r"\s+")
+_MARKER_PARTS = ("<|", "|>")
+
+
+@dataclass(frozen=True)
+class PromptTool:
+    """A retrieved tool as shown in the prompt (side information)."""
+
+    tool_id: str
+    name: str
+    description: str = ""
+    example: str = ""
+
+
+@dataclass(frozen=True)
+class PromptInputs:
+    """What the generator is asked about: one recommend request."""
+
+    query: str
+    response: str = ""
+    recent: tuple[str, ...] = ()
+    tools: tuple[PromptTool, ...] = ()
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def clean_text(text: object, max_chars: int | None = None) -> str:
+    """`text` made safe to place inside the template: one line, no chat markers, bounded.
+
+    NFKC first, so full-width look-alikes of `<`, `|` and `>` are taken apart too.
+    """
+    value = unicodedata.normalize("NFKC", str(text))
+    value = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in value)
+    value = _WHITESPACE.sub(" ", value).strip()
+    while any(part in value for part in _MARKER_PARTS):
+        value = value.replace("<|", "<").replace("|>", ">")
+    if max_chars is not None and len(value) > max_chars:
+        value = value[:max_chars].rstrip() + "…"
+    return value
+
+
+def prompt_tools(items: Iterable[Any]) -> tuple[PromptTool, ...]:
+    """PromptTools from retrieval's `ToolHit`s (which carry `.tool`) or catalog `Tool`s."""
+    tools = []
+    for item in items:
+        tool = getattr(item, "tool", None) or item
+        examples = list(getattr(tool, "examples", None) or [])
+        tools.append(
+            PromptTool(
+                tool_id=str(tool.id),
+                name=str(getattr(tool, "name", "") or tool.id),
+                description=str(getattr(tool, "description", "") or ""),
+                example=str(examples[0]) if examples else "",
+            )
+        )
+    return tuple(tools)
+
+
+def _tool_line(tool: PromptTool) -> str:
+    detail = tool.example or tool.description
+    name = clean_text(tool.name, 60)
+    return f"* {name}: {clean_text(detail, 100)}" if detail else f"* {name}"
+
+
+def _section(title: str, lines: Sequence[str]) -> str:
+    return f"{title}:\n" + "".join(f"{line}\n" for line in lines) if lines else ""
+
+
+def render_prompt(inputs: PromptInputs, n: int, config: GeneratorConfig | None = None) -> str:
+    """The rendered prompt of `TEMPLATE_VERSION`, ending where the model starts its list."""
+    config = config or GeneratorConfig()
+    if n < 1:
+        raise ValueError(f"n must be >= 1 suggestion, got {n}")
+    query = clean_text(inputs.query, config.max_query_chars)
+    response = clean_text(inputs.response, config.max_response_chars)
+    user = f"Query: {query}\n"
+    if response:
+        user += f"Response: {response}\n"
+    recent = [clean_text(q, config.max_query_chars) for q in inputs.recent[-config.max_recent :]]
+    user += _section("Recent queries", [f"* {q}" for q in recent if q] if config.max_recent else [])
+    context = [
+        f"* {clean_text(k, 40)}: {clean_text(v, 80)}" for k, v in inputs.context.items() if str(v)
+    ]
+    user += _section("Context", context)
+    user += _section("Tools", [_tool_line(t) for t in inputs.tools[: config.max_tools]])
+    return (
+        f"<|im_start|>system\n{INSTRUCTION.format(n=n)}{END_OF_TURN}\n"
+        f"<|im_start|>user\n{user}{END_OF_TURN}\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def format_completion(text: str) -> str:
+    """One suggestion as the model writes it: its line, delimiter included."""
+    return f"{SUGGESTION_PREFIX}{clean_text(text)}{SUGGESTION_SEP}"
+
+
+def sample_prompt(rendered_prompt: str, shown_before: Sequence[str]) -> str:
+    """The KTO prompt of a shown suggestion: the rendered prompt + the suggestions above it."""
+    return rendered_prompt + "".join(format_completion(s) for s in shown_before)
+
+
+def format_response(suggestions: Sequence[str]) -> str:
+    """A whole response (SFT target): every suggestion's line, then the end of the turn."""
+    return sample_prompt("", suggestions) + END_OF_TURN
