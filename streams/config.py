@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class CalibrationConfig(BaseModel):
@@ -16,6 +16,9 @@ class CalibrationConfig(BaseModel):
     half_life_days: float = Field(14.0, gt=0, description="Half-life of decayed user counts.")
     kappa: float = Field(20.0, ge=0, description="Prior strength pulling p_u toward p̄.")
     prior_ctr: float = Field(0.1, gt=0, lt=1, description="p̄ before any traffic is seen.")
+    global_prior_strength: float = Field(
+        100.0, ge=0, description="Pseudo-impressions of prior_ctr in the estimate of p̄."
+    )
     gamma: float = Field(0.5, ge=0, le=4, description="Exponent of the activity ratio ρ_u.")
     a_min: float = Field(0.25, gt=0, description="Lower clip of w_activity.")
     a_max: float = Field(4.0, gt=0, description="Upper clip of w_activity.")
@@ -37,6 +40,22 @@ class CalibrationConfig(BaseModel):
         return self
 
 
+class TelemetryConfig(BaseModel):
+    """The client-side telemetry producer (also used by serving for impressions)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id_key: SecretStr | None = Field(
+        None,
+        description="HMAC key that pseudonymizes raw user ids. Unset: a random key is made "
+        "once in <state_dir>/secrets/user_id_key (fine for one machine, not for a fleet).",
+    )
+    linger_ms: int = Field(10, ge=0, le=1000, description="Batching delay of the producer.")
+    batch_size: int = Field(65536, ge=1024, description="Producer batch size in bytes.")
+    retries: int = Field(10, ge=0, le=1000)
+    request_timeout_ms: int = Field(30000, ge=1000)
+
+
 class StreamsConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -50,5 +69,7 @@ class StreamsConfig(BaseModel):
     max_suggestions: int = Field(10, ge=1, le=50)
     max_text_chars: int = Field(2000, ge=16)
     commit_interval_s: float = Field(1.0, gt=0, le=60)
+    standby_replicas: int = Field(1, ge=0, le=3, description="Warm table copies on peers.")
     session_timeout_s: float = Field(6.0, gt=0, description="tansu joins take ~half of it.")
     calibration: CalibrationConfig = CalibrationConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()

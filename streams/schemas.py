@@ -27,7 +27,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json(exclude_none=False).encode()
+        return self.model_dump_json(by_alias=True).encode()
 
 
 class Suggestion(_Event):
@@ -89,7 +89,7 @@ class Sample(_Event):
     user_id: Id
     session_id: Id
     impression_ts: TimestampMs
-    closed_ts: TimestampMs  # event time at which the attribution window closed
+    closed_ts: TimestampMs  # event time at which the attribution window closed (deadline)
     model_version: Id
     template_version: Id
     prompt: Text  # rendered prompt + suggestions shown before this one

@@ -1,0 +1,66 @@
+"""`toolrec streams worker|topics` and `toolrec telemetry send FILE.jsonl`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from toolrec.cli import pass_settings
+from toolrec.config import Settings
+
+
+@click.group()
+def streams() -> None:
+    """The Faust calibration worker."""
+
+
+@streams.command("topics")
+@pass_settings
+def topics(settings: Settings) -> None:
+    """Create the project's topics (idempotent) and print their partition counts."""
+    from infra.topics import ensure_topics
+    from streams.app import ticks_topic_name
+
+    names = [*settings.kafka.topics.all(), ticks_topic_name(settings.streams)]
+    click.echo(json.dumps(ensure_topics(settings.kafka, names)))
+
+
+@streams.command("worker")
+@click.option("--loglevel", default="warning", show_default=True)
+@pass_settings
+def worker(settings: Settings, loglevel: str) -> None:
+    """Run one Faust worker (start more for scale-out; they share the partitions)."""
+    import faust
+
+    from infra.topics import ensure_topics
+    from streams.app import create_app, ticks_topic_name
+
+    ensure_topics(
+        settings.kafka, [*settings.kafka.topics.all(), ticks_topic_name(settings.streams)]
+    )
+    app = create_app(settings.streams, settings.kafka)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@click.group()
+def telemetry() -> None:
+    """Client telemetry (impressions and feedback)."""
+
+
+@telemetry.command("send")
+@click.argument(
+    "path", type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True)
+)
+@click.option("--pseudonymized", is_flag=True, help="user_id values are already pseudonyms.")
+@pass_settings
+def send(settings: Settings, path: Path, pseudonymized: bool) -> None:
+    """Validate and send the events of a JSONL file (`-` for stdin)."""
+    from streams.producer import TelemetryProducer, load_user_id_key, send_jsonl
+
+    key = load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
+    lines = sys.stdin if str(path) == "-" else path.open()
+    with TelemetryProducer(settings.kafka, settings.streams.telemetry, key=key) as producer:
+        click.echo(json.dumps(send_jsonl(producer, lines, pseudonymized=pseudonymized)))

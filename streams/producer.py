@@ -1,0 +1,172 @@
+"""Telemetry producer for client backends (kafka-python): validated events, keyed by a
+pseudonymous user id, sent with acks=all and retries, batched, flushed on close.
+
+    with TelemetryProducer(kafka, telemetry, key=load_user_id_key(...)) as producer:
+        producer.feedback(raw_user_id="alice", request_id=rid, type="click", position=2)
+
+The raw user id never leaves the process: it is replaced by HMAC-SHA256(key, raw id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from streams.config import TelemetryConfig
+from streams.schemas import Feedback, Impression, validate_payload
+from toolrec.errors import ConfigError, StreamError, ValidationError
+from toolrec.kafka import KafkaConfig
+
+PSEUDONYM_PREFIX = "p_"
+
+
+def load_user_id_key(telemetry: TelemetryConfig, state_dir: Path) -> bytes:
+    """The configured HMAC key, or a per-machine random key created once (mode 0600)."""
+    if telemetry.user_id_key is not None:
+        key = telemetry.user_id_key.get_secret_value().encode()
+        if len(key) < 16:
+            raise ConfigError("streams.telemetry.user_id_key must be at least 16 bytes long")
+        return key
+    path = state_dir / "secrets" / "user_id_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def pseudonymize(raw_user_id: str, key: bytes) -> str:
+    """Stable keyed hash of a raw user id: same user, same key → same pseudonym."""
+    if not raw_user_id:
+        raise ValidationError("user_id", "missing_field", "the raw user id is empty")
+    digest = hmac.new(key, raw_user_id.encode(), hashlib.sha256).hexdigest()
+    return PSEUDONYM_PREFIX + digest[:32]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TelemetryProducer:
+    """Sends impressions and feedback to their topics; validates before anything is sent."""
+
+    def __init__(self, kafka: KafkaConfig, telemetry: TelemetryConfig, *, key: bytes) -> None:
+        from kafka import KafkaProducer
+
+        self.kafka = kafka
+        self.key = key
+        self._producer = KafkaProducer(
+            **kafka.client_kwargs(),
+            acks="all",
+            retries=telemetry.retries,
+            linger_ms=telemetry.linger_ms,
+            batch_size=telemetry.batch_size,
+            request_timeout_ms=telemetry.request_timeout_ms,
+            max_in_flight_requests_per_connection=1,  # keeps per-user order under retries
+        )
+
+    # -- building events -----------------------------------------------------------------
+    def feedback(
+        self,
+        *,
+        raw_user_id: str,
+        request_id: str,
+        type: Literal["click", "execute", "dismiss"],
+        position: int,
+        success: bool | None = None,
+        ts: int | None = None,
+    ) -> Feedback:
+        """Validate and send one feedback event; returns it (with its pseudonymous user)."""
+        event = Feedback.model_validate(
+            {
+                "schema": "feedback/1",
+                "event_id": uuid.uuid4().hex,
+                "request_id": request_id,
+                "user_id": pseudonymize(raw_user_id, self.key),
+                "ts": ts or now_ms(),
+                "type": type,
+                "position": position,
+                "success": success,
+            }
+        )
+        self.send(event)
+        return event
+
+    def send_payload(self, payload: Mapping[str, Any], *, pseudonymized: bool = False) -> None:
+        """Validate and send a raw event object (e.g. a JSONL line); hashes `user_id`
+        unless it already is a pseudonym of this library."""
+        payload = dict(payload)
+        payload.setdefault("event_id", uuid.uuid4().hex)
+        payload.setdefault("ts", now_ms())
+        if not pseudonymized:
+            payload["user_id"] = pseudonymize(str(payload.get("user_id") or ""), self.key)
+        event = validate_payload(payload)
+        if not isinstance(event, Impression | Feedback):
+            raise ValidationError(
+                "schema", "wrong_topic", "only impressions and feedback are telemetry"
+            )
+        self.send(event)
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, event: Impression | Feedback) -> Any:
+        """Send an already validated event to its topic, keyed by its (pseudonymous) user."""
+        topic = (
+            self.kafka.topics.impressions
+            if isinstance(event, Impression)
+            else self.kafka.topics.feedback
+        )
+        return self._producer.send(topic, key=event.user_id.encode(), value=event.to_json_bytes())
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self._producer.flush(timeout=timeout_s)
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> TelemetryProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def send_jsonl(
+    producer: TelemetryProducer, lines: Iterable[str], *, pseudonymized: bool = False
+) -> dict[str, int]:
+    """Send every valid line; count and report the invalid ones (nothing half-sent)."""
+    counts = {"sent": 0, "invalid": 0}
+    errors: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            payload = json.loads(line)
+            if not isinstance(payload, dict):
+                raise ValidationError("<event>", "malformed_json", "not a JSON object")
+            producer.send_payload(payload, pseudonymized=pseudonymized)
+            counts["sent"] += 1
+        except (json.JSONDecodeError, ValidationError) as exc:
+            counts["invalid"] += 1
+            errors.append(f"line {number}: {exc}")
+    producer.flush()
+    if errors:
+        raise StreamError(
+            f"sent {counts['sent']}, rejected {counts['invalid']}: " + "; ".join(errors[:10])
+        )
+    return counts

@@ -1,0 +1,283 @@
+"""The attribution window as pure state transitions over JSON-able dicts.
+
+The Faust worker keeps three kinds of keys in one table (one table, so that one changelog
+partition orders all writes of a partition — see `streams.app`):
+
+- ``u:<user_id>`` → `UserState`: decayed counts of *closed* impressions (shown suggestions
+  and clicks), the open impressions of the user with their outcomes so far, recently
+  closed request ids (to tell an expired click from an unknown one) and the last applied
+  source offsets (replays after a crash are recognised and skipped);
+- ``g:<partition>`` → `GlobalState`: the partition's decayed click rate p̄ and per-position
+  click rates (for the examination propensity θ_k), plus the last closed impression;
+- ``r:<request_id>`` → the validated impression itself, written once, read at close.
+
+An impression's outcome is counted into the user's and the partition's state when its
+window closes, in deadline order. The state used for its samples is the state just before
+that, so a click never calibrates itself, and the result does not depend on when the
+close happens to run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+from streams.calibration import MS_PER_DAY, Decayed, calibrate, clip
+from streams.config import StreamsConfig
+from streams.schemas import Feedback, Impression, Sample
+from trainer.prompt import format_completion, sample_prompt
+
+
+class Pending(TypedDict):
+    ts: int
+    deadline: int
+    n: int
+    clicks: list[int]
+    executed: list[int]
+
+
+class UserState(TypedDict):
+    partition: int
+    shown: list[float]  # Decayed(value, ts) as [value, ts]
+    clicks: list[float]
+    impression_offset: int
+    feedback_offset: int
+    pending: dict[str, Pending]
+    closed: dict[str, int]  # request_id -> closed at (event time, ms)
+
+
+class GlobalState(TypedDict):
+    shown: list[float]
+    clicks: list[float]
+    position_shown: dict[str, list[float]]
+    position_clicks: dict[str, list[float]]
+    last_closed: list[Any]  # [deadline, request_id]: closes run in this order
+
+
+ImpressionOutcome = Literal["accepted", "replayed", "duplicate_impression", "late_impression"]
+FeedbackOutcome = Literal[
+    "counted",
+    "duplicate",
+    "replayed",
+    "unknown_impression",
+    "expired_impression",
+    "position_not_shown",
+]
+
+
+def new_user_state(partition: int) -> UserState:
+    return UserState(
+        partition=partition,
+        shown=[0.0, 0],
+        clicks=[0.0, 0],
+        impression_offset=-1,
+        feedback_offset=-1,
+        pending={},
+        closed={},
+    )
+
+
+def new_global_state() -> GlobalState:
+    return GlobalState(
+        shown=[0.0, 0], clicks=[0.0, 0], position_shown={}, position_clicks={}, last_closed=[0, ""]
+    )
+
+
+def deadline_of(ts: int, cfg: StreamsConfig) -> int:
+    return ts + int((cfg.attribution_window_s + cfg.allowed_lateness_s) * 1000)
+
+
+def on_impression(
+    user: UserState, impression: Impression, offset: int, watermark: int, cfg: StreamsConfig
+) -> ImpressionOutcome:
+    """Open the attribution window of `impression` (mutates `user`)."""
+    if offset <= user["impression_offset"]:
+        return "replayed"
+    user["impression_offset"] = offset
+    rid = impression.request_id
+    if rid in user["pending"] or rid in user["closed"]:
+        return "duplicate_impression"
+    deadline = deadline_of(impression.ts, cfg)
+    if deadline <= watermark:
+        return "late_impression"
+    user["pending"][rid] = Pending(
+        ts=impression.ts, deadline=deadline, n=len(impression.suggestions), clicks=[], executed=[]
+    )
+    return "accepted"
+
+
+def on_feedback(user: UserState, feedback: Feedback, offset: int) -> FeedbackOutcome:
+    """Attribute a click / execute / dismiss to its open impression (mutates `user`)."""
+    if offset <= user["feedback_offset"]:
+        return "replayed"
+    user["feedback_offset"] = offset
+    pending = user["pending"].get(feedback.request_id)
+    if pending is None:
+        return (
+            "expired_impression" if feedback.request_id in user["closed"] else "unknown_impression"
+        )
+    if feedback.position > pending["n"]:
+        return "position_not_shown"
+    if feedback.type == "dismiss":
+        return "counted"
+    # An execution implies the click that triggered it.
+    new_click = feedback.position not in pending["clicks"]
+    if new_click:
+        pending["clicks"].append(feedback.position)
+    if feedback.type == "execute":
+        if feedback.success and feedback.position not in pending["executed"]:
+            pending["executed"].append(feedback.position)
+            return "counted"
+    return "counted" if new_click else "duplicate"
+
+
+def due(user: UserState, watermark: int) -> list[tuple[int, str]]:
+    """(deadline, request_id) of the user's windows that closed by `watermark`."""
+    return sorted(
+        (p["deadline"], rid) for rid, p in user["pending"].items() if p["deadline"] <= watermark
+    )
+
+
+def _decayed(pair: list[float]) -> Decayed:
+    return Decayed(float(pair[0]), int(pair[1]))
+
+
+def _rate(clicks: float, shown: float, prior: float, strength: float) -> float:
+    return (clicks + strength * prior) / (shown + strength)
+
+
+def global_ctr(state: GlobalState, ts: int, cfg: StreamsConfig) -> float:
+    cal, half = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY
+    return _rate(
+        _decayed(state["clicks"]).at(ts, half),
+        _decayed(state["shown"]).at(ts, half),
+        cal.prior_ctr,
+        cal.global_prior_strength,
+    )
+
+
+def theta(state: GlobalState, position: int, ts: int, p_bar: float, cfg: StreamsConfig) -> float:
+    """Examination propensity of `position` relative to position 1, estimated online."""
+    if position == 1:
+        return 1.0
+    cal, half = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY
+
+    def rate(k: int) -> float:
+        shown = _decayed(state["position_shown"].get(str(k), [0.0, 0])).at(ts, half)
+        clicks = _decayed(state["position_clicks"].get(str(k), [0.0, 0])).at(ts, half)
+        return _rate(clicks, shown, p_bar, cal.kappa)
+
+    return clip(rate(position) / rate(1), cal.theta_min, 1.0)
+
+
+def close(
+    user: UserState, glob: GlobalState, impression: Impression, cfg: StreamsConfig
+) -> list[Sample]:
+    """Close one window: build its samples from the state before, then count its outcome.
+
+    If `glob` already counted this close (its changelog write survived a crash that the
+    user's did not), only the user's state is brought up to date.
+    """
+    rid = impression.request_id
+    pending = user["pending"].pop(rid)
+    order = [pending["deadline"], rid]
+    samples = build_samples(user, glob, impression, pending, cfg)
+    count_outcome(user, glob if order > glob["last_closed"] else None, impression, pending, cfg)
+    glob["last_closed"] = max(order, glob["last_closed"])
+    # Remember recent closes for a while, to tell expired clicks from unknown ones.
+    closed_at = pending["deadline"]
+    user["closed"][rid] = closed_at
+    retention_ms = 2 * deadline_of(0, cfg)
+    user["closed"] = {r: t for r, t in user["closed"].items() if t >= closed_at - retention_ms}
+    return samples
+
+
+def build_samples(
+    user: UserState,
+    glob: GlobalState,
+    impression: Impression,
+    pending: Pending,
+    cfg: StreamsConfig,
+) -> list[Sample]:
+    half = cfg.calibration.half_life_days * MS_PER_DAY
+    ts = impression.ts
+    user_impressions = _decayed(user["shown"]).at(ts, half)
+    user_clicks = _decayed(user["clicks"]).at(ts, half)
+    p_bar = global_ctr(glob, ts, cfg)
+    clicked_positions = set(pending["clicks"]) | set(pending["executed"])
+    shown_before: list[str] = []
+    samples = []
+    for suggestion in impression.suggestions:
+        clicked = suggestion.position in clicked_positions
+        executed = suggestion.position in pending["executed"]
+        is_tool = suggestion.tool_id is not None
+        weights = calibrate(
+            clicked=clicked,
+            executed=executed,
+            is_tool_query=is_tool,
+            theta=theta(glob, suggestion.position, ts, p_bar, cfg),
+            user_impressions=user_impressions,
+            user_clicks=user_clicks,
+            global_ctr=p_bar,
+            cfg=cfg.calibration,
+        )
+        samples.append(
+            Sample(
+                sample_id=f"{impression.request_id}:{suggestion.position}",
+                request_id=impression.request_id,
+                event_id=impression.event_id,
+                user_id=impression.user_id,
+                session_id=impression.session_id,
+                impression_ts=ts,
+                closed_ts=pending["deadline"],
+                model_version=impression.model_version,
+                template_version=impression.template_version,
+                prompt=sample_prompt(impression.prompt, shown_before),
+                completion=format_completion(suggestion.text),
+                position=suggestion.position,
+                n_shown=len(impression.suggestions),
+                clicked=clicked,
+                executed=executed,
+                explored=bool(impression.decoding.get("explore", False)),
+                tool_id=suggestion.tool_id,
+                is_tool_query=is_tool,
+                user_impressions=user_impressions,
+                user_clicks=user_clicks,
+                user_ctr=weights.user_ctr,
+                global_ctr=p_bar,
+                w_activity=weights.w_activity,
+                w_tool=weights.w_tool,
+                w_position=weights.w_position,
+                weight=weights.weight,
+            )
+        )
+        shown_before.append(suggestion.text)
+    return samples
+
+
+def count_outcome(
+    user: UserState,
+    glob: GlobalState | None,
+    impression: Impression,
+    pending: Pending,
+    cfg: StreamsConfig,
+) -> None:
+    """Add a closed impression's shown suggestions and clicks to user and partition state."""
+    half = cfg.calibration.half_life_days * MS_PER_DAY
+    ts = impression.ts
+    clicked = set(pending["clicks"]) | set(pending["executed"])
+
+    def bump(pair: list[float], amount: float) -> list[float]:
+        updated = _decayed(pair).add(amount, ts, half)
+        return [updated.value, updated.ts]
+
+    user["shown"] = bump(user["shown"], pending["n"])
+    user["clicks"] = bump(user["clicks"], len(clicked))
+    if glob is None:
+        return
+    glob["shown"] = bump(glob["shown"], pending["n"])
+    glob["clicks"] = bump(glob["clicks"], len(clicked))
+    for suggestion in impression.suggestions:
+        key = str(suggestion.position)
+        glob["position_shown"][key] = bump(glob["position_shown"].get(key, [0.0, 0]), 1)
+        hit = 1 if suggestion.position in clicked else 0
+        glob["position_clicks"][key] = bump(glob["position_clicks"].get(key, [0.0, 0]), hit)
