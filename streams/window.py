@@ -123,10 +123,10 @@ def on_feedback(user: UserState, feedback: Feedback, offset: int) -> FeedbackOut
     new_click = feedback.position not in pending["clicks"]
     if new_click:
         pending["clicks"].append(feedback.position)
-    if feedback.type == "execute":
-        if feedback.success and feedback.position not in pending["executed"]:
-            pending["executed"].append(feedback.position)
-            return "counted"
+    executed = feedback.type == "execute" and bool(feedback.success)
+    if executed and feedback.position not in pending["executed"]:
+        pending["executed"].append(feedback.position)
+        return "counted"
     return "counted" if new_click else "duplicate"
 
 
