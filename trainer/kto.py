@@ -21,6 +21,10 @@ How it hooks into TRL 1.16 without forking `_compute_loss`:
   The unit tests pin this against the stock trainer, so a TRL change that breaks the
   contract fails them.
 
+Per-suggestion completions (`trainer.prompt`: "- text\\n") must not end the turn, so the EOS
+token TRL appends to every non-conversational completion is removed after tokenization
+(`completion_eos=False`, the default).
+
 TRL's constraints, handled here and in `trainer.data`: the KL estimate needs a batch > 1
 (`TrainingConfig.batch_size >= 2`) and the sampler must stay sequential (the KL completions
 are rotated within fixed batches), so the data is shuffled before it gets here.
@@ -82,7 +86,11 @@ class WeightedUnpairedCollator(DataCollatorForUnpairedPreference):
 class WeightedKTOTrainer(KTOTrainer):
     """`KTOTrainer` whose per-sample losses are multiplied by the dataset's `weight` column."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, completion_eos: bool = False, **kwargs: Any) -> None:
+        """Arguments of `KTOTrainer`, plus `completion_eos`: keep TRL's EOS after each
+        completion (False for our per-suggestion factorization, whose completions end with
+        the suggestion delimiter, not the end of the turn; see `trainer.prompt`)."""
+        self._completion_eos = completion_eos
         train_dataset = kwargs.get("train_dataset")
         _check_weights(train_dataset, "train_dataset")
         if kwargs.get("eval_dataset") is not None:
@@ -90,6 +98,15 @@ class WeightedKTOTrainer(KTOTrainer):
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = _default_collator(kwargs)
         super().__init__(*args, **kwargs)
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
+        """TRL's tokenization, then (unless `completion_eos`) the EOS it appends removed."""
+        dataset = super()._prepare_dataset(dataset, processing_class, args, name)
+        if self._completion_eos:
+            return dataset
+        return dataset.map(
+            _strip_eos, fn_kwargs={"eos_id": self._tokenizer.eos_token_id}, desc="Removing EOS"
+        )
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep `weight` through `remove_unused_columns`."""
@@ -130,6 +147,14 @@ class WeightedKTOTrainer(KTOTrainer):
             yield
         finally:
             self.desirable_weight, self.undesirable_weight = desirable, undesirable
+
+
+def _strip_eos(example: dict[str, Any], eos_id: int) -> dict[str, Any]:
+    for key in ("completion_ids", "KL_completion_ids"):
+        ids = example.get(key)
+        if ids and ids[-1] == eos_id:
+            example[key] = ids[:-1]
+    return example
 
 
 def _check_weights(dataset: Dataset | None, name: str) -> None:

@@ -39,7 +39,13 @@ def _rows(weights: list[float] | None = None) -> dict[str, list[Any]]:
     return rows
 
 
-def _trainer(model_dir: Path, tmp_path: Path, cls: type[KTOTrainer], rows: dict[str, Any]) -> Any:
+def _trainer(
+    model_dir: Path, tmp_path: Path, cls: type[KTOTrainer], rows: dict[str, Any], **kwargs: Any
+) -> Any:
+    """`cls` on the tiny model with LoRA; the weighted trainer keeps TRL's EOS here so that it
+    sees exactly the stock trainer's sequences."""
+    if cls is WeightedKTOTrainer:
+        kwargs.setdefault("completion_eos", True)
     model, tokenizer = load_model(model_dir)
     trainer = cls(
         model=model,
@@ -47,6 +53,7 @@ def _trainer(model_dir: Path, tmp_path: Path, cls: type[KTOTrainer], rows: dict[
         train_dataset=Dataset.from_dict(rows),
         processing_class=tokenizer,
         peft_config=lora_config(CONFIG),
+        **kwargs,
     )
     _perturb_adapter(trainer.model)
     return trainer
@@ -188,3 +195,18 @@ def test_missing_or_invalid_weights_fail_clearly(tiny_model_dir: Path, tmp_path:
         _trainer(tiny_model_dir, tmp_path, WeightedKTOTrainer, _rows())
     with pytest.raises(TrainerError, match="invalid weights"):
         _trainer(tiny_model_dir, tmp_path, WeightedKTOTrainer, _rows([1.0] * 7 + [-1.0]))
+
+
+def test_per_suggestion_completions_do_not_end_the_turn(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """By default the EOS TRL appends is removed: a suggestion line is not the end of a list."""
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, WeightedKTOTrainer, _rows([1.0] * 8), completion_eos=False
+    )
+    eos = trainer.processing_class.eos_token_id
+    newline = trainer.processing_class("\n", add_special_tokens=False)["input_ids"][-1]
+    for example in trainer.train_dataset:
+        assert example["completion_ids"][-1] == newline != eos
+        assert example["KL_completion_ids"][-1] == newline
+    trainer.train()

@@ -1,0 +1,327 @@
+"""Samples (rows of the `samples` Delta table) → the weighted-KTO training and held-out sets.
+
+Steps of one refresh's data (`build_training_set`), all deterministic for a seed:
+
+1. Hold-out split by a stable hash of `sample_id` (`is_holdout`): a sample is held out in
+   every refresh or in none, so the gate never scores a sample some model trained on.
+2. New samples (added since the champion's Delta version) are capped to the most recent
+   `max_train_samples · (1 - replay_share)`; a replay sample of older training rows is
+   mixed in so that `replay_share` of the set is old data (against forgetting).
+3. Per-class re-normalization (`renormalize_class_weights`, this project's rule): the
+   calibrated weights keep their ratios within a class, and the two classes are scaled
+   so that the weighted desirable:undesirable ratio Σw_D / Σw_U is the observed ratio
+   clipped into [ratio_min, ratio_max] (KTO paper, Eq. 8: 1:1 to 4:3) and the mean weight
+   is 1, which keeps the loss on the scale of the stock trainer's.
+4. Shuffle: TRL's KTO sampler must stay sequential (the KL completions are rotated within
+   fixed batches), so the order is randomized here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from toolrec.errors import TrainerError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from trainer.config import TrainingConfig
+
+__all__ = [
+    "KTO_COLUMNS",
+    "InsufficientDataError",
+    "TrainingSet",
+    "build_eval_set",
+    "build_training_set",
+    "is_holdout",
+    "renormalize_class_weights",
+    "split_holdout",
+    "synthetic_samples",
+    "to_kto_dataset",
+]
+
+KTO_COLUMNS = ("prompt", "completion", "label", "weight")
+_NEEDED = ("sample_id", "prompt", "completion", "clicked", "weight", "closed_ts")
+
+
+class InsufficientDataError(TrainerError):
+    """Not enough (or too one-sided) data for a refresh; the refresh is skipped."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A shuffled, re-weighted training table (columns KTO_COLUMNS + sample_id) and counts."""
+
+    table: pa.Table
+    n_new: int
+    n_replay: int
+    n_desirable: int
+    n_undesirable: int
+    weighted_ratio: float  # Σw_D / Σw_U after re-normalization
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "n_train": self.table.num_rows,
+            "n_new": self.n_new,
+            "n_replay": self.n_replay,
+            "n_desirable": self.n_desirable,
+            "n_undesirable": self.n_undesirable,
+        }
+
+
+def is_holdout(sample_ids: list[str], share: float) -> np.ndarray:
+    """Stable per-sample hold-out membership: blake2b(sample_id) below `share` of 2^64."""
+    if share <= 0:
+        return np.zeros(len(sample_ids), dtype=bool)
+    limit = int(share * 2**64)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big") < limit
+            for s in sample_ids
+        ),
+        dtype=bool,
+        count=len(sample_ids),
+    )
+
+
+def split_holdout(table: pa.Table, share: float) -> tuple[pa.Table, pa.Table]:
+    """(training rows, held-out rows) of `table`."""
+    mask = pa.array(is_holdout(table.column("sample_id").to_pylist(), share))
+    return table.filter(pc.invert(mask)), table.filter(mask)
+
+
+def renormalize_class_weights(
+    weights: np.ndarray, labels: np.ndarray, *, ratio_min: float, ratio_max: float
+) -> np.ndarray:
+    """Scale each class so Σw_D/Σw_U = clip(observed, ratio_min, ratio_max) and mean(w) = 1."""
+    weights = np.asarray(weights, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if weights.shape != labels.shape or weights.size == 0:
+        raise TrainerError(f"need equally long, non-empty weights and labels, got "
+                           f"{weights.shape} and {labels.shape}")
+    desirable, undesirable = weights[labels].sum(), weights[~labels].sum()
+    if desirable <= 0 or undesirable <= 0:
+        raise InsufficientDataError(
+            f"cannot balance classes: total weight desirable={desirable:.3g}, "
+            f"undesirable={undesirable:.3g}; KTO needs weighted clicks and non-clicks"
+        )
+    ratio = float(np.clip(desirable / undesirable, ratio_min, ratio_max))
+    total = float(weights.size)
+    scale_d = total * ratio / (1 + ratio) / desirable
+    scale_u = total / (1 + ratio) / undesirable
+    return np.where(labels, weights * scale_d, weights * scale_u)
+
+
+def _rows(table: pa.Table) -> pa.Table:
+    missing = [c for c in _NEEDED if c not in table.column_names]
+    if missing:
+        raise TrainerError(
+            f"sample rows lack columns {missing} (have {table.column_names}); read them from "
+            "the lake's `samples` table"
+        )
+    return table.select(list(_NEEDED))
+
+
+def _most_recent(table: pa.Table, limit: int) -> pa.Table:
+    if table.num_rows <= limit:
+        return table
+    keys = [("closed_ts", "descending"), ("sample_id", "ascending")]
+    order = pc.sort_indices(table, sort_keys=keys)
+    return table.take(order[:limit])
+
+
+def _random_rows(table: pa.Table, n: int, rng: np.random.Generator) -> pa.Table:
+    if n <= 0 or table.num_rows == 0:
+        return table.slice(0, 0)
+    picks = rng.choice(table.num_rows, size=min(n, table.num_rows), replace=False)
+    return table.take(pa.array(np.sort(picks)))
+
+
+def build_training_set(
+    new: pa.Table, old: pa.Table | None, config: TrainingConfig, *, seed: int | None = None
+) -> TrainingSet:
+    """New samples + a replay of older ones, hold-out removed, re-weighted and shuffled.
+
+    Raises InsufficientDataError when a class has fewer than `min_per_class` samples.
+    """
+    rng = np.random.default_rng(config.seed if seed is None else seed)
+    new_train, _ = split_holdout(_rows(new), config.holdout_share)
+    new_cap = max(1, int(config.max_train_samples * (1 - config.replay_share)))
+    new_train = _most_recent(new_train, new_cap)
+    replay = new_train.slice(0, 0)
+    if old is not None and old.num_rows and config.replay_share > 0:
+        old_train, _ = split_holdout(_rows(old), config.holdout_share)
+        want = round(new_train.num_rows * config.replay_share / (1 - config.replay_share))
+        want = min(want, config.max_train_samples - new_train.num_rows)
+        replay = _random_rows(old_train, want, rng)
+    rows = pa.concat_tables([new_train, replay])
+    labels = np.asarray(rows.column("clicked").to_pylist(), dtype=bool)
+    n_d, n_u = int(labels.sum()), int((~labels).sum())
+    if min(n_d, n_u) < config.min_per_class:
+        raise InsufficientDataError(
+            f"{n_d} clicked and {n_u} non-clicked training samples; a refresh needs at least "
+            f"{config.min_per_class} of each (trainer.training.min_per_class)"
+        )
+    weights = renormalize_class_weights(
+        np.asarray(rows.column("weight").to_pylist(), dtype=np.float64), labels,
+        ratio_min=config.desirable_ratio_min, ratio_max=config.desirable_ratio_max,
+    )
+    table = pa.table({
+        "sample_id": rows.column("sample_id"),
+        "prompt": rows.column("prompt"),
+        "completion": rows.column("completion"),
+        "label": pa.array(labels),
+        "weight": pa.array(weights, type=pa.float64()),
+    }).take(pa.array(rng.permutation(rows.num_rows)))
+    return TrainingSet(
+        table=table,
+        n_new=new_train.num_rows,
+        n_replay=replay.num_rows,
+        n_desirable=n_d,
+        n_undesirable=n_u,
+        weighted_ratio=float(weights[labels].sum() / weights[~labels].sum()),
+    )
+
+
+def build_eval_set(new: pa.Table, old: pa.Table | None, config: TrainingConfig) -> pa.Table:
+    """Held-out rows for the gate: the new data's, topped up with the most recent older ones.
+
+    Columns: sample_id, prompt, completion, label, weight (raw calibrated weights).
+    """
+    _, held = split_holdout(_rows(new), config.holdout_share)
+    held = _most_recent(held, config.max_eval_samples)
+    if old is not None and old.num_rows and held.num_rows < config.max_eval_samples:
+        _, old_held = split_holdout(_rows(old), config.holdout_share)
+        held = pa.concat_tables(
+            [held, _most_recent(old_held, config.max_eval_samples - held.num_rows)]
+        )
+    return pa.table({
+        "sample_id": held.column("sample_id"),
+        "prompt": held.column("prompt"),
+        "completion": held.column("completion"),
+        "label": held.column("clicked"),
+        "weight": held.column("weight"),
+    })
+
+
+def to_kto_dataset(table: pa.Table) -> Dataset:
+    """The TRL dataset (prompt, completion, label, weight), in the table's (shuffled) order."""
+    from datasets import Dataset
+
+    missing = [c for c in KTO_COLUMNS if c not in table.column_names]
+    if missing:
+        raise TrainerError(f"training table lacks {missing}; build it with build_training_set")
+    columns: dict[str, Any] = {c: table.column(c).to_pylist() for c in KTO_COLUMNS}
+    return Dataset.from_dict(columns)
+
+
+# ----------------------------------------------------------------- synthetic samples
+
+_EVAL_TOOLS = (
+    ("battery_saver", "battery saver", "turn on battery saver"),
+    ("bluetooth", "bluetooth", "turn off bluetooth"),
+    ("alarm", "alarm", "set an alarm for 7"),
+    ("wifi", "wifi settings", "open wifi settings"),
+    ("dark_mode", "dark mode", "turn on dark mode"),
+    ("flashlight", "flashlight", "turn on the flashlight"),
+    ("dnd", "do not disturb", "turn on do not disturb"),
+    ("timer", "timer", "start a timer for 10 minutes"),
+)
+_PLAIN = (
+    "what is the weather tomorrow", "tell me a joke", "who won the game",
+    "how far is the moon", "recommend a podcast", "what time is it in tokyo",
+)
+
+
+def synthetic_samples(
+    n: int,
+    *,
+    seed: int = 0,
+    start_ts: int = 1_767_225_600_000,
+    model_version: str = "base",
+    tool_click_rate: float = 0.45,
+    plain_click_rate: float = 0.08,
+) -> list[dict[str, Any]]:
+    """`n` rows of the Sample contract (streams/schemas.py) for tests and benchmarks.
+
+    Real GQR prompts (`trainer.prompt`); tool-invoking suggestions are clicked more often
+    than plain ones, so a trained model has a signal to find. Deterministic for `seed`.
+    """
+    from trainer.prompt import (
+        TEMPLATE_VERSION,
+        PromptInputs,
+        PromptTool,
+        format_completion,
+        render_prompt,
+        sample_prompt,
+    )
+
+    rng = np.random.default_rng(seed)
+    tools = [PromptTool(t, name, example=ex) for t, name, ex in _EVAL_TOOLS]
+    rows: list[dict[str, Any]] = []
+    request = 0
+    while len(rows) < n:
+        request += 1
+        picked = rng.choice(len(tools), size=3, replace=False)
+        query = tools[picked[0]].example
+        shown = [(tools[i].example, tools[i].tool_id) for i in picked[1:]]
+        shown.append((str(rng.choice(_PLAIN)), None))
+        order = rng.permutation(len(shown))
+        shown = [shown[i] for i in order]
+        inputs = PromptInputs(query=query, response=f"Okay, I will {query}.",
+                              tools=tuple(tools[i] for i in picked[1:]))
+        rendered = render_prompt(inputs, n=len(shown))
+        ts = start_ts + request * 1_000
+        for position, (text, tool_id) in enumerate(shown, start=1):
+            rate = tool_click_rate if tool_id else plain_click_rate
+            clicked = bool(rng.random() < rate)
+            rows.append(_synthetic_row(
+                request=f"{seed}-{request}", seed=seed, position=position, n_shown=len(shown),
+                ts=ts, model_version=model_version, template_version=TEMPLATE_VERSION,
+                prompt=sample_prompt(rendered, [t for t, _ in shown[: position - 1]]),
+                completion=format_completion(text), clicked=clicked, tool_id=tool_id,
+                rng=rng,
+            ))
+    return rows[:n]
+
+
+def _synthetic_row(*, request: str, seed: int, position: int, n_shown: int, ts: int,
+                   model_version: str, template_version: str, prompt: str, completion: str,
+                   clicked: bool, tool_id: str | None, rng: np.random.Generator) -> dict[str, Any]:
+    w_activity = float(np.round(rng.uniform(0.5, 2.0), 3))
+    w_tool = 2.0 if clicked and tool_id else 1.0
+    return {
+        "schema": "sample/1",
+        "sample_id": f"{request}:{position}",
+        "request_id": request,
+        "event_id": f"imp-{request}",
+        "user_id": f"u{seed}-{int(rng.integers(0, 50))}",
+        "session_id": f"s-{request}",
+        "impression_ts": ts,
+        "closed_ts": ts + 60_000,
+        "model_version": model_version,
+        "template_version": template_version,
+        "prompt": prompt,
+        "completion": completion,
+        "position": position,
+        "n_shown": n_shown,
+        "clicked": clicked,
+        "executed": bool(clicked and tool_id and rng.random() < 0.5),
+        "explored": False,
+        "tool_id": tool_id,
+        "is_tool_query": tool_id is not None,
+        "user_impressions": 20.0,
+        "user_clicks": 4.0,
+        "user_ctr": 0.2,
+        "global_ctr": 0.2,
+        "w_activity": w_activity,
+        "w_tool": w_tool,
+        "w_position": 1.0,
+        "weight": w_activity * w_tool,
+    }
