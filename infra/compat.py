@@ -7,10 +7,9 @@ recover only part of its tables. The Fetch response's high watermark is correct,
 ask for it: a short-lived probe consumer fetches at the reported end of each partition
 and we take the larger of the two numbers.
 
-It is switched on only for `KafkaConfig(flavor="tansu")`, through Faust's own transport
-extension point: the broker URL scheme `tansu://` selects `Transport` below (registered as
-the `faust.transports` entry point in pyproject.toml). Against Apache Kafka nothing here
-runs.
+It is switched on only for `KafkaConfig(flavor="tansu")`: the Faust transport of
+`streams.transport` (URL scheme `toolrec-tansu://`) calls `true_end_offsets`; other
+clients may call it too. Against Apache Kafka nothing here runs.
 """
 
 from __future__ import annotations
@@ -19,12 +18,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +71,3 @@ async def _fetch_until_highwaters(
             raise TimeoutError(f"no fetch response for {missing} within {timeout_s} s")
         await probe.getmany(*tps, timeout_ms=100)
         await asyncio.sleep(0)
-
-
-class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread with corrected highwaters (used by recovery)."""
-
-    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        reported = await super()._highwaters(partitions)
-        if self.consumer.in_transaction:
-            return reported
-        kafka_config = getattr(self.app, "kafka_config", None)
-        if kafka_config is None:
-            raise RuntimeError("the tansu:// transport needs app.kafka_config (a KafkaConfig)")
-        corrected = await true_end_offsets(kafka_config.client_kwargs(), reported)
-        return cast(Mapping[TP, int], corrected)
-
-
-class Consumer(faust_aiokafka.Consumer):
-    ConsumerThread = ConsumerThread
-
-
-class Transport(faust_aiokafka.Transport):
-    """`tansu://host:port`: Faust's Kafka transport plus the end-offset correction."""
-
-    Consumer = Consumer
-    driver_version = f"tansu-compat+{faust_aiokafka.Transport.driver_version}"

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 from faust.types import TP
@@ -32,12 +32,16 @@ from streams.config import StreamsConfig
 from streams.schemas import Feedback, Impression, Sample, parse_event
 from streams.window import (
     GlobalState,
+    Orphan,
     UserState,
     close,
+    deadlines,
+    expire_orphans,
     new_global_state,
     new_user_state,
     on_feedback,
     on_impression,
+    release_orphans,
 )
 from toolrec.errors import ValidationError
 from toolrec.kafka import KafkaConfig
@@ -51,6 +55,16 @@ ERROR_OUTCOMES = {
     "expired_impression",
     "position_not_shown",
 }
+
+
+class Source(NamedTuple):
+    """Where an event came from: enough to dead-letter it faithfully."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
 
 
 class ToolrecApp(faust.App):
@@ -83,36 +97,35 @@ class Processor:
         self.watermarks: dict[int, int] = {}
         self.deadlines: dict[int, list[tuple[int, str, str]]] = {}  # partition -> heap
         self.stats: Counter[str] = Counter()
+        self._dead_letters: list[Any] = []  # sends of the current event, awaited in handle
+        self._last_report = (time.monotonic(), 0)
 
     # -- entry point ---------------------------------------------------------------------
     async def handle(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         self._ensure_index(partition)
-        if topic == self.topics.impressions or topic == self.topics.feedback:
-            event = self._validate(topic, partition, offset, key, value)
+        if topic in (self.topics.impressions, self.topics.feedback):
+            self.stats["events"] += 1
+            event = self._validate(Source(topic, partition, offset, key, value))
             if event is not None:
                 self._advance(partition, event.ts)
-                outcome = self._apply(event, partition, offset)
-                self.stats[outcome] += 1
-                if outcome in ERROR_OUTCOMES:
-                    await self._dead_letter(
-                        topic, partition, offset, key, value, outcome, "request_id"
-                    )
+                self._apply(event, Source(topic, partition, offset, key, value))
         else:  # a tick: wall-clock progress for idle partitions
             self._advance(partition, int(json.loads(value or b"{}").get("ts", 0)))
         await self._close_due(partition)
+        for send in self._dead_letters:
+            await send
+        self._dead_letters.clear()
 
     # -- validation and application ------------------------------------------------------
-    def _validate(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
-    ) -> Impression | Feedback | None:
+    def _validate(self, source: Source) -> Impression | Feedback | None:
         try:
-            event = parse_event(value or b"", max_bytes=self.cfg.max_event_bytes)
-            expected = Impression if topic == self.topics.impressions else Feedback
+            event = parse_event(source.value or b"", max_bytes=self.cfg.max_event_bytes)
+            expected = Impression if source.topic == self.topics.impressions else Feedback
             if not isinstance(event, expected):
                 raise ValidationError(
-                    "schema", "wrong_topic", f"{type(event).__name__} event on topic {topic}"
+                    "schema", "wrong_topic", f"{type(event).__name__} event on topic {source.topic}"
                 )
             if isinstance(event, Impression) and len(event.suggestions) > self.cfg.max_suggestions:
                 raise ValidationError(
@@ -122,30 +135,46 @@ class Processor:
                 )
             return event
         except ValidationError as exc:
-            self.stats[exc.reason] += 1
-            asyncio.ensure_future(
-                self._dead_letter(
-                    topic, partition, offset, key, value, exc.reason, exc.field, str(exc)
-                )
-            )
+            self._reject(source, exc.reason, exc.field, str(exc))
             return None
 
-    def _apply(self, event: Impression | Feedback, partition: int, offset: int) -> str:
-        user_key = f"u:{event.user_id}"
+    def _apply(self, event: Impression | Feedback, source: Source) -> None:
+        partition, user_key = source.partition, f"u:{event.user_id}"
         user: UserState = self.table.get(user_key) or new_user_state(partition)
         if isinstance(event, Impression):
-            outcome = on_impression(user, event, offset, self.watermarks[partition], self.cfg)
+            outcome = on_impression(
+                user, event, source.offset, self.watermarks[partition], self.cfg
+            )
             if outcome == "accepted":
                 self.table[f"r:{event.request_id}"] = event.model_dump(mode="json", by_alias=True)
-                deadline = user["pending"][event.request_id]["deadline"]
-                heapq.heappush(
-                    self.deadlines[partition], (deadline, event.request_id, event.user_id)
-                )
+                self._watch(partition, user["pending"][event.request_id]["deadline"], event)
+                for held_outcome, orphan in release_orphans(user, event.request_id):
+                    self._count(held_outcome, self._orphan_source(source, orphan, event.user_id))
         else:
-            outcome = on_feedback(user, event, offset)
+            raw = (source.value or b"").decode()
+            outcome = on_feedback(user, event, source.offset, raw, self.cfg)
+            if outcome == "held":
+                self._watch(partition, user["orphans"][-1]["deadline"], event)
+        self._count(outcome, source)
         if outcome != "replayed":
             self.table[user_key] = user
-        return outcome
+
+    def _count(self, outcome: str, source: Source) -> None:
+        self.stats[outcome] += 1
+        if outcome in ERROR_OUTCOMES:
+            self._reject(source, outcome, "request_id", outcome.replace("_", " "))
+
+    def _watch(self, partition: int, deadline: int, event: Impression | Feedback) -> None:
+        heapq.heappush(self.deadlines[partition], (deadline, event.request_id, event.user_id))
+
+    def _orphan_source(self, source: Source, orphan: Orphan, user_id: str) -> Source:
+        return Source(
+            self.topics.feedback,
+            source.partition,
+            orphan["offset"],
+            user_id.encode(),
+            orphan["raw"].encode(),
+        )
 
     def _advance(self, partition: int, ts: int) -> None:
         self.watermarks[partition] = max(self.watermarks.get(partition, 0), ts)
@@ -162,14 +191,23 @@ class Processor:
         while heap and heap[0][0] <= watermark:
             _, request_id, user_id = heapq.heappop(heap)
             user = users.get(user_id) or self.table.get(f"u:{user_id}")
-            stored = self.table.get(f"r:{request_id}")
-            if user is None or stored is None or request_id not in user["pending"]:
-                continue  # closed before a restart
-            impression = Impression.model_validate(stored)
-            for sample in close(user, glob, impression, self.cfg):
-                deliveries.append(await self._emit(sample))
+            if user is None:
+                continue
             users[user_id] = user
-            closed.append(request_id)
+            pending = user["pending"].get(request_id)
+            if pending is not None and pending["deadline"] <= watermark:
+                impression = Impression.model_validate(self.table[f"r:{request_id}"])
+                deliveries += [await self._emit(s) for s in close(user, glob, impression, self.cfg)]
+                closed.append(request_id)
+            for orphan in expire_orphans(user, watermark):
+                source = Source(
+                    self.topics.feedback,
+                    partition,
+                    orphan["offset"],
+                    user_id.encode(),
+                    orphan["raw"].encode(),
+                )
+                self._count("unknown_impression", source)
         # The broker has the samples before any state says they were emitted.
         await asyncio.gather(*deliveries)
         self.table[f"g:{partition}"] = glob  # before the users: see the module docstring
@@ -184,29 +222,25 @@ class Processor:
             key=sample.user_id.encode(), value=sample.to_json_bytes(), force=True
         )
 
-    async def _dead_letter(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        reason: str,
-        field: str,
-        detail: str = "",
-    ) -> None:
-        """The raw bytes unchanged; where they came from and why, in the headers."""
+    def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:
+        """Dead-letter the raw bytes unchanged; where they came from and why in headers."""
+        self.stats[reason] += 1
         headers = {
             "reason": reason,
             "field": field,
             "detail": detail[:500],
-            "source_topic": topic,
-            "source_partition": str(partition),
-            "source_offset": str(offset),
             "stage": "streams",
+            "source_topic": source.topic,
+            "source_partition": str(source.partition),
+            "source_offset": str(source.offset),
         }
-        await self.dlq.send(
-            key=key, value=value, force=True, headers={k: v.encode() for k, v in headers.items()}
+        # Attached to the event being processed: Faust publishes it before committing it.
+        self._dead_letters.append(
+            self.dlq.send(
+                key=source.key,
+                value=source.value,
+                headers={k: v.encode() for k, v in headers.items()},
+            )
         )
 
     # -- the deadline index is derived state, rebuilt from the table ---------------------
@@ -216,11 +250,32 @@ class Processor:
         heap: list[tuple[int, str, str]] = []
         for key, state in self.table.items():
             if key.startswith("u:") and state and state["partition"] == partition:
-                heap.extend((p["deadline"], rid, key[2:]) for rid, p in state["pending"].items())
+                heap.extend((deadline, rid, key[2:]) for deadline, rid in deadlines(state))
         heapq.heapify(heap)
         self.deadlines[partition] = heap
         if heap:
             log.info("partition %d: %d open windows restored", partition, len(heap))
+
+    def report(self, partitions: list[int]) -> None:
+        """One progress line: what this worker owns, how fast it goes, what it dropped."""
+        now = time.monotonic()
+        events = self.stats["events"]
+        rate = (events - self._last_report[1]) / max(now - self._last_report[0], 1e-9)
+        self._last_report = (now, events)
+        dead = sum(
+            v
+            for k, v in self.stats.items()
+            if k not in ("events", "samples", "accepted", "counted", "duplicate", "replayed")
+        )
+        log.warning(
+            "streams: partitions=%s events=%d (%.0f/s) samples=%d dead_letters=%d open_windows=%d",
+            partitions,
+            events,
+            rate,
+            self.stats["samples"],
+            dead,
+            sum(len(h) for h in self.deadlines.values()),
+        )
 
     def forget(self, partitions: set[int]) -> None:
         """Drop derived state of partitions this worker no longer owns."""
@@ -274,6 +329,16 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
         for tp in app.consumer.assignment():
             if tp.topic == kafka.topics.impressions:
                 await ticks.send(value=now, partition=tp.partition, force=True)
+
+    @app.timer(interval=cfg.stats_interval_s)
+    async def report() -> None:
+        processor.report(
+            sorted(
+                tp.partition
+                for tp in app.consumer.assignment()
+                if tp.topic == kafka.topics.impressions
+            )
+        )
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: ToolrecApp, revoked: set[TP], **_: Any) -> None:

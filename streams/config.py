@@ -65,6 +65,7 @@ class StreamsConfig(BaseModel):
     attribution_window_s: float = Field(600.0, gt=0, description="Clicks count this long.")
     allowed_lateness_s: float = Field(60.0, ge=0, description="Grace after the window.")
     tick_interval_s: float = Field(1.0, gt=0, le=60, description="How often windows close.")
+    stats_interval_s: float = Field(10.0, gt=0, description="Progress log line interval.")
     max_event_bytes: int = Field(65536, ge=1024, description="Larger events go to the DLQ.")
     max_suggestions: int = Field(10, ge=1, le=50)
     max_text_chars: int = Field(2000, ge=16)

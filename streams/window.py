@@ -35,6 +35,15 @@ class Pending(TypedDict):
     executed: list[int]
 
 
+class Orphan(TypedDict):
+    """Feedback that arrived before its impression (the two topics are not read in step)."""
+
+    request_id: str
+    deadline: int
+    offset: int
+    raw: str
+
+
 class UserState(TypedDict):
     partition: int
     shown: list[float]  # Decayed(value, ts) as [value, ts]
@@ -42,6 +51,7 @@ class UserState(TypedDict):
     impression_offset: int
     feedback_offset: int
     pending: dict[str, Pending]
+    orphans: list[Orphan]
     closed: dict[str, int]  # request_id -> closed at (event time, ms)
 
 
@@ -72,6 +82,7 @@ def new_user_state(partition: int) -> UserState:
         impression_offset=-1,
         feedback_offset=-1,
         pending={},
+        orphans=[],
         closed={},
     )
 
@@ -105,16 +116,36 @@ def on_impression(
     return "accepted"
 
 
-def on_feedback(user: UserState, feedback: Feedback, offset: int) -> FeedbackOutcome:
-    """Attribute a click / execute / dismiss to its open impression (mutates `user`)."""
+def on_feedback(
+    user: UserState, feedback: Feedback, offset: int, raw: str, cfg: StreamsConfig
+) -> FeedbackOutcome:
+    """Attribute a click / execute / dismiss to its open impression (mutates `user`).
+
+    Feedback for an impression not seen yet is held: the two topics are consumed
+    independently, so a click can overtake its impression. It is applied when the
+    impression arrives (`release_orphans`) or dead-lettered when its window has passed
+    (`expire_orphans`).
+    """
     if offset <= user["feedback_offset"]:
         return "replayed"
     user["feedback_offset"] = offset
     pending = user["pending"].get(feedback.request_id)
-    if pending is None:
-        return (
-            "expired_impression" if feedback.request_id in user["closed"] else "unknown_impression"
-        )
+    if pending is not None:
+        return attribute(pending, feedback)
+    if feedback.request_id in user["closed"]:
+        return "expired_impression"
+    orphan = Orphan(
+        request_id=feedback.request_id,
+        offset=offset,
+        raw=raw,
+        deadline=deadline_of(feedback.ts, cfg),
+    )
+    user["orphans"].append(orphan)
+    return "held"
+
+
+def attribute(pending: Pending, feedback: Feedback) -> FeedbackOutcome:
+    """Record one feedback event on its open impression."""
     if feedback.position > pending["n"]:
         return "position_not_shown"
     if feedback.type == "dismiss":
@@ -128,6 +159,28 @@ def on_feedback(user: UserState, feedback: Feedback, offset: int) -> FeedbackOut
         pending["executed"].append(feedback.position)
         return "counted"
     return "counted" if new_click else "duplicate"
+
+
+def release_orphans(user: UserState, request_id: str) -> list[tuple[FeedbackOutcome, Orphan]]:
+    """Apply the held feedback of an impression that just arrived."""
+    pending = user["pending"][request_id]
+    mine = [o for o in user["orphans"] if o["request_id"] == request_id]
+    user["orphans"] = [o for o in user["orphans"] if o["request_id"] != request_id]
+    return [(attribute(pending, Feedback.model_validate_json(o["raw"])), o) for o in mine]
+
+
+def expire_orphans(user: UserState, watermark: int) -> list[Orphan]:
+    """Held feedback whose impression did not come in time (for the DLQ)."""
+    expired = [o for o in user["orphans"] if o["deadline"] <= watermark]
+    user["orphans"] = [o for o in user["orphans"] if o["deadline"] > watermark]
+    return expired
+
+
+def deadlines(user: UserState) -> list[tuple[int, str]]:
+    """(deadline, request_id) of all the user waits for: open windows and held feedback."""
+    return [(p["deadline"], rid) for rid, p in user["pending"].items()] + [
+        (o["deadline"], o["request_id"]) for o in user["orphans"]
+    ]
 
 
 def due(user: UserState, watermark: int) -> list[tuple[int, str]]:

@@ -86,8 +86,8 @@ class KafkaConfig(BaseModel):
         return kwargs
 
     def faust_broker_url(self) -> str:
-        """`tansu://` selects the compatibility transport (infra.compat), else `kafka://`."""
-        scheme = "tansu" if self.flavor == "tansu" else "kafka"
+        """Faust broker URL; the scheme selects a transport of `streams.transport`."""
+        scheme = "toolrec-tansu" if self.flavor == "tansu" else "toolrec"
         return ";".join(f"{scheme}://{server}" for server in self.bootstrap_servers.split(","))
 
     def faust_credentials(self) -> Any:

@@ -1,0 +1,5 @@
+"""`python -m toolrec` = the `toolrec` CLI."""
+
+from toolrec.cli import main
+
+main()
