@@ -1,0 +1,190 @@
+"""The model registry on a real Delta table, artifacts with manifests, announcements on a real
+broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+
+from lakehouse.config import LakeConfig
+from toolrec.kafka import KafkaConfig
+from trainer.config import TrainingConfig
+from trainer.registry import (
+    AdapterError,
+    FileLock,
+    LockBusyError,
+    ModelRecord,
+    Registry,
+    RegistryError,
+    publish_artifact,
+    verify_artifact,
+)
+
+
+def read_announcements(kafka: KafkaConfig, *, expect: int, timeout_s: float = 20.0) -> list[Any]:
+    """Every message on toolrec.models from the beginning (no consumer group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = kafka.topics.models
+    consumer = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False,
+                             consumer_timeout_ms=500)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(messages) < expect and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                messages.extend(json.loads(m.value) for m in batch)
+        return sorted(messages, key=lambda m: m["ts"])
+    finally:
+        consumer.close()
+
+
+def _registry(tmp_path: Path, kafka: KafkaConfig | None = None) -> Registry:
+    training = TrainingConfig(artifact_dir=tmp_path / "artifacts")
+    return Registry(LakeConfig(root=str(tmp_path / "lake")), training, kafka)
+
+
+def _publish(registry: Registry, version: str) -> Path:
+    tmp = registry.artifact_dir / f".tmp-{version}"
+    tmp.mkdir(parents=True)
+    (tmp / "adapter_config.json").write_text('{"r": 8}')
+    (tmp / "adapter_model.safetensors").write_bytes(version.encode() * 100)
+    return publish_artifact(tmp, registry.artifact_path(version), info={"version": version})
+
+
+def _record(registry: Registry, parent: str | None, **kw: Any) -> ModelRecord:
+    seq = registry.next_seq()
+    version = f"v{seq}"
+    path = _publish(registry, version)
+    return ModelRecord(version=version, seq=seq, parent=parent, base_model="models/base",
+                       adapter_path=str(path), data_version_from=None, data_version_to=seq,
+                       metrics={"reward_margin": 0.1 * seq}, **kw)
+
+
+def _statuses(registry: Registry) -> dict[str, str]:
+    return {r.version: r.status for r in registry.records()}
+
+
+def test_register_promote_rollback_keep_exactly_one_champion(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    assert registry.records() == [] and registry.champion() is None
+    v1 = registry.register(_record(registry, None), promote=True)
+    v2 = registry.register(_record(registry, "v1"), promote=True)
+    v3 = registry.register(_record(registry, "v2", status="rejected"), promote=False)
+    assert (v1.status, v2.status, v3.status) == ("champion", "champion", "rejected")
+    assert _statuses(registry) == {"v1": "retired", "v2": "champion", "v3": "rejected"}
+    assert registry.champion().metrics == {"reward_margin": pytest.approx(0.2)}  # type: ignore[union-attr]
+    assert registry.champion().data_version_to == 2  # type: ignore[union-attr]
+
+    back = registry.rollback()
+    assert back is not None and back.version == "v1"
+    assert _statuses(registry) == {"v1": "champion", "v2": "rolled_back", "v3": "rejected"}
+    registry.promote("v2")
+    assert _statuses(registry) == {"v1": "retired", "v2": "champion", "v3": "rejected"}
+    with pytest.raises(RegistryError, match="rejected by the gate"):
+        registry.rollback(to="v3")
+    assert registry.rollback(to="base") is None
+    assert registry.champion() is None
+    # every two-row change was one Delta commit: create + 3 registers + rollback, promote,
+    # rollback-to-base
+    history = DeltaTable(registry.uri).history()
+    assert len(history) == 1 + 3 + 3
+    actions = [h.get("toolrec.action") for h in history]
+    assert "register+promote" in actions and actions.count("rollback") == 2
+
+
+def test_registration_does_not_override_a_champion_changed_meanwhile(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.register(_record(registry, None), promote=True)
+    registry.register(_record(registry, "v1"), promote=True)
+    late = registry.register(_record(registry, "v1"), promote=True)  # evaluated against v1
+    assert late.status == "candidate" and "changed from v1 to v2" in (late.note or "")
+    assert registry.champion().version == "v2"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt", "no-manifest"])
+def test_missing_or_corrupt_adapter_fails_clearly_and_champion_keeps_serving(
+    tmp_path: Path, damage: str
+) -> None:
+    registry = _registry(tmp_path)
+    registry.register(_record(registry, None), promote=True)
+    registry.register(_record(registry, "v1"), promote=True)
+    registry.rollback()
+    path = registry.artifact_path("v2")
+    if damage == "delete":
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    elif damage == "corrupt":
+        (path / "adapter_model.safetensors").write_bytes(b"garbage")
+    else:
+        (path / "manifest.json").unlink()
+    before = registry.records()
+    with pytest.raises(AdapterError, match=r"v2.*(missing|corrupt|lacks)"):
+        registry.promote("v2")
+    with pytest.raises(AdapterError):
+        registry.rollback(to="v2")  # v2 is rolled_back; explicit target must still verify
+    assert registry.records() == before
+    assert registry.champion().version == "v1"  # type: ignore[union-attr]
+    verify_artifact(registry.artifact_path("v1"), version="v1")
+
+
+def test_orphans_of_a_killed_refresh_are_cleaned_and_never_reused(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    registry.register(_record(registry, None), promote=True)
+    _publish(registry, "v2")  # published but never registered (killed before the row)
+    (registry.artifact_dir / ".tmp-v3-123").mkdir()
+    assert registry.next_seq() == 3
+    removed = registry.cleanup_orphans()
+    assert sorted(p.name for p in removed) == [".tmp-v3-123", "v2"]
+    assert sorted(p.name for p in registry.artifact_dir.iterdir() if not p.name.startswith(".r")) \
+        == ["v1"]
+
+
+def test_file_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    lock_path = tmp_path / "trainer.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time; from trainer.registry import FileLock; "
+         f"l=FileLock(__import__('pathlib').Path({str(lock_path)!r})); l.acquire(); "
+         "print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusyError, match=f"pid {holder.pid}"):
+            FileLock(lock_path).acquire(timeout_s=0.2)
+        holder.kill()  # SIGKILL: the OS releases the lock
+        holder.wait()
+        with FileLock(lock_path).held(timeout_s=5):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_promotions_and_rollbacks_are_announced_on_a_real_broker(
+    tmp_path: Path, kafka: KafkaConfig
+) -> None:
+    registry = _registry(tmp_path, kafka)
+    registry.register(_record(registry, None), promote=True)  # refresh announces, not register
+    registry.register(_record(registry, "v1"), promote=True)
+    registry.rollback()
+    registry.promote("v2")
+    messages = read_announcements(kafka, expect=2)
+    assert [(m["action"], m["version"], m["previous"]) for m in messages] == [
+        ("rollback", "v1", "v2"), ("promote", "v2", "v1"),
+    ]
+    assert messages[1]["adapter_path"] == str(registry.artifact_path("v2"))
+    assert messages[1]["schema"] == "model-announcement/1"
