@@ -14,7 +14,6 @@ Writers live in `lakehouse.writer`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -36,12 +35,10 @@ __all__ = [
     "TableSpec",
     "empty_table",
     "ensure_table",
-    "event_row",
+    "RowBuffer",
     "open_table",
     "read_samples_since",
     "read_table",
-    "rows_to_table",
-    "sample_row",
     "table_exists",
     "table_uri",
     "table_version",
@@ -172,63 +169,73 @@ def _day_string(day: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
 
 
-def _source_columns(source: Source | None, ingest_ts: int) -> dict[str, Any]:
-    if source is None:
-        return {
-            "source_topic": None,
-            "source_partition": None,
-            "source_offset": None,
-            "source_timestamp": None,
-            "ingest_ts": ingest_ts,
-        }
-    return {
-        "source_topic": source.topic,
-        "source_partition": source.partition,
-        "source_offset": source.offset,
-        "source_timestamp": source.timestamp,
-        "ingest_ts": ingest_ts,
-    }
+_SOURCE_NAMES = tuple(f.name for f in SOURCE_FIELDS)
+# (column, model attribute) of every Sample contract field, in schema order
+_SAMPLE_ATTRS = tuple(
+    (name, "schema_" if name == "schema" else name)
+    for name in SAMPLES_SCHEMA.names
+    if name != "date" and name not in _SOURCE_NAMES
+)
 
 
-def sample_row(sample: Any, *, source: Source | None, ingest_ts: int) -> dict[str, Any]:
-    """The `samples` row of a validated `streams.schemas.Sample`."""
-    row = sample.model_dump(by_alias=True)
-    row["date"] = utc_date(sample.impression_ts)
-    row.update(_source_columns(source, ingest_ts))
-    return row
+class RowBuffer:
+    """Rows of one table accumulated column by column (cheaper than a dict per row), turned
+    into an Arrow table of the spec's schema by `to_table`."""
 
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        self.columns: dict[str, list[Any]] = {name: [] for name in spec.schema.names}
+        self._sample = spec.name == "samples"
+        self._sample_lists = (
+            [(self.columns[name], attr) for name, attr in _SAMPLE_ATTRS] if self._sample else []
+        )
 
-def event_row(
-    event: Any, *, raw: bytes | None, source: Source | None, ingest_ts: int
-) -> dict[str, Any]:
-    """The `events` row of a validated Impression or Feedback; `raw` is kept as the payload."""
-    is_feedback = hasattr(event, "type")
-    payload = raw.decode() if raw is not None else event.to_json_bytes().decode()
-    row = {
-        "event_id": event.event_id,
-        "kind": "feedback" if is_feedback else "impression",
-        "schema": event.schema_,
-        "user_id": event.user_id,
-        "request_id": event.request_id,
-        "ts": event.ts,
-        "date": utc_date(event.ts),
-        "feedback_type": event.type if is_feedback else None,
-        "position": event.position if is_feedback else None,
-        "payload": payload,
-    }
-    row.update(_source_columns(source, ingest_ts))
-    return row
+    def __len__(self) -> int:
+        return len(self.columns[self.spec.key])
 
+    def add_model(self, model: Any, *, raw: bytes | None, source: Source | None) -> None:
+        """Add a validated Sample (to `samples`) or Impression / Feedback (to `events`)."""
+        if self._sample:
+            self._add_sample(model)
+        else:
+            self._add_event(model, raw)
+        self._add_source(source)
 
-def rows_to_table(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Rows (dicts with every column of the spec) as an Arrow table of the spec's schema."""
-    try:
-        return pa.Table.from_pylist(list(rows), schema=spec.schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise LakeError(
-            f"rows do not match the {spec.name!r} schema: {exc}; "
-            f"expected columns {spec.schema.names}"
-        ) from exc
+    def _add_sample(self, sample: Any) -> None:
+        values = sample.__dict__  # pydantic models keep their fields here
+        for column, attr in self._sample_lists:
+            column.append(values[attr])
+        self.columns["date"].append(utc_date(values["impression_ts"]))
+
+    def _add_event(self, event: Any, raw: bytes | None) -> None:
+        columns = self.columns
+        is_feedback = hasattr(event, "type")
+        columns["event_id"].append(event.event_id)
+        columns["kind"].append("feedback" if is_feedback else "impression")
+        columns["schema"].append(event.schema_)
+        columns["user_id"].append(event.user_id)
+        columns["request_id"].append(event.request_id)
+        columns["ts"].append(event.ts)
+        columns["date"].append(utc_date(event.ts))
+        columns["feedback_type"].append(event.type if is_feedback else None)
+        columns["position"].append(event.position if is_feedback else None)
+        payload = raw if raw is not None else event.to_json_bytes()
+        columns["payload"].append(payload.decode())
+
+    def _add_source(self, source: Source | None) -> None:
+        columns = self.columns
+        columns["source_topic"].append(source.topic if source else None)
+        columns["source_partition"].append(source.partition if source else None)
+        columns["source_offset"].append(source.offset if source else None)
+        columns["source_timestamp"].append(source.timestamp if source else None)
+
+    def to_table(self, *, ingest_ts: int) -> pa.Table:
+        """The rows as an Arrow table; `ingest_ts` (ms) stamps every row."""
+        self.columns["ingest_ts"] = [ingest_ts] * len(self)
+        try:
+            return pa.Table.from_pydict(self.columns, schema=self.spec.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise LakeError(f"rows do not match the {self.spec.name!r} schema: {exc}") from exc
 
 
 def empty_table(name: str) -> pa.Table:

@@ -30,15 +30,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from lakehouse.config import LakeConfig
-from lakehouse.tables import (
-    SOURCE_FIELDS,
-    Source,
-    ensure_table,
-    event_row,
-    rows_to_table,
-    sample_row,
-    spec_of,
-)
+from lakehouse.tables import SOURCE_FIELDS, RowBuffer, Source, ensure_table, spec_of
 from toolrec.errors import LakeError
 
 __all__ = ["AppendResult", "DeltaAppender", "app_id_for", "write_events", "write_samples"]
@@ -290,27 +282,27 @@ def write_samples(config: LakeConfig, rows: Iterable[Mapping[str, Any]] | pa.Tab
     ingest_ts), e.g. when copied from `read_table`; `date` is always recomputed."""
     from streams.schemas import Sample, validate_payload
 
-    now = int(time.time() * 1000)
-    built = []
+    buffer = RowBuffer(spec_of("samples"))
     for row in _as_dicts(rows):
         contract = {k: v for k, v in row.items() if k not in _EXTRA_COLUMNS}
         contract.setdefault("schema", "sample/1")
         sample = validate_payload(contract)
         if not isinstance(sample, Sample):
             raise LakeError(f"write_samples got a {contract['schema']!r} row; pass samples only")
-        built.append(sample_row(sample, source=_source_of(row), ingest_ts=now))
-    return DeltaAppender(config, "samples").append(rows_to_table(spec_of("samples"), built))
+        buffer.add_model(sample, raw=None, source=_source_of(row))
+    table = buffer.to_table(ingest_ts=int(time.time() * 1000))
+    return DeltaAppender(config, "samples").append(table)
 
 
 def write_events(config: LakeConfig, events: Iterable[Any]) -> AppendResult:
     """Append impressions / feedback (models or dicts) to `events`, idempotent on event_id."""
     from streams.schemas import Feedback, Impression, validate_payload
 
-    now = int(time.time() * 1000)
-    built = []
+    buffer = RowBuffer(spec_of("events"))
     for event in events:
         model = validate_payload(dict(event)) if isinstance(event, Mapping) else event
         if not isinstance(model, Impression | Feedback):
             raise LakeError(f"write_events got {type(model).__name__}; pass impressions/feedback")
-        built.append(event_row(model, raw=None, source=None, ingest_ts=now))
-    return DeltaAppender(config, "events").append(rows_to_table(spec_of("events"), built))
+        buffer.add_model(model, raw=None, source=None)
+    table = buffer.to_table(ingest_ts=int(time.time() * 1000))
+    return DeltaAppender(config, "events").append(table)

@@ -1,0 +1,451 @@
+"""The Kafka → Delta sink: `toolrec.samples` → `samples`, impressions + feedback → `events`.
+
+Exactly-once in effect, without Kafka transactions:
+- the consumer is *assigned* every partition (no group join: DESIGN.md §5b/c) and starts
+  where the table says: each table records, per topic partition, the next offset to
+  consume as a Delta application transaction committed atomically with the rows
+  (`DeltaAppender`), so a crash between two commits replays exactly the uncommitted range;
+- rows are de-duplicated on `sample_id` / `event_id` against the table, because the
+  streams stage is at-least-once and may emit one sample twice at two offsets;
+- records that do not parse go to `toolrec.dlq` (raw bytes unchanged, reason and source
+  coordinates in headers, the same layout as the streams stage) and are acknowledged by
+  the broker before the commit that records their offsets; the sink goes on;
+- micro-batches flush per table at `batch_max_rows` or after `batch_max_seconds`,
+  whichever comes first; SIGTERM / `stop_event` flushes what was consumed, then exits.
+
+Committed offsets are also sent to the consumer group `lake.group_id`, best effort, so lag
+dashboards work; resuming never reads them. End offsets are never used (tansu's are wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from pydantic import ValidationError as PydanticValidationError
+
+from lakehouse.config import LakeConfig
+from lakehouse.tables import RowBuffer, Source, spec_of
+from lakehouse.writer import AppendResult, DeltaAppender
+from streams.schemas import Feedback, Impression, Sample, parse_event
+from toolrec.errors import LakeError, ValidationError
+from toolrec.kafka import KafkaConfig
+
+__all__ = ["CommitInfo", "Sink", "SinkStats", "run_sink"]
+
+log = logging.getLogger(__name__)
+
+TableName = Literal["samples", "events"]
+ALL_TABLES: tuple[TableName, ...] = ("samples", "events")
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One flush of one table, handed to `on_commit` (the benchmark records these)."""
+
+    table: str
+    version: int | None
+    records: int  # Kafka records covered (rows + duplicates + DLQ)
+    rows: int
+    duplicates: int
+    files: int
+    seconds: float  # time spent in the Delta append
+    committed_at: float  # time.time()
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink run."""
+
+    records: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_TABLES, 0))
+    duplicates: int = 0
+    replayed: int = 0
+    dlq: int = 0
+    commits: int = 0
+    files: int = 0
+    commit_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    elapsed: float = 0.0
+
+    @property
+    def rows_total(self) -> int:
+        return sum(self.rows.values())
+
+    def rate(self) -> float:
+        """Kafka records handled per second since the start."""
+        return self.records / max(time.monotonic() - self.started, 1e-9)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Records of one topic are `model` events and become rows of `table`."""
+
+    table: TableName
+    model: type[Any]
+
+
+class _Buffer:
+    """What one table consumed since its last commit."""
+
+    def __init__(self, name: str) -> None:
+        self.rows = RowBuffer(spec_of(name))
+        self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        self.dlq: list[tuple[ConsumerRecord, ValidationError]] = []
+        self.records = 0
+        self.first_at: float | None = None
+
+    def note(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        self.records += len(records)
+        self.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+
+    def due(self, config: LakeConfig, now: float) -> bool:
+        if self.records == 0:
+            return False
+        if len(self.rows) >= config.batch_max_rows:
+            return True
+        return self.first_at is not None and now - self.first_at >= config.batch_max_seconds
+
+
+class Sink:
+    """One sink process: one consumer over the sink's topics, one writer per table."""
+
+    def __init__(
+        self,
+        lake: LakeConfig,
+        kafka: KafkaConfig,
+        *,
+        tables: Iterable[TableName] = ALL_TABLES,
+        stop_event: threading.Event | None = None,
+        on_commit: Callable[[CommitInfo], None] | None = None,
+        idle_exit_s: float | None = None,
+    ) -> None:
+        self.lake = lake
+        self.kafka = kafka
+        self.tables = tuple(dict.fromkeys(tables))
+        for name in self.tables:
+            if name not in ALL_TABLES:
+                raise LakeError(f"the sink writes {ALL_TABLES}, not {name!r}")
+        self.stop_event = stop_event or threading.Event()
+        self.on_commit = on_commit
+        self.idle_exit_s = idle_exit_s
+        self.stats = SinkStats()
+        topics = kafka.topics
+        routes = {
+            topics.samples: _Route("samples", Sample),
+            topics.impressions: _Route("events", Impression),
+            topics.feedback: _Route("events", Feedback),
+        }
+        self.routes = {t: r for t, r in routes.items() if r.table in self.tables}
+        self.writers = {name: DeltaAppender(lake, name) for name in self.tables}
+        self.buffers: dict[str, _Buffer] = {name: _Buffer(name) for name in self.tables}
+        self.flushing: dict[str, asyncio.Future[None]] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._group_commits = lake.group_id is not None
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="lake-sink-parse")
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> SinkStats:
+        """Consume until stopped (or idle for `idle_exit_s`), flushing as batches fill."""
+        consumer = self._consumer = AIOKafkaConsumer(
+            **self.kafka.client_kwargs(),
+            group_id=self.lake.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            client_id=f"toolrec-lake-sink-{'-'.join(self.tables)}",
+        )
+        await consumer.start()
+        try:
+            await self._assign(consumer)
+            await self._consume(consumer)
+            await self._flush_all(force=True)
+        finally:
+            await self._close()
+        self.stats.elapsed = time.monotonic() - self.stats.started
+        return self.stats
+
+    async def _close(self) -> None:
+        pending = [f for f in self.flushing.values() if not f.done()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self._parser.shutdown(wait=True)
+
+    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
+        """Assign every partition of the sink's topics, positioned where Delta says."""
+        tps = await self._partitions(consumer)
+        consumer.assign(tps)
+        loop = asyncio.get_running_loop()
+        for tp in tps:
+            writer = self.writers[self.routes[tp.topic].table]
+            offset = await loop.run_in_executor(
+                None, writer.recorded_offset, (tp.topic, tp.partition)
+            )
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+            log.info("sink: %s[%d] resumes at %s", tp.topic, tp.partition, offset or "start")
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        deadline = time.monotonic() + self.lake.topic_wait_seconds
+        while True:
+            await consumer.topics()  # refreshes metadata
+            found = {t: consumer.partitions_for_topic(t) for t in self.routes}
+            missing = sorted(t for t, parts in found.items() if not parts)
+            if not missing:
+                return [TopicPartition(t, p) for t, parts in found.items() for p in sorted(parts)]
+            if time.monotonic() > deadline or self.stop_event.is_set():
+                raise LakeError(
+                    f"topics {missing} do not exist on {self.kafka.bootstrap_servers} after "
+                    f"{self.lake.topic_wait_seconds:.0f} s; create them (`toolrec infra topics`"
+                    " or the streams worker) or raise lake.topic_wait_seconds"
+                )
+            await asyncio.sleep(0.5)
+
+    # -- the loop ----------------------------------------------------------------------
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        last_record = time.monotonic()
+        last_log = last_record
+        while not self.stop_event.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=self.lake.batch_max_rows)
+            now = time.monotonic()
+            batches = {tp: records for tp, records in batches.items() if records}
+            if batches:
+                last_record = now
+                self._note(batches)
+                # Parsing is the sink's CPU cost: in a thread, so the loop keeps fetching.
+                await asyncio.get_running_loop().run_in_executor(
+                    self._parser, self._ingest_all, batches
+                )
+            await self._flush_all(force=False)
+            if now - last_log >= 10.0:
+                self._log_progress()
+                last_log = now
+            if self.idle_exit_s is not None and now - last_record >= self.idle_exit_s:
+                log.info("sink: idle for %.1f s, stopping", self.idle_exit_s)
+                break
+
+    def _note(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Count and position bookkeeping (in the loop thread, which also reads it)."""
+        for tp, records in batches.items():
+            self.stats.records += len(records)
+            self.positions[tp] = records[-1].offset + 1
+            self.buffers[self.routes[tp.topic].table].note(tp, records)
+
+    def _ingest_all(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        for tp, records in batches.items():
+            self._ingest(tp, records)
+
+    def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        route = self.routes[tp.topic]
+        buffer = self.buffers[route.table]
+        rows = buffer.rows
+        for record in records:
+            try:
+                model = self._parse(route, record.value)
+            except ValidationError as exc:
+                buffer.dlq.append((record, exc))
+                continue
+            source = Source(tp.topic, tp.partition, record.offset, record.timestamp)
+            rows.add_model(model, raw=record.value, source=source)
+
+    def _parse(self, route: _Route, raw: bytes | None) -> Any:
+        """The fast path validates straight from JSON; failures are re-parsed by the
+        contract's `parse_event` to name the field and the DLQ reason."""
+        if raw is None:
+            raise ValidationError("<event>", "malformed_json", "empty record (tombstone)")
+        if len(raw) > self.lake.max_record_bytes:
+            raise ValidationError(
+                "<event>", "oversized", f"{len(raw)} bytes > limit {self.lake.max_record_bytes}"
+            )
+        try:
+            return route.model.model_validate_json(raw)
+        except PydanticValidationError:
+            pass
+        event = parse_event(raw, max_bytes=self.lake.max_record_bytes)  # raises the precise error
+        raise ValidationError(
+            "schema",
+            "unexpected_schema",
+            f"a {type(event).__name__} on a topic of {route.model.__name__} events",
+        )
+
+    # -- flushing ----------------------------------------------------------------------
+    async def _flush_all(self, *, force: bool) -> None:
+        for future in self.flushing.values():
+            if future.done():
+                future.result()  # a failed commit stops the sink; its offsets stay unrecorded
+        now = time.monotonic()
+        for name, buffer in self.buffers.items():
+            if buffer.records and (force or buffer.due(self.lake, now)):
+                await self._start_flush(name)
+        if force:
+            pending = [f for f in self.flushing.values() if not f.done()]
+            for future in pending:
+                await future
+
+    async def _start_flush(self, name: str) -> None:
+        """Hand the table's buffer to a background commit (one in flight per table)."""
+        previous = self.flushing.get(name)
+        if previous is not None:
+            await previous  # commits of one table stay in order
+        buffer, self.buffers[name] = self.buffers[name], _Buffer(name)
+        await self._dead_letter(buffer.dlq)
+        self.flushing[name] = asyncio.ensure_future(self._commit(name, buffer))
+
+    async def _commit(self, name: str, buffer: _Buffer) -> None:
+        rows = buffer.rows.to_table(ingest_ts=int(time.time() * 1000))
+        loop = asyncio.get_running_loop()
+        writer = self.writers[name]
+        result = await loop.run_in_executor(
+            None, lambda: writer.append(rows, offsets=buffer.offsets)
+        )
+        self._account(name, buffer, result)
+        await self._after_commit(result)
+
+    def _account(self, name: str, buffer: _Buffer, result: AppendResult) -> None:
+        stats = self.stats
+        stats.rows[name] += result.rows_written
+        stats.duplicates += result.duplicates
+        stats.replayed += result.replayed
+        stats.dlq += len(buffer.dlq)
+        stats.commits += result.version is not None
+        stats.files += result.files_added
+        stats.commit_seconds += result.seconds
+        if result.replayed:
+            log.warning(
+                "%s: dropped %d records whose offsets the table already records: another sink "
+                "wrote them, or the topic was recreated (then set lake.sink_app_id anew)",
+                name,
+                result.replayed,
+            )
+        if self.on_commit is not None:
+            self.on_commit(
+                CommitInfo(
+                    name,
+                    result.version,
+                    buffer.records,
+                    result.rows_written,
+                    result.duplicates,
+                    result.files_added,
+                    result.seconds,
+                    time.time(),
+                )
+            )
+
+    async def _after_commit(self, result: AppendResult) -> None:
+        """Skip ranges another writer already committed; report progress to the group."""
+        assert self._consumer is not None
+        for (topic, partition), offset in result.recorded.items():
+            tp = TopicPartition(topic, partition)
+            if offset > self.positions.get(tp, 0):
+                self._consumer.seek(tp, offset)
+                self.positions[tp] = offset
+        if self._group_commits and result.recorded:
+            offsets = {
+                TopicPartition(t, p): OffsetAndMetadata(o, "")
+                for (t, p), o in result.recorded.items()
+            }
+            try:
+                await asyncio.wait_for(self._consumer.commit(offsets), timeout=5.0)
+            except Exception as exc:  # lag reporting only: never stop the sink for it
+                log.warning("sink: group offset commit failed (%s); lag reporting is off", exc)
+                self._group_commits = False
+
+    async def _dead_letter(self, bad: list[tuple[ConsumerRecord, ValidationError]]) -> None:
+        """Send bad records to the DLQ and wait for the broker's ack (before the commit that
+        records their offsets). Layout as in the streams stage: raw bytes, reason headers."""
+        if not bad:
+            return
+        producer = await self._dlq_producer()
+        sends = []
+        for record, error in bad:
+            headers = {
+                "reason": error.reason,
+                "field": error.field,
+                "detail": str(error)[:500],
+                "source_topic": record.topic,
+                "source_partition": str(record.partition),
+                "source_offset": str(record.offset),
+                "stage": "lakehouse",
+            }
+            value = record.value
+            if value is not None and len(value) > self.lake.max_record_bytes:
+                value = value[: self.lake.max_record_bytes]  # keep the DLQ under size limits
+                headers["truncated"] = "true"
+            sends.append(
+                await producer.send(
+                    self.kafka.topics.dlq,
+                    key=record.key,
+                    value=value,
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                )
+            )
+        await asyncio.gather(*sends)
+        log.info("sink: %d bad records sent to %s", len(bad), self.kafka.topics.dlq)
+
+    async def _dlq_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                **self.kafka.client_kwargs(), acks="all", enable_idempotence=False, linger_ms=5
+            )
+            await self._producer.start()
+        return self._producer
+
+    def _log_progress(self) -> None:
+        s = self.stats
+        log.info(
+            "sink: %d records (%.0f/s), rows %s, %d duplicates, %d dlq, %d commits",
+            s.records,
+            s.rate(),
+            s.rows,
+            s.duplicates,
+            s.dlq,
+            s.commits,
+        )
+
+
+def run_sink(
+    lake: LakeConfig,
+    kafka: KafkaConfig,
+    *,
+    tables: Iterable[TableName] = ALL_TABLES,
+    stop_event: threading.Event | None = None,
+    on_commit: Callable[[CommitInfo], None] | None = None,
+    idle_exit_s: float | None = None,
+    handle_signals: bool = False,
+) -> SinkStats:
+    """Run the sink until `stop_event` is set (or SIGTERM/SIGINT with `handle_signals`, or
+    `idle_exit_s` without records); flush, then return its counters. Blocking."""
+    stop = stop_event or threading.Event()
+    sink = Sink(
+        lake, kafka, tables=tables, stop_event=stop, on_commit=on_commit, idle_exit_s=idle_exit_s
+    )
+
+    async def main() -> SinkStats:
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, stop.set)
+        return await sink.run()
+
+    return asyncio.run(main())

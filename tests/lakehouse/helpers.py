@@ -1,0 +1,109 @@
+"""Builders and Kafka helpers shared by the lakehouse tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from toolrec.kafka import KafkaConfig
+
+DAY_MS = 86_400_000
+T0 = 1_760_000_000_000  # 2025-10-09 UTC
+
+
+def sample(i: int, *, day: int = 0, clicked: bool | None = None) -> dict[str, Any]:
+    """A valid `sample/1` payload whose fields all derive from `i` (content is checkable)."""
+    request = f"req-{i // 3}"
+    position = i % 3 + 1
+    click = (i % 4 == 0) if clicked is None else clicked
+    return {
+        "schema": "sample/1",
+        "sample_id": f"{request}:{position}",
+        "request_id": request,
+        "event_id": f"imp-{i // 3}",
+        "user_id": f"p_user{i % 7}",
+        "session_id": f"s{i % 5}",
+        "impression_ts": T0 + day * DAY_MS + i,
+        "closed_ts": T0 + day * DAY_MS + i + 600_000,
+        "model_version": "m1",
+        "template_version": "t1",
+        "prompt": f"prompt for request {i // 3}",
+        "completion": f"suggestion {i}",
+        "position": position,
+        "n_shown": 3,
+        "clicked": click,
+        "executed": False,
+        "explored": i % 11 == 0,
+        "tool_id": f"tool.{i % 13}" if i % 2 else None,
+        "is_tool_query": bool(i % 2),
+        "user_impressions": float(i % 17),
+        "user_clicks": float(i % 5),
+        "user_ctr": 0.1,
+        "global_ctr": 0.12,
+        "w_activity": 1.0 + (i % 3) / 10,
+        "w_tool": 2.0 if click and i % 2 else 1.0,
+        "w_position": 1.0,
+        "weight": 1.5,
+    }
+
+
+def impression(i: int) -> dict[str, Any]:
+    return {
+        "schema": "impression/1",
+        "event_id": f"imp-{i}",
+        "request_id": f"req-{i}",
+        "user_id": f"p_user{i % 7}",
+        "session_id": "s1",
+        "ts": T0 + i,
+        "model_version": "m1",
+        "template_version": "t1",
+        "prompt": "p",
+        "query": "q",
+        "context": {},
+        "suggestions": [{"position": 1, "text": "turn on wifi", "tool_id": "wifi.on"}],
+        "decoding": {"temperature": 0.7},
+    }
+
+
+def feedback(i: int) -> dict[str, Any]:
+    return {
+        "schema": "feedback/1",
+        "event_id": f"fb-{i}",
+        "request_id": f"req-{i}",
+        "user_id": f"p_user{i % 7}",
+        "ts": T0 + i + 1000,
+        "type": "click",
+        "position": 1,
+        "success": None,
+    }
+
+
+def encode(payload: dict[str, Any] | bytes) -> bytes:
+    return payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+
+
+async def _produce(
+    kafka: KafkaConfig, topic: str, values: Sequence[dict[str, Any] | bytes]
+) -> list[tuple[int, int]]:
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for value in values:
+            key = value["user_id"].encode() if isinstance(value, dict) else b"garbage"
+            futures.append(await producer.send(topic, encode(value), key=key))
+        metadata = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return [(m.partition, m.offset) for m in metadata]
+
+
+def produce(
+    kafka: KafkaConfig, topic: str, values: Iterable[dict[str, Any] | bytes]
+) -> list[tuple[int, int]]:
+    """Produce `values` (dicts are JSON-encoded, keyed by user id); returns (partition, offset)."""
+    return asyncio.run(_produce(kafka, topic, list(values)))
