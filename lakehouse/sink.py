@@ -226,10 +226,13 @@ class Sink:
         last_record = time.monotonic()
         last_log = last_record
         while not self.stop_event.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=self.lake.batch_max_rows)
+            room = self.lake.batch_max_rows - max(len(b.rows) for b in self.buffers.values())
+            batches = await consumer.getmany(timeout_ms=200, max_records=max(room, 1))
             now = time.monotonic()
             batches = {tp: records for tp, records in batches.items() if records}
             if batches:
+                if self.stats.records == 0:
+                    log.info("sink: consuming (first records from %s)", sorted(map(str, batches)))
                 last_record = now
                 self._note(batches)
                 # Parsing is the sink's CPU cost: in a thread, so the loop keeps fetching.

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 _DAY_MS = 86_400_000
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def _required(name: str, type_: pa.DataType) -> pa.Field:
@@ -252,7 +252,7 @@ def spec_of(name: str) -> TableSpec:
 
 def table_uri(config: LakeConfig, name: str) -> str:
     """Where table `name` lives: '<root>/<name>' (a local root is made absolute)."""
-    if not _NAME.match(name):
+    if not TABLE_NAME.match(name):
         raise LakeError(f"table name {name!r} is invalid; use lowercase letters, digits and _")
     if "://" in config.root:
         return f"{config.root.rstrip('/')}/{name}"
