@@ -33,6 +33,7 @@ __all__ = [
     "SPECS",
     "Source",
     "TableSpec",
+    "commits_after",
     "empty_table",
     "ensure_table",
     "RowBuffer",
@@ -60,6 +61,14 @@ SOURCE_FIELDS: tuple[pa.Field, ...] = (
     pa.field("source_offset", pa.int64()),
     pa.field("source_timestamp", pa.int64()),  # Kafka record timestamp, ms
     _required("ingest_ts", pa.int64()),  # wall clock (ms) when the writer built the batch
+)
+# The lake write that added the row; equals `toolrec_commit` in that commit's info, which is
+# how `read_samples_since` finds the rows of a version range after compaction and vacuum.
+BATCH_FIELD = _required("batch_id", pa.string())
+COMMIT_KEY = "toolrec_commit"  # commit-info key holding the batch_id of a lake write
+# Operations that never add or remove rows.
+NON_DATA_OPERATIONS = frozenset(
+    {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "CREATE TABLE"}
 )
 
 SAMPLES_SCHEMA = pa.schema(
@@ -93,6 +102,7 @@ SAMPLES_SCHEMA = pa.schema(
         _required("weight", pa.float64()),
         _required("date", pa.string()),  # UTC date of impression_ts
         *SOURCE_FIELDS,
+        BATCH_FIELD,
     ]
 )
 
@@ -109,6 +119,7 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("position", pa.int64()),  # feedback's position; null for impressions
         _required("payload", pa.string()),  # the event's JSON as received
         *SOURCE_FIELDS,
+        BATCH_FIELD,
     ]
 )
 
@@ -123,6 +134,11 @@ class TableSpec:
     time_column: str  # event time (ms) whose UTC date is the partition
     description: str
     partition_by: tuple[str, ...] = ("date",)
+
+    @property
+    def input_schema(self) -> pa.Schema:
+        """The schema of rows handed to the writer, which adds `batch_id` itself."""
+        return self.schema.remove(self.schema.get_field_index(BATCH_FIELD.name))
 
 
 SPECS: dict[str, TableSpec] = {
@@ -174,7 +190,7 @@ _SOURCE_NAMES = tuple(f.name for f in SOURCE_FIELDS)
 _SAMPLE_ATTRS = tuple(
     (name, "schema_" if name == "schema" else name)
     for name in SAMPLES_SCHEMA.names
-    if name != "date" and name not in _SOURCE_NAMES
+    if name not in ("date", BATCH_FIELD.name) and name not in _SOURCE_NAMES
 )
 
 
@@ -184,7 +200,7 @@ class RowBuffer:
 
     def __init__(self, spec: TableSpec) -> None:
         self.spec = spec
-        self.columns: dict[str, list[Any]] = {name: [] for name in spec.schema.names}
+        self.columns: dict[str, list[Any]] = {name: [] for name in spec.input_schema.names}
         self._sample = spec.name == "samples"
         self._sample_lists = (
             [(self.columns[name], attr) for name, attr in _SAMPLE_ATTRS] if self._sample else []
@@ -230,10 +246,10 @@ class RowBuffer:
         columns["source_timestamp"].append(source.timestamp if source else None)
 
     def to_table(self, *, ingest_ts: int) -> pa.Table:
-        """The rows as an Arrow table; `ingest_ts` (ms) stamps every row."""
+        """The rows as an Arrow table of `spec.input_schema`; `ingest_ts` (ms) stamps them."""
         self.columns["ingest_ts"] = [ingest_ts] * len(self)
         try:
-            return pa.Table.from_pydict(self.columns, schema=self.spec.schema)
+            return pa.Table.from_pydict(self.columns, schema=self.spec.input_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise LakeError(f"rows do not match the {self.spec.name!r} schema: {exc}") from exc
 
@@ -362,7 +378,8 @@ def read_table(
 
 
 def _partitions_of_new_files(old: DeltaTable, new: DeltaTable) -> list[str]:
-    """Dates of the data files in `new` that `old` does not have (appends and compactions)."""
+    """Dates of the data files in `new` that `old` does not have (appends and compactions);
+    reads only the two versions' logs."""
 
     def files(dt: DeltaTable) -> pa.Table:
         return pa.table(dt.get_add_actions(flatten=True).select(["path", "partition.date"]))
@@ -372,16 +389,62 @@ def _partitions_of_new_files(old: DeltaTable, new: DeltaTable) -> list[str]:
     return sorted(set(added.column("partition.date").to_pylist()) - {None})
 
 
+def commits_after(dt: DeltaTable, since: int) -> list[dict[str, Any]]:
+    """Commit infos of the versions after `since`, newest first, each labelled with its true
+    version. (deltalake's `history(limit)` lists the log from `loaded - limit + 1` to the log's
+    current end but numbers entries down from the *loaded* version, which is wrong as soon as
+    another writer committed after loading; we number them up from `since + 1` instead.)"""
+    loaded = dt.version()
+    if loaded <= since:
+        return []
+    entries = dt.history(loaded - since)
+    if len(entries) < loaded - since:
+        raise LakeError(
+            f"the log of {dt.table_uri} no longer holds versions {since + 1}..{loaded} "
+            "(log retention); read the table fully instead of since a version"
+        )
+    for offset, entry in enumerate(reversed(entries)):
+        entry["version"] = since + 1 + offset
+    return entries
+
+
+def _batches_between(config: LakeConfig, since: int, until: int) -> list[str]:
+    """The batch ids of the data-adding commits in versions (since, until]."""
+    latest = open_table(config, "samples")
+    commits = [c for c in commits_after(latest, since) if c["version"] <= until]
+    if len(commits) != until - since:
+        raise LakeError(
+            f"the log of 'samples' no longer holds versions {since + 1}..{until} "
+            "(log retention); refresh fully with since_version=None"
+        )
+    batches = []
+    for commit in commits:
+        if commit.get("operation") in NON_DATA_OPERATIONS:
+            continue
+        metrics = commit.get("operationMetrics") or {}
+        batch = commit.get(COMMIT_KEY)
+        if batch is None and metrics.get("num_added_rows", 1):
+            raise LakeError(
+                f"version {commit.get('version')} of 'samples' ({commit.get('operation')}) was "
+                "not written through lakehouse.writer, so its rows cannot be told apart; "
+                "refresh fully with since_version=None"
+            )
+        if batch is not None:
+            batches.append(batch)
+    return batches
+
+
 def read_samples_since(
     config: LakeConfig, since_version: int | None, *, until_version: int | None = None
 ) -> tuple[pa.Table, int]:
     """The `samples` rows added after `since_version` up to `until_version` (default: latest),
     and the version read. Pass the returned version as the next `since_version`.
 
-    `since_version` None (or negative) means "from the beginning". Exact across `optimize`:
-    the difference is taken on sample ids (unique in the table), restricted to the date
-    partitions that gained files, so a compaction that rewrites files adds no rows. A table
-    that does not exist yet reads as empty at version -1.
+    `since_version` None (or negative) means "from the beginning". Exact across `optimize`
+    and `vacuum`: every row carries the `batch_id` of the write that added it, and the commit
+    infos of (since, until] name the batches of that range, so rewritten files add no rows
+    and nothing of the old version has to be read. A table that does not exist yet reads as
+    empty at version -1.
     """
     if not table_exists(config, "samples"):
         return empty_table("samples"), -1
@@ -391,18 +454,10 @@ def read_samples_since(
         return _conform("samples", new.to_pyarrow_table()), until
     if since_version >= until:
         return empty_table("samples"), until
-    old = open_table(config, "samples", version=since_version)
-    dates = _partitions_of_new_files(old, new)
-    if not dates:
+    batches = _batches_between(config, since_version, until)
+    if not batches:
         return empty_table("samples"), until
-    where = [("date", "in", dates)]
-    try:
-        known = old.to_pyarrow_table(columns=["sample_id"], filters=where).column("sample_id")
-    except (DeltaError, OSError) as exc:
-        raise LakeError(
-            f"version {since_version} of 'samples' can no longer be read (its files were "
-            f"vacuumed?): {exc}; refresh fully with since_version=None"
-        ) from exc
-    rows = new.to_pyarrow_table(filters=where)
-    rows = rows.filter(pc.invert(pc.is_in(rows.column("sample_id"), known)))
-    return _conform("samples", rows), until
+    where: list[tuple[str, str, Any]] = [("batch_id", "in", batches)]
+    dates = _partitions_of_new_files(open_table(config, "samples", version=since_version), new)
+    where.append(("date", "in", dates))
+    return _conform("samples", new.to_pyarrow_table(filters=where)), until

@@ -30,19 +30,24 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from lakehouse.config import LakeConfig
-from lakehouse.tables import SOURCE_FIELDS, RowBuffer, Source, ensure_table, spec_of
+from lakehouse.tables import (
+    BATCH_FIELD,
+    COMMIT_KEY,
+    NON_DATA_OPERATIONS,
+    SOURCE_FIELDS,
+    RowBuffer,
+    Source,
+    commits_after,
+    ensure_table,
+    spec_of,
+)
 from toolrec.errors import LakeError
 
 __all__ = ["AppendResult", "DeltaAppender", "app_id_for", "write_events", "write_samples"]
 
 log = logging.getLogger(__name__)
 
-# Operations that never add or remove rows: they must not invalidate the key index.
-NON_DATA_OPERATIONS = frozenset(
-    {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "CREATE TABLE"}
-)
 _WRITER_KEY = "toolrec_writer"
-_COMMIT_KEY = "toolrec_commit"
 
 TopicPartition = tuple[str, int]
 
@@ -102,11 +107,11 @@ class DeltaAppender:
         dt = self.table
         before = self._seen_version
         dt.update_incremental()
-        now = dt.version()
-        self._seen_version = now
-        if before is None or now <= before:
+        if before is None:
+            self._seen_version = dt.version()
             return []
-        commits = [c for c in dt.history(limit=now - before) if c.get("version", -1) > before]
+        commits = commits_after(dt, before)
+        self._seen_version = max([dt.version(), *(c["version"] for c in commits)])
         if any(self._foreign_data_change(c) for c in commits):
             self._keys.clear()
         return commits
@@ -167,10 +172,10 @@ class DeltaAppender:
         nonce = uuid.uuid4().hex
         write_deltalake(
             self.table,
-            batch,
+            self._with_batch_id(batch, nonce),
             mode="append",
             commit_properties=CommitProperties(
-                custom_metadata={_WRITER_KEY: self.writer_id, _COMMIT_KEY: nonce},
+                custom_metadata={_WRITER_KEY: self.writer_id, COMMIT_KEY: nonce},
                 app_transactions=[Transaction(self.app_id(tp), v) for tp, v in advance.items()]
                 or None,
             ),
@@ -188,9 +193,23 @@ class DeltaAppender:
             after,
         )
 
+    def _with_batch_id(self, rows: pa.Table, batch_id: str) -> pa.Table:
+        """`rows` in the table's exact schema, every row stamped with this write's id."""
+        column = pa.array([batch_id] * rows.num_rows, pa.string())
+        if BATCH_FIELD.name in rows.column_names:
+            rows = rows.drop_columns([BATCH_FIELD.name])
+        rows = rows.append_column(BATCH_FIELD, column)
+        try:
+            return rows.select(self.spec.schema.names).cast(self.spec.schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise LakeError(
+                f"rows for {self.spec.name!r} do not match its schema: {exc}; "
+                f"expected columns {self.spec.schema.names}"
+            ) from exc
+
     def _own_commit(self, nonce: str) -> tuple[int | None, int]:
         for commit in self.refresh():
-            if commit.get(_COMMIT_KEY) == nonce:
+            if commit.get(COMMIT_KEY) == nonce:
                 metrics = commit.get("operationMetrics") or {}
                 return int(commit["version"]), int(metrics.get("num_added_files", 0))
         return self._seen_version, 0  # committed, but newer commits pushed it out of view
@@ -258,7 +277,7 @@ def _drop_committed(
     return kept, rows.num_rows - kept.num_rows
 
 
-_EXTRA_COLUMNS = frozenset(f.name for f in SOURCE_FIELDS) | {"date"}
+_EXTRA_COLUMNS = frozenset(f.name for f in SOURCE_FIELDS) | {"date", BATCH_FIELD.name}
 
 
 def _source_of(row: Mapping[str, Any]) -> Source | None:

@@ -82,8 +82,10 @@ def feedback(i: int) -> dict[str, Any]:
     }
 
 
-def encode(payload: dict[str, Any] | bytes) -> bytes:
-    return payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+def encode(payload: dict[str, Any] | bytes | None) -> bytes | None:
+    if payload is None or isinstance(payload, bytes):
+        return payload
+    return json.dumps(payload).encode()
 
 
 async def _produce(
@@ -94,7 +96,7 @@ async def _produce(
     try:
         futures = []
         for value in values:
-            key = value["user_id"].encode() if isinstance(value, dict) else b"garbage"
+            key = value["user_id"].encode() if isinstance(value, dict) else b"p_user0"
             futures.append(await producer.send(topic, encode(value), key=key))
         metadata = await asyncio.gather(*futures)
     finally:
@@ -107,3 +109,42 @@ def produce(
 ) -> list[tuple[int, int]]:
     """Produce `values` (dicts are JSON-encoded, keyed by user id); returns (partition, offset)."""
     return asyncio.run(_produce(kafka, topic, list(values)))
+
+
+async def _consume(kafka: KafkaConfig, topic: str, count: int, timeout_s: float) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def consume(kafka: KafkaConfig, topic: str, count: int, *, timeout_s: float = 20.0) -> list[Any]:
+    """At least `count` records of `topic` from the beginning (fewer after `timeout_s`)."""
+    return asyncio.run(_consume(kafka, topic, count, timeout_s))
+
+
+def wait_until(
+    predicate: Any, *, timeout_s: float = 30.0, interval_s: float = 0.02, what: str = "condition"
+) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
