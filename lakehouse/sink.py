@@ -150,8 +150,8 @@ class Sink:
         }
         self.routes = {t: r for t, r in routes.items() if r.table in self.tables}
         self.writers = {name: DeltaAppender(lake, name) for name in self.tables}
-        self.buffers: dict[str, _Buffer] = {name: _Buffer(name) for name in self.tables}
-        self.flushing: dict[str, asyncio.Future[None]] = {}
+        self.buffers: dict[TableName, _Buffer] = {name: _Buffer(name) for name in self.tables}
+        self.flushing: dict[TableName, asyncio.Future[None]] = {}
         self.positions: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -305,7 +305,7 @@ class Sink:
             for future in pending:
                 await future
 
-    async def _start_flush(self, name: str) -> None:
+    async def _start_flush(self, name: TableName) -> None:
         """Hand the table's buffer to a background commit (one in flight per table)."""
         previous = self.flushing.get(name)
         if previous is not None:
@@ -314,7 +314,7 @@ class Sink:
         await self._dead_letter(buffer.dlq)
         self.flushing[name] = asyncio.ensure_future(self._commit(name, buffer))
 
-    async def _commit(self, name: str, buffer: _Buffer) -> None:
+    async def _commit(self, name: TableName, buffer: _Buffer) -> None:
         rows = buffer.rows.to_table(ingest_ts=int(time.time() * 1000))
         loop = asyncio.get_running_loop()
         writer = self.writers[name]

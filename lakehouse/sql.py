@@ -22,7 +22,10 @@ from toolrec.errors import LakeError
 
 __all__ = ["connect", "format_table", "sql"]
 
-_NO_DOWNLOADS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_NO_DOWNLOADS: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 
 
 def connect(

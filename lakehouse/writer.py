@@ -156,15 +156,11 @@ class DeltaAppender:
         attempt: int,
     ) -> AppendResult:
         self.refresh()
-        recorded = {tp: self.table.transaction_version(self.app_id(tp)) for tp in offsets}
+        recorded = {tp: self.table.transaction_version(self.app_id(tp)) or 0 for tp in offsets}
         batch, replayed = _drop_committed(rows, recorded)
         batch, duplicates = self._drop_duplicates(batch)
-        advance = {
-            tp: v
-            for tp, v in offsets.items()
-            if v > (recorded[tp] if recorded[tp] is not None else -1)
-        }
-        after = {tp: max(v, recorded[tp] or 0) for tp, v in offsets.items()}
+        advance = {tp: v for tp, v in offsets.items() if v > recorded[tp]}
+        after = {tp: max(v, recorded[tp]) for tp, v in offsets.items()}
         if batch.num_rows == 0 and not advance:
             return AppendResult(
                 None, 0, duplicates, replayed, 0, time.perf_counter() - started, attempt, after
@@ -256,7 +252,7 @@ class DeltaAppender:
 
 
 def _drop_committed(
-    rows: pa.Table, recorded: Mapping[TopicPartition, int | None]
+    rows: pa.Table, recorded: Mapping[TopicPartition, int]
 ) -> tuple[pa.Table, int]:
     """Rows whose (topic, partition, offset) is below the table's recorded next offset."""
     done = None
