@@ -184,3 +184,14 @@ def tables_cmd(settings: Any) -> None:
             f"{name:<10} v{info['version']:<6} {info['files']:>6} files {info['rows']:>10} rows "
             f"{info['bytes'] / 1e6:>9.1f} MB  {info['partitions']} partitions"
         )
+
+
+@lake.command("bench")
+@click.option("--rows", type=click.IntRange(1, 10_000_000), default=100_000, show_default=True)
+@pass_settings
+def bench_cmd(settings: Any, rows: int) -> None:
+    """Sink throughput on the configured broker vs a bare consumer (throw-away topics/lake)."""
+    from lakehouse.benchmark import bench_sink
+
+    for line in bench_sink(settings.lake, settings.kafka, rows=rows).lines():
+        click.echo(line)
