@@ -254,7 +254,7 @@ class ProgressLogCallback(TrainerCallback):  # type: ignore[misc]
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         now = time.monotonic()
         done, total = state.global_step, max(state.max_steps, 1)
-        if now - self._last < self.every_s and done < total:
+        if now - self._last < self.every_s and 1 < done < total:
             return
         self._last = now
         elapsed = max(now - self._start, 1e-9)

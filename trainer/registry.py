@@ -487,6 +487,43 @@ class Registry:
         former = [r for r in self.records() if r.status == "retired" and r.promoted_ts]
         return max(former, key=lambda r: r.promoted_ts or 0) if former else None
 
+    def import_adapter(self, adapter_dir: Path, base_model: Path, *, promote: bool,
+                       note: str | None = None) -> ModelRecord:
+        """Register an adapter trained elsewhere (e.g. the bootstrap SFT) as a new version:
+        its files are copied into the artifact directory with a manifest. With `promote` it
+        becomes champion and is announced. Its data range is empty, so the first refresh
+        after it reads every sample."""
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise AdapterError(
+                f"no LoRA adapter at {adapter_dir} (adapter_config.json missing); pass the "
+                "directory `save_pretrained` wrote"
+            )
+        with self.write_lock.held(timeout_s=60):
+            seq = self.next_seq()
+        version = f"v{seq}"
+        tmp = self.artifact_dir / f"{TMP_PREFIX}{version}-import-{os.getpid()}"
+        shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns(MANIFEST, "*.tmp"))
+        try:
+            final = publish_artifact(tmp, self.artifact_path(version), info={
+                "version": version, "imported_from": str(adapter_dir.resolve()),
+                "base_model": str(base_model), "created_ts": now_ms(),
+            })
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = self.champion()
+        record = ModelRecord(
+            version=version, seq=seq, parent=previous.version if previous else None,
+            base_model=str(base_model), adapter_path=str(final), data_version_from=None,
+            data_version_to=None, metrics={"imported_from": str(adapter_dir.resolve())},
+            decision={"promote": promote, "reasons": ["imported"]},
+            status="candidate", note=note or f"imported from {adapter_dir}",
+        )
+        record = self.register(record, promote=promote)
+        if record.status == "champion":
+            self.announce(record, "promote", previous=previous.version if previous else None)
+        return record
+
     def cleanup_orphans(self) -> list[Path]:
         """Remove temporary and unregistered artifact directories left by a killed refresh.
         Call it only while holding the refresh lock."""
@@ -529,7 +566,8 @@ class Registry:
     def announce_champion(self) -> dict[str, Any] | None:
         """Re-announce the current champion (idempotent for followers): used at daemon start
         so a change whose announcement was lost in a crash still reaches serving."""
-        return self.announce(self.champion(), "promote")
+        champion = self.champion()
+        return None if champion is None else self.announce(champion, "promote")
 
 
 def _send(kafka: KafkaConfig, topic: str, message: dict[str, Any]) -> None:

@@ -1,0 +1,245 @@
+"""Incremental refresh on the tiny model against a real Delta lake (and a real broker), the
+evaluation gate, and crash consistency (SIGKILL mid-training, corrupt adapters)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lakehouse.config import LakeConfig
+from lakehouse.tables import table_version
+from lakehouse.writer import write_samples
+from toolrec.kafka import KafkaConfig
+from trainer.config import (
+    DecodingConfig,
+    GateTolerances,
+    GeneratorConfig,
+    TrainerConfig,
+    TrainingConfig,
+)
+from trainer.data import is_holdout, synthetic_samples
+from trainer.evaluate import distinct_n, gate, weighted_margin
+from trainer.refresh import Refresher
+from trainer.registry import AdapterError, LockBusyError, Registry
+
+from .test_registry import read_announcements
+
+LOOSE = GateTolerances(reward_margin=10, format_valid_rate=1, tool_grounded_share=1,
+                       duplicate_rate=1, distinct_2=1, length_drift=10, relevance=2)
+
+
+def _config(tmp_path: Path, model_dir: Path, **training: Any) -> TrainerConfig:
+    values: dict[str, Any] = dict(
+        batch_size=4, max_steps=3, learning_rate=5e-3, min_new_samples=16, holdout_share=0.2,
+        max_eval_samples=16, eval_prompts=2, artifact_dir=tmp_path / "artifacts",
+        lock_path=tmp_path / "trainer.lock", logging_steps=1,
+    )
+    values.update(training)
+    return TrainerConfig(
+        generator=GeneratorConfig(model_dir=model_dir, decoding=DecodingConfig(max_new_tokens=12)),
+        training=TrainingConfig(**values),
+    )
+
+
+def _lake(tmp_path: Path) -> LakeConfig:
+    return LakeConfig(root=str(tmp_path / "lake"))
+
+
+def _fresh_adapter(model_dir: Path, out_dir: Path) -> Path:
+    """A real (untrained) LoRA adapter of the tiny model, as a bootstrap champion."""
+    from peft import get_peft_model
+
+    from trainer.kto import lora_config
+    from trainer.models import load_model
+
+    model, _ = load_model(model_dir)
+    get_peft_model(model, lora_config(TrainingConfig())).save_pretrained(str(out_dir))
+    return out_dir
+
+
+def _with_champion(tmp_path: Path, model_dir: Path, config: TrainerConfig) -> Registry:
+    registry = Registry(_lake(tmp_path), config.training)
+    registry.import_adapter(_fresh_adapter(model_dir, tmp_path / "sft"), model_dir, promote=True)
+    return registry
+
+
+# --------------------------------------------------------------------------- gate (pure)
+
+
+def test_weighted_margin_and_distinct_n() -> None:
+    import numpy as np
+
+    rewards = np.array([1.0, 3.0, -1.0, 0.0])
+    labels = np.array([True, True, False, False])
+    assert weighted_margin(rewards, labels, np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(2.5)
+    # weights move each class mean toward its heavier samples
+    assert weighted_margin(rewards, labels, np.array([3.0, 1.0, 1.0, 3.0])) == pytest.approx(1.75)
+    assert distinct_n(["turn on wifi", "turn on wifi"], 2) == pytest.approx(2 / 4)
+    assert distinct_n([], 2) is None
+
+
+def test_gate_promotes_within_tolerance_and_names_each_regression() -> None:
+    reference = {"reward_margin": 0.2, "format_valid_rate": 0.9, "tool_grounded_share": 0.5,
+                 "duplicate_rate": 0.05, "distinct_2": 0.8, "mean_length": 4.0,
+                 "relevance": 0.4}
+    tol = GateTolerances()
+    assert gate(dict(reference), reference, tol).promote
+    within = {**reference, "format_valid_rate": 0.86, "duplicate_rate": 0.09, "mean_length": 5.9}
+    assert gate(within, reference, tol).promote
+    worse = {**reference, "reward_margin": 0.1, "duplicate_rate": 0.2, "mean_length": 8.1,
+             "relevance": None}
+    result = gate(worse, reference, tol)
+    assert not result.promote
+    assert [r.split()[0] for r in result.reasons] == ["reward_margin", "duplicate_rate",
+                                                      "length_drift"]
+    assert result.checks["relevance"]["ok"] is None  # unmeasured: reported, not guarded
+    assert result.checks["length_drift"]["candidate"] == pytest.approx(8.1 / 4 - 1)
+
+
+# --------------------------------------------------------------------------- refreshes
+
+
+def test_full_refresh_promotes_then_continues_from_the_champion(
+    tmp_path: Path, tiny_model_dir: Path, kafka: KafkaConfig
+) -> None:
+    lake = _lake(tmp_path)
+    rows = synthetic_samples(64, seed=1)
+    write_samples(lake, rows)
+    held = int(is_holdout([r["sample_id"] for r in rows], 0.2).sum())
+    first_version = table_version(lake, "samples")
+    config = _config(tmp_path, tiny_model_dir, gate=LOOSE)
+    refresher = Refresher(lake, config, kafka)
+
+    first = refresher.run()
+    assert first.outcome == "promoted" and first.announced
+    v1 = refresher.registry.champion()
+    assert v1 is not None and v1.version == first.version == "v1"
+    assert (v1.data_version_from, v1.data_version_to) == (None, first_version)
+    assert v1.n_train == 64 - held and v1.n_holdout == min(held, 16) and v1.n_replay == 0
+    assert v1.decision["promote"] is True and "reward_margin" in v1.metrics["candidate"]
+    assert v1.metrics["reference_version"] == "base"
+
+    # below M new samples: nothing happens
+    assert refresher.run().outcome == "skipped"
+
+    write_samples(lake, synthetic_samples(48, seed=2, start_ts=1_767_400_000_000))
+    strict = Refresher(lake, _config(tmp_path, tiny_model_dir), kafka)
+    assert strict.pending() == 48
+    second = strict.run()
+    v2 = strict.registry.get("v2")
+    assert second.outcome in ("promoted", "rejected") and second.version == "v2"
+    assert v2.parent == "v1" and v2.data_version_from == first_version
+    assert v2.data_version_to == table_version(lake, "samples")
+    assert v2.n_replay > 0 and v2.metrics["reference_version"] == "v1"
+    assert set(v2.decision["checks"]) >= {"reward_margin", "format_valid_rate", "length_drift"}
+    statuses = {r.version: r.status for r in strict.registry.records()}
+    expected = ("retired", "champion") if second.outcome == "promoted" else ("champion", "rejected")
+    assert (statuses["v1"], statuses["v2"]) == expected
+    announced = read_announcements(kafka, expect=1 + (second.outcome == "promoted"))
+    assert [m["version"] for m in announced] == ["v1"] + (
+        ["v2"] if second.outcome == "promoted" else [])
+    assert announced[0]["adapter_path"] == v1.adapter_path
+    assert not any(p.name.startswith(".tmp-") for p in strict.registry.artifact_dir.iterdir())
+
+
+def test_corrupt_or_missing_champion_adapter_fails_clearly_and_keeps_the_champion(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = _config(tmp_path, tiny_model_dir)
+    registry = _with_champion(tmp_path, tiny_model_dir, config)
+    write_samples(_lake(tmp_path), synthetic_samples(32, seed=3))
+    champion = registry.champion()
+    assert champion is not None
+    weights = champion.adapter_dir / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:200] + bytes(b ^ 0xFF for b in data[200:216]) + data[216:])
+    before = registry.records()
+    with pytest.raises(AdapterError, match=r"v1 is corrupt"):
+        Refresher(_lake(tmp_path), config).run()
+    weights.unlink()
+    with pytest.raises(AdapterError, match=r"v1 lacks"):
+        Refresher(_lake(tmp_path), config).run()
+    assert registry.records() == before and registry.champion() == champion
+
+
+def test_refresh_is_single_flight(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = _config(tmp_path, tiny_model_dir)
+    refresher = Refresher(_lake(tmp_path), config)
+    with refresher.lock.held(), pytest.raises(LockBusyError, match="refresh lock"):
+        Refresher(_lake(tmp_path), config).run()
+
+
+def _env(tmp_path: Path, model_dir: Path, **training: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLREC_")}
+    env.update({
+        "TOOLREC_LAKE__ROOT": str(tmp_path / "lake"),
+        "TOOLREC_TRAINER__GENERATOR__MODEL_DIR": str(model_dir),
+        "TOOLREC_TRAINER__TRAINING__ARTIFACT_DIR": str(tmp_path / "artifacts"),
+        "TOOLREC_TRAINER__TRAINING__LOCK_PATH": str(tmp_path / "trainer.lock"),
+        "TOOLREC_TRAINER__TRAINING__ANNOUNCE": "false",
+        "TOOLREC_TRAINER__TRAINING__BATCH_SIZE": "2",
+        "TOOLREC_TRAINER__TRAINING__MAX_STEPS": "100000",
+        "TOOLREC_TRAINER__TRAINING__EPOCHS": "20",
+        "TOOLREC_TRAINER__TRAINING__MIN_NEW_SAMPLES": "8",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    })
+    env.update({f"TOOLREC_TRAINER__TRAINING__{k.upper()}": str(v) for k, v in training.items()})
+    return env
+
+
+def start_toolrec(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from toolrec.cli import main; main()", *args],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float = 90) -> list[str]:
+    """Read the process's output until a line contains `needle` (fails on exit/timeout)."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    proc.kill()
+    raise AssertionError(f"no {needle!r} in the output:\n{''.join(seen[-30:])}")
+
+
+def test_killed_refresh_leaves_the_registry_consistent_and_the_next_run_starts_cleanly(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = _config(tmp_path, tiny_model_dir, max_steps=2, eval_prompts=1)
+    registry = _with_champion(tmp_path, tiny_model_dir, config)
+    write_samples(_lake(tmp_path), synthetic_samples(40, seed=4))
+    before = registry.records()
+
+    proc = start_toolrec(["trainer", "refresh"], _env(tmp_path, tiny_model_dir), tmp_path)
+    try:
+        wait_for_line(proc, "refresh step 1/")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+    assert registry.records() == before
+    assert registry.champion() == before[0]
+    leftovers = [p.name for p in registry.artifact_dir.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers, "the kill should have landed mid-refresh"
+
+    result = Refresher(_lake(tmp_path), config).run()  # the lock was freed by the kill
+    assert result.outcome in ("promoted", "rejected") and result.version == "v2"
+    assert registry.get("v2").parent == "v1"
+    assert not any(p.name.startswith(".tmp-") for p in registry.artifact_dir.iterdir())

@@ -1,0 +1,334 @@
+"""Held-out evaluation and the promotion gate.
+
+Metrics of one model (`ModelEvaluator.metrics`), all on fixed inputs so that two models are
+compared on the same ground:
+
+- `reward_margin` — weighted KTO reward margin on held-out samples (`trainer.data`'s stable
+  hold-out, never trained on): with r_i = β·(log π(y_i|x_i) − log π_ref(y_i|x_i)) and the
+  reference the adapter-disabled base, margin = Σ_D w·r / Σ_D w − Σ_U w·r / Σ_U w over
+  clicked (D) and non-clicked (U) samples, w the calibrated weights. The base model's
+  margin is 0 by definition.
+- generation metrics on a small fixed prompt set (`EVAL_REQUESTS`, greedy decoding through
+  the serving `Generator`, so exactly what users would see): `format_valid_rate` (parser's
+  format check), `tool_grounded_share` (suggestions linked to a tool; needs a linker),
+  `duplicate_rate` (duplicates the parser dropped / all lines), `distinct_1`/`distinct_2`,
+  `mean_length` (words per suggestion) and `relevance` (mean cosine of each suggestion to
+  "query + response" with retrieval's encoder; needs an encoder).
+
+The gate (`gate`) promotes a candidate only if no guarded metric regresses against the
+reference (the champion, or the base model when there is none) by more than its tolerance
+(`TrainingConfig.gate`); `length_drift` = |mean_length_cand / mean_length_ref − 1| has an
+absolute bound. A metric either side could not measure (None) is reported and not guarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from toolrec.errors import TrainerError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from trainer.config import GateTolerances, GeneratorConfig, TrainingConfig
+    from trainer.parser import ToolLinker
+
+__all__ = [
+    "EVAL_REQUESTS",
+    "GateResult",
+    "ModelEvaluator",
+    "distinct_n",
+    "gate",
+    "use_adapter",
+    "weighted_margin",
+]
+
+log = logging.getLogger(__name__)
+Encoder = Callable[[list[str]], np.ndarray]
+
+# (query, assistant response, tools shown as side information: (tool_id, name, example))
+EVAL_REQUESTS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("my battery is almost empty", "Your battery is at 8%.", (
+        ("battery_saver", "battery saver", "turn on battery saver"),
+        ("brightness", "brightness", "lower the screen brightness"))),
+    ("wake me up tomorrow", "What time should I wake you?", (
+        ("alarm", "alarm", "set an alarm for 7"),
+        ("dnd", "do not disturb", "turn on do not disturb"))),
+    ("I can't connect to the internet", "Your phone is not connected to Wi-Fi.", (
+        ("wifi", "wifi settings", "open wifi settings"),
+        ("airplane", "airplane mode", "turn off airplane mode"))),
+    ("it's too dark to see", "The flashlight can help.", (
+        ("flashlight", "flashlight", "turn on the flashlight"),
+        ("dark_mode", "dark mode", "turn off dark mode"))),
+    ("I'm going into a meeting", "Good luck with your meeting.", (
+        ("dnd", "do not disturb", "turn on do not disturb"),
+        ("volume", "volume", "mute the phone"))),
+    ("play something relaxing", "Playing a calm playlist.", (
+        ("timer", "timer", "start a sleep timer for 30 minutes"),
+        ("volume", "volume", "lower the volume"))),
+    ("how much storage do I have", "You have 12 GB free.", (
+        ("storage", "storage", "clean up storage"),
+        ("photos", "photos", "back up my photos"))),
+    ("share where I am with mom", "Sharing your location with Mom.", (
+        ("location", "location", "share my location"),
+        ("call", "phone", "call mom"))),
+)
+
+
+# ------------------------------------------------------------------------ pure metrics
+
+
+def weighted_margin(rewards: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+    """Σ_D w·r / Σ_D w − Σ_U w·r / Σ_U w. Raises TrainerError when a class is missing."""
+    labels = np.asarray(labels, dtype=bool)
+    w = np.asarray(weights, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    w_d, w_u = w[labels].sum(), w[~labels].sum()
+    if w_d <= 0 or w_u <= 0:
+        raise TrainerError(
+            f"the held-out set needs weighted clicked and non-clicked samples (got weight "
+            f"{w_d:.3g} / {w_u:.3g}); raise trainer.training.holdout_share or collect more data"
+        )
+    return float((w[labels] * r[labels]).sum() / w_d - (w[~labels] * r[~labels]).sum() / w_u)
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float | None:
+    """Distinct word n-grams / all word n-grams over `texts` (None when there are none)."""
+    grams = [
+        tuple(words[i : i + n])
+        for words in (t.lower().split() for t in texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's decision with every check; `record()` is what the registry stores."""
+
+    promote: bool
+    checks: dict[str, dict[str, Any]]
+    reasons: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {"promote": self.promote, "reasons": self.reasons, "checks": self.checks}
+
+
+_HIGHER_IS_BETTER = ("reward_margin", "format_valid_rate", "tool_grounded_share",
+                     "distinct_2", "relevance")
+
+
+def gate(candidate: dict[str, Any], reference: dict[str, Any], tol: GateTolerances) -> GateResult:
+    """Promote only if no guarded metric regresses beyond its tolerance (see module doc)."""
+    checks: dict[str, dict[str, Any]] = {}
+    reasons: list[str] = []
+
+    def check(name: str, ok: bool | None, allowed: float, detail: str) -> None:
+        checks[name] = {"candidate": candidate.get(name), "reference": reference.get(name),
+                        "tolerance": allowed, "ok": ok}
+        if ok is False:
+            reasons.append(f"{name} regressed: {detail}")
+
+    for name in _HIGHER_IS_BETTER:
+        cand, ref, allowed = candidate.get(name), reference.get(name), getattr(tol, name)
+        ok = None if cand is None or ref is None else cand >= ref - allowed
+        check(name, ok, allowed, f"{cand} < {ref} - {allowed}")
+    cand, ref = candidate.get("duplicate_rate"), reference.get("duplicate_rate")
+    ok = None if cand is None or ref is None else cand <= ref + tol.duplicate_rate
+    check("duplicate_rate", ok, tol.duplicate_rate, f"{cand} > {ref} + {tol.duplicate_rate}")
+    cand, ref = candidate.get("mean_length"), reference.get("mean_length")
+    drift = None if not cand or not ref else abs(cand / ref - 1)
+    check("length_drift", None if drift is None else drift <= tol.length_drift,
+          tol.length_drift, f"|{cand}/{ref} - 1| = {drift} > {tol.length_drift}")
+    checks["length_drift"]["candidate"] = drift
+    return GateResult(promote=not reasons, checks=checks, reasons=reasons)
+
+
+# ---------------------------------------------------------------------- model metrics
+
+
+@contextmanager
+def use_adapter(model: Any, name: str | None) -> Iterator[None]:
+    """Run with PEFT adapter `name` active, or with adapters disabled (`None`: the base)."""
+    if name is None:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter(name)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+
+
+class ModelEvaluator:
+    """Computes the metrics of the adapters of one PEFT model on fixed held-out inputs."""
+
+    def __init__(
+        self,
+        training: TrainingConfig,
+        generator_config: GeneratorConfig,
+        *,
+        linker: ToolLinker | None = None,
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.training = training
+        self.generator_config = generator_config
+        self.linker = linker
+        self.encoder = encoder
+
+    def margins(self, model: Any, tokenizer: Any, table: pa.Table,
+                adapters: Sequence[str | None]) -> dict[str | None, float]:
+        """The held-out weighted reward margin of each adapter (None: the base, 0)."""
+        prompts = table.column("prompt").to_pylist()
+        completions = table.column("completion").to_pylist()
+        labels = np.asarray(table.column("label").to_pylist(), dtype=bool)
+        weights = np.asarray(table.column("weight").to_pylist(), dtype=np.float64)
+        with use_adapter(model, None):
+            ref = completion_logps(model, tokenizer, prompts, completions, self.training)
+        out: dict[str | None, float] = {}
+        for name in adapters:
+            if name is None:
+                out[name] = 0.0
+                continue
+            with use_adapter(model, name):
+                logps = completion_logps(model, tokenizer, prompts, completions, self.training)
+            out[name] = weighted_margin(self.training.beta * (logps - ref), labels, weights)
+        return out
+
+    def generation_metrics(self, model: Any, tokenizer: Any, *, version: str) -> dict[str, Any]:
+        """Greedy generations on the first `eval_prompts` EVAL_REQUESTS, scored."""
+        from trainer.config import DecodingConfig
+        from trainer.generator import Generator
+        from trainer.prompt import PromptInputs, PromptTool
+
+        requests = [EVAL_REQUESTS[i % len(EVAL_REQUESTS)]
+                    for i in range(self.training.eval_prompts)]
+        inputs = [
+            PromptInputs(query=q, response=r, tools=tuple(PromptTool(*t) for t in tools))
+            for q, r, tools in requests
+        ]
+        generator = Generator(model, tokenizer, config=self.generator_config,
+                              linker=self.linker, model_version=version)
+        greedy = DecodingConfig(temperature=0.0, num_candidates=1, explore_rate=0.0, seed=0,
+                                max_new_tokens=self.generator_config.decoding.max_new_tokens)
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            results = generator.generate_batch(inputs, decoding=greedy)
+        finally:
+            model.train(was_training)
+        metrics = self._score(inputs, results)
+        metrics["generation_s"] = round(time.perf_counter() - started, 3)
+        return metrics
+
+    def _score(self, inputs: Sequence[Any], results: Sequence[Any]) -> dict[str, Any]:
+        texts = [s.text for r in results for s in r.suggestions]
+        duplicates = sum(d.reason == "duplicate" for r in results for d in r.dropped)
+        lines = len(texts) + sum(len(r.dropped) for r in results)
+        metrics: dict[str, Any] = {
+            "format_valid_rate": float(np.mean([r.format_valid for r in results])),
+            "suggestions_per_request": len(texts) / max(len(results), 1),
+            "duplicate_rate": duplicates / lines if lines else 0.0,
+            "distinct_1": distinct_n(texts, 1),
+            "distinct_2": distinct_n(texts, 2),
+            "mean_length": float(np.mean([len(t.split()) for t in texts])) if texts else None,
+            "tool_grounded_share": None,
+            "relevance": None,
+        }
+        if self.linker is not None and texts:
+            metrics["tool_grounded_share"] = float(
+                np.mean([s.tool_id is not None for r in results for s in r.suggestions])
+            )
+        if self.encoder is not None and texts:
+            metrics["relevance"] = self._relevance(inputs, results)
+        return metrics
+
+    def _relevance(self, inputs: Sequence[Any], results: Sequence[Any]) -> float | None:
+        assert self.encoder is not None
+        contexts = [f"{i.query} {i.response}".strip() for i in inputs]
+        pairs = [(k, s.text) for k, r in enumerate(results) for s in r.suggestions]
+        if not pairs:
+            return None
+        ctx = np.asarray(self.encoder(contexts), dtype=np.float64)
+        sug = np.asarray(self.encoder([t for _, t in pairs]), dtype=np.float64)
+        sims = [float(sug[j] @ ctx[k]) for j, (k, _) in enumerate(pairs)]
+        return float(np.mean(sims))
+
+
+def completion_logps(
+    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
+    training: TrainingConfig,
+) -> np.ndarray:
+    """Σ log π(completion | prompt) per sample, tokenized as the trainer does (TRL's common
+    prefix; no EOS after a per-suggestion completion), in batches of `batch_size`.
+
+    Left padding with explicit position ids, so only the last K positions (K = longest
+    completion + 1) need logits: no batch × length × vocabulary tensor is built.
+    """
+    from trl.data_utils import common_prefix_length
+
+    rows = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        prompt_ids = tokenizer(text=prompt)["input_ids"]
+        full = tokenizer(text=prompt + completion)["input_ids"][: training.max_length]
+        rows.append((full, min(common_prefix_length(prompt_ids, full), len(full) - 1)))
+    out: list[float] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), training.batch_size):
+            out.extend(_batch_logps(model, tokenizer, rows[start : start + training.batch_size]))
+    finally:
+        model.train(was_training)
+    result = np.asarray(out, dtype=np.float64)
+    if not np.all(np.isfinite(result)):
+        raise TrainerError("non-finite log-probabilities on the held-out set; the model is broken")
+    return result
+
+
+def _batch_logps(model: Any, tokenizer: Any, batch: list[tuple[list[int], int]]) -> list[float]:
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(ids) for ids, _ in batch)
+    keep = max(len(ids) - prompt_len for ids, prompt_len in batch) + 1
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    target = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, (seq, prompt_len) in enumerate(batch):
+        offset = width - len(seq)
+        ids[i, offset:] = torch.tensor(seq)
+        mask[i, offset:] = 1
+        target[i, offset + prompt_len :] = True
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                       use_cache=False, logits_to_keep=keep).logits
+    # logits[:, j] predicts token width - keep + j + 1
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    next_ids = ids[:, width - keep + 1 :]
+    token_logp = logp.gather(-1, next_ids[..., None]).squeeze(-1)
+    return (token_logp * target[:, width - keep + 1 :]).sum(-1).tolist()
+
+
+def metric_summary(metrics: dict[str, Any]) -> str:
+    """One log line of the guarded metrics."""
+    keys = ("reward_margin", "format_valid_rate", "tool_grounded_share", "duplicate_rate",
+            "distinct_2", "mean_length", "relevance")
+    parts = []
+    for key in keys:
+        value = metrics.get(key)
+        parts.append(f"{key}={value:.3f}" if isinstance(value, float) and math.isfinite(value)
+                     else f"{key}={value}")
+    return " ".join(parts)
