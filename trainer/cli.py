@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
+
+from toolrec.cli import pass_settings
 
 
 @click.group()
@@ -13,3 +18,148 @@ def models() -> None:
 @click.group()
 def trainer() -> None:
     """Weighted-KTO refreshes and the retraining daemon."""
+
+
+# ------------------------------------------------------------------ registry and refreshes
+# (trainer.registry, trainer.refresh, trainer.daemon; heavy imports inside the commands)
+
+
+def _registry(settings: Any) -> Any:
+    from trainer.registry import Registry
+
+    return Registry(settings.lake, settings.trainer.training, settings.kafka)
+
+
+def _retrieval_parts(settings: Any) -> tuple[Any, Any]:
+    """(linker, encoder) from retrieval for the gate's grounding and relevance metrics;
+    (None, None) with a warning when retrieval cannot load (those metrics are then skipped)."""
+    try:
+        from retrieval import Retriever
+
+        retriever = Retriever(settings.retrieval)
+        return retriever, retriever.encode
+    except Exception as exc:  # any failure only disables two gate metrics
+        click.echo(f"warning: retrieval unavailable ({exc}); the gate skips tool grounding "
+                   "and relevance", err=True)
+        return None, None
+
+
+def _refresher(settings: Any) -> Any:
+    from trainer.refresh import Refresher
+
+    linker, encoder = _retrieval_parts(settings)
+    return Refresher(settings.lake, settings.trainer, settings.kafka,
+                     linker=linker, encoder=encoder)
+
+
+def _echo_record(record: Any, *, full: bool = False) -> None:
+    import json
+    from dataclasses import asdict
+
+    if full:
+        click.echo(json.dumps(asdict(record), indent=2, sort_keys=True, default=str))
+        return
+    margin = (record.metrics.get("candidate") or {}).get("reward_margin")
+    shown = "-" if margin is None else f"{margin:.4f}"
+    click.echo(f"{record.version:>6}  {record.status:<11}  parent={record.parent or '-':<6} "
+               f"data=({record.data_version_from},{record.data_version_to}]  "
+               f"n_train={record.n_train:<6} margin={shown}")
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per version.")
+@pass_settings
+def models_list(settings: Any, as_json: bool) -> None:
+    """Every registered version, oldest first."""
+    records = _registry(settings).records()
+    if not records:
+        click.echo("no registered models (serving the base model)")
+    for record in records:
+        _echo_record(record, full=as_json)
+
+
+@models.command("show")
+@click.argument("version", required=False)
+@pass_settings
+def models_show(settings: Any, version: str | None) -> None:
+    """One version with its metrics and gate decision (default: the champion)."""
+    registry = _registry(settings)
+    record = registry.get(version) if version else registry.champion()
+    if record is None:
+        click.echo("no champion: serving the base model")
+        return
+    _echo_record(record, full=True)
+
+
+@models.command("promote")
+@click.argument("version")
+@pass_settings
+def models_promote(settings: Any, version: str) -> None:
+    """Make VERSION the champion (adapter verified first) and announce it."""
+    record = _registry(settings).promote(version)
+    click.echo(f"{record.version} is the champion (announced on "
+               f"{settings.kafka.topics.models})")
+
+
+@models.command("rollback")
+@click.option("--to", "target", default=None,
+              help="Version to reinstate, or 'base' (default: the previous champion).")
+@pass_settings
+def models_rollback(settings: Any, target: str | None) -> None:
+    """Demote the champion and reinstate the previous one (or --to); announce it."""
+    record = _registry(settings).rollback(to=target)
+    click.echo(f"rolled back; champion: {record.version if record else 'base'}")
+
+
+@models.command("announce")
+@pass_settings
+def models_announce(settings: Any) -> None:
+    """Re-announce the current champion on toolrec.models (after a broker outage)."""
+    message = _registry(settings).announce_champion()
+    click.echo(f"announced: {message}" if message else "nothing announced (no champion or "
+               "announcements off)")
+
+
+@models.command("register")
+@click.argument("adapter_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--promote/--no-promote", default=True, show_default=True,
+              help="Make it the champion (and announce it).")
+@click.option("--note", default=None, help="Free text stored with the version.")
+@pass_settings
+def models_register(settings: Any, adapter_dir: Path, promote: bool, note: str | None) -> None:
+    """Register a LoRA adapter trained elsewhere (e.g. the bootstrap SFT) as a new version."""
+    record = _registry(settings).import_adapter(
+        adapter_dir, settings.trainer.generator.model_dir, promote=promote, note=note
+    )
+    click.echo(f"registered {record.version} ({record.status}) from {adapter_dir}")
+
+
+@trainer.command("refresh")
+@click.option("--min-new", type=int, default=None,
+              help="Refresh only with at least this many new samples (default: M from config).")
+@click.option("--force", is_flag=True, help="Refresh with any new samples (--min-new 1).")
+@click.option("--max-steps", type=int, default=None, help="Cap optimizer steps of this run.")
+@click.option("--wait", "wait_s", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for a running refresh to finish.")
+@pass_settings
+def trainer_refresh(settings: Any, min_new: int | None, force: bool, max_steps: int | None,
+                    wait_s: float) -> None:
+    """Run one incremental refresh now (single-flight with the daemon)."""
+    result = _refresher(settings).run(
+        min_new_samples=1 if force else min_new, lock_timeout_s=wait_s, max_steps=max_steps
+    )
+    click.echo(f"refresh {result.outcome}: {result.version or '-'} ({result.reason}); "
+               f"{result.new_samples} new samples; announced={result.announced}")
+
+
+@trainer.command("daemon")
+@click.option("--interval", "interval_s", type=float, default=None,
+              help="Seconds between checks (default: trainer.training.interval_s).")
+@click.option("--min-new", type=int, default=None,
+              help="M: refresh when at least this many new samples (default from config).")
+@pass_settings
+def trainer_daemon(settings: Any, interval_s: float | None, min_new: int | None) -> None:
+    """Refresh on an interval when enough new samples exist; stop with SIGTERM / Ctrl-C."""
+    from trainer.daemon import TrainerDaemon
+
+    TrainerDaemon(_refresher(settings), interval_s=interval_s, min_new_samples=min_new).run()
