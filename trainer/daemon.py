@@ -55,6 +55,7 @@ class TrainerDaemon:
         self.min_new = training.min_new_samples if min_new_samples is None else min_new_samples
         self.stop_event = threading.Event()
         self.ticks = 0
+        self.history: list[TickResult] = []
 
     def tick(self) -> TickResult:
         """One check: count new samples, refresh if there are enough. Never raises for a
@@ -116,6 +117,7 @@ class TrainerDaemon:
     def _job(self) -> None:
         started = time.monotonic()
         result = self.tick()
+        self.history.append(result)
         log.info("check finished: %s (%s) in %.1fs", result.status, result.detail,
                  time.monotonic() - started)
 

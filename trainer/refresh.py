@@ -128,12 +128,14 @@ class Refresher:
     # ------------------------------------------------------------------ queries
 
     def pending(self) -> int:
-        """How many samples arrived since the champion's data version (the daemon's M test)."""
+        """Samples that arrived since the newest registered attempt (the daemon's M test):
+        after a rejection the daemon waits for new data instead of retraining on the same.
+        (A refresh itself always trains on everything since the champion's version.)"""
         from lakehouse.tables import read_samples_since
 
-        champion = self.registry.champion()
-        since = champion.data_version_to if champion else None
-        new, _ = read_samples_since(self.lake, since)
+        versions = [r.data_version_to for r in self.registry.records()
+                    if r.data_version_to is not None]
+        new, _ = read_samples_since(self.lake, max(versions) if versions else None)
         return new.num_rows
 
     # ------------------------------------------------------------------ the refresh

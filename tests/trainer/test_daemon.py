@@ -1,0 +1,73 @@
+"""The retraining daemon: M threshold, interval runs, single-flight, graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from lakehouse.writer import write_samples
+from trainer.daemon import TrainerDaemon
+from trainer.data import synthetic_samples
+from trainer.refresh import Refresher
+
+from .test_refresh import (
+    LOOSE,
+    _config,
+    _env,
+    _lake,
+    _with_champion,
+    start_toolrec,
+    wait_for_line,
+)
+
+
+def test_daemon_refreshes_on_its_interval_once_m_samples_exist(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = _config(tmp_path, tiny_model_dir, max_steps=1, eval_prompts=1, gate=LOOSE,
+                     min_new_samples=24)
+    daemon = TrainerDaemon(Refresher(_lake(tmp_path), config), interval_s=1.0)
+    write_samples(_lake(tmp_path), synthetic_samples(16, seed=5))
+    assert daemon.tick().status == "waiting"  # 16 < M = 24
+    write_samples(_lake(tmp_path), synthetic_samples(16, seed=6, start_ts=1_767_300_000_000))
+    started = time.monotonic()
+    daemon.run(install_signals=False, max_ticks=3)  # the manual tick above counts
+    statuses = [t.status for t in daemon.history]
+    assert statuses == ["promoted", "waiting"], statuses  # then no new samples: wait
+    assert time.monotonic() - started < 120
+    assert daemon.refresher.registry.champion().version == "v1"  # type: ignore[union-attr]
+
+
+def test_a_tick_skips_while_another_refresh_holds_the_lock(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    config = _config(tmp_path, tiny_model_dir)
+    write_samples(_lake(tmp_path), synthetic_samples(32, seed=7))
+    daemon = TrainerDaemon(Refresher(_lake(tmp_path), config))
+    with Refresher(_lake(tmp_path), config).lock.held():
+        result = daemon.tick()
+    assert result.status == "busy" and "refresh lock" in result.detail
+    assert daemon.refresher.registry.records() == []
+
+
+def test_sigterm_stops_the_daemon_mid_refresh_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = _config(tmp_path, tiny_model_dir)
+    registry = _with_champion(tmp_path, tiny_model_dir, config)
+    write_samples(_lake(tmp_path), synthetic_samples(40, seed=8))
+    before = registry.records()
+    proc = start_toolrec(["trainer", "daemon", "--interval", "3600"],
+                         _env(tmp_path, tiny_model_dir), tmp_path)
+    try:
+        wait_for_line(proc, "refresh step 1/")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, out
+    assert "refresh cancelled" in out and "trainer daemon stopped" in out
+    assert registry.records() == before
+    assert not any(p.name.startswith(".tmp-") for p in registry.artifact_dir.iterdir())
+    with Refresher(_lake(tmp_path), config).lock.held():  # released
+        pass
