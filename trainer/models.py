@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SMOLLM2_DIR",
     "ModelFilesError",
     "apply_adapter",
+    "atomic_output_dir",
     "bootstrap_smollm2",
     "build_tiny_model",
     "find_smollm2_gguf",
@@ -85,17 +86,23 @@ def _write_marker(model_dir: Path, **info: Any) -> None:
     (model_dir / MARKER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-def _atomic_dir(out_dir: Path) -> tempfile.TemporaryDirectory[str]:
-    """A temporary sibling of `out_dir` (same filesystem, so the final rename is atomic)."""
+@contextmanager
+def atomic_output_dir(out_dir: Path) -> Iterator[Path]:
+    """Write into a fresh temporary sibling of `out_dir`; on success it replaces `out_dir`.
+
+    On an exception (or a kill) `out_dir` is untouched and the temporary directory goes
+    away, so readers never see a half-written model or adapter.
+    """
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent)
-
-
-def _publish(tmp_dir: Path, out_dir: Path) -> None:
-    """Replace `out_dir` with the finished `tmp_dir` (an incomplete old one is removed)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp_dir.rename(out_dir)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent) as tmp:
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        yield staging
+        old = Path(tmp) / "old"
+        if out_dir.exists():
+            out_dir.rename(old)  # removed with the temporary directory
+        staging.rename(out_dir)
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -150,8 +157,7 @@ def bootstrap_smollm2(
     model = model.float()
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
-    with _atomic_dir(out_dir) as tmp:
-        tmp_dir = Path(tmp) / "model"
+    with atomic_output_dir(out_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
         _write_marker(
@@ -162,7 +168,6 @@ def bootstrap_smollm2(
             dtype="float32",
             seconds=round(time.monotonic() - started, 2),
         )
-        _publish(tmp_dir, out_dir)
     return out_dir
 
 
@@ -254,6 +259,7 @@ def build_tiny_model(
     vocab_size: int = 2048,
     hidden_size: int = 128,
     layers: int = 4,
+    embedding_std: float = 0.1,
     corpus: Iterable[str] | None = None,
 ) -> Path:
     """Build a ≈1M-parameter Llama + its own BPE tokenizer as an HF checkpoint in `out_dir`.
@@ -283,18 +289,20 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    # Tied embeddings at the default std (0.02) bound every logit to about ±0.02·hidden
+    # (≈2.6 here): a LoRA over a frozen tiny model could then never become confident.
+    # A wider embedding gives the frozen head the range a trained model's head has.
+    torch.nn.init.normal_(model.get_input_embeddings().weight, std=embedding_std)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with _atomic_dir(out_dir) as tmp:
-        tmp_dir = Path(tmp) / "model"
+    with atomic_output_dir(out_dir) as tmp_dir:
         model.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
         params = sum(p.numel() for p in model.parameters())
         _write_marker(tmp_dir, kind="tiny-llama", seed=seed, parameters=params)
-        _publish(tmp_dir, out_dir)
     return out_dir
 
 

@@ -18,7 +18,7 @@ keeps what is usable and records why everything else was dropped:
 Several candidate generations (diverse sampling) are merged round-robin before step 3, so
 each candidate contributes its best lines first. `ParseResult.format_valid` is the
 evaluation gate's format check: at least one suggestion, no malformed line, nothing that
-leaked the template, and a generation that ended on its own.
+leaked the template, and generations that ended their turn (did not hit the token cap).
 """
 
 from __future__ import annotations
@@ -83,11 +83,13 @@ class ParseResult:
     suggestions: tuple[Suggestion, ...]
     dropped: tuple[Dropped, ...]
     malformed: int  # kept or not, lines that lacked the `- ` bullet
+    ended: bool = True  # every generation ended its turn (did not hit the token cap)
 
     @property
     def format_valid(self) -> bool:
         return (
             bool(self.suggestions)
+            and self.ended
             and self.malformed == 0
             and not any(d.reason in FORMAT_BREAKING for d in self.dropped)
         )
@@ -119,12 +121,14 @@ def _strip_line(line: str) -> tuple[str, bool]:
     return clean_text(text.rstrip(".").strip()), malformed
 
 
+def _ended(raw: str, complete: bool | None) -> bool:
+    return complete if complete is not None else END_OF_TURN in raw
+
+
 def _split(raw: str, complete: bool | None) -> list[_Line]:
     """The candidate lines of one generation (step 1 and 2 of the module docstring)."""
-    ended = END_OF_TURN in raw
     body = raw.split("<|", 1)[0]
-    if complete is None:
-        complete = ended or body.endswith(SUGGESTION_SEP)
+    complete = _ended(raw, complete) or body.endswith(SUGGESTION_SEP)
     pieces = body.replace("\r\n", SUGGESTION_SEP).split(SUGGESTION_SEP)
     lines = []
     for index, piece in enumerate(pieces):
@@ -195,6 +199,7 @@ def parse_candidates(
         suggestions=_link(kept, linker),
         dropped=tuple(dropped),
         malformed=sum(line.malformed for line in merged),
+        ended=all(_ended(raw, flag) for raw, flag in zip(raws, flags, strict=True)),
     )
 
 

@@ -111,6 +111,10 @@ def test_completion_flag_overrides_inference() -> None:
     # the token cap hit right after a delimiter: every line is whole
     assert texts(parse_suggestions("- a b\n", query="q", n=3, complete=False)) == ["a b"]
     assert texts(parse_suggestions("- a b\n- c", query="q", n=3, complete=False)) == ["a b"]
+    # whole lines, but the model never ended its turn: not format-valid
+    capped = parse_suggestions("- a b\n- c d\n", query="q", n=1, complete=False)
+    assert texts(capped) == ["a b"] and not capped.ended and not capped.format_valid
+    assert parse_suggestions("- a b\n" + END_OF_TURN, query="q", n=1).format_valid
 
 
 def test_empty_and_garbage() -> None:
