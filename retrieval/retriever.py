@@ -1,0 +1,334 @@
+"""Context-aware tool retrieval and tool linking over SysToolKit.
+
+Fusion (this project's design; weights in `RetrievalConfig`):
+
+    sim(x, t)   = w_centroid·cos(x, centroid_t) + (1 − w_centroid)·max_p cos(x, phrasing_p)
+    query       = w_query·sim(query, t)
+    lexical     = w_lexical·bm25(query, t)                  normalized to [0, 1]
+    polarity    = w_agreement·agree − w_polarity·contradict  (on/off, up/down, ... pairs)
+    response    = w_response·sim(response, t)               the assistant's answer
+    recent      = w_recent·Σₖ decayᵏ·sim(recentₖ, t) / Σₖ decayᵏ   newest query k = 0
+    text        = query + lexical + polarity + response + recent
+    gate        = clip((text − gate_low) / (gate_high − gate_low), 0, 1)
+    context     = gate·(w_context·max boost − w_context_penalty·max penalty)
+    score       = text + context
+
+A hint boost is the strength of an active hint the tool lists (`battery_low` at 8 % ≈
+0.9); a penalty the strength of an active `!hint`. The gate lets context reorder tools the
+text already makes plausible and keeps it from dragging unrelated tools up: battery 8 %
+lifts battery saver for "make the screen darker" but not for "set an alarm for 7". With no
+text at all (empty query, response and recent), the ranking is by context alone (gate 1),
+which is how proactive suggestions are grounded.
+
+Every hit reports these parts; they sum to its score. Linking uses the text parts of the
+query alone: confidence = best + link_margin_weight·(best − runner-up), linked when
+≥ link_threshold (chosen on the dev split by `toolrec tools eval`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retrieval.catalog import Catalog, Tool, load_catalog
+from retrieval.config import RetrievalConfig
+from retrieval.context import DeviceContext, active_hints
+from retrieval.encoder import Encoder, default_model_dir
+from retrieval.index import IndexParams, ToolIndex, encoder_identity
+from retrieval.lexical import BM25
+from retrieval.polarity import text_sides, tool_side
+from toolrec.errors import ValidationError
+
+log = logging.getLogger(__name__)
+MAX_TEXT_CHARS = 2000  # longer inputs are cut: the encoder keeps 128 tokens anyway
+LEXICAL_CANDIDATES = 16
+
+
+@dataclass(frozen=True)
+class ToolHit:
+    """One retrieved tool: its fused score and the parts that make it up."""
+
+    tool_id: str
+    score: float
+    parts: dict[str, float]
+    tool: Tool = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """The tool a text invokes (None below the threshold), with the link confidence.
+
+    `best_id` is the best-scoring tool even when it is not linked, `margin` its lead over
+    the runner-up; both help debugging and calibration."""
+
+    tool_id: str | None
+    score: float
+    best_id: str | None = None
+    margin: float = 0.0
+
+
+@dataclass
+class _Signals:
+    """Encoded inputs of one request."""
+
+    query: str
+    query_vec: np.ndarray | None
+    response_vec: np.ndarray | None
+    recent_vecs: list[np.ndarray]
+
+    @property
+    def has_text(self) -> bool:
+        return (self.query_vec is not None or self.response_vec is not None
+                or bool(self.recent_vecs))
+
+
+class Retriever:
+    """Loads the catalog, encoder and index lazily (first use), then answers queries.
+
+    Pass `catalog` / `encoder` to share them (tests reuse one loaded encoder)."""
+
+    def __init__(
+        self,
+        config: RetrievalConfig | None = None,
+        *,
+        catalog: Catalog | None = None,
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.config = config or RetrievalConfig()
+        self._catalog = catalog
+        self._encoder = encoder
+        self._index: ToolIndex | None = None
+        self._bm25: BM25 | None = None
+        self._sides: list[tuple[str, int] | None] = []
+        self._hints: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lazy state
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.config.catalog_path)
+        return self._catalog
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            cfg = self.config
+            self._encoder = Encoder(cfg.model_dir, max_seq_length=cfg.max_seq_length,
+                                    threads=cfg.encoder_threads,
+                                    cache_size=cfg.encode_cache_size, batch_size=cfg.batch_size)
+        return self._encoder
+
+    @property
+    def index(self) -> ToolIndex:
+        """The tool index, loaded or (re)built on first access."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._prepare()
+        assert self._index is not None
+        return self._index
+
+    def _prepare(self) -> None:
+        cfg, catalog = self.config, self.catalog
+        model_dir = self.encoder.model_dir or default_model_dir()
+        params = IndexParams(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
+        self._bm25 = BM25([" ".join(t.texts()) for t in catalog.tools])
+        self._sides = [tool_side(t.id) for t in catalog.tools]
+        self._hints = [
+            (tuple(h for h in t.context if not h.startswith("!")),
+             tuple(h[1:] for h in t.context if h.startswith("!")))
+            for t in catalog.tools
+        ]
+        self._index = ToolIndex.open(
+            catalog, self.encoder, cfg.cache_dir, params,
+            encoder_id=encoder_identity(model_dir, cfg.max_seq_length),
+        )
+
+    def warm(self) -> Retriever:
+        """Load everything now (and run one encode) instead of on the first request."""
+        _ = self.index
+        self.encoder.encode(["warm up"])
+        return self
+
+    # ------------------------------------------------------------------ public API
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 384) L2-normalized embeddings of the texts (all-MiniLM-L6-v2)."""
+        return self.encoder.encode([_clip(t) for t in texts])
+
+    def search(
+        self,
+        query: str,
+        *,
+        response: str = "",
+        recent: Sequence[str] = (),
+        context: DeviceContext | Mapping[str, object] | None = None,
+        k: int = 5,
+    ) -> list[ToolHit]:
+        """Top-k tools for the query in its conversational and device context.
+
+        `recent` holds the session's earlier queries in chronological order (newest last).
+        Empty inputs give an empty list unless the context alone suggests tools."""
+        if not isinstance(query, str):
+            raise ValidationError("query", "invalid_query",
+                                  f"must be a string, got {type(query).__name__}")
+        if k < 1:
+            raise ValidationError("k", "invalid_k", f"must be at least 1, got {k}")
+        ctx = DeviceContext.parse(context)
+        signals = self._signals(query, response, recent)
+        hints = active_hints(ctx, battery_low_threshold=self.config.battery_low_threshold)
+        if not signals.has_text:
+            return self._context_only(hints, k)
+        index = self.index
+        cand = self._candidates(signals)
+        parts = self._text_parts(signals, cand)
+        text = sum(parts.values())
+        ctx_part = self._context_part(cand, hints, text)
+        score = text + ctx_part
+        order = np.argsort(-score, kind="stable")[: min(k, len(cand))]
+        tools = self.catalog.tools
+        return [
+            ToolHit(tools[cand[i]].id, round(float(score[i]), 6),
+                    {**{n: round(float(v[i]), 6) for n, v in parts.items()},
+                     "context": round(float(ctx_part[i]), 6)},
+                    tools[cand[i]])
+            for i in order
+        ] if index is not None else []
+
+    def link(self, text: str) -> LinkResult:
+        """The tool this text invokes, or None (see `link_many`)."""
+        return self.link_many([text])[0]
+
+    def link_many(self, texts: Sequence[str]) -> list[LinkResult]:
+        """Link several texts with one batched encoder call (the serving path)."""
+        clipped = [_clip(t) if isinstance(t, str) else "" for t in texts]
+        live = [i for i, t in enumerate(clipped) if t.strip()]
+        results = [LinkResult(None, 0.0) for _ in clipped]
+        if not live:
+            return results
+        vectors = self.encoder.encode([clipped[i] for i in live])
+        for i, vec in zip(live, vectors, strict=True):
+            results[i] = self._link_one(clipped[i], vec)
+        return results
+
+    # ------------------------------------------------------------------ internals
+    def _signals(self, query: str, response: str, recent: Sequence[str]) -> _Signals:
+        """Encode query, response and recent queries in one batch (cached texts are free)."""
+        query, response = _clip(query), _clip(response or "")
+        history = [_clip(r) for r in recent if isinstance(r, str) and r.strip()]
+        history = history[-self.config.max_recent:] if self.config.max_recent else []
+        texts = [t for t in (query, response) if t.strip()] + history
+        vecs = list(self.encoder.encode(texts)) if texts else []
+        q = vecs.pop(0) if query.strip() else None
+        r = vecs.pop(0) if response.strip() else None
+        return _Signals(query, q, r, vecs)
+
+    def _candidates(self, s: _Signals) -> np.ndarray:
+        """Tool positions worth scoring: everything (exact) or the ANN/lexical union."""
+        index = self.index
+        if self.config.search_mode == "exact":
+            return np.arange(index.n_tools)
+        vectors = [v for v in (s.query_vec, s.response_vec) if v is not None] + s.recent_vecs
+        mat = np.stack(vectors)
+        k_phr = min(self.config.candidates, len(index.phrases))
+        k_cen = min(max(self.config.candidates // 2, 5), index.n_tools)
+        phr, _ = index.phrase_ann.knn_query(mat, k=k_phr)  # type: ignore[attr-defined]
+        cen, _ = index.centroid_ann.knn_query(mat, k=k_cen)  # type: ignore[attr-defined]
+        found = [index.owner[phr.ravel()], cen.ravel()]
+        if s.query:
+            assert self._bm25 is not None
+            lex = self._bm25.scores(s.query)
+            found.append(np.argsort(-lex)[:LEXICAL_CANDIDATES][lex[np.argsort(-lex)[:LEXICAL_CANDIDATES]] > 0])
+        return np.unique(np.concatenate(found).astype(np.int64))
+
+    def sim(self, vec: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """sim(x, t) for candidate tools: centroid cosine blended with best phrasing."""
+        index, a = self.index, self.config.w_centroid
+        centroid = index.centroids[cand] @ vec
+        lo, hi = index.starts[cand], index.starts[cand + 1]
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(lo, hi, strict=True)])
+        best = np.maximum.reduceat(index.phrases[rows] @ vec, np.r_[0, np.cumsum(hi - lo)[:-1]])
+        return a * centroid + (1 - a) * best
+
+    def _text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
+        cfg, zeros = self.config, np.zeros(len(cand), dtype=np.float32)
+        parts = {"query": zeros, "lexical": zeros, "polarity": zeros,
+                 "response": zeros, "recent": zeros}
+        if s.query_vec is not None:
+            parts["query"] = cfg.w_query * self.sim(s.query_vec, cand)
+            parts["lexical"] = cfg.w_lexical * self._lexical(s.query)[cand]
+            parts["polarity"] = self._polarity(s.query, cand)
+        if s.response_vec is not None:
+            parts["response"] = cfg.w_response * self.sim(s.response_vec, cand)
+        if s.recent_vecs:
+            weights = cfg.recent_decay ** np.arange(len(s.recent_vecs))[::-1]  # newest = 1
+            mixed = sum(w * self.sim(v, cand) for w, v in zip(weights, s.recent_vecs,
+                                                               strict=True))
+            parts["recent"] = cfg.w_recent * mixed / weights.sum()
+        return parts
+
+    def _lexical(self, query: str) -> np.ndarray:
+        assert self._bm25 is not None
+        return self._bm25.scores(query)
+
+    def _polarity(self, query: str, cand: np.ndarray) -> np.ndarray:
+        sides = text_sides(query)
+        out = np.zeros(len(cand), dtype=np.float32)
+        if not sides:
+            return out
+        for i, t in enumerate(cand):
+            side = self._sides[t]
+            if side is not None and side[0] in sides:
+                agree = sides[side[0]] == side[1]
+                out[i] = self.config.w_agreement if agree else -self.config.w_polarity
+        return out
+
+    def _context_part(self, cand: np.ndarray, hints: dict[str, float],
+                      text: np.ndarray | None) -> np.ndarray:
+        out = np.zeros(len(cand), dtype=np.float32)
+        if not hints:
+            return out
+        cfg = self.config
+        for i, t in enumerate(cand):
+            boosts, penalties = self._hints[t]
+            up = max((hints.get(h, 0.0) for h in boosts), default=0.0)
+            down = max((hints.get(h, 0.0) for h in penalties), default=0.0)
+            out[i] = cfg.w_context * up - cfg.w_context_penalty * down
+        if text is not None:
+            gate = np.clip((text - cfg.gate_low) / (cfg.gate_high - cfg.gate_low), 0.0, 1.0)
+            out *= gate
+        return out
+
+    def _context_only(self, hints: dict[str, float], k: int) -> list[ToolHit]:
+        """No text: rank the tools whose hints are active by context alone."""
+        if not hints:
+            return []
+        _ = self.index
+        cand = np.arange(len(self.catalog))
+        ctx = self._context_part(cand, hints, None)
+        order = [i for i in np.argsort(-ctx, kind="stable") if ctx[i] > 0][:k]
+        tools = self.catalog.tools
+        empty = {"query": 0.0, "lexical": 0.0, "polarity": 0.0, "response": 0.0, "recent": 0.0}
+        return [ToolHit(tools[i].id, round(float(ctx[i]), 6),
+                        {**empty, "context": round(float(ctx[i]), 6)}, tools[i])
+                for i in order]
+
+    def _link_one(self, text: str, vec: np.ndarray) -> LinkResult:
+        signals = _Signals(text, vec, None, [])
+        cand = self._candidates(signals)
+        score = sum(self._text_parts(signals, cand).values())
+        top = np.argsort(-score)[:2]
+        best = float(score[top[0]])
+        margin = best - float(score[top[1]]) if len(top) > 1 else best
+        confidence = best + self.config.link_margin_weight * margin
+        best_id = self.catalog.tools[cand[top[0]]].id
+        linked = best_id if confidence >= self.config.link_threshold else None
+        return LinkResult(linked, round(confidence, 6), best_id, round(margin, 6))
+
+
+def _clip(text: str) -> str:
+    return text[:MAX_TEXT_CHARS] if isinstance(text, str) else ""
