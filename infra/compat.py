@@ -57,7 +57,7 @@ async def true_end_offsets(
         await probe.stop()
     changed = {tp: (reported[tp], end) for tp, end in corrected.items() if end != reported[tp]}
     if changed:
-        log.info("tansu compat: corrected end offsets %s", changed)
+        log.info("tansu compat: corrected end offsets (reported, true): %s", changed)
     return corrected
 
 

@@ -11,8 +11,13 @@ Guarantees (Faust runs at-least-once; tansu cannot do Kafka transactions, DESIGN
 - a window's samples are acknowledged by the broker *before* its state is updated, so a
   crash re-emits identical samples (same `sample_id`, same content) rather than losing
   them; the lake sink keeps one row per `sample_id`.
-Windows close on event time: the watermark of a partition is the largest event time seen
-there, advanced by ticks (wall clock) every `tick_interval_s` so idle partitions close too.
+Windows close on event time. The watermark of a partition is the smaller of the largest
+event times seen on its impressions and its feedback partition (the two are consumed
+independently, so neither may run ahead for the other). A worker that has consumed
+everything there is of a partition sends itself a tick with the wall clock every
+`tick_interval_s`, which advances both, so idle partitions close too; while it catches up
+(after a restart, a rebalance or a burst) it sends no ticks, so replayed events are judged
+by their own times, never as late.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import faust
@@ -94,7 +100,9 @@ class Processor:
         }
         self.samples = app.topic(kafka.topics.samples, **raw)
         self.dlq = app.topic(kafka.topics.dlq, **raw)
-        self.watermarks: dict[int, int] = {}
+        self.seen: dict[int, dict[str, int]] = {}  # partition -> topic -> max event time
+        self.positions: dict[tuple[str, int], int] = {}  # last offset handled
+        self.committed: dict[tuple[str, int], int] = {}  # group offsets at assignment
         self.deadlines: dict[int, list[tuple[int, str, str]]] = {}  # partition -> heap
         self.stats: Counter[str] = Counter()
         self._dead_letters: list[Any] = []  # sends of the current event, awaited in handle
@@ -105,14 +113,16 @@ class Processor:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         self._ensure_index(partition)
+        self.positions[(topic, partition)] = offset
         if topic in (self.topics.impressions, self.topics.feedback):
             self.stats["events"] += 1
             event = self._validate(Source(topic, partition, offset, key, value))
             if event is not None:
-                self._advance(partition, event.ts)
+                self._advance(partition, event.ts, topic)
                 self._apply(event, Source(topic, partition, offset, key, value))
         else:  # a tick: wall-clock progress for idle partitions
-            self._advance(partition, int(json.loads(value or b"{}").get("ts", 0)))
+            tick = int(json.loads(value or b"{}").get("ts", 0))
+            self._advance(partition, tick, self.topics.impressions, self.topics.feedback)
         await self._close_due(partition)
         for send in self._dead_letters:
             await send
@@ -142,9 +152,7 @@ class Processor:
         partition, user_key = source.partition, f"u:{event.user_id}"
         user: UserState = self.table.get(user_key) or new_user_state(partition)
         if isinstance(event, Impression):
-            outcome = on_impression(
-                user, event, source.offset, self.watermarks[partition], self.cfg
-            )
+            outcome = on_impression(user, event, source.offset, self.watermark(partition), self.cfg)
             if outcome == "accepted":
                 self.table[f"r:{event.request_id}"] = event.model_dump(mode="json", by_alias=True)
                 self._watch(partition, user["pending"][event.request_id]["deadline"], event)
@@ -176,12 +184,35 @@ class Processor:
             orphan["raw"].encode(),
         )
 
-    def _advance(self, partition: int, ts: int) -> None:
-        self.watermarks[partition] = max(self.watermarks.get(partition, 0), ts)
+    def _advance(self, partition: int, ts: int, *topics: str) -> None:
+        seen = self.seen.setdefault(partition, {})
+        for topic in topics:
+            seen[topic] = max(seen.get(topic, 0), ts)
+
+    def watermark(self, partition: int) -> int:
+        seen = self.seen.get(partition, {})
+        return min(seen.get(self.topics.impressions, 0), seen.get(self.topics.feedback, 0))
+
+    def caught_up(self, partition: int, highwater: Callable[[TP], int | None]) -> bool | None:
+        """Has this worker handled everything the broker had on both source partitions?
+
+        What the group had committed when the partition was assigned counts as handled
+        (by the previous owner, its state recovered from the changelog). None: unknown
+        until `committed` is filled for the partition.
+        """
+        for topic in (self.topics.impressions, self.topics.feedback):
+            key = (topic, partition)
+            if key not in self.positions and key not in self.committed:
+                return None
+            done = max(self.positions.get(key, -1), self.committed.get(key, 0) - 1)
+            end = highwater(TP(topic, partition))
+            if end is None or done + 1 < end:
+                return False
+        return True
 
     # -- closing windows -----------------------------------------------------------------
     async def _close_due(self, partition: int) -> None:
-        heap, watermark = self.deadlines[partition], self.watermarks.get(partition, 0)
+        heap, watermark = self.deadlines[partition], self.watermark(partition)
         if not heap or heap[0][0] > watermark:
             return
         glob: GlobalState = self.table.get(f"g:{partition}") or new_global_state()
@@ -224,7 +255,7 @@ class Processor:
 
     def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:
         """Dead-letter the raw bytes unchanged; where they came from and why in headers."""
-        self.stats[reason] += 1
+        self.stats["dead_letters"] += 1
         headers = {
             "reason": reason,
             "field": field,
@@ -262,11 +293,7 @@ class Processor:
         events = self.stats["events"]
         rate = (events - self._last_report[1]) / max(now - self._last_report[0], 1e-9)
         self._last_report = (now, events)
-        dead = sum(
-            v
-            for k, v in self.stats.items()
-            if k not in ("events", "samples", "accepted", "counted", "duplicate", "replayed")
-        )
+        dead = self.stats["dead_letters"]
         log.warning(
             "streams: partitions=%s events=%d (%.0f/s) samples=%d dead_letters=%d open_windows=%d",
             partitions,
@@ -280,8 +307,37 @@ class Processor:
     def forget(self, partitions: set[int]) -> None:
         """Drop derived state of partitions this worker no longer owns."""
         for partition in partitions:
+            for topic in (self.topics.impressions, self.topics.feedback):
+                self.positions.pop((topic, partition), None)
+                self.committed.pop((topic, partition), None)
             self.deadlines.pop(partition, None)
-            self.watermarks.pop(partition, None)
+            self.seen.pop(partition, None)
+
+
+def committed_offsets(
+    kafka: KafkaConfig, group: str, partitions: set[int]
+) -> dict[tuple[str, int], int] | None:
+    """The group's committed offsets (next offset to read) of the source partitions, or
+    None if the broker cannot tell right now (asked again at the next tick)."""
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    tps = [
+        TopicPartition(t, p)
+        for t in (kafka.topics.impressions, kafka.topics.feedback)
+        for p in partitions
+    ]
+    try:
+        admin = KafkaAdminClient(**kafka.client_kwargs())
+        try:
+            offsets = admin.list_group_offsets({group: tps})[group]
+        finally:
+            admin.close()
+    except Exception as exc:  # the broker is restarting, the group is rebalancing, …
+        log.warning("cannot read committed offsets of %s yet: %s", group, exc)
+        return None
+    found = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+    return {(tp.topic, tp.partition): max(found.get((tp.topic, tp.partition), 0), 0) for tp in tps}
 
 
 def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
@@ -326,9 +382,18 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
     @app.timer(interval=cfg.tick_interval_s)
     async def tick() -> None:
         now = json.dumps({"ts": int(time.time() * 1000)}).encode()
-        for tp in app.consumer.assignment():
-            if tp.topic == kafka.topics.impressions:
-                await ticks.send(value=now, partition=tp.partition, force=True)
+        partitions = {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.impressions
+        }
+        for partition in sorted(partitions):
+            caught_up = processor.caught_up(partition, app.consumer.highwater)
+            if caught_up is None:
+                committed = await asyncio.to_thread(
+                    committed_offsets, kafka, cfg.app_id, partitions
+                )
+                processor.committed.update(committed or {})
+            elif caught_up:
+                await ticks.send(value=now, partition=partition, force=True)
 
     @app.timer(interval=cfg.stats_interval_s)
     async def report() -> None:

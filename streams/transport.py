@@ -50,7 +50,8 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class TansuConsumer(DurableConsumer):
-    ConsumerThread = TansuConsumerThread
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class TansuTransport(faust_aiokafka.Transport):

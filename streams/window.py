@@ -227,14 +227,17 @@ def close(
 ) -> list[Sample]:
     """Close one window: build its samples from the state before, then count its outcome.
 
-    If `glob` already counted this close (its changelog write survived a crash that the
-    user's did not), only the user's state is brought up to date.
+    If `glob` already counted this close, its samples were delivered before (the worker
+    writes the partition's state only after the broker acknowledged them) and a crash lost
+    only the user's write: the user's state is brought up to date and nothing is emitted,
+    so the samples on the topic stay the ones computed from the state before.
     """
     rid = impression.request_id
     pending = user["pending"].pop(rid)
     order = [pending["deadline"], rid]
-    samples = build_samples(user, glob, impression, pending, cfg)
-    count_outcome(user, glob if order > glob["last_closed"] else None, impression, pending, cfg)
+    already_counted = order <= glob["last_closed"]
+    samples = [] if already_counted else build_samples(user, glob, impression, pending, cfg)
+    count_outcome(user, None if already_counted else glob, impression, pending, cfg)
     glob["last_closed"] = max(order, glob["last_closed"])
     # Remember recent closes for a while, to tell expired clicks from unknown ones.
     closed_at = pending["deadline"]

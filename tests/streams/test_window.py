@@ -107,7 +107,7 @@ def test_close_after_partial_crash_counts_global_once() -> None:
     # the user's write was lost, the partition's survived: closing again must not double it
     again = close(survivor, glob, impression("r1"), CFG)  # type: ignore[arg-type]
     assert glob["shown"][0] == shown and survivor["shown"][0] == pytest.approx(3)
-    assert [s.clicked for s in again] == [True, False, False]
+    assert again == []  # delivered before the partition's state was written
 
 
 def test_feedback_before_its_impression_is_held_then_applied_or_expired() -> None:

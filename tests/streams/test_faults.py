@@ -1,0 +1,80 @@
+"""Crashes, restarts and scale-out lose nothing and duplicate nothing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streams.config import StreamsConfig
+from tests.streams.conftest import read_topic, samples_by_id, wait_for_log
+from tests.streams.traffic import Traffic
+from toolrec.kafka import KafkaConfig
+
+WINDOW = {"attribution_window_s": 4, "allowed_lateness_s": 1}
+CFG = StreamsConfig(**WINDOW)
+
+
+def assert_exactly(kafka: KafkaConfig, traffic: Traffic, timeout_s: float = 90) -> None:
+    expected = traffic.expected(CFG)
+    messages = read_topic(
+        kafka,
+        kafka.topics.samples,
+        timeout_s=timeout_s,
+        strict=False,
+        until=lambda m: len({x.value for x in m}) >= len(expected),
+    )
+    got = samples_by_id(messages)
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or extra:
+        dead = read_topic(kafka, kafka.topics.dlq, until=lambda m: False, timeout_s=2, strict=False)
+        reasons = [(dict(m.headers)["reason"], m.value[:120]) for m in dead]
+        raise AssertionError(f"missing {missing[:12]}, extra {extra[:12]}; dead letters {reasons}")
+    for sample_id, sample in expected.items():
+        assert got[sample_id] == pytest.approx(sample), sample_id
+
+
+def test_sigkill_worker_mid_stream_then_restart(kafka: KafkaConfig, start_worker) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker(**WINDOW)
+    traffic = Traffic(kafka)
+    for _ in range(3):
+        traffic.wave(30)
+        time.sleep(1.0)
+    # some windows have closed and some are open when the worker dies
+    read_topic(kafka, kafka.topics.samples, until=lambda m: len(m) >= 1, timeout_s=60)
+    traffic.wave(30)
+    worker.kill()
+    traffic.wave(30)
+    restarted = start_worker(**WINDOW)
+    traffic.wave(30)
+    traffic.close()
+    assert_exactly(kafka, traffic)
+    wait_for_log(restarted, "streams: partitions=")
+
+
+def test_scale_out_and_hand_over(kafka: KafkaConfig, start_worker) -> None:  # type: ignore[no-untyped-def]
+    first, second = start_worker(**WINDOW), start_worker(**WINDOW)
+    traffic = Traffic(kafka, seed=11, users=24)
+    deadline = time.monotonic() + 60
+    while not (owns_partitions(first) and owns_partitions(second)):
+        assert time.monotonic() < deadline, first.log()[-2000:] + second.log()[-2000:]
+        traffic.wave(10)
+        time.sleep(0.5)
+    traffic.wave(30)
+    first.stop()  # graceful: its partitions and table state move to the other worker
+    traffic.wave(30)
+    traffic.close()
+    assert_exactly(kafka, traffic)
+    assert owned(second) == list(range(kafka.partitions))
+
+
+def owned(worker) -> list[int]:  # type: ignore[no-untyped-def]
+    lines = [line for line in worker.log().splitlines() if "streams: partitions=" in line]
+    if not lines:
+        return []
+    listed = lines[-1].split("partitions=[")[1].split("]")[0]
+    return [int(p) for p in listed.split(",") if p.strip()]
+
+
+def owns_partitions(worker) -> bool:  # type: ignore[no-untyped-def]
+    return bool(owned(worker))
