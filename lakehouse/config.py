@@ -48,6 +48,11 @@ class LakeConfig(BaseModel):
     vacuum_retention_hours: int = Field(
         168, ge=0, le=24 * 365, description="`lake vacuum` keeps removed files this long."
     )
+    fast_path: bool = Field(
+        True,
+        description="Parse sample batches with Arrow's JSON reader, checked against the "
+        "contract (lakehouse.fastparse); off: pydantic record by record. Same rows either way.",
+    )
     topic_wait_seconds: float = Field(
         30.0, gt=0, le=3600, description="How long the sink waits for its topics to exist."
     )

@@ -34,6 +34,7 @@ __all__ = [
     "Source",
     "TableSpec",
     "commits_after",
+    "contract_schema",
     "empty_table",
     "ensure_table",
     "RowBuffer",
@@ -194,6 +195,13 @@ _SAMPLE_ATTRS = tuple(
 )
 
 
+def contract_schema(name: str) -> pa.Schema:
+    """The columns of `name` that its event contract defines (the rest are the lake's own)."""
+    spec = spec_of(name)
+    lake_columns = {"date", BATCH_FIELD.name, *_SOURCE_NAMES}
+    return pa.schema([f for f in spec.schema if f.name not in lake_columns])
+
+
 class RowBuffer:
     """Rows of one table accumulated column by column (cheaper than a dict per row), turned
     into an Arrow table of the spec's schema by `to_table`."""
@@ -202,12 +210,33 @@ class RowBuffer:
         self.spec = spec
         self.columns: dict[str, list[Any]] = {name: [] for name in spec.input_schema.names}
         self._sample = spec.name == "samples"
+        self._chunks: list[pa.Table] = []
         self._sample_lists = (
             [(self.columns[name], attr) for name, attr in _SAMPLE_ATTRS] if self._sample else []
         )
 
     def __len__(self) -> int:
-        return len(self.columns[self.spec.key])
+        return len(self.columns[self.spec.key]) + sum(c.num_rows for c in self._chunks)
+
+    def add_arrow(
+        self, contract: pa.Table, *, topic: str, partition: int, offsets: list[int],
+        timestamps: list[int | None],
+    ) -> None:  # fmt: skip
+        """Add already-validated rows of the contract's columns (the sink's fast path), all
+        from one topic partition."""
+        n = contract.num_rows
+        days = pc.cast(pc.divide(contract[self.spec.time_column], _DAY_MS), pa.int32())
+        extra = {
+            "date": pc.cast(pc.cast(days, pa.date32()), pa.string()),
+            "source_topic": pa.array([topic] * n, pa.string()),
+            "source_partition": pa.array([partition] * n, pa.int32()),
+            "source_offset": pa.array(offsets, pa.int64()),
+            "source_timestamp": pa.array(timestamps, pa.int64()),
+            "ingest_ts": pa.array([0] * n, pa.int64()),  # stamped by to_table
+        }
+        columns = [contract[f.name] if f.name in contract.column_names else extra[f.name]
+                   for f in self.spec.input_schema]  # fmt: skip
+        self._chunks.append(pa.Table.from_arrays(columns, schema=self.spec.input_schema))
 
     def add_model(self, model: Any, *, raw: bytes | None, source: Source | None) -> None:
         """Add a validated Sample (to `samples`) or Impression / Feedback (to `events`)."""
@@ -247,11 +276,17 @@ class RowBuffer:
 
     def to_table(self, *, ingest_ts: int) -> pa.Table:
         """The rows as an Arrow table of `spec.input_schema`; `ingest_ts` (ms) stamps them."""
-        self.columns["ingest_ts"] = [ingest_ts] * len(self)
+        self.columns["ingest_ts"] = [ingest_ts] * len(self.columns[self.spec.key])
         try:
-            return pa.Table.from_pydict(self.columns, schema=self.spec.input_schema)
+            table = pa.Table.from_pydict(self.columns, schema=self.spec.input_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise LakeError(f"rows do not match the {self.spec.name!r} schema: {exc}") from exc
+        if not self._chunks:
+            return table
+        table = pa.concat_tables([*self._chunks, table])
+        index = table.schema.get_field_index("ingest_ts")
+        stamp = pa.array([ingest_ts] * table.num_rows, pa.int64())
+        return table.set_column(index, self.spec.input_schema.field(index), stamp)
 
 
 def empty_table(name: str) -> pa.Table:

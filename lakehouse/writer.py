@@ -251,9 +251,7 @@ class DeltaAppender:
                 cached.add(key)
 
 
-def _drop_committed(
-    rows: pa.Table, recorded: Mapping[TopicPartition, int]
-) -> tuple[pa.Table, int]:
+def _drop_committed(rows: pa.Table, recorded: Mapping[TopicPartition, int]) -> tuple[pa.Table, int]:
     """Rows whose (topic, partition, offset) is below the table's recorded next offset."""
     done = None
     for (topic, partition), next_offset in recorded.items():
