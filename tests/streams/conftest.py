@@ -37,15 +37,26 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
-def worker_env(kafka: KafkaConfig, base: Path, app_id: str, **streams: object) -> dict[str, str]:
+def toolrec_env(kafka: KafkaConfig, base: Path, section: str, **settings: object) -> dict[str, str]:
+    """Environment for a `toolrec` subprocess: the test broker, state under `base`."""
     env = {
         **os.environ,
         "TOOLREC_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "TOOLREC_INFRA__STATE_DIR": str(base / "state"),
-        "TOOLREC_STREAMS__APP_ID": app_id,
     }
-    env |= {f"TOOLREC_STREAMS__{k.upper()}": str(v) for k, v in streams.items()}
+    env |= {f"TOOLREC_{section.upper()}__{k.upper()}": str(v) for k, v in settings.items()}
     return env
+
+
+def spawn_toolrec(args: list[str], env: dict[str, str], log_path: Path) -> Worker:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolrec", *args],
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Worker(proc, log_path)
 
 
 @pytest.fixture
@@ -57,27 +68,47 @@ def start_worker(tmp_path: Path, kafka: KafkaConfig) -> Iterator[Callable[..., W
     def start(**streams: object) -> Worker:
         n = len(started)
         settings = {
+            "app_id": app_id,
             "attribution_window_s": 4,
             "allowed_lateness_s": 1,
             "stats_interval_s": 1,
             "data_dir": tmp_path / f"faust-{n}",
         } | streams
-        log_path = tmp_path / f"worker-{n}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "toolrec", "streams", "worker", "--loglevel", "info"],
-            env=worker_env(kafka, tmp_path, app_id, **settings),
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        worker = spawn_toolrec(
+            ["streams", "worker", "--loglevel", "info"],
+            toolrec_env(kafka, tmp_path, "streams", **settings),
+            tmp_path / f"worker-{n}.log",
         )
-        worker = Worker(proc, log_path)
         started.append(worker)
         return worker
 
     yield start
-    for worker in started:
-        if worker.proc.poll() is None:
-            stop_pid(worker.proc.pid, timeout_s=5)
+    stop_all(started)
+
+
+@pytest.fixture
+def start_sink(tmp_path: Path, kafka: KafkaConfig) -> Iterator[Callable[..., Worker]]:
+    """start_sink() → a running `toolrec lake sink` writing Delta tables under tmp_path/lake."""
+    started: list[Worker] = []
+
+    def start(**lake: object) -> Worker:
+        settings = {"root": tmp_path / "lake", "batch_max_seconds": 0.5} | lake
+        sink = spawn_toolrec(
+            ["lake", "sink"],
+            toolrec_env(kafka, tmp_path, "lake", **settings),
+            tmp_path / f"sink-{len(started)}.log",
+        )
+        started.append(sink)
+        return sink
+
+    yield start
+    stop_all(started)
+
+
+def stop_all(processes: list[Worker]) -> None:
+    for process in processes:
+        if process.proc.poll() is None:
+            stop_pid(process.proc.pid, timeout_s=5)
 
 
 def read_topic(
