@@ -31,6 +31,7 @@ _EXPORTS = {
     "DeltaAppender": "lakehouse.writer",
     "run_sink": "lakehouse.sink",
     "SinkStats": "lakehouse.sink",
+    "CommitInfo": "lakehouse.sink",
     "optimize": "lakehouse.maintenance",
     "vacuum": "lakehouse.maintenance",
     "history": "lakehouse.maintenance",

@@ -148,3 +148,26 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+async def _group_offsets(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        offsets = {}
+        for partition in sorted(consumer.partitions_for_topic(topic)):
+            committed = await consumer.committed(TopicPartition(topic, partition))
+            if committed is not None:
+                offsets[partition] = committed
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+def group_offsets(kafka: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    """Offsets consumer group `group` committed on `topic` (partitions without any omitted)."""
+    return asyncio.run(_group_offsets(kafka, group, topic))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,15 @@ from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize, vacuum
 from lakehouse.sink import SinkStats, run_sink
 from lakehouse.writer import DeltaAppender
-from tests.lakehouse.helpers import consume, feedback, impression, produce, sample, wait_until
+from tests.lakehouse.helpers import (
+    consume,
+    feedback,
+    group_offsets,
+    impression,
+    produce,
+    sample,
+    wait_until,
+)
 from toolrec.kafka import KafkaConfig
 
 EXTRA = {"date", "source_topic", "source_partition", "source_offset", "source_timestamp",
@@ -132,9 +141,11 @@ def test_sink_writes_each_sample_once_and_dead_letters_garbage(
 def test_restart_resumes_from_the_offsets_recorded_in_delta(
     kafka: KafkaConfig, tmp_path: Path
 ) -> None:
-    lake = _lake(tmp_path)
-    produce(kafka, kafka.topics.samples, [sample(i) for i in range(100)])
+    lake = _lake(tmp_path, group_id=f"lake-test-{uuid.uuid4().hex[:8]}")
+    coords = produce(kafka, kafka.topics.samples, [sample(i) for i in range(100)])
     first = run_sink(lake, kafka, tables=["samples"], idle_exit_s=1.0)
+    # the group's offsets follow the Delta commits (for lag dashboards; resuming ignores them)
+    assert group_offsets(kafka, lake.group_id or "", kafka.topics.samples) == _end_offsets(coords)
     produce(kafka, kafka.topics.samples, [sample(i) for i in range(100, 150)])
     second = run_sink(lake, kafka, tables=["samples"], idle_exit_s=1.0)
     assert (first.records, second.records) == (100, 50)  # nothing re-read
