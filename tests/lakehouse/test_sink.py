@@ -212,13 +212,20 @@ def test_sink_killed_mid_stream_restarts_with_each_sample_exactly_once(
 def test_sigterm_flushes_the_open_batch(kafka: KafkaConfig, tmp_path: Path) -> None:
     lake = _lake(tmp_path, batch_max_rows=100_000, batch_max_seconds=600)  # never due by itself
     log = tmp_path / "sink.log"
-    produce(kafka, kafka.topics.samples, [sample(i) for i in range(300)])
+    coords = produce(kafka, kafka.topics.samples, [sample(i) for i in range(300)])
     with sink_process(kafka, lake, log) as process:
         wait_until(lambda: "consuming (first records" in log.read_text(), what="consumption")
         time.sleep(0.5)
         assert _count(lake, "samples") == 0  # consumed, nothing committed yet
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0, log.read_text()[-2000:]
+    # what was consumed before SIGTERM is committed, exactly up to the recorded offsets
+    rows = read_table(lake, "samples", columns=["source_partition", "source_offset"])
+    written = set(zip(*(rows.column(c).to_pylist() for c in rows.column_names), strict=True))
+    appender = DeltaAppender(lake, "samples")
+    recorded = {p: appender.recorded_offset((kafka.topics.samples, p)) or 0 for p, _ in coords}
+    assert written and written == {(p, o) for p, o in coords if o < recorded[p]}
+    run_sink(lake, kafka, tables=["samples"], idle_exit_s=1.0)  # the rest, after a restart
     _assert_samples_exactly(lake, range(300))
 
 
