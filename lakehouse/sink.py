@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError as PydanticValidationError
 
@@ -176,7 +177,14 @@ class Sink:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id=f"toolrec-lake-sink-{'-'.join(self.tables)}",
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            await consumer.stop()
+            raise LakeError(
+                f"the sink cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc}; start "
+                "a broker (`toolrec infra broker up`) or set kafka.bootstrap_servers"
+            ) from exc
         try:
             await self._assign(consumer)
             await self._consume(consumer)
@@ -448,8 +456,8 @@ class Sink:
 
 
 def run_sink(
-    lake: LakeConfig,
-    kafka: KafkaConfig,
+    lake: Any,
+    kafka: KafkaConfig | None = None,
     *,
     tables: Iterable[TableName] = ALL_TABLES,
     stop_event: threading.Event | None = None,
@@ -458,7 +466,16 @@ def run_sink(
     handle_signals: bool = False,
 ) -> SinkStats:
     """Run the sink until `stop_event` is set (or SIGTERM/SIGINT with `handle_signals`, or
-    `idle_exit_s` without records); flush, then return its counters. Blocking."""
+    `idle_exit_s` without records); flush, then return its counters. Blocking.
+
+    Pass `(settings.lake, settings.kafka)` or the whole `Settings` alone."""
+    if kafka is None:
+        lake, kafka = lake.lake, lake.kafka
+    if not isinstance(lake, LakeConfig) or not isinstance(kafka, KafkaConfig):
+        raise LakeError(
+            f"run_sink needs a LakeConfig and a KafkaConfig (or Settings), got "
+            f"{type(lake).__name__} and {type(kafka).__name__}"
+        )
     stop = stop_event or threading.Event()
     sink = Sink(
         lake, kafka, tables=tables, stop_event=stop, on_commit=on_commit, idle_exit_s=idle_exit_s
