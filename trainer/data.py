@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KTO_COLUMNS",
+    "SAMPLE_COLUMNS",
     "InsufficientDataError",
     "TrainingSet",
     "build_eval_set",
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 KTO_COLUMNS = ("prompt", "completion", "label", "weight")
-_NEEDED = ("sample_id", "prompt", "completion", "clicked", "weight", "closed_ts")
+SAMPLE_COLUMNS = ("sample_id", "prompt", "completion", "clicked", "weight", "closed_ts")
 
 
 class InsufficientDataError(TrainerError):
@@ -119,13 +120,13 @@ def renormalize_class_weights(
 
 
 def _rows(table: pa.Table) -> pa.Table:
-    missing = [c for c in _NEEDED if c not in table.column_names]
+    missing = [c for c in SAMPLE_COLUMNS if c not in table.column_names]
     if missing:
         raise TrainerError(
             f"sample rows lack columns {missing} (have {table.column_names}); read them from "
             "the lake's `samples` table"
         )
-    return table.select(list(_NEEDED))
+    return table.select(list(SAMPLE_COLUMNS))
 
 
 def _most_recent(table: pa.Table, limit: int) -> pa.Table:

@@ -86,18 +86,19 @@ class WeightedUnpairedCollator(DataCollatorForUnpairedPreference):
 class WeightedKTOTrainer(KTOTrainer):
     """`KTOTrainer` whose per-sample losses are multiplied by the dataset's `weight` column."""
 
-    def __init__(self, *args: Any, completion_eos: bool = False, **kwargs: Any) -> None:
-        """Arguments of `KTOTrainer`, plus `completion_eos`: keep TRL's EOS after each
-        completion (False for our per-suggestion factorization, whose completions end with
-        the suggestion delimiter, not the end of the turn; see `trainer.prompt`)."""
+    def __init__(self, model: Any, *, completion_eos: bool = False, **kwargs: Any) -> None:
+        """`KTOTrainer`'s arguments (by keyword), plus `completion_eos`: keep TRL's EOS after
+        each completion (False for our per-suggestion factorization, whose completions end
+        with the suggestion delimiter, not the end of the turn; see `trainer.prompt`)."""
         self._completion_eos = completion_eos
-        train_dataset = kwargs.get("train_dataset")
-        _check_weights(train_dataset, "train_dataset")
+        if kwargs.get("train_dataset") is None:
+            raise TrainerError("WeightedKTOTrainer needs train_dataset=... (a weighted dataset)")
+        _check_weights(kwargs["train_dataset"], "train_dataset")
         if kwargs.get("eval_dataset") is not None:
             _check_weights(kwargs["eval_dataset"], "eval_dataset")
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = _default_collator(kwargs)
-        super().__init__(*args, **kwargs)
+        super().__init__(model, **kwargs)
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
         """TRL's tokenization, then (unless `completion_eos`) the EOS it appends removed."""

@@ -27,6 +27,7 @@ champion at start. A missing or corrupt champion adapter fails the refresh with
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ from transformers import TrainerCallback
 
 from toolrec.errors import TrainerError
 from trainer.data import (
+    SAMPLE_COLUMNS,
     InsufficientDataError,
     TrainingSet,
     build_eval_set,
@@ -146,10 +148,13 @@ class Refresher:
         RefreshCancelled when `stop` is set before the registration."""
         self._stop = stop or threading.Event()
         with self.lock.held(timeout_s=lock_timeout_s):
-            return self._run_locked(
-                self.training.min_new_samples if min_new_samples is None else min_new_samples,
-                max_steps,
-            )
+            try:
+                return self._run_locked(
+                    self.training.min_new_samples if min_new_samples is None else min_new_samples,
+                    max_steps,
+                )
+            finally:
+                gc.collect()  # a daemon runs many refreshes: free the models now
 
     def _check_stop(self, where: str) -> None:
         if self._stop.is_set():
@@ -213,7 +218,7 @@ class Refresher:
             raise error
         old = None
         if since is not None and since >= 0:
-            old = read_table(self.lake, "samples", version=since)
+            old = read_table(self.lake, "samples", version=since, columns=list(SAMPLE_COLUMNS))
         train = build_training_set(new, old, self.training)
         held_out = build_eval_set(new, old, self.training)
         log.info("refresh data: samples versions (%s, %d]: %d new, %d replay, %d train, "

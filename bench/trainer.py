@@ -1,0 +1,212 @@
+"""Benchmark of the learning half: weighted vs stock KTO with LoRA on SmolLM2, and a refresh.
+
+    python -m bench.trainer [--model models/smollm2-135m-instruct] [--steps 6] [--batch 8]
+                            [--refresh-samples 1000] [--skip-refresh] [--skip-rss]
+
+1. Throughput, interleaved in one process: the weighted trainer (`trainer.kto`) and TRL's
+   stock `KTOTrainer` on the same batches (the stock one without the weight column), one
+   training step (collate + forward + backward) of each in turn, first mover alternating,
+   so drifting load on a shared machine hits both alike. Prints samples/s of each and the
+   weighting overhead (target <= 5%).
+2. Peak RSS: each trainer's full `.train()` of the same steps in its own spawned process
+   (ru_maxrss), with its samples/s from the HF loop (optimizer included).
+3. Wall time of a full refresh (`trainer.refresh`) of N synthetic samples on a fresh Delta
+   lake, evaluation and registration included (announcement off: no broker needed).
+
+Every number is measured on this machine in this run; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_MODEL = Path("models/smollm2-135m-instruct")
+
+
+def _dataset(n: int, *, weighted: bool) -> Any:
+    import pyarrow as pa
+
+    from trainer.config import TrainingConfig
+    from trainer.data import build_training_set, synthetic_samples, to_kto_dataset
+
+    table = pa.Table.from_pylist(synthetic_samples(n, seed=11))
+    train = build_training_set(table, None, TrainingConfig(holdout_share=0.0), seed=11)
+    dataset = to_kto_dataset(train.table)
+    return dataset if weighted else dataset.remove_columns("weight")
+
+
+def _trainer(kind: str, model_dir: Path, batch: int, steps: int, out_dir: Path) -> Any:
+    import datasets
+    from trl import KTOTrainer
+
+    from trainer.config import TrainingConfig
+    from trainer.kto import WeightedKTOTrainer, kto_args, lora_config
+    from trainer.models import load_model
+
+    datasets.disable_progress_bars()
+    logging.getLogger("trl.trainer.kto_trainer").setLevel(logging.ERROR)
+    config = TrainingConfig(batch_size=batch, max_steps=steps, logging_steps=10_000)
+    model, tokenizer = load_model(model_dir)
+    cls = WeightedKTOTrainer if kind == "weighted" else KTOTrainer
+    extra = {"completion_eos": True} if kind == "weighted" else {}  # identical sequences
+    return cls(model=model, args=kto_args(config, out_dir / kind),
+               train_dataset=_dataset(batch * steps, weighted=kind == "weighted"),
+               processing_class=tokenizer, peft_config=lora_config(config), **extra)
+
+
+def interleaved_throughput(model_dir: Path, batch: int, steps: int, out: Path) -> dict[str, Any]:
+    """Per-step wall time of both trainers, alternating, after one warm-up step each."""
+    trainers = {k: _trainer(k, model_dir, batch, steps + 1, out) for k in ("stock", "weighted")}
+    loaders = {k: iter(t.get_train_dataloader()) for k, t in trainers.items()}
+    for trainer in trainers.values():
+        trainer.current_gradient_accumulation_steps = 1  # set by .train() otherwise
+    times: dict[str, list[float]] = {"stock": [], "weighted": []}
+    cpu: dict[str, list[float]] = {"stock": [], "weighted": []}
+    for step in range(steps + 1):
+        order = ["weighted", "stock"] if step % 2 else ["stock", "weighted"]
+        for kind in order:
+            trainer = trainers[kind]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            inputs = next(loaders[kind])
+            trainer.training_step(trainer.model, inputs)
+            trainer.model.zero_grad(set_to_none=True)
+            elapsed = time.perf_counter() - started
+            cpu_s = time.process_time() - cpu_started
+            if step > 0:  # step 0 warms caches and allocators
+                times[kind].append(elapsed)
+                cpu[kind].append(cpu_s)
+            print(f"  step {step} {kind:<8} {elapsed:6.2f}s wall {cpu_s:6.2f}s cpu", flush=True)
+    result: dict[str, Any] = {"steps": steps, "batch": batch}
+    for kind, values in times.items():
+        result[kind] = {"samples_per_s": batch * len(values) / sum(values),
+                        "median_step_s": statistics.median(values),
+                        "cpu_s_per_sample": sum(cpu[kind]) / (batch * len(values))}
+    result["overhead"] = sum(times["weighted"]) / sum(times["stock"]) - 1
+    result["cpu_overhead"] = sum(cpu["weighted"]) / sum(cpu["stock"]) - 1
+    return result
+
+
+def _rss_child(kind: str, model_dir: str, batch: int, steps: int, out: str, queue: Any) -> None:
+    trainer = _trainer(kind, Path(model_dir), batch, steps, Path(out))
+    metrics = trainer.train().metrics
+    queue.put({"kind": kind, "samples_per_s": metrics["train_samples_per_second"],
+               "runtime_s": metrics["train_runtime"],
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def peak_rss(model_dir: Path, batch: int, steps: int, out: Path) -> dict[str, dict[str, float]]:
+    """Each trainer's `.train()` in its own spawned process: HF-loop samples/s, peak RSS."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results: dict[str, dict[str, float]] = {}
+    for kind in ("stock", "weighted"):
+        queue = context.Queue()
+        process = context.Process(target=_rss_child,
+                                  args=(kind, str(model_dir), batch, steps, str(out), queue))
+        process.start()
+        results[kind] = queue.get(timeout=3600)
+        process.join()
+        print(f"  {kind:<8} {results[kind]}", flush=True)
+    return results
+
+
+def full_refresh(model_dir: Path, n: int, out: Path) -> Any:
+    """One refresh of `n` synthetic samples on a fresh lake, default training settings."""
+    from lakehouse.config import LakeConfig
+    from lakehouse.writer import write_samples
+    from trainer.config import GeneratorConfig, TrainerConfig, TrainingConfig
+    from trainer.data import synthetic_samples
+    from trainer.refresh import Refresher
+
+    lake = LakeConfig(root=str(out / "lake"))
+    write_samples(lake, synthetic_samples(n, seed=12))
+    config = TrainerConfig(
+        generator=GeneratorConfig(model_dir=model_dir),
+        training=TrainingConfig(artifact_dir=out / "artifacts", lock_path=out / "lock",
+                                min_new_samples=1, announce=False),
+    )
+    linker, encoder = _retrieval()
+    started = time.monotonic()
+    result = Refresher(lake, config, linker=linker, encoder=encoder).run()
+    return result, time.monotonic() - started, config.training
+
+
+def _retrieval() -> tuple[Any, Any]:
+    try:
+        from retrieval import Retriever
+        from toolrec.config import load_settings
+
+        retriever = Retriever(load_settings().retrieval)
+        return retriever, retriever.encode
+    except Exception as exc:  # report, and run the gate without grounding / relevance
+        print(f"  (retrieval unavailable: {exc}; grounding and relevance not measured)")
+        return None, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--steps", type=int, default=6, help="Measured steps per trainer.")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--refresh-samples", type=int, default=1000)
+    parser.add_argument("--skip-refresh", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not (args.model / "config.json").is_file():
+        raise SystemExit(f"no model at {args.model}; run `toolrec models bootstrap` first")
+    import torch
+
+    print(f"model {args.model}, torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
+        out = Path(tmp)
+        print(f"\n[1] interleaved throughput: batch {args.batch}, {args.steps} steps each")
+        tp = interleaved_throughput(args.model, args.batch, args.steps, out)
+        print(f"weighted KTO: {tp['weighted']['samples_per_s']:.3f} samples/s "
+              f"(median step {tp['weighted']['median_step_s']:.2f}s)")
+        print(f"stock KTO:    {tp['stock']['samples_per_s']:.3f} samples/s "
+              f"(median step {tp['stock']['median_step_s']:.2f}s)")
+        print(f"weighting overhead: {tp['overhead'] * 100:+.1f}% wall, "
+              f"{tp['cpu_overhead'] * 100:+.1f}% CPU time (target <= 5%); CPU s/sample "
+              f"weighted {tp['weighted']['cpu_s_per_sample']:.2f}, "
+              f"stock {tp['stock']['cpu_s_per_sample']:.2f}")
+        if not args.skip_rss:
+            print(f"\n[2] full .train() per trainer in its own process: {args.steps} steps")
+            rss = peak_rss(args.model, args.batch, args.steps, out)
+            w, s = rss["weighted"], rss["stock"]
+            print(f"peak RSS: weighted {w['peak_rss_mb']:.0f} MB, stock {s['peak_rss_mb']:.0f} MB "
+                  f"(ratio {w['peak_rss_mb'] / s['peak_rss_mb']:.3f})")
+            print(f"HF-loop samples/s: weighted {w['samples_per_s']:.3f}, stock "
+                  f"{s['samples_per_s']:.3f} (ratio {w['samples_per_s'] / s['samples_per_s']:.3f})")
+        if not args.skip_refresh:
+            n = args.refresh_samples
+            print(f"\n[3] full refresh of {n} samples (train + evaluate + register)")
+            result, wall, training = full_refresh(args.model, n, out)
+            record = result.record
+            print(f"full refresh of {n} samples: {wall:.1f} s wall; outcome {result.outcome} "
+                  f"({result.reason}); timings {_rounded(result.timings)}")
+            if record is not None:
+                print(f"  trained on {record.n_train} samples ({training.batch_size}/step, "
+                      f"max {training.max_steps} steps, {training.epochs} epoch), "
+                      f"{record.n_holdout} held out, {training.eval_prompts} eval prompts/model")
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in values.items()}
+
+
+if __name__ == "__main__":
+    main()
