@@ -63,7 +63,7 @@ class BootstrapSFTConfig(BaseModel):
     epochs: int = Field(1, ge=1, le=100, description="Passes over the generated examples.")
     batch_size: int = Field(8, ge=1, le=256, description="Examples per optimizer step.")
     max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimizer steps (None: epochs decide)."
+        None, ge=1, description="Optimizer steps to run, overriding epochs (None: epochs decide)."
     )
     learning_rate: float = Field(3e-4, gt=0.0, le=0.1, description="AdamW peak learning rate.")
     warmup_ratio: float = Field(0.1, ge=0.0, le=0.5, description="Linear warm-up share.")

@@ -79,7 +79,19 @@ def _torch_dtype(dtype: Dtype) -> Any:
 
 
 def _is_complete(model_dir: Path) -> bool:
-    return (model_dir / MARKER_FILE).is_file() and (model_dir / "config.json").is_file()
+    """Whether `model_dir` holds a model this module wrote; refuses to touch anything else.
+
+    Our writes are atomic, so a directory without our marker is someone else's (e.g. a
+    production checkpoint): rebuilding into it would destroy it.
+    """
+    if (model_dir / MARKER_FILE).is_file() and (model_dir / "config.json").is_file():
+        return True
+    if model_dir.exists() and any(model_dir.iterdir()):
+        raise ModelFilesError(
+            f"{model_dir} is not empty and was not written by toolrec (no {MARKER_FILE}); "
+            "choose another directory or remove it if it is a leftover"
+        )
+    return False
 
 
 def _write_marker(model_dir: Path, **info: Any) -> None:

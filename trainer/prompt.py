@@ -123,6 +123,13 @@ def _tool_line(tool: PromptTool) -> str:
     return f"* {name}: {clean_text(detail, 100)}" if detail else f"* {name}"
 
 
+def _context_value(value: object) -> str:
+    """Device-context values as words (`DeviceContext` booleans read as yes / no)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return clean_text(value, 80)
+
+
 def _section(title: str, lines: Sequence[str]) -> str:
     return f"{title}:\n" + "".join(f"{line}\n" for line in lines) if lines else ""
 
@@ -140,7 +147,9 @@ def render_prompt(inputs: PromptInputs, n: int, config: GeneratorConfig | None =
     recent = [clean_text(q, config.max_query_chars) for q in inputs.recent[-config.max_recent :]]
     user += _section("Recent queries", [f"* {q}" for q in recent if q] if config.max_recent else [])
     context = [
-        f"* {clean_text(k, 40)}: {clean_text(v, 80)}" for k, v in inputs.context.items() if str(v)
+        f"* {clean_text(k, 40)}: {_context_value(v)}"
+        for k, v in inputs.context.items()
+        if v is not None and str(v) != ""
     ]
     user += _section("Context", context)
     user += _section("Tools", [_tool_line(t) for t in inputs.tools[: config.max_tools]])

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from trainer.models import (
-    MARKER_FILE,
     ModelFilesError,
     apply_adapter,
+    atomic_output_dir,
+    bootstrap_smollm2,
     build_tiny_model,
     find_smollm2_gguf,
     load_model,
@@ -82,10 +83,27 @@ def test_smollm2_gguf_is_installed() -> None:
     assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
 
 
-def test_incomplete_dir_is_rebuilt(tmp_path: Path) -> None:
-    target = tmp_path / "tiny"
+def test_foreign_directory_is_never_overwritten(tmp_path: Path) -> None:
+    target = tmp_path / "someone-elses-checkpoint"
     target.mkdir()
-    (target / "config.json").write_text("{}")  # no marker: a crashed earlier build
-    build_tiny_model(target, seed=1)
-    assert (target / MARKER_FILE).is_file()
-    load_model(target)
+    (target / "config.json").write_text("{}")
+    with pytest.raises(ModelFilesError, match="not written by toolrec"):
+        build_tiny_model(target, seed=1)
+    with pytest.raises(ModelFilesError, match="not written by toolrec"):
+        bootstrap_smollm2(target)
+    assert (target / "config.json").read_text() == "{}"
+
+
+def test_atomic_output_dir_keeps_the_old_version_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "adapter"
+    with atomic_output_dir(target) as staging:
+        (staging / "a.txt").write_text("v1")
+    assert (target / "a.txt").read_text() == "v1"
+    with pytest.raises(RuntimeError), atomic_output_dir(target) as staging:
+        (staging / "a.txt").write_text("half-written v2")
+        raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "v1"
+    with atomic_output_dir(target) as staging:
+        (staging / "b.txt").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no leftovers

@@ -52,9 +52,15 @@ def test_render_has_all_inputs_in_order() -> None:
 
 
 def test_empty_optional_inputs_are_left_out() -> None:
-    prompt = render_prompt(PromptInputs(query="hello"), n=2)
+    prompt = render_prompt(PromptInputs(query="hello", context={"hour": None, "app": ""}), n=2)
     for section in ("Response:", "Recent queries:", "Context:", "Tools:"):
         assert section not in prompt
+
+
+def test_device_context_values_read_as_words() -> None:
+    context = {"battery": 12, "charging": False, "headset": True, "network": "wifi"}
+    prompt = render_prompt(PromptInputs(query="q", context=context), n=2)
+    assert "* battery: 12\n* charging: no\n* headset: yes\n* network: wifi\n" in prompt
 
 
 def test_limits_from_config() -> None:

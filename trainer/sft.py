@@ -1,0 +1,265 @@
+"""Bootstrap SFT: a LoRA adapter that makes a base model emit well-formed, grounded lists.
+
+A plain PyTorch loop over PEFT (not TRL's SFTTrainer): the data are a few hundred short
+examples (`trainer.sft_data`), the loss is the next-token loss on the completion only (the
+prompt is masked), and a plain loop keeps start-up cheap, shows progress with rate and
+ETA, and stays deterministic for a seed. The adapter is written atomically (temporary
+sibling directory, then rename) with an `sft-report.json`; it is the first champion, and
+weighted-KTO refreshes continue from it (`BootstrapSFTConfig.target_modules`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from toolrec.errors import TrainerError
+from trainer.config import BootstrapSFTConfig, GeneratorConfig
+from trainer.models import atomic_output_dir, bootstrap_smollm2, load_model
+from trainer.prompt import TEMPLATE_VERSION
+from trainer.sft_data import SFTExample, ToolSearch, build_sft_examples
+
+__all__ = [
+    "BootstrapResult",
+    "SFTReport",
+    "bootstrap",
+    "format_check",
+    "lora_config",
+    "run_sft",
+    "tokenize_example",
+]
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "sft-report.json"
+
+
+@dataclass(frozen=True)
+class SFTReport:
+    adapter_dir: str
+    base_model: str
+    template_version: str
+    examples: int
+    dropped_too_long: int
+    steps: int
+    first_loss: float
+    final_loss: float
+    seconds: float
+    examples_per_second: float
+
+
+def lora_config(config: BootstrapSFTConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def tokenize_example(tokenizer: Any, example: SFTExample) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with the prompt masked (-100), split where TRL would split."""
+    prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(example.prompt + example.completion, add_special_tokens=False)[
+        "input_ids"
+    ]
+    cut = 0
+    while cut < min(len(prompt_ids), len(full_ids)) and prompt_ids[cut] == full_ids[cut]:
+        cut += 1
+    return full_ids, [-100] * cut + full_ids[cut:]
+
+
+def _batches(
+    rows: list[tuple[list[int], list[int]]], size: int, pad_id: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    import torch
+
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), size):
+        chunk = [rows[i] for i in order[start : start + size]]
+        width = max(len(ids) for ids, _ in chunk)
+        batches.append({
+            "input_ids": torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in chunk]),
+            "attention_mask": torch.tensor(
+                [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk]
+            ),
+            "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk]),
+        })
+    return batches
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then linear decay to 10% of the peak."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    remaining = (total - step) / max(total - warmup, 1)
+    return 0.1 + 0.9 * max(remaining, 0.0)
+
+
+def run_sft(
+    model_dir: Path,
+    out_dir: Path,
+    examples: Sequence[SFTExample],
+    *,
+    config: BootstrapSFTConfig | None = None,
+    progress: bool = True,
+) -> SFTReport:
+    """Train a LoRA adapter on `examples` over the base model in `model_dir`; save it to
+    `out_dir` (replaced atomically) and return what happened."""
+    import torch
+    from peft import get_peft_model
+
+    config = config or BootstrapSFTConfig()
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model(Path(model_dir), dtype="float32")
+    model = get_peft_model(model, lora_config(config))
+    rows = [tokenize_example(tokenizer, ex) for ex in examples]
+    usable = [r for r in rows if len(r[0]) <= config.max_seq_len and any(x != -100 for x in r[1])]
+    if not usable:
+        raise TrainerError(
+            f"none of {len(rows)} SFT examples fits max_seq_len={config.max_seq_len} tokens; "
+            "raise trainer.generator.sft.max_seq_len"
+        )
+    losses = _train(model, usable, tokenizer.pad_token_id, config, progress)
+    seconds = time.monotonic() - started
+    report = SFTReport(
+        adapter_dir=str(out_dir),
+        base_model=str(model_dir),
+        template_version=TEMPLATE_VERSION,
+        examples=len(usable),
+        dropped_too_long=len(rows) - len(usable),
+        steps=len(losses),
+        first_loss=round(losses[0], 4),
+        final_loss=round(sum(losses[-5:]) / len(losses[-5:]), 4),
+        seconds=round(seconds, 1),
+        examples_per_second=round(len(losses) * config.batch_size / max(seconds, 1e-9), 2),
+    )
+    _save(model, Path(out_dir), report, config)
+    return report
+
+
+def _train(
+    model: Any, rows: list[tuple[list[int], list[int]]], pad_id: int,
+    config: BootstrapSFTConfig, progress: bool,
+) -> list[float]:
+    import torch
+    from tqdm import tqdm
+
+    rng = random.Random(config.seed)
+    per_epoch = math.ceil(len(rows) / config.batch_size)
+    total = config.max_steps or per_epoch * config.epochs  # max_steps wins, as in HF
+    warmup = int(total * config.warmup_ratio)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _schedule(s, total, warmup)
+    )
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(total=total, desc="bootstrap SFT", unit="step", disable=not progress)
+    while len(losses) < total:
+        for batch in _batches(rows, config.batch_size, pad_id, rng):
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if len(losses) >= total:
+                break
+    bar.close()
+    model.eval()
+    return losses
+
+
+def _save(model: Any, out_dir: Path, report: SFTReport, config: BootstrapSFTConfig) -> None:
+    with atomic_output_dir(out_dir) as tmp_dir:
+        model.save_pretrained(tmp_dir)
+        payload = {**asdict(report), "config": config.model_dump(mode="json")}
+        (tmp_dir / REPORT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    log.info("bootstrap SFT adapter written to %s (%s)", out_dir, report)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    model_dir: Path
+    adapter_dir: Path | None  # None: no SFT was asked for
+    report: SFTReport | None  # the run's report, or the one saved with a reused adapter
+    reused_adapter: bool
+
+
+def _saved_report(adapter_dir: Path) -> SFTReport | None:
+    path = adapter_dir / REPORT_FILE
+    if not (adapter_dir / "adapter_config.json").is_file() or not path.is_file():
+        return None
+    payload = json.loads(path.read_text())
+    payload.pop("config", None)
+    return SFTReport(**payload)
+
+
+def bootstrap(
+    config: GeneratorConfig,
+    *,
+    sft: bool = True,
+    tools: Sequence[Any] = (),
+    search: ToolSearch | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> BootstrapResult:
+    """`toolrec models bootstrap`: SmolLM2 as an fp32 checkpoint in `config.model_dir`, then
+    (with `sft`) the bootstrap SFT adapter in `config.bootstrap_adapter_dir`.
+
+    Idempotent: a finished model or adapter is reused unless `force` (adapter only).
+    """
+    model_dir = bootstrap_smollm2(config.model_dir)
+    if not sft:
+        return BootstrapResult(model_dir, None, None, reused_adapter=False)
+    adapter_dir = Path(config.bootstrap_adapter_dir)
+    saved = None if force else _saved_report(adapter_dir)
+    if saved is not None:
+        return BootstrapResult(model_dir, adapter_dir, saved, reused_adapter=True)
+    examples = build_sft_examples(
+        tools, config.sft.examples, config=config, seed=config.sft.seed, search=search
+    )
+    report = run_sft(model_dir, adapter_dir, examples, config=config.sft, progress=progress)
+    return BootstrapResult(model_dir, adapter_dir, report, reused_adapter=False)
+
+
+def format_check(generator: Any, examples: Sequence[SFTExample]) -> dict[str, float]:
+    """Greedy generations on held-out examples: format-valid rate, suggestions per request,
+    share of suggestions linked to a tool (when the generator has a linker), seconds each."""
+    from trainer.config import DecodingConfig
+
+    cap = generator.config.decoding.max_new_tokens
+    greedy = DecodingConfig(temperature=0.0, max_new_tokens=cap)
+    started = time.monotonic()
+    results = [generator.generate(ex.inputs, n=len(ex.targets), decoding=greedy)
+               for ex in examples]
+    suggestions = [s for r in results for s in r.suggestions]
+    return {
+        "format_valid_rate": sum(r.format_valid for r in results) / max(len(results), 1),
+        "suggestions_per_request": len(suggestions) / max(len(results), 1),
+        "tool_linked_share": (
+            sum(s.tool_id is not None for s in suggestions) / len(suggestions)
+            if suggestions and generator.linker is not None else float("nan")
+        ),
+        "seconds_per_request": (time.monotonic() - started) / max(len(results), 1),
+    }
