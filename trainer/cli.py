@@ -20,6 +20,84 @@ def trainer() -> None:
     """Weighted-KTO refreshes and the retraining daemon."""
 
 
+# ------------------------------------------------------------------ model files and bootstrap
+# (trainer.models, trainer.sft; heavy imports inside the command)
+
+
+def _sft_overrides(settings: Any, overrides: dict[str, Any]) -> Any:
+    """The generator config with the command line's SFT sizes (validated like the config)."""
+    from trainer.config import BootstrapSFTConfig
+
+    generator = settings.trainer.generator
+    given = {k: v for k, v in overrides.items() if v is not None}
+    sft = BootstrapSFTConfig(**{**generator.sft.model_dump(), **given})
+    return generator.model_copy(update={"sft": sft})
+
+
+def _catalog_and_retriever(settings: Any) -> tuple[Any, Any]:
+    """(tools, retriever) — retriever None, with a warning, when it cannot load."""
+    try:
+        from retrieval import Retriever
+
+        retriever = Retriever(settings.retrieval)
+        return retriever.catalog.tools, retriever.warm()
+    except Exception as exc:  # the SFT data then falls back to catalog neighbours
+        from retrieval import load_catalog
+
+        click.echo(f"warning: retriever unavailable ({exc}); SFT prompts show catalog "
+                   "neighbours instead of retrieved tools", err=True)
+        return load_catalog().tools, None
+
+
+@models.command("bootstrap")
+@click.option("--sft/--no-sft", default=True, show_default=True,
+              help="Also train the bootstrap SFT LoRA adapter (the first champion).")
+@click.option("--examples", type=int, default=None,
+              help="SFT examples generated from SysToolKit (default: trainer.generator.sft).")
+@click.option("--epochs", type=int, default=None, help="Passes over the examples.")
+@click.option("--steps", "max_steps", type=int, default=None,
+              help="Optimizer steps, overriding --epochs.")
+@click.option("--batch-size", type=int, default=None, help="Examples per optimizer step.")
+@click.option("--force", is_flag=True, help="Retrain the adapter even if one exists.")
+@click.option("--check", "check_n", type=int, default=4, show_default=True,
+              help="Held-out prompts generated after the SFT to report its format (0: skip).")
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's).")
+@pass_settings
+def models_bootstrap(settings: Any, sft: bool, examples: int | None, epochs: int | None,
+                     max_steps: int | None, batch_size: int | None, force: bool, check_n: int,
+                     threads: int | None) -> None:
+    """Write SmolLM2-135M-Instruct as a local fp32 checkpoint (once), then train the
+    bootstrap SFT adapter on lists generated from SysToolKit (idempotent)."""
+    import time
+
+    import torch
+
+    from trainer.generator import Generator
+    from trainer.sft import bootstrap, format_check
+    from trainer.sft_data import build_sft_examples, retriever_search
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = _sft_overrides(settings, {"examples": examples, "epochs": epochs,
+                                       "max_steps": max_steps, "batch_size": batch_size})
+    tools, retriever = _catalog_and_retriever(settings) if sft else ((), None)
+    started = time.monotonic()
+    result = bootstrap(config, sft=sft, tools=tools, force=force,
+                       search=retriever_search(retriever) if retriever else None)
+    click.echo(f"base model: {result.model_dir} ({time.monotonic() - started:.1f} s)")
+    if result.report is None:
+        return
+    verb = "reused" if result.reused_adapter else "trained"
+    click.echo(f"bootstrap SFT adapter {verb}: {result.adapter_dir}\n  {result.report}")
+    if check_n > 0:
+        generator = Generator.load(result.model_dir, result.adapter_dir, config=config,
+                                   linker=retriever, model_version="bootstrap-sft")
+        held_out = build_sft_examples(tools, check_n, config=config, seed=config.sft.seed + 1,
+                                      search=retriever_search(retriever) if retriever else None)
+        click.echo(f"  held-out check ({check_n} prompts): {format_check(generator, held_out)}")
+    click.echo(f"make it the first champion: toolrec models register {result.adapter_dir}")
+
+
 # ------------------------------------------------------------------ registry and refreshes
 # (trainer.registry, trainer.refresh, trainer.daemon; heavy imports inside the commands)
 
