@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from infra.config import InfraConfig
 from lakehouse.config import LakeConfig
+from loop.config import LoopConfig
 from retrieval.config import RetrievalConfig
 from serving.config import ServingConfig
 from streams.config import StreamsConfig
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalConfig = RetrievalConfig()
     trainer: TrainerConfig = TrainerConfig()
     serving: ServingConfig = ServingConfig()
+    loop: LoopConfig = LoopConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,170 @@
+"""Settings of the closed loop: the user simulator, `toolrec demo` and the calibration
+experiment. Every constant of the simulator is this project's own design (see
+`loop.population` and `loop.simulator` for what each one means)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ClickModelConfig(BaseModel):
+    """How simulated users click (`loop.population`).
+
+    A user has an activity level a in [0, 1]. Their chance to click a suggestion they
+    examine, given its true utility u in [0, 1], is
+        attract(u) = floor(a) + (ceiling − floor(a)) · σ((u − τ(a)) / s(a))
+    with floor(a) = floor_rare·(floor_heavy/floor_rare)^a (log-linear),
+    τ(a) = tau_rare + (tau_heavy − tau_rare)·a and s(a) = slope_rare + (slope_heavy −
+    slope_rare)·a: heavy clickers click often whatever the utility (high floor, flat
+    curve), rare clickers only very useful suggestions (tiny floor, steep curve, high τ).
+    Position k is examined with probability k^−eta (cascade: the user reads top-down and
+    stops at the first click).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rare_share: float = Field(0.3, ge=0, le=1, description="Users with a in [0, rare_max).")
+    heavy_share: float = Field(0.2, ge=0, le=1, description="Users with a in [heavy_min, 1].")
+    rare_max: float = Field(0.3, gt=0, lt=1, description="Upper activity of rare clickers.")
+    heavy_min: float = Field(0.75, gt=0, lt=1, description="Lower activity of heavy clickers.")
+    floor_rare: float = Field(0.003, gt=0, lt=1, description="attract(0) at a = 0.")
+    floor_heavy: float = Field(0.3, gt=0, lt=1, description="attract floor at a = 1.")
+    ceiling: float = Field(0.85, gt=0, le=1, description="attract(u) for u → ∞.")
+    tau_rare: float = Field(0.8, ge=0, le=1, description="Utility threshold at a = 0.")
+    tau_heavy: float = Field(0.35, ge=0, le=1, description="Utility threshold at a = 1.")
+    slope_rare: float = Field(0.05, gt=0, le=5, description="Sigmoid scale at a = 0 (steep).")
+    slope_heavy: float = Field(0.45, gt=0, le=5, description="Sigmoid scale at a = 1 (flat).")
+    eta: float = Field(0.8, ge=0, le=5, description="Position bias: examine(k) = k^-eta.")
+    reference_activity: float = Field(
+        0.5, ge=0, le=1, description="Activity of the reference user of the ground-truth CTR."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClickModelConfig:
+        if self.rare_share + self.heavy_share > 1:
+            raise ValueError(
+                f"rare_share + heavy_share must be <= 1, got {self.rare_share} + "
+                f"{self.heavy_share}"
+            )
+        if self.rare_max > self.heavy_min:
+            raise ValueError(
+                f"rare_max ({self.rare_max}) must be <= heavy_min ({self.heavy_min})"
+            )
+        if self.floor_heavy >= self.ceiling:
+            raise ValueError(
+                f"floor_heavy ({self.floor_heavy}) must be below ceiling ({self.ceiling})"
+            )
+        return self
+
+
+class UtilityConfig(BaseModel):
+    """True utility of a suggestion for a hidden intent (`loop.simulator`):
+        r = clip((cos − rel_low) / (rel_high − rel_low), 0, 1)
+        u = (r + tool_bonus·match) / (1 + tool_bonus)
+    cos = the best cosine between the suggestion and the intent's phrasings (retrieval's
+    MiniLM encoder); match = the suggestion invokes exactly the intent's tool."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rel_low: float = Field(0.25, ge=-1, le=1, description="Cosine with no relevance at all.")
+    rel_high: float = Field(0.75, ge=-1, le=1, description="Cosine of full relevance.")
+    tool_bonus: float = Field(
+        1.0, ge=0, le=10, description="Weight of invoking the intended tool vs relevance."
+    )
+    exec_success_match: float = Field(
+        0.92, ge=0, le=1, description="P(execution succeeds) after a click on the right tool."
+    )
+    exec_success_other: float = Field(
+        0.5, ge=0, le=1, description="P(execution succeeds) after a click on another tool."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UtilityConfig:
+        if self.rel_low >= self.rel_high:
+            raise ValueError(f"rel_low ({self.rel_low}) must be < rel_high ({self.rel_high})")
+        return self
+
+
+class SimulatorConfig(BaseModel):
+    """The simulated population and its turns (`loop.simulator`, `loop.intents`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(0, ge=0, description="Everything the simulator draws derives from it.")
+    users: int = Field(12, ge=1, le=100_000, description="Size of the population.")
+    n_suggestions: int = Field(4, ge=1, le=10, description="N asked of /v1/recommend.")
+    session_turns: int = Field(
+        3, ge=1, le=50, description="Turns per session (recent queries come from the session)."
+    )
+    need_query_share: float = Field(
+        0.2, ge=0, le=1, description="Share of turns whose query is a non-tool question."
+    )
+    tool_intent_share: float = Field(
+        0.75, ge=0, le=1, description="Share of hidden follow-up intents that are tools."
+    )
+    click: ClickModelConfig = ClickModelConfig()
+    utility: UtilityConfig = UtilityConfig()
+
+
+class DemoConfig(BaseModel):
+    """`toolrec demo`: sized so the default finishes in ≤ 20 min with SmolLM2 on 2 cores."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = Field(
+        Path(".toolrec/demo"), description="Everything of one demo run (wiped at its start)."
+    )
+    rounds: int = Field(3, ge=1, le=100, description="Rounds of traffic; a refresh after each "
+                        "but the last.")
+    users: int = Field(12, ge=1, le=10_000, description="Simulated users.")
+    requests_per_user: int = Field(3, ge=1, le=1000, description="Requests per user per round.")
+    concurrency: int = Field(2, ge=1, le=64, description="Simulated users in flight at once.")
+    max_steps: int = Field(16, ge=1, le=100_000, description="KTO steps per refresh.")
+    eval_prompts: int = Field(
+        2, ge=1, le=500, description="Gate generation prompts per model (≈3 s each)."
+    )
+    attribution_window_s: float = Field(4.0, gt=0, description="Faust attribution window.")
+    allowed_lateness_s: float = Field(1.0, ge=0, description="Faust allowed lateness.")
+    daemon_interval_s: float = Field(5.0, ge=1, description="Daemon check interval.")
+    refresh_timeout_s: float = Field(
+        1200.0, gt=0, description="Longest wait for one refresh (and its hot-swap)."
+    )
+    request_timeout_s: float = Field(180.0, gt=0, description="HTTP timeout of one request.")
+    feedback: Literal["kafka", "api"] = Field(
+        "kafka", description="kafka: the telemetry producer; api: POST /v1/feedback."
+    )
+
+
+Arm = Literal["sft", "raw", "activity", "tool", "full", "full_position"]
+ARMS: tuple[Arm, ...] = ("sft", "raw", "activity", "tool", "full", "full_position")
+
+
+class ExperimentConfig(BaseModel):
+    """`toolrec experiment calibration` (`loop.experiment`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out_dir: Path = Field(Path(".toolrec/experiment"), description="Results and report.")
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="Simulator seeds.")
+    arms: tuple[Arm, ...] = Field(ARMS, min_length=1, description="Arms to run.")
+    model: Literal["smollm2", "tiny"] = Field(
+        "smollm2", description="smollm2: the real run; tiny: a quick run on the tiny Llama."
+    )
+    users: int = Field(24, ge=2, le=10_000, description="Users of the logged traffic.")
+    requests_per_user: int = Field(10, ge=1, le=10_000, description="Logged requests per user.")
+    eval_turns: int = Field(40, ge=1, le=10_000, description="Fixed ground-truth eval turns.")
+    max_steps: int = Field(40, ge=1, le=100_000, description="KTO steps per arm.")
+    batch_size: int = Field(8, ge=2, le=256, description="KTO batch size.")
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="KTO LoRA learning rate.")
+    generation_batch: int = Field(8, ge=1, le=64, description="Requests per generate call.")
+
+
+class LoopConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    simulator: SimulatorConfig = SimulatorConfig()
+    demo: DemoConfig = DemoConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
