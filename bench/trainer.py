@@ -60,7 +60,7 @@ def _trainer(kind: str, model_dir: Path, batch: int, steps: int, out_dir: Path) 
     config = TrainingConfig(batch_size=batch, max_steps=steps, logging_steps=10_000)
     model, tokenizer = load_model(model_dir)
     cls = WeightedKTOTrainer if kind == "weighted" else KTOTrainer
-    extra = {"completion_eos": True} if kind == "weighted" else {}  # identical sequences
+    extra: dict[str, Any] = {"completion_eos": True} if kind == "weighted" else {}  # same seqs
     return cls(model=model, args=kto_args(config, out_dir / kind),
                train_dataset=_dataset(batch * steps, weighted=kind == "weighted"),
                processing_class=tokenizer, peft_config=lora_config(config), **extra)

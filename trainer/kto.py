@@ -112,8 +112,9 @@ class WeightedKTOTrainer(KTOTrainer):
     def _set_signature_columns_if_needed(self) -> None:
         """Keep `weight` through `remove_unused_columns`."""
         super()._set_signature_columns_if_needed()
-        if WEIGHT_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, WEIGHT_COLUMN]
+        columns: list[str] = list(self._signature_columns or [])
+        if WEIGHT_COLUMN not in columns:
+            self._signature_columns = [*columns, WEIGHT_COLUMN]  # type: ignore[assignment]
 
     def compute_loss(
         self,
@@ -139,10 +140,11 @@ class WeightedKTOTrainer(KTOTrainer):
         device = self.accelerator.device
         w = torch.as_tensor(weights, dtype=torch.float32, device=device)
         chosen = torch.as_tensor(labels, device=device).bool()
-        desirable, undesirable = self.args.desirable_weight, self.args.undesirable_weight
+        args: Any = self.args  # a KTOConfig
+        desirable, undesirable = args.desirable_weight, args.undesirable_weight
         self.desirable_weight = desirable * w[chosen]  # order of TRL's nonzero(label)
         self.undesirable_weight = undesirable * w[~chosen]
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if getattr(self.model, "training", False) else "eval"
         self._metrics[mode]["weight/mean"].append(w.mean().item())
         try:
             yield
@@ -239,7 +241,7 @@ def lora_config(config: TrainingConfig) -> Any:
     )
 
 
-class ProgressLogCallback(TrainerCallback):  # type: ignore[misc]
+class ProgressLogCallback(TrainerCallback):
     """One log line every `every_s` seconds: step, samples/s and ETA (daemon-friendly)."""
 
     def __init__(self, samples_per_step: int, *, every_s: float = 10.0, label: str = "kto") -> None:

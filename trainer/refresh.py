@@ -260,7 +260,9 @@ class Refresher:
             version=version, seq=seq, parent=champion.version if champion else None,
             base_model=str(self.base_model), adapter_path=str(final),
             data_version_from=data.since, data_version_to=data.until,
-            n_holdout=data.held_out.num_rows, **data.train.counts(),
+            n_holdout=data.held_out.num_rows, n_train=data.train.table.num_rows,
+            n_new=data.train.n_new, n_replay=data.train.n_replay,
+            n_desirable=data.train.n_desirable, n_undesirable=data.train.n_undesirable,
             metrics={"candidate": candidate_m, "reference": reference_m,
                      "reference_version": champion.version if champion else "base",
                      "train_loss": _train_loss(trainer), "timings": dict(timings)},
@@ -344,7 +346,7 @@ class Refresher:
         return RefreshResult(outcome, reason, record, data.new.num_rows, announced, timings)
 
 
-class StopCallback(TrainerCallback):  # type: ignore[misc]
+class StopCallback(TrainerCallback):
     """Ends training at the next step once the stop event is set (graceful shutdown)."""
 
     def __init__(self, stop: threading.Event) -> None:

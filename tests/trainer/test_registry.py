@@ -188,3 +188,33 @@ def test_promotions_and_rollbacks_are_announced_on_a_real_broker(
     ]
     assert messages[1]["adapter_path"] == str(registry.artifact_path("v2"))
     assert messages[1]["schema"] == "model-announcement/1"
+
+
+def test_models_cli_lists_shows_promotes_and_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from toolrec.cli import cli
+
+    registry = _registry(tmp_path)
+    registry.register(_record(registry, None), promote=True)
+    registry.register(_record(registry, "v1"), promote=True)
+    monkeypatch.setenv("TOOLREC_LAKE__ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("TOOLREC_TRAINER__TRAINING__ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("TOOLREC_TRAINER__TRAINING__ANNOUNCE", "false")
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    listing = run("models", "list").splitlines()
+    assert [line.split()[:2] for line in listing] == [["v1", "retired"], ["v2", "champion"]]
+    assert '"version": "v2"' in run("models", "show")
+    assert "champion: v1" in run("models", "rollback")
+    assert "v2 is the champion" in run("models", "promote", "v2")
+    with pytest.raises(RegistryError, match="'v9' is not in the registry"):
+        runner.invoke(cli, ["models", "promote", "v9"], catch_exceptions=False)
+    assert _statuses(registry) == {"v1": "retired", "v2": "champion"}
