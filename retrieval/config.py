@@ -68,6 +68,11 @@ class RetrievalConfig(BaseModel):
     w_agreement: float = Field(
         0.06, ge=0, le=10, description="bonus when the text asks for the toggle's own side"
     )
+    generic_discount: float = Field(
+        0.05, ge=0, le=1,
+        description="discount on the match of the app-generic query ('uninstall this app') "
+        "for tools taking an app parameter",
+    )
     w_response: float = Field(
         0.3, ge=0, le=10, description="weight of similarity to the assistant's response"
     )
@@ -98,10 +103,14 @@ class RetrievalConfig(BaseModel):
         0.5, ge=0, le=10,
         description="link confidence = best text score + this × (best − runner-up)",
     )
+    link_question_penalty: float = Field(
+        0.1, ge=0, le=10,
+        description="subtracted from the link confidence of a question ('what ...', '?')",
+    )
     link_threshold: float = Field(
-        0.6, ge=-1, le=2,
-        description="min link score for a text to invoke a tool; chosen on the dev split "
-        "by `toolrec tools eval`",
+        0.68, ge=-1, le=2,
+        description="min link confidence for a text to invoke a tool; chosen on the dev "
+        "split by `toolrec tools eval` (highest recall at precision >= 0.92: 0.6807)",
     )
     near_duplicate_threshold: float = Field(
         0.95, ge=0, le=1,

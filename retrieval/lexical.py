@@ -22,6 +22,17 @@ STOPWORDS = frozenset(
     "want wanna need let lets make get".split()
 )
 _SUFFIXES = ("ing", "ies", "es", "ed", "s")
+_QUESTION = re.compile(
+    r"^\s*(what|whats|what's|who|whos|who's|how|hows|how's|why|when|where|which|is|are|do|"
+    r"does|did|should)\b|\?\s*$",
+    re.IGNORECASE,
+)
+
+
+def is_question(text: str) -> bool:
+    """Phrased as a question (wh-word, auxiliary first, or '?'). Polite requests ("can you
+    ...", "could you ...") are not questions here: they usually ask for an action."""
+    return bool(_QUESTION.search(text))
 
 
 def stem(word: str) -> str:

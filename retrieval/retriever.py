@@ -21,8 +21,10 @@ text at all (empty query, response and recent), the ranking is by context alone 
 which is how proactive suggestions are grounded.
 
 Every hit reports these parts; they sum to its score. Linking uses the text parts of the
-query alone: confidence = best + link_margin_weight·(best − runner-up), linked when
-≥ link_threshold (chosen on the dev split by `toolrec tools eval`).
+query alone: confidence = best + link_margin_weight·(best − runner-up)
+− link_question_penalty·[the text is a question], linked when ≥ link_threshold (chosen on
+the dev split by `toolrec tools eval`). Questions ("how tall is everest") are mostly
+lookups, while suggestions that invoke tools are mostly imperatives.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from retrieval.apps import AppNames
 from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints
 from retrieval.encoder import Encoder, default_model_dir
 from retrieval.index import IndexParams, ToolIndex, encoder_identity
-from retrieval.lexical import BM25
+from retrieval.lexical import BM25, is_question
 from retrieval.polarity import text_sides, tool_side
 from toolrec.errors import ValidationError
 
@@ -79,6 +82,8 @@ class _Signals:
     query_vec: np.ndarray | None
     response_vec: np.ndarray | None
     recent_vecs: list[np.ndarray]
+    generic_vec: np.ndarray | None = None  # the query with its app name made generic
+    generic: str | None = None
 
     @property
     def has_text(self) -> bool:
@@ -105,6 +110,8 @@ class Retriever:
         self._bm25: BM25 | None = None
         self._sides: list[tuple[str, int] | None] = []
         self._hints: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self._takes_app = np.zeros(0, dtype=bool)
+        self._apps: AppNames | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lazy state
@@ -139,6 +146,9 @@ class Retriever:
         params = IndexParams(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
         self._bm25 = BM25([" ".join(t.texts()) for t in catalog.tools])
         self._sides = [tool_side(t.id) for t in catalog.tools]
+        self._takes_app = np.array([any(p.type == "app" for p in t.params)
+                                    for t in catalog.tools])
+        self._apps = AppNames.from_catalog(catalog)
         self._hints = [
             (tuple(h for h in t.context if not h.startswith("!")),
              tuple(h[1:] for h in t.context if h.startswith("!")))
@@ -210,9 +220,12 @@ class Retriever:
         results = [LinkResult(None, 0.0) for _ in clipped]
         if not live:
             return results
-        vectors = self.encoder.encode([clipped[i] for i in live])
-        for i, vec in zip(live, vectors, strict=True):
-            results[i] = self._link_one(clipped[i], vec)
+        generic = {i: self._generic(clipped[i]) for i in live}
+        extra = [i for i in live if generic[i]]
+        vectors = self.encoder.encode([clipped[i] for i in live] + [generic[i] or "" for i in extra])
+        gvec = dict(zip(extra, vectors[len(live):], strict=True))
+        for i, vec in zip(live, vectors, strict=False):
+            results[i] = self._link_one(clipped[i], vec, gvec.get(i), generic[i])
         return results
 
     # ------------------------------------------------------------------ internals
@@ -221,11 +234,18 @@ class Retriever:
         query, response = _clip(query), _clip(response or "")
         history = [_clip(r) for r in recent if isinstance(r, str) and r.strip()]
         history = history[-self.config.max_recent:] if self.config.max_recent else []
-        texts = [t for t in (query, response) if t.strip()] + history
+        generic = self._generic(query)
+        texts = [t for t in (query, generic or "", response) if t.strip()] + history
         vecs = list(self.encoder.encode(texts)) if texts else []
         q = vecs.pop(0) if query.strip() else None
+        g = vecs.pop(0) if generic else None
         r = vecs.pop(0) if response.strip() else None
-        return _Signals(query, q, r, vecs)
+        return _Signals(query, q, r, vecs, g, generic)
+
+    def _generic(self, query: str) -> str | None:
+        _ = self.index
+        assert self._apps is not None
+        return self._apps.generic(query) if query.strip() else None
 
     def _candidates(self, s: _Signals) -> np.ndarray:
         """Tool positions worth scoring: everything (exact) or the ANN/lexical union."""
@@ -259,8 +279,18 @@ class Retriever:
         parts = {"query": zeros, "lexical": zeros, "polarity": zeros,
                  "response": zeros, "recent": zeros}
         if s.query_vec is not None:
-            parts["query"] = cfg.w_query * self.sim(s.query_vec, cand)
-            parts["lexical"] = cfg.w_lexical * self._lexical(s.query)[cand]
+            sim = self.sim(s.query_vec, cand)
+            if s.generic_vec is not None:  # tools taking an app: match "<verb> this app"
+                takes = self._takes_app[cand]
+                generic = self.sim(s.generic_vec, cand) - cfg.generic_discount
+                sim = np.where(takes, np.maximum(sim, generic), sim)
+            parts["query"] = cfg.w_query * sim
+            lexical = self._lexical(s.query)[cand]
+            if s.generic is not None:
+                generic_lex = self._lexical(s.generic)[cand] - cfg.generic_discount
+                lexical = np.where(self._takes_app[cand], np.maximum(lexical, generic_lex),
+                                   lexical)
+            parts["lexical"] = cfg.w_lexical * lexical
             parts["polarity"] = self._polarity(s.query, cand)
         if s.response_vec is not None:
             parts["response"] = cfg.w_response * self.sim(s.response_vec, cand)
@@ -317,14 +347,17 @@ class Retriever:
                         {**empty, "context": round(float(ctx[i]), 6)}, tools[i])
                 for i in order]
 
-    def _link_one(self, text: str, vec: np.ndarray) -> LinkResult:
-        signals = _Signals(text, vec, None, [])
+    def _link_one(self, text: str, vec: np.ndarray, generic_vec: np.ndarray | None,
+                  generic: str | None) -> LinkResult:
+        signals = _Signals(text, vec, None, [], generic_vec, generic)
         cand = self._candidates(signals)
         score = sum(self._text_parts(signals, cand).values())
         top = np.argsort(-score)[:2]
         best = float(score[top[0]])
         margin = best - float(score[top[1]]) if len(top) > 1 else best
         confidence = best + self.config.link_margin_weight * margin
+        if is_question(text):
+            confidence -= self.config.link_question_penalty
         best_id = self.catalog.tools[cand[top[0]]].id
         linked = best_id if confidence >= self.config.link_threshold else None
         return LinkResult(linked, round(confidence, 6), best_id, round(margin, 6))
