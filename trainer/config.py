@@ -225,6 +225,10 @@ class TrainingConfig(BaseModel):
         "metrics (SmolLM2: ≈3.5 s each on CPU)."
     )
     gate: GateTolerances = GateTolerances()
+    gate_retrieval: bool = Field(
+        True, description="Load retrieval for the gate's tool grounding / relevance metrics "
+        "and eval-prompt tools (off: those metrics are not measured)."
+    )
 
     # registry, artifacts, daemon (trainer.registry, trainer.daemon)
     registry_table: str = Field(
