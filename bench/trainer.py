@@ -138,22 +138,13 @@ def full_refresh(model_dir: Path, n: int, out: Path) -> Any:
         training=TrainingConfig(artifact_dir=out / "artifacts", lock_path=out / "lock",
                                 min_new_samples=1, announce=False),
     )
-    linker, encoder = _retrieval()
+    from toolrec.config import load_settings
+    from trainer.refresh import retrieval_parts
+
+    parts = retrieval_parts(load_settings().retrieval)  # loaded (warm) before the clock starts
     started = time.monotonic()
-    result = Refresher(lake, config, linker=linker, encoder=encoder).run()
+    result = Refresher(lake, config, **parts).run()
     return result, time.monotonic() - started, config.training
-
-
-def _retrieval() -> tuple[Any, Any]:
-    try:
-        from retrieval import Retriever
-        from toolrec.config import load_settings
-
-        retriever = Retriever(load_settings().retrieval)
-        return retriever, retriever.encode
-    except Exception as exc:  # report, and run the gate without grounding / relevance
-        print(f"  (retrieval unavailable: {exc}; grounding and relevance not measured)")
-        return None, None
 
 
 def main() -> None:

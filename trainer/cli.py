@@ -108,26 +108,14 @@ def _registry(settings: Any) -> Any:
     return Registry(settings.lake, settings.trainer.training, settings.kafka)
 
 
-def _retrieval_parts(settings: Any) -> tuple[Any, Any]:
-    """(linker, encoder) from retrieval for the gate's grounding and relevance metrics;
-    (None, None) with a warning when retrieval cannot load (those metrics are then skipped)."""
-    try:
-        from retrieval import Retriever
-
-        retriever = Retriever(settings.retrieval)
-        return retriever, retriever.encode
-    except Exception as exc:  # any failure only disables two gate metrics
-        click.echo(f"warning: retrieval unavailable ({exc}); the gate skips tool grounding "
-                   "and relevance", err=True)
-        return None, None
-
-
 def _refresher(settings: Any) -> Any:
-    from trainer.refresh import Refresher
+    from trainer.refresh import Refresher, retrieval_parts
 
-    linker, encoder = _retrieval_parts(settings)
-    return Refresher(settings.lake, settings.trainer, settings.kafka,
-                     linker=linker, encoder=encoder)
+    parts = {}
+    if settings.trainer.training.gate_retrieval:
+        parts = retrieval_parts(settings.retrieval,
+                                max_tools=settings.trainer.generator.max_tools)
+    return Refresher(settings.lake, settings.trainer, settings.kafka, **parts)
 
 
 def _echo_record(record: Any, *, full: bool = False) -> None:

@@ -53,6 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Encoder = Callable[[list[str]], np.ndarray]
+ToolSearch = Callable[[str, str], Sequence[Any]]  # (query, response) -> retrieval ToolHits
 
 # (query, assistant response, tools shown as side information: (tool_id, name, example))
 EVAL_REQUESTS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...] = (
@@ -180,11 +181,16 @@ class ModelEvaluator:
         *,
         linker: ToolLinker | None = None,
         encoder: Encoder | None = None,
+        tool_search: ToolSearch | None = None,
     ) -> None:
+        """`linker` / `encoder` enable tool grounding / relevance; `tool_search(query,
+        response)` (retrieval's search) picks the prompts' tools, else the fixed ones."""
         self.training = training
         self.generator_config = generator_config
         self.linker = linker
         self.encoder = encoder
+        self.tool_search = tool_search
+        self._inputs: list[Any] | None = None
 
     def margins(self, model: Any, tokenizer: Any, table: pa.Table,
                 adapters: Sequence[str | None]) -> dict[str | None, float]:
@@ -209,14 +215,8 @@ class ModelEvaluator:
         """Greedy generations on the first `eval_prompts` EVAL_REQUESTS, scored."""
         from trainer.config import DecodingConfig
         from trainer.generator import Generator
-        from trainer.prompt import PromptInputs, PromptTool
 
-        requests = [EVAL_REQUESTS[i % len(EVAL_REQUESTS)]
-                    for i in range(self.training.eval_prompts)]
-        inputs = [
-            PromptInputs(query=q, response=r, tools=tuple(PromptTool(*t) for t in tools))
-            for q, r, tools in requests
-        ]
+        inputs = self.eval_inputs()
         generator = Generator(model, tokenizer, config=self.generator_config,
                               linker=self.linker, model_version=version)
         greedy = DecodingConfig(temperature=0.0, num_candidates=1, explore_rate=0.0, seed=0,
@@ -231,6 +231,21 @@ class ModelEvaluator:
         metrics = self._score(inputs, results)
         metrics["generation_s"] = round(time.perf_counter() - started, 3)
         return metrics
+
+    def eval_inputs(self) -> list[Any]:
+        """The fixed prompt inputs (the same for every model this evaluator scores)."""
+        from trainer.prompt import PromptInputs, PromptTool, prompt_tools
+
+        if self._inputs is None:
+            requests = [EVAL_REQUESTS[i % len(EVAL_REQUESTS)]
+                        for i in range(self.training.eval_prompts)]
+            self._inputs = [
+                PromptInputs(query=q, response=r, tools=(
+                    prompt_tools(self.tool_search(q, r)) if self.tool_search is not None
+                    else tuple(PromptTool(*t) for t in tools)))
+                for q, r, tools in requests
+            ]
+        return self._inputs
 
     def _score(self, inputs: Sequence[Any], results: Sequence[Any]) -> dict[str, Any]:
         texts = [s.text for r in results for s in r.suggestions]

@@ -65,10 +65,10 @@ if TYPE_CHECKING:
     from lakehouse.config import LakeConfig
     from toolrec.kafka import KafkaConfig
     from trainer.config import TrainerConfig
-    from trainer.evaluate import Encoder
+    from trainer.evaluate import Encoder, ToolSearch
     from trainer.parser import ToolLinker
 
-__all__ = ["RefreshCancelled", "RefreshResult", "Refresher"]
+__all__ = ["RefreshCancelled", "RefreshResult", "Refresher", "retrieval_parts"]
 
 log = logging.getLogger(__name__)
 Outcome = Literal["promoted", "rejected", "candidate", "skipped"]
@@ -116,6 +116,7 @@ class Refresher:
         base_model: Path | None = None,
         linker: ToolLinker | None = None,
         encoder: Encoder | None = None,
+        tool_search: ToolSearch | None = None,
     ) -> None:
         self.lake = lake
         self.config = config
@@ -124,6 +125,7 @@ class Refresher:
         self.base_model = Path(base_model or config.generator.model_dir)
         self.linker = linker
         self.encoder = encoder
+        self.tool_search = tool_search
         self.lock = FileLock(Path(self.training.lock_path), what="refresh lock")
         self._stop = threading.Event()
 
@@ -242,8 +244,8 @@ class Refresher:
         model.save_pretrained(str(adapter_tmp), selected_adapters=["default"])
         t1 = time.monotonic()
         reference = self._load_reference(model, champion)
-        evaluator = ModelEvaluator(self.training, self.config.generator,
-                                   linker=self.linker, encoder=self.encoder)
+        evaluator = ModelEvaluator(self.training, self.config.generator, linker=self.linker,
+                                   encoder=self.encoder, tool_search=self.tool_search)
         candidate_m, reference_m = self._metrics(evaluator, model, tokenizer, data.held_out,
                                                  version, reference, champion)
         result = gate(candidate_m, reference_m, self.training.gate)
@@ -344,6 +346,26 @@ class Refresher:
         log.info("refresh %s: %s (%s) in %.1fs", record.version, outcome, reason,
                  timings.get("total_s", 0.0))
         return RefreshResult(outcome, reason, record, data.new.num_rows, announced, timings)
+
+
+def retrieval_parts(config: Any, *, max_tools: int = 4) -> dict[str, Any]:
+    """Keyword arguments of `Refresher` from retrieval (`RetrievalConfig`): its linker,
+    encoder and tool search, for the gate's grounding and relevance metrics and realistic
+    eval prompts. Empty, with a warning, when retrieval cannot load: those two metrics are
+    then not measured (not guarded) and the eval prompts use fixed tools."""
+    try:
+        from retrieval import Retriever
+
+        retriever = Retriever(config).warm()
+    except Exception as exc:  # any failure only disables two gate metrics
+        log.warning("retrieval unavailable (%s): the gate skips tool grounding and relevance",
+                    exc)
+        return {}
+
+    def search(query: str, response: str) -> Any:
+        return retriever.search(query, response=response, k=max_tools)
+
+    return {"linker": retriever, "encoder": retriever.encode, "tool_search": search}
 
 
 class StopCallback(TrainerCallback):

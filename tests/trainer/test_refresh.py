@@ -184,6 +184,7 @@ def _env(tmp_path: Path, model_dir: Path, **training: Any) -> dict[str, str]:
         "TOOLREC_TRAINER__TRAINING__ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "TOOLREC_TRAINER__TRAINING__LOCK_PATH": str(tmp_path / "trainer.lock"),
         "TOOLREC_TRAINER__TRAINING__ANNOUNCE": "false",
+        "TOOLREC_TRAINER__TRAINING__GATE_RETRIEVAL": "false",
         "TOOLREC_TRAINER__TRAINING__BATCH_SIZE": "2",
         "TOOLREC_TRAINER__TRAINING__MAX_STEPS": "100000",
         "TOOLREC_TRAINER__TRAINING__EPOCHS": "20",
