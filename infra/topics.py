@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from toolrec.errors import InfraError
 from toolrec.kafka import KafkaConfig
@@ -44,7 +45,7 @@ def ensure_topics(
     return counts
 
 
-def _admin(cls: type, kafka: KafkaConfig, timeout_s: float) -> object:
+def _admin(cls: type, kafka: KafkaConfig, timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -55,10 +56,10 @@ def _admin(cls: type, kafka: KafkaConfig, timeout_s: float) -> object:
             time.sleep(0.2)
 
 
-def _partition_counts(admin: object, topics: list[str], timeout_s: float) -> dict[str, int]:
+def _partition_counts(admin: Any, topics: list[str], timeout_s: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout_s
     while True:
-        described = admin.describe_topics(topics)  # type: ignore[attr-defined]
+        described = admin.describe_topics(topics)
         counts = {d["name"]: len(d["partitions"]) for d in described if d.get("partitions")}
         if len(counts) == len(topics) or time.monotonic() > deadline:
             return counts

@@ -63,6 +63,15 @@ ERROR_OUTCOMES = {
 }
 
 
+# Topics whose keys and values we read and write as raw bytes (we validate ourselves).
+RAW_BYTES: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
 class Source(NamedTuple):
     """Where an event came from: enough to dead-letter it faithfully."""
 
@@ -92,17 +101,12 @@ class Processor:
         self.table = app.Table(
             "state", default=None, partitions=kafka.partitions, key_type=str
         )  # values: JSON, the app default
-        raw = {
-            "key_type": bytes,
-            "value_type": bytes,
-            "key_serializer": "raw",
-            "value_serializer": "raw",
-        }
-        self.samples = app.topic(kafka.topics.samples, **raw)
-        self.dlq = app.topic(kafka.topics.dlq, **raw)
+        self.samples = app.topic(kafka.topics.samples, **RAW_BYTES)
+        self.dlq = app.topic(kafka.topics.dlq, **RAW_BYTES)
         self.seen: dict[int, dict[str, int]] = {}  # partition -> topic -> max event time
         self.positions: dict[tuple[str, int], int] = {}  # last offset handled
         self.committed: dict[tuple[str, int], int] = {}  # group offsets at assignment
+        self.last_close: dict[int, float] = {}  # partition -> monotonic time of last batch
         self.deadlines: dict[int, list[tuple[int, str, str]]] = {}  # partition -> heap
         self.stats: Counter[str] = Counter()
         self._dead_letters: list[Any] = []  # sends of the current event, awaited in handle
@@ -152,7 +156,9 @@ class Processor:
         partition, user_key = source.partition, f"u:{event.user_id}"
         user: UserState = self.table.get(user_key) or new_user_state(partition)
         if isinstance(event, Impression):
-            outcome = on_impression(user, event, source.offset, self.watermark(partition), self.cfg)
+            outcome: str = on_impression(
+                user, event, source.offset, self.watermark(partition), self.cfg
+            )
             if outcome == "accepted":
                 self.table[f"r:{event.request_id}"] = event.model_dump(mode="json", by_alias=True)
                 self._watch(partition, user["pending"][event.request_id]["deadline"], event)
@@ -212,9 +218,19 @@ class Processor:
 
     # -- closing windows -----------------------------------------------------------------
     async def _close_due(self, partition: int) -> None:
+        """Close every window of `partition` that the watermark passed, as one batch.
+
+        Batches are at most one per `close_interval_s` per partition: each one waits for
+        the broker to acknowledge its samples, and results do not depend on when a
+        window closes, only on the order (deadline, request id), which batching keeps.
+        """
         heap, watermark = self.deadlines[partition], self.watermark(partition)
         if not heap or heap[0][0] > watermark:
             return
+        now = time.monotonic()
+        if now - self.last_close.get(partition, 0.0) < self.cfg.close_interval_s:
+            return
+        self.last_close[partition] = now
         glob: GlobalState = self.table.get(f"g:{partition}") or new_global_state()
         users: dict[str, UserState] = {}
         closed: list[str] = []
@@ -356,19 +372,17 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
         broker_heartbeat_interval=max(cfg.session_timeout_s / 6, 0.2),
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
+        # Batch changelog and sample writes: one produce request per message is the
+        # bottleneck otherwise (a socket write per table update).
+        producer_linger=cfg.producer_linger_ms / 1000,
+        producer_max_batch_size=256 * 1024,
         table_standby_replicas=cfg.standby_replicas,
     )
     app.kafka_config = kafka
     processor = Processor(app, cfg, kafka)
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    ticks = app.topic(ticks_topic_name(cfg), partitions=kafka.partitions, **raw)
+    ticks = app.topic(ticks_topic_name(cfg), partitions=kafka.partitions, **RAW_BYTES)
     source = app.topic(
-        kafka.topics.impressions, kafka.topics.feedback, ticks_topic_name(cfg), **raw
+        kafka.topics.impressions, kafka.topics.feedback, ticks_topic_name(cfg), **RAW_BYTES
     )
 
     @app.agent(source, name="calibrate")
@@ -405,7 +419,7 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
             )
         )
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: ToolrecApp, revoked: set[TP], **_: Any) -> None:
         processor.forget({tp.partition for tp in revoked if tp.topic == kafka.topics.impressions})
 

@@ -64,7 +64,15 @@ class StreamsConfig(BaseModel):
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://.")
     attribution_window_s: float = Field(600.0, gt=0, description="Clicks count this long.")
     allowed_lateness_s: float = Field(60.0, ge=0, description="Grace after the window.")
-    tick_interval_s: float = Field(1.0, gt=0, le=60, description="How often windows close.")
+    tick_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often an idle partition's clock advances."
+    )
+    producer_linger_ms: float = Field(
+        5.0, ge=0, le=1000, description="Batching delay of the worker's writes."
+    )
+    close_interval_s: float = Field(
+        0.5, ge=0, le=60, description="At most one batch of window closes per this interval."
+    )
     stats_interval_s: float = Field(10.0, gt=0, description="Progress log line interval.")
     max_event_bytes: int = Field(65536, ge=1024, description="Larger events go to the DLQ.")
     max_suggestions: int = Field(10, ge=1, le=50)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -39,7 +40,7 @@ class Suggestion(_Event):
 class Impression(_Event):
     """One recommend call: what was shown to whom, by which model, decoded how."""
 
-    schema_: Literal["impression/1"] = Field(IMPRESSION_SCHEMA, alias="schema")
+    schema_: Literal["impression/1"] = Field("impression/1", alias="schema")
     event_id: Id
     request_id: Id
     user_id: Id
@@ -67,7 +68,7 @@ class Impression(_Event):
 class Feedback(_Event):
     """A user's reaction to one shown suggestion."""
 
-    schema_: Literal["feedback/1"] = Field(FEEDBACK_SCHEMA, alias="schema")
+    schema_: Literal["feedback/1"] = Field("feedback/1", alias="schema")
     event_id: Id
     request_id: Id
     user_id: Id
@@ -82,7 +83,7 @@ class Feedback(_Event):
 class Sample(_Event):
     """One shown suggestion with its label and auditable calibration weights."""
 
-    schema_: Literal["sample/1"] = Field(SAMPLE_SCHEMA, alias="schema")
+    schema_: Literal["sample/1"] = Field("sample/1", alias="schema")
     sample_id: Id  # request_id:position
     request_id: Id
     event_id: Id  # the impression's event id
@@ -120,7 +121,7 @@ _SCHEMAS: dict[str, type[_Event]] = {
 }
 
 
-def _reason_for(error: dict[str, Any]) -> str:
+def _reason_for(error: Mapping[str, Any]) -> str:
     kind = str(error.get("type", "invalid"))
     if kind == "missing":
         return "missing_field"

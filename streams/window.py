@@ -68,6 +68,7 @@ FeedbackOutcome = Literal[
     "counted",
     "duplicate",
     "replayed",
+    "held",
     "unknown_impression",
     "expired_impression",
     "position_not_shown",

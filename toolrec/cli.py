@@ -7,12 +7,13 @@ so that `toolrec lake sql` never imports torch. Settings are built once from
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -79,7 +80,7 @@ def pass_settings(func: F) -> F:
     def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
         return ctx.invoke(func, get_settings(ctx), *args, **kwargs)
 
-    return click.decorators.update_wrapper(wrapper, func)  # type: ignore[attr-defined,no-any-return]
+    return cast(F, functools.update_wrapper(wrapper, func))
 
 
 @click.group(cls=LazyGroup)
