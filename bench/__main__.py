@@ -18,7 +18,7 @@ def main() -> int:
             continue
         print(f"== bench.{name}", flush=True)
         started = time.perf_counter()
-        code = subprocess.call([sys.executable, "-m", f"bench.{name}", *sys.argv[1:]])
+        code = subprocess.call([sys.executable, "-m", f"bench.{name}"])
         print(f"== bench.{name}: exit {code} after {time.perf_counter() - started:.0f} s\n",
               flush=True)
         if code:
