@@ -1,0 +1,37 @@
+"""`toolrec serve`: run the recommendation API with uvicorn."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from toolrec.cli import pass_settings
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Bind address (default: serving.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: serving.port).")
+@click.option("--print-openapi", is_flag=True, help="Print the OpenAPI schema and exit.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@pass_settings
+def serve(settings: Any, host: str | None, port: int | None, print_openapi: bool,
+          log_level: str) -> None:
+    """Serve /v1/recommend, /v1/feedback, /healthz, /readyz, /metrics and /v1/admin/*.
+
+    Follows the registry champion (hot-swaps on toolrec.models announcements); impressions
+    are spooled under serving.spool_dir and sent to Kafka in the background.
+    """
+    from serving.main import create_app, openapi_schema
+
+    if print_openapi:
+        click.echo(json.dumps(openapi_schema(settings), indent=2, sort_keys=True))
+        return
+    import uvicorn
+
+    config = settings.serving
+    app = create_app(settings)
+    uvicorn.run(app, host=host or config.host, port=port or config.port, log_level=log_level,
+                log_config=None, timeout_graceful_shutdown=int(config.drain_timeout_s) + 5)

@@ -1,0 +1,87 @@
+"""POST /v1/recommend: suggestions for one assistant turn, logged as an impression.
+
+(No `from __future__ import annotations` here: FastAPI must see the request model, which
+is built per configuration, as a real class in the signature.)
+"""
+
+import asyncio
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from starlette.concurrency import run_in_threadpool
+
+from serving.dependencies import ServicesDep, limit_body
+from serving.engine import Job, Served
+from serving.events import build_impression, to_record
+from serving.schemas import (
+    ErrorBody,
+    RecommendRequest,
+    RecommendResponse,
+    SuggestionOut,
+    Timing,
+)
+from serving.services import Services
+from streams.producer import pseudonymize
+
+__all__ = ["build_router"]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes."},
+    422: {"model": ErrorBody, "description": "A field is missing, too long, of the wrong "
+          "type or out of range; `fields` names each."},
+    503: {"model": ErrorBody, "description": "Overloaded or still loading; see Retry-After."},
+}
+
+
+def build_router(request_model: type[RecommendRequest]) -> APIRouter:
+    """The recommend router for a request model with this configuration's limits."""
+    router = APIRouter(tags=["recommend"], dependencies=[Depends(limit_body)])
+
+    @router.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS,
+                 summary="Follow-up suggestions for one assistant turn")
+    async def recommend(
+        body: Annotated[request_model, Body()],  # type: ignore[valid-type]
+        services: ServicesDep,
+    ) -> RecommendResponse:
+        """Retrieval → prompt → generator → parser on the serving model. The answer is
+        logged durably as an impression (sent to Kafka in the background)."""
+        started = time.perf_counter()
+        request: RecommendRequest = body
+        job = Job(query=request.query, response=request.response,
+                  recent=tuple(request.recent_queries), context=request.context,
+                  n=int(request.n or services.n_default), arm=services.engine.draw_arm())
+        served = await asyncio.wrap_future(services.engine.submit(job))
+        request_id = uuid.uuid4().hex
+        spool_ms = await _log_impression(services, request, served, request_id)
+        timing = Timing(total_ms=round((time.perf_counter() - started) * 1000, 2),
+                        spool_ms=spool_ms, **served.timings)
+        return RecommendResponse(
+            request_id=request_id, model_version=served.model_version,
+            suggestions=[SuggestionOut(**s) for s in served.suggestions], timing=timing,
+        )
+
+    return router
+
+
+async def _log_impression(services: Services, request: RecommendRequest, served: Served,
+                          request_id: str) -> float:
+    """Spool the impression (durable before the answer); 0 ms when nothing was shown."""
+    if not served.suggestions:
+        services.metrics.empty.inc()
+        return 0.0
+    impression = build_impression(
+        request_id=request_id,
+        user_id=pseudonymize(request.user_id, services.user_key),
+        session_id=request.session_id,
+        query=request.query,
+        context=request.context.model_dump(exclude_none=True),
+        served=served,
+    )
+    record = to_record(impression, services.settings.kafka.topics.impressions)
+    started = time.perf_counter()
+    await run_in_threadpool(services.publisher.publish, [record])
+    spooled = time.perf_counter() - started
+    services.metrics.stage.labels("spool").observe(spooled)
+    return round(spooled * 1000, 2)
