@@ -135,8 +135,10 @@ class Processor:
     # -- validation and application ------------------------------------------------------
     def _validate(self, source: Source) -> Impression | Feedback | None:
         try:
-            event = parse_event(source.value or b"", max_bytes=self.cfg.max_event_bytes)
             expected = Impression if source.topic == self.topics.impressions else Feedback
+            event = parse_event(
+                source.value or b"", max_bytes=self.cfg.max_event_bytes, expected=expected
+            )
             if not isinstance(event, expected):
                 raise ValidationError(
                     "schema", "wrong_topic", f"{type(event).__name__} event on topic {source.topic}"
@@ -160,7 +162,7 @@ class Processor:
                 user, event, source.offset, self.watermark(partition), self.cfg
             )
             if outcome == "accepted":
-                self.table[f"r:{event.request_id}"] = event.model_dump(mode="json", by_alias=True)
+                self.table[f"r:{event.request_id}"] = event.model_dump_json(by_alias=True)
                 self._watch(partition, user["pending"][event.request_id]["deadline"], event)
                 for held_outcome, orphan in release_orphans(user, event.request_id):
                     self._count(held_outcome, self._orphan_source(source, orphan, event.user_id))
@@ -243,7 +245,7 @@ class Processor:
             users[user_id] = user
             pending = user["pending"].get(request_id)
             if pending is not None and pending["deadline"] <= watermark:
-                impression = Impression.model_validate(self.table[f"r:{request_id}"])
+                impression = Impression.model_validate_json(self.table[f"r:{request_id}"])
                 deliveries += [await self._emit(s) for s in close(user, glob, impression, self.cfg)]
                 closed.append(request_id)
             for orphan in expire_orphans(user, watermark):

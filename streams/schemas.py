@@ -132,10 +132,21 @@ def _reason_for(error: Mapping[str, Any]) -> str:
     return "invalid_field"
 
 
-def parse_event(raw: bytes, *, max_bytes: int = 65536) -> Impression | Feedback | Sample:
-    """Decode and validate one event. Raises ValidationError(field, reason, message)."""
+def parse_event(
+    raw: bytes, *, max_bytes: int = 65536, expected: type[_Event] | None = None
+) -> Impression | Feedback | Sample:
+    """Decode and validate one event. Raises ValidationError(field, reason, message).
+
+    With `expected` (the model a topic carries), a valid event is parsed in one pass by
+    pydantic-core; anything else takes the slow path, which names what is wrong.
+    """
     if len(raw) > max_bytes:
         raise ValidationError("<event>", "oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    if expected is not None:
+        try:
+            return expected.model_validate_json(raw)  # type: ignore[return-value]
+        except PydanticValidationError:
+            pass  # diagnose below
     try:
         payload = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
