@@ -61,7 +61,9 @@ def test_samples_and_dead_letters(kafka: KafkaConfig, start_worker) -> None:  # 
     assert r2["w_activity"] == pytest.approx((p_u / p_bar) ** 0.5, rel=1e-4)
     assert r2["weight"] == pytest.approx((p_u / p_bar) ** 0.5, rel=1e-4)
 
-    dead = read_topic(kafka, kafka.topics.dlq, until=lambda m: len(m) >= 7)
+    # a click after r1's window closed is expired, not silently counted
+    produce(kafka, [(fb, b"p_alice", feedback("r1", 2, ts=now + 20_000).to_json_bytes())])
+    dead = read_topic(kafka, kafka.topics.dlq, until=lambda m: len(m) >= 8)
     reasons = sorted(dict(m.headers)["reason"].decode() for m in dead)
     assert reasons == sorted(
         [
@@ -72,6 +74,7 @@ def test_samples_and_dead_letters(kafka: KafkaConfig, start_worker) -> None:  # 
             "wrong_topic",
             "unknown_impression",
             "position_not_shown",
+            "expired_impression",
         ]
     )
     malformed = next(m for m in dead if dict(m.headers)["reason"] == b"malformed_json")
