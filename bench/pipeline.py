@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaProducer
 from deltalake import DeltaTable
 
 from infra.broker import LocalStack
 from infra.processes import stop_pid
 from infra.topics import ensure_topics
+from lakehouse.benchmark import ceiling_rate
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import history
 from lakehouse.tables import read_table, table_uri
@@ -78,7 +78,9 @@ def impression(rid: str, user: str, ts: int) -> dict[str, Any]:
         "schema": "impression/1", "event_id": f"e-{rid}", "request_id": rid, "user_id": user,
         "session_id": "s", "ts": ts, "model_version": "m0", "template_version": "gqr-chatml-v1",
         "prompt": PROMPT, "query": "my battery is low", "context": {"battery": 12},
-        "suggestions": [{"position": k + 1, "text": TEXTS[k], "tool_id": TOOLS[k]} for k in range(3)],
+        "suggestions": [
+            {"position": k + 1, "text": TEXTS[k], "tool_id": TOOLS[k]} for k in range(3)
+        ],
         "decoding": {"temperature": 0.7, "explore": False},
     }  # fmt: skip
 
@@ -112,25 +114,6 @@ async def produce(kafka: KafkaConfig, events: list[tuple[str, bytes, bytes]]) ->
     finally:
         await producer.stop()
     return len(events) / (time.perf_counter() - started)
-
-
-async def ceiling(kafka: KafkaConfig, topics: list[str], count: int) -> float:
-    """Events/s of a bare consumer reading `count` records of `topics` from the start."""
-    consumer = AIOKafkaConsumer(
-        **kafka.client_kwargs(), enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(kafka.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        seen, started = 0, time.perf_counter()
-        while seen < count:
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            seen += sum(len(b) for b in batches.values())
-        return seen / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 def delta_rows(lake: LakeConfig) -> int:
@@ -230,8 +213,8 @@ def main() -> None:
         n_impressions = sum(kind == "impression" for kind, _, _ in events)
         print(f"events {len(events)} ({n_impressions} impressions → {3 * n_impressions} samples)")
         print(f"producer_events_per_s {asyncio.run(produce(kafka, events)):.0f}")
-        ceiling_rate = asyncio.run(
-            ceiling(kafka, [kafka.topics.impressions, kafka.topics.feedback], len(events))
+        ceiling = asyncio.run(
+            ceiling_rate(kafka, [kafka.topics.impressions, kafka.topics.feedback], len(events))
         )
         env = {
             **os.environ,
@@ -261,8 +244,8 @@ def main() -> None:
         f"pipeline_events_per_s {rate:.0f}   (wall {done - started:.1f} s incl. "
         f"{first - started:.1f} s worker start-up; 1 worker, 1 sink)"
     )
-    print(f"ceiling_events_per_s {ceiling_rate:.0f}   (bare aiokafka consumer, same topics)")
-    print(f"ratio {rate / ceiling_rate:.3f}")
+    print(f"ceiling_events_per_s {ceiling:.0f}   (bare aiokafka consumer, same topics)")
+    print(f"ratio {rate / ceiling:.3f}")
     if latencies:
         q = statistics.quantiles(latencies, n=100)
         print(

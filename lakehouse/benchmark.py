@@ -109,13 +109,16 @@ async def _produce(kafka: KafkaConfig, topic: str, rows: int) -> None:
         await producer.stop()
 
 
-async def _ceiling(kafka: KafkaConfig, topic: str, rows: int) -> float:
+async def ceiling_rate(kafka: KafkaConfig, topics: list[str], rows: int) -> float:
+    """Messages/s of a bare aiokafka consumer reading `rows` records of `topics` from the
+    beginning: the ceiling any consumer of those topics is compared with."""
     consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)  # fmt: skip
     await consumer.start()
     try:
         await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = [TopicPartition(topic, p) for topic in topics
+               for p in sorted(consumer.partitions_for_topic(topic))]  # fmt: skip
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen, started = 0, time.perf_counter()
@@ -138,7 +141,7 @@ def bench_sink(lake: LakeConfig, kafka: KafkaConfig, *, rows: int) -> SinkBenchR
     try:
         asyncio.run(_create(kafka, names))
         asyncio.run(_produce(kafka, topics.samples, rows))
-        ceiling = asyncio.run(_ceiling(kafka, topics.samples, rows))
+        ceiling = asyncio.run(ceiling_rate(kafka, [topics.samples], rows))
         commits: list[CommitInfo] = []
         started = time.time()
         stats = run_sink(lake, kafka, tables=["samples"], idle_exit_s=2.0,
