@@ -19,8 +19,11 @@ from retrieval.catalog import Catalog
 GENERIC = "this app"
 # names that are ordinary words: only their multi-word form is taken as an app name
 COMMON_WORDS = frozenset(
-    "signal zoom keep outlook teams meet news fit maps docs booking x messenger bank "
-    "banking translate calculator photos files home recorder settings amazon shopping".split()
+    [
+        "signal", "zoom", "keep", "outlook", "teams", "meet", "news", "fit", "maps", "docs",
+        "booking", "x", "messenger", "bank", "banking", "translate", "calculator", "photos",
+        "files", "home", "recorder", "settings", "amazon", "shopping"
+    ]
 )
 ALIASES = {"apps.open.x": ("twitter",), "apps.open.candy_crush": ("candy crush",),
            "apps.open.booking": ("booking.com",), "apps.open.amazon": ("amazon app",)}

@@ -43,8 +43,8 @@ class Param(BaseModel):
     required: bool = False
     description: str = ""
     values: tuple[str, ...] | None = Field(default=None, description="allowed values (enum)")
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
     unit: str | None = None
 
 
@@ -185,7 +185,7 @@ def _load_cached(path: str | None) -> Catalog:
 def write_catalog(records: list[dict[str, Any]], path: Path) -> Catalog:
     """Validate the records' schema and write them as the catalog file."""
     catalog = parse_records(records, source=str(path))
-    body = {"name": "SysToolKit", "version": catalog.hash, "count": len(records),
-            "tools": records}
-    path.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    head = json.dumps({"name": "SysToolKit", "version": catalog.hash, "count": len(records)})
+    lines = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    path.write_text(f'{head[:-1]}, "tools": [\n{lines}\n]}}\n', encoding="utf-8")
     return catalog

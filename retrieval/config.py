@@ -74,7 +74,7 @@ class RetrievalConfig(BaseModel):
         "for tools taking an app parameter",
     )
     w_response: float = Field(
-        0.3, ge=0, le=10, description="weight of similarity to the assistant's response"
+        0.5, ge=0, le=10, description="weight of similarity to the assistant's response"
     )
     w_recent: float = Field(
         0.2, ge=0, le=10, description="weight of similarity to the session's recent queries"
@@ -84,10 +84,10 @@ class RetrievalConfig(BaseModel):
     )
     max_recent: int = Field(5, ge=0, le=50, description="recent queries considered")
     w_context: float = Field(
-        0.15, ge=0, le=10, description="boost of a tool whose context hint is active"
+        0.25, ge=0, le=10, description="boost of a tool whose context hint is active"
     )
     w_context_penalty: float = Field(
-        0.1, ge=0, le=10, description="penalty of a tool whose '!hint' is active"
+        0.15, ge=0, le=10, description="penalty of a tool whose '!hint' is active"
     )
     gate_low: float = Field(
         0.35, ge=-1, le=2, description="text score below which context has no effect"

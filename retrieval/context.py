@@ -6,6 +6,9 @@ field optional: unknown state simply activates no hint. `active_hints` turns a c
 `{hint: strength in [0, 1]}`; a tool's `context` list names the hints that make it more
 relevant (`battery_low`) or, with a leading `!`, less relevant (`!charging`).
 
+A hint may carry a weight, `hint:0.5` (default 1): how much the hint is about this tool.
+`parse_hint` reads the three forms (`night`, `night:0.5`, `!charging`).
+
 Hint vocabulary (this project's definition):
 
 | hint | active when | strength |
@@ -74,6 +77,7 @@ _KEYWORDS = (
     ("reader", "reading"), ("news", "reading"), ("game", "game"), ("shop", "shopping"),
 )
 _PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$")
+_WEIGHT_RE = re.compile(r"^-?[0-9.]+$")
 _LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
@@ -119,7 +123,9 @@ class DeviceContext(BaseModel):
     @classmethod
     def _package(cls, value: str | None) -> str | None:
         if value is not None and not _PACKAGE_RE.match(value):
-            raise ValueError(f"must be an Android package name like com.spotify.music, got {value!r}")
+            raise ValueError(
+                f"must be an Android package name like com.spotify.music, got {value!r}"
+            )
         return value
 
     @field_validator("locale")
@@ -183,3 +189,22 @@ def active_hints(ctx: DeviceContext, *, battery_low_threshold: int = 20) -> dict
         if category is not None:
             hints[f"app:{category}"] = 1.0
     return hints
+
+
+def parse_hint(text: str) -> tuple[str, float, bool]:
+    """`(name, weight, negative)` of a catalog hint like `night`, `night:0.5`, `!charging`.
+
+    Raises ValueError naming the hint when the name is unknown or the weight not in (0, 1]."""
+    negative = text.startswith("!")
+    body = text[1:] if negative else text
+    head, _, tail = body.rpartition(":")
+    name, weight_text = (head, tail) if head and _WEIGHT_RE.match(tail) else (body, "")
+    if name not in HINTS:
+        raise ValueError(f"unknown context hint {name!r}; known: {sorted(HINTS)}")
+    try:
+        weight = float(weight_text) if weight_text else 1.0
+    except ValueError:
+        raise ValueError(f"hint {text!r}: weight {weight_text!r} is not a number") from None
+    if not 0 < weight <= 1:
+        raise ValueError(f"hint {text!r}: weight must be in (0, 1], got {weight}")
+    return name, weight, negative

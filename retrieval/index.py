@@ -90,9 +90,7 @@ class ToolIndex:
     ) -> ToolIndex:
         started = time.perf_counter()
         texts, owner, starts = _phrasings(catalog)
-        log.info("building tool index: encoding %d phrasings of %d tools", len(texts),
-                 len(catalog))
-        phrases = encoder.encode(texts, progress=True)
+        phrases = _reuse_or_encode(texts, encoder, directory, want["encoder"])
         centroids = np.zeros((len(catalog), DIM), dtype=np.float32)
         np.add.at(centroids, owner, phrases)
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -101,9 +99,31 @@ class ToolIndex:
         meta = {**want, "n_tools": len(catalog), "n_phrases": len(texts),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "build_seconds": round(time.perf_counter() - started, 2)}
-        _persist(directory, phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta)
+        _persist(directory, phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta,
+                 texts)
         log.info("tool index built in %.1f s -> %s", meta["build_seconds"], directory)
         return cls(phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta, True)
+
+
+def _reuse_or_encode(texts: list[str], encoder: Encoder, directory: Path,
+                     encoder_id: str) -> np.ndarray:
+    """Embed the phrasings, reusing vectors of unchanged texts from the previous index
+    (same encoder), so that editing a few tools does not re-encode thousands of texts."""
+    previous: dict[str, np.ndarray] = {}
+    meta = _read_meta(directory)
+    if meta is not None and meta.get("encoder") == encoder_id:
+        try:
+            old_texts = json.loads((directory / "texts.json").read_text())
+            old_vectors = np.load(directory / "vectors.npz")["phrases"]
+            previous = dict(zip(old_texts, old_vectors, strict=True))
+        except (OSError, ValueError, KeyError):
+            previous = {}
+    todo = [t for t in dict.fromkeys(texts) if t not in previous]
+    log.info("building tool index: %d phrasings, %d to encode (%d reused)", len(texts),
+             len(todo), len(texts) - len(todo))
+    if todo:
+        previous.update(zip(todo, encoder.encode(todo, progress=True), strict=True))
+    return np.stack([previous[t] for t in texts]).astype(np.float32)
 
 
 def _phrasings(catalog: Catalog) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -149,7 +169,7 @@ def _read_meta(directory: Path) -> dict | None:
 
 def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np.ndarray,
              centroids: np.ndarray, phrase_ann: object, centroid_ann: object,
-             meta: dict) -> None:
+             meta: dict, texts: list[str]) -> None:
     """Write into a temp dir, then swap it in, so readers never see half an index."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".index-", dir=directory.parent))
@@ -158,6 +178,7 @@ def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np
                  centroids=centroids)
         phrase_ann.save_index(str(tmp / "phrases.hnsw"))  # type: ignore[attr-defined]
         centroid_ann.save_index(str(tmp / "centroids.hnsw"))  # type: ignore[attr-defined]
+        (tmp / "texts.json").write_text(json.dumps(texts, ensure_ascii=False))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         old = directory.with_name(directory.name + f".old-{os.getpid()}")
         if directory.exists():
@@ -174,7 +195,8 @@ def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np
 
 def encoder_identity(model_dir: Path, max_seq_length: int) -> str:
     """Names the encoder weights and settings, so a different model rebuilds the index."""
-    config = (model_dir / "config.json").read_bytes() if (model_dir / "config.json").exists() else b""
+    config_file = model_dir / "config.json"
+    config = config_file.read_bytes() if config_file.exists() else b""
     weights = model_dir / "model.safetensors"
     size = weights.stat().st_size if weights.exists() else 0
     digest = hashlib.sha256(config + str(size).encode()).hexdigest()[:12]

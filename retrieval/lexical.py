@@ -17,9 +17,13 @@ import numpy as np
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
-    "a an the my me i i'm im to for of is are be it its this that these please can you could "
-    "would will and or with at by from so just now some any your our we us do does did "
-    "want wanna need let lets make get".split()
+    [
+        "a", "an", "the", "my", "me", "i", "i'm", "im", "to", "for", "of", "is", "are",
+        "be", "it", "its", "this", "that", "these", "please", "can", "you", "could",
+        "would", "will", "and", "or", "with", "at", "by", "from", "so", "just", "now",
+        "some", "any", "your", "our", "we", "us", "do", "does", "did", "want", "wanna",
+        "need", "let", "lets", "make", "get"
+    ]
 )
 _SUFFIXES = ("ing", "ies", "es", "ed", "s")
 _QUESTION = re.compile(

@@ -39,7 +39,7 @@ import numpy as np
 from retrieval.apps import AppNames
 from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
-from retrieval.context import DeviceContext, active_hints
+from retrieval.context import DeviceContext, active_hints, parse_hint
 from retrieval.encoder import Encoder, default_model_dir
 from retrieval.index import IndexParams, ToolIndex, encoder_identity
 from retrieval.lexical import BM25, is_question
@@ -109,7 +109,7 @@ class Retriever:
         self._index: ToolIndex | None = None
         self._bm25: BM25 | None = None
         self._sides: list[tuple[str, int] | None] = []
-        self._hints: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self._hints: list[tuple[_Weighted, _Weighted]] = []
         self._takes_app = np.zeros(0, dtype=bool)
         self._apps: AppNames | None = None
         self._lock = threading.Lock()
@@ -149,11 +149,7 @@ class Retriever:
         self._takes_app = np.array([any(p.type == "app" for p in t.params)
                                     for t in catalog.tools])
         self._apps = AppNames.from_catalog(catalog)
-        self._hints = [
-            (tuple(h for h in t.context if not h.startswith("!")),
-             tuple(h[1:] for h in t.context if h.startswith("!")))
-            for t in catalog.tools
-        ]
+        self._hints = [_split_hints(t.context) for t in catalog.tools]
         self._index = ToolIndex.open(
             catalog, self.encoder, cfg.cache_dir, params,
             encoder_id=encoder_identity(model_dir, cfg.max_seq_length),
@@ -194,7 +190,7 @@ class Retriever:
         if not signals.has_text:
             return self._context_only(hints, k)
         index = self.index
-        cand = self._candidates(signals)
+        cand = self._candidates(signals, hints)
         parts = self._text_parts(signals, cand)
         text = sum(parts.values())
         ctx_part = self._context_part(cand, hints, text)
@@ -222,7 +218,8 @@ class Retriever:
             return results
         generic = {i: self._generic(clipped[i]) for i in live}
         extra = [i for i in live if generic[i]]
-        vectors = self.encoder.encode([clipped[i] for i in live] + [generic[i] or "" for i in extra])
+        texts_in = [clipped[i] for i in live] + [generic[i] or "" for i in extra]
+        vectors = self.encoder.encode(texts_in)
         gvec = dict(zip(extra, vectors[len(live):], strict=True))
         for i, vec in zip(live, vectors, strict=False):
             results[i] = self._link_one(clipped[i], vec, gvec.get(i), generic[i])
@@ -247,8 +244,9 @@ class Retriever:
         assert self._apps is not None
         return self._apps.generic(query) if query.strip() else None
 
-    def _candidates(self, s: _Signals) -> np.ndarray:
-        """Tool positions worth scoring: everything (exact) or the ANN/lexical union."""
+    def _candidates(self, s: _Signals, hints: Mapping[str, float] | None = None) -> np.ndarray:
+        """Tool positions worth scoring: everything (exact) or the union of ANN neighbours,
+        lexical matches and tools whose context hints are active."""
         index = self.index
         if self.config.search_mode == "exact":
             return np.arange(index.n_tools)
@@ -262,7 +260,11 @@ class Retriever:
         if s.query:
             assert self._bm25 is not None
             lex = self._bm25.scores(s.query)
-            found.append(np.argsort(-lex)[:LEXICAL_CANDIDATES][lex[np.argsort(-lex)[:LEXICAL_CANDIDATES]] > 0])
+            best = np.argsort(-lex)[:LEXICAL_CANDIDATES]
+            found.append(best[lex[best] > 0])
+        if hints:
+            found.append(np.array([t for t, (up, down) in enumerate(self._hints)
+                                   if any(h in hints for h, _ in up + down)], dtype=np.int64))
         return np.unique(np.concatenate(found).astype(np.int64))
 
     def sim(self, vec: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -325,8 +327,8 @@ class Retriever:
         cfg = self.config
         for i, t in enumerate(cand):
             boosts, penalties = self._hints[t]
-            up = max((hints.get(h, 0.0) for h in boosts), default=0.0)
-            down = max((hints.get(h, 0.0) for h in penalties), default=0.0)
+            up = max((hints.get(h, 0.0) * w for h, w in boosts), default=0.0)
+            down = max((hints.get(h, 0.0) * w for h, w in penalties), default=0.0)
             out[i] = cfg.w_context * up - cfg.w_context_penalty * down
         if text is not None:
             gate = np.clip((text - cfg.gate_low) / (cfg.gate_high - cfg.gate_low), 0.0, 1.0)
@@ -361,6 +363,16 @@ class Retriever:
         best_id = self.catalog.tools[cand[top[0]]].id
         linked = best_id if confidence >= self.config.link_threshold else None
         return LinkResult(linked, round(confidence, 6), best_id, round(margin, 6))
+
+
+_Weighted = tuple[tuple[str, float], ...]
+
+
+def _split_hints(context: Sequence[str]) -> tuple[_Weighted, _Weighted]:
+    """A tool's hints as ((name, weight) boosts, (name, weight) penalties)."""
+    parsed = [parse_hint(h) for h in context]
+    return (tuple((n, w) for n, w, neg in parsed if not neg),
+            tuple((n, w) for n, w, neg in parsed if neg))
 
 
 def _clip(text: str) -> str:

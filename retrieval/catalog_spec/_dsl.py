@@ -67,25 +67,31 @@ def _clean(d: Json) -> Json:
 
 def settings(name: str, /, *, uri: str | None = None, **extras: Any) -> Json:
     """A `Settings.ACTION_<name>` screen (its string value is `android.settings.<name>`)."""
-    return _clean({
-        "kind": "settings",
-        "target": f"android.settings.{name}",
-        "constant": f"Settings.ACTION_{name}",
-        "uri": uri,
-        "extras": extras,
-    })
+    return _clean(
+        {
+            "kind": "settings",
+            "target": f"android.settings.{name}",
+            "constant": f"Settings.ACTION_{name}",
+            "uri": uri,
+            "extras": extras,
+        }
+    )
 
 
 def settings_raw(target: str, constant: str, *, uri: str | None = None, **extras: Any) -> Json:
     """A settings screen whose action string does not follow the `android.settings.` rule."""
-    return _clean({"kind": "settings", "target": target, "constant": constant, "uri": uri,
-                   "extras": extras})
+    return _clean(
+        {"kind": "settings", "target": target, "constant": constant, "uri": uri, "extras": extras}
+    )
 
 
 def panel(name: str) -> Json:
     """A `Settings.Panel` bottom sheet (Android 10+)."""
-    return {"kind": "panel", "target": f"android.settings.panel.action.{name}",
-            "constant": f"Settings.Panel.ACTION_{name}"}
+    return {
+        "kind": "panel",
+        "target": f"android.settings.panel.action.{name}",
+        "constant": f"Settings.Panel.ACTION_{name}",
+    }
 
 
 def intent(
@@ -97,14 +103,23 @@ def intent(
     extras: Json | None = None,
 ) -> Json:
     """An explicit platform or app intent (AlarmClock, MediaStore, CalendarContract, ...)."""
-    return _clean({"kind": "intent", "target": action, "uri": uri, "mime": mime,
-                   "package": package, "extras": extras or {}})
+    return _clean(
+        {
+            "kind": "intent",
+            "target": action,
+            "uri": uri,
+            "mime": mime,
+            "package": package,
+            "extras": extras or {},
+        }
+    )
 
 
 def deeplink(uri: str, package: str | None = None) -> Json:
     """An ACTION_VIEW of a URI handled by an app (`geo:`, `spotify:`, `https://wa.me/`)."""
-    return _clean({"kind": "deeplink", "target": "android.intent.action.VIEW", "uri": uri,
-                   "package": package})
+    return _clean(
+        {"kind": "deeplink", "target": "android.intent.action.VIEW", "uri": uri, "package": package}
+    )
 
 
 def launch(package: str) -> Json:

@@ -11,20 +11,24 @@ connectivity.wifi.on | reconnect me to my wireless network | I'm home, wifi back
 connectivity.wifi.off | wifi off | switch off wireless so I stay on 5g
 connectivity.wifi.settings | wifi network list | I want to change which wifi I'm on
 connectivity.wifi.panel | small popup to choose wifi | wifi chooser over this app
-connectivity.wifi.connect | connect to a new wireless network | type in the wifi password for the library
+connectivity.wifi.connect | connect to a new wireless network
+connectivity.wifi.connect | type in the wifi password for the library
 connectivity.wifi.forget | delete a saved wifi network | don't connect to that network anymore
 connectivity.wifi.share | give a visitor access to my wifi | qr code for our wireless password
-connectivity.wifi.scan_qr | the router has a qr sticker, use it to connect | join wireless by scanning
+connectivity.wifi.scan_qr | the router has a qr sticker, use it to connect
+connectivity.wifi.scan_qr | join wireless by scanning
 connectivity.wifi.ip_settings | wifi mac address | proxy settings for this network
 connectivity.wifi.calling | calls over wireless internet | enable wifi calling on my sim
 connectivity.internet.panel | internet toggles | fix my connection quickly
-connectivity.network.reset | factory reset only the network settings | clear all wifi and bluetooth settings
+connectivity.network.reset | factory reset only the network settings
+connectivity.network.reset | clear all wifi and bluetooth settings
 connectivity.private_dns | private dns provider | block ads with a dns hostname
 connectivity.bluetooth.on | bluetooth on | activate bluetooth for my watch
 connectivity.bluetooth.off | bluetooth off | turn off bt, I'm not using headphones
 connectivity.bluetooth.settings | manage bluetooth devices | pair a device
 connectivity.bluetooth.connect | reconnect my earbuds | pair up with my headset that's already saved
-connectivity.bluetooth.disconnect | stop the bluetooth connection with my earphones | disconnect bluetooth device
+connectivity.bluetooth.disconnect | stop the bluetooth connection with my earphones
+connectivity.bluetooth.disconnect | disconnect bluetooth device
 connectivity.bluetooth.unpair | forget a bluetooth device | delete the pairing with my old car
 connectivity.bluetooth.rename | bluetooth device name | how my phone shows up to other devices
 connectivity.bluetooth.battery | charge left on my headphones | earbud battery
@@ -252,7 +256,7 @@ system.settings | settings | device settings
 system.settings.search | settings search | search in settings
 system.screenshot | screenshot | screen shot
 system.screen_record | screen recorder | capture video of my screen
-system.split_screen | split-screen | two windows
+system.split_screen | side by side windows | two windows
 system.recent_apps | overview | app switcher
 system.home | home | main screen
 system.back | back | return

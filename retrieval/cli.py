@@ -1,0 +1,168 @@
+"""`toolrec tools ...`: search, show, link, validate, eval, index and build-catalog.
+
+Heavy imports (torch via the encoder) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from toolrec.cli import pass_settings
+
+
+@click.group("tools")
+def tools() -> None:
+    """SysToolKit: search, link and validate system tools."""
+
+
+def _retriever(settings: Any, **overrides: Any) -> Any:
+    from retrieval.retriever import Retriever
+
+    config = settings.retrieval.model_copy(update=overrides) if overrides else settings.retrieval
+    return Retriever(config)
+
+
+def _context(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+@tools.command("search")
+@click.argument("query", default="")
+@click.option("--response", default="", help="The assistant's response to the query.")
+@click.option("--recent", multiple=True, help="An earlier query of the session (repeatable, "
+              "oldest first).")
+@click.option("--battery", type=int, default=None, help="Battery level 0-100.")
+@click.option("--charging/--not-charging", default=None)
+@click.option("--hour", type=int, default=None, help="Local hour 0-23.")
+@click.option("--time-of-day", type=click.Choice(["morning", "afternoon", "evening", "night"]),
+              default=None)
+@click.option("--network", type=click.Choice(["wifi", "cellular", "offline"]), default=None)
+@click.option("--headset/--no-headset", default=None)
+@click.option("--app", "foreground_app", default=None, help="Foreground app package.")
+@click.option("--locale", default=None, help="BCP-47 locale, e.g. de-DE.")
+@click.option("--driving/--not-driving", default=None)
+@click.option("--k", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def search(settings: Any, query: str, response: str, recent: tuple[str, ...], k: int,
+           as_json: bool, **ctx: Any) -> None:
+    """Rank tools for QUERY in context; shows each score's parts."""
+    hits = _retriever(settings).search(query, response=response, recent=list(recent),
+                                       context=_context(**ctx), k=k)
+    if as_json:
+        click.echo(json.dumps([{"tool_id": h.tool_id, "score": h.score, "parts": h.parts}
+                               for h in hits], indent=2))
+        return
+    if not hits:
+        click.echo("no tools: the query is empty and the context suggests nothing")
+        return
+    names = list(hits[0].parts)
+    click.echo(f"{'#':>2}  {'tool':<34} {'score':>6}  " + "  ".join(f"{n:>8}" for n in names))
+    for i, h in enumerate(hits, 1):
+        click.echo(f"{i:>2}  {h.tool_id:<34} {h.score:6.3f}  "
+                   + "  ".join(f"{h.parts[n]:8.3f}" for n in names))
+
+
+@tools.command("show")
+@click.argument("tool_id")
+@pass_settings
+def show(settings: Any, tool_id: str) -> None:
+    """Print one tool's record as JSON."""
+    from retrieval.catalog import load_catalog
+
+    tool = load_catalog(settings.retrieval.catalog_path).get(tool_id)
+    click.echo(json.dumps(tool.model_dump(mode="json", exclude_none=True), indent=2,
+                          ensure_ascii=False))
+
+
+@tools.command("link")
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def link(settings: Any, texts: tuple[str, ...], as_json: bool) -> None:
+    """The tool each TEXT invokes, or none (threshold: retrieval.link_threshold)."""
+    results = _retriever(settings).link_many(list(texts))
+    if as_json:
+        click.echo(json.dumps([{"text": t, "tool_id": r.tool_id, "score": r.score,
+                                "best_id": r.best_id, "margin": r.margin}
+                               for t, r in zip(texts, results, strict=True)], indent=2))
+        return
+    threshold = settings.retrieval.link_threshold
+    for text, r in zip(texts, results, strict=True):
+        verdict = r.tool_id or f"none (best {r.best_id})"
+        click.echo(f"{text!r} -> {verdict}  confidence {r.score:.3f} "
+                   f"(threshold {threshold:.3f})")
+
+
+@tools.command("validate")
+@click.option("--catalog", "catalog_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Catalog JSON to check (default: the configured one).")
+@click.option("--no-duplicates", is_flag=True, help="Skip the near-duplicate check (no model).")
+@pass_settings
+def validate(settings: Any, catalog_path: Path | None, no_duplicates: bool) -> None:
+    """Check the catalog: schema, ids, fields, params, actions, hints, near-duplicates."""
+    from retrieval.catalog import load_catalog
+    from retrieval.validate import validate_catalog
+
+    cfg = settings.retrieval
+    path = catalog_path or cfg.catalog_path
+    catalog = load_catalog(path)
+    vectors = None
+    if not no_duplicates:
+        retriever = _retriever(settings, catalog_path=path)
+        index = retriever.index  # reuses the persisted phrase vectors (descriptions included)
+        vectors = index.phrases[index.starts[:-1] + 1]
+    report = validate_catalog(catalog, vectors=vectors, threshold=cfg.near_duplicate_threshold)
+    click.echo(f"{catalog.source}: {report.n_tools} tools in {report.n_categories} categories")
+    for problem in report.problems:
+        click.echo(f"  {problem}")
+    for a, b, sim in report.near_duplicates:
+        click.echo(f"  [near-duplicate] {a} ~ {b}: description cosine {sim:.3f} "
+                   f">= {report.threshold}")
+    if not report.ok:
+        click.echo(f"INVALID: {len(report.problems)} problems, "
+                   f"{len(report.near_duplicates)} near-duplicate pairs")
+        sys.exit(1)
+    checked = "" if no_duplicates else f", no descriptions closer than {report.threshold}"
+    click.echo(f"valid{checked}")
+
+
+@tools.command("eval")
+@click.option("--precision-target", type=click.FloatRange(0, 1), default=0.92,
+              show_default=True, help="Dev precision the link threshold must reach.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def eval_cmd(settings: Any, precision_target: float, as_json: bool) -> None:
+    """Evaluate retrieval (Recall@1/5/10, MRR) and linking on the labelled set."""
+    from retrieval.evaluate import evaluate, format_report
+
+    report = evaluate(_retriever(settings), precision_target=precision_target)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@tools.command("index")
+@pass_settings
+def index_cmd(settings: Any) -> None:
+    """Load the tool index (building it if the catalog or encoder changed); print its meta."""
+    index = _retriever(settings).index
+    state = "rebuilt" if index.rebuilt else "loaded"
+    click.echo(f"{state}: {json.dumps(index.meta)}")
+
+
+@tools.command("build-catalog")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write (default: the packaged retrieval/data/systoolkit.json).")
+def build_catalog(out: Path | None) -> None:
+    """Regenerate the catalog data file from the spec in retrieval/catalog_spec."""
+    from retrieval.catalog import write_catalog
+    from retrieval.catalog_spec import build
+
+    target = out or Path(__file__).parent / "data" / "systoolkit.json"
+    catalog = write_catalog(build(), target)
+    click.echo(f"wrote {len(catalog)} tools ({len(catalog.categories)} categories), "
+               f"hash {catalog.hash} -> {target}")
