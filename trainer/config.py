@@ -25,7 +25,11 @@ class DecodingConfig(BaseModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(0, ge=0, le=1000, description="Top-k sampling cut; 0 disables it.")
     repetition_penalty: float = Field(
-        1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens (1 = none)."
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="Penalty on tokens already in prompt or output (1 = none); it also "
+        "penalizes the list's own '- ' and newline tokens, so keep it near 1.",
     )
     num_candidates: int = Field(
         1,

@@ -206,10 +206,11 @@ _TINY_CONTEXT = ["battery=low", "time=morning", "network=wifi", "app=settings", 
 
 
 def tiny_corpus(seed: int = 0, size: int = 400) -> Iterator[str]:
-    """A deterministic synthetic corpus in the shape of the generator's prompts and outputs.
+    """A deterministic corpus in the shape of the generator's prompts and outputs.
 
-    Includes rendered prompt templates when `trainer.prompt` is importable, so the BPE
-    tokenizer learns the template's words and markers as whole tokens.
+    Synthetic assistant exchanges, the SysToolKit catalog's text when `retrieval` is
+    importable, and rendered prompt templates, so the BPE tokenizer learns the template's
+    words and the catalog's vocabulary as whole tokens (short sequences, fast tests).
     """
     rng = random.Random(seed)
     for _ in range(size):
@@ -219,14 +220,22 @@ def tiny_corpus(seed: int = 0, size: int = 400) -> Iterator[str]:
             f"User: {query}\nAssistant: Done, I will {query}.\nContext: {context}\n"
             + "".join(f"- {item}\n" for item in follow)
         )
+    yield from _catalog_text()
     yield from _rendered_prompts(rng)
 
 
-def _rendered_prompts(rng: random.Random) -> Iterator[str]:
+def _catalog_text() -> Iterator[str]:
     try:
-        from trainer.prompt import PromptInputs, PromptTool, format_response, render_prompt
-    except ImportError:  # the prompt module is optional for the tokenizer corpus
+        from retrieval.catalog import load_catalog
+    except ImportError:  # retrieval is optional for the tokenizer corpus
         return
+    for tool in load_catalog().tools:
+        yield "\n".join([tool.name, tool.description, *(f"- {e}" for e in tool.examples)])
+
+
+def _rendered_prompts(rng: random.Random) -> Iterator[str]:
+    from trainer.prompt import PromptInputs, PromptTool, format_response, render_prompt
+
     for _ in range(40):
         query, *others = rng.sample(_TINY_ACTIONS, 6)
         tools = tuple(
@@ -234,7 +243,8 @@ def _rendered_prompts(rng: random.Random) -> Iterator[str]:
             for i, o in enumerate(others[:3])
         )
         inputs = PromptInputs(query=query, response=f"Okay, {query}.", recent=(others[3],),
-                              tools=tools, context={"battery": "low"})
+                              tools=tools, context={"battery": 12, "charging": False,
+                                                    "time_of_day": "night", "network": "wifi"})
         yield render_prompt(inputs, n=3) + format_response(others[:3])
 
 
@@ -271,7 +281,7 @@ def build_tiny_model(
     vocab_size: int = 2048,
     hidden_size: int = 128,
     layers: int = 4,
-    embedding_std: float = 0.1,
+    embedding_std: float = 0.05,
     corpus: Iterable[str] | None = None,
 ) -> Path:
     """Build a ≈1M-parameter Llama + its own BPE tokenizer as an HF checkpoint in `out_dir`.

@@ -3,13 +3,17 @@
 `tiny_model_dir` is a real Hugging Face checkpoint directory (≈0.7M-parameter Llama, its own
 byte-level BPE tokenizer with a ChatML template); load it with `trainer.models.load_model`.
 Treat it as read-only: tests that change weights load their own copy into memory or
-save to their own tmp_path.
+save to their own tmp_path. `tiny_sft` is the bootstrap SFT run on it (an adapter).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -23,3 +27,57 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trainer.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama", seed=0)
+
+
+# The tiny bootstrap SFT: short prompts, a LoRA on every linear layer with a high learning
+# rate, and two catalog categories (49 tools), so that a random ≈0.85M-parameter model learns
+# the list format in 80 steps (it does not learn when to stop: the SmolLM2 bootstrap does).
+TINY_CATEGORIES = ("battery", "display")
+TINY_GENERATOR = {"n_suggestions": 3, "max_recent": 1, "max_tools": 3}
+TINY_SFT = {
+    "examples": 240, "batch_size": 8, "max_steps": 80, "learning_rate": 1e-2, "lora_r": 16,
+    "lora_alpha": 32, "lora_dropout": 0.0, "warmup_ratio": 0.05,
+    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                       "down_proj"),
+}
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two
+    spinning OpenMP threads cost several times the CPU of one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """Use with `pytestmark = pytest.mark.usefixtures("single_torch_thread")`."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_sft(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Any:
+    """The bootstrap SFT run on the tiny model over part of the real SysToolKit catalog,
+    once per session: `.adapter_dir` is a LoRA adapter (a champion to continue from),
+    `.report` the SFTReport, `.config` the GeneratorConfig, `.tools` the catalog tools used."""
+    from retrieval.catalog import load_catalog
+    from trainer.config import BootstrapSFTConfig, GeneratorConfig
+    from trainer.sft import run_sft
+    from trainer.sft_data import build_sft_examples
+
+    config = GeneratorConfig(**TINY_GENERATOR, sft=BootstrapSFTConfig(**TINY_SFT))
+    tools = [t for t in load_catalog().tools if t.category in TINY_CATEGORIES]
+    examples = build_sft_examples(tools, config.sft.examples, config=config)
+    adapter_dir = tmp_path_factory.mktemp("tiny-sft") / "adapter"
+    with one_torch_thread():
+        report = run_sft(tiny_model_dir, adapter_dir, examples, config=config.sft,
+                         progress=False)
+    return SimpleNamespace(adapter_dir=adapter_dir, report=report, config=config, tools=tools)

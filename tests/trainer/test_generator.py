@@ -14,6 +14,8 @@ from trainer.generator import Generator, resolve_decoding
 from trainer.models import ModelFilesError
 from trainer.prompt import TEMPLATE_VERSION, PromptInputs, PromptTool, render_prompt
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 INPUTS = PromptInputs(
     query="my battery is low",
     response="Your battery is at 12%.",

@@ -1,0 +1,132 @@
+"""Bootstrap SFT: the generated training set (real SysToolKit catalog) and a LoRA run on the
+tiny model whose output parses."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retrieval.catalog import load_catalog
+from retrieval.context import DeviceContext, active_hints
+from toolrec.errors import TrainerError
+from trainer.config import DecodingConfig, GeneratorConfig
+from trainer.generator import Generator
+from trainer.models import load_model
+from trainer.parser import parse_suggestions
+from trainer.prompt import PromptInputs, format_response, render_prompt
+from trainer.sft import REPORT_FILE, tokenize_example
+from trainer.sft_data import build_sft_examples, context_from_hints, retriever_search
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+CATALOG = load_catalog()
+CONFIG = GeneratorConfig()
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[Any]:
+    return build_sft_examples(CATALOG.tools, 300, config=CONFIG, seed=0)
+
+
+def test_examples_are_well_formed_and_grounded(examples: list[Any]) -> None:
+    by_id = {t.id: t for t in CATALOG.tools}
+    for ex in examples:
+        n = len(ex.targets)
+        assert 1 <= n <= CONFIG.n_suggestions
+        assert ex.prompt == render_prompt(ex.inputs, n, CONFIG)
+        assert ex.completion == format_response(ex.targets)
+        parsed = parse_suggestions(ex.completion, query=ex.inputs.query, n=n,
+                                   avoid=ex.inputs.recent)
+        assert [s.text for s in parsed.suggestions] == list(ex.targets) and parsed.format_valid
+        shown = {t.tool_id for t in ex.inputs.tools}
+        assert set(ex.target_tools) <= shown  # every target comes from a listed tool
+        for text, tool_id in zip(ex.targets, ex.target_tools, strict=True):
+            assert text in by_id[tool_id].examples
+        assert ex.inputs.query not in ex.targets
+    assert sum(len(ex.targets) >= 2 for ex in examples) > 0.9 * len(examples)
+    assert len({ex.inputs.tools[0].tool_id for ex in examples}) > 150  # broad coverage
+
+
+def test_contexts_are_valid_device_contexts_that_activate_the_hints(examples: list[Any]) -> None:
+    with_context = [ex for ex in examples if ex.inputs.context]
+    assert 0.7 * len(examples) < len(with_context) < 0.9 * len(examples)
+    for ex in with_context:
+        DeviceContext.parse(ex.inputs.context)  # what serving accepts
+    rng = random.Random(0)
+    for hints in (["battery_low", "!charging"], ["night", "headset"], ["app:media", "wifi"],
+                  ["non_english"], ["!wifi", "driving"]):
+        active = active_hints(DeviceContext.parse(context_from_hints(hints, rng)))
+        assert {h for h in hints if not h.startswith("!")} <= set(active)
+        assert not {h[1:] for h in hints if h.startswith("!")} & set(active)
+
+
+def test_generation_is_deterministic_per_seed() -> None:
+    a = build_sft_examples(CATALOG.tools, 20, seed=5)
+    assert a == build_sft_examples(CATALOG.tools, 20, seed=5)
+    assert a != build_sft_examples(CATALOG.tools, 20, seed=6)
+
+
+class FakeRetriever:
+    """Stands in for retrieval's Retriever.search: always the same three tools."""
+
+    def __init__(self, tools: list[Any]) -> None:
+        self.tools = tools
+        self.calls: list[dict[str, Any]] = []
+
+    def search(self, query: str, **kwargs: Any) -> list[Any]:
+        self.calls.append({"query": query, **kwargs})
+        return self.tools[: kwargs["k"]]
+
+
+def test_search_hook_decides_the_shown_tools() -> None:
+    fixed = [CATALOG.get(i) for i in ("battery.saver.on", "display.brightness.down")
+             if i in CATALOG] or CATALOG.tools[:2]
+    retriever = FakeRetriever(fixed)
+    made = build_sft_examples(CATALOG.tools, 10, seed=1, search=retriever_search(retriever))
+    assert len(retriever.calls) >= 10
+    assert {"response", "recent", "context", "k"} <= set(retriever.calls[0])
+    for ex in made:
+        assert [t.tool_id for t in ex.inputs.tools] == [t.id for t in fixed]
+
+
+def test_a_catalog_without_examples_fails_clearly() -> None:
+    with pytest.raises(TrainerError, match="tools with example utterances"):
+        build_sft_examples(CATALOG.tools[:1], 5)
+
+
+def test_tokenize_masks_the_prompt(tiny_model_dir: Path, examples: list[Any]) -> None:
+    _, tokenizer = load_model(tiny_model_dir)
+    ids, labels = tokenize_example(tokenizer, examples[0])
+    learned = [i for i, lab in zip(ids, labels, strict=True) if lab != -100]
+    assert tokenizer.decode(learned) == examples[0].completion
+    assert labels[: len(ids) - len(learned)] == [-100] * (len(ids) - len(learned))
+
+
+def test_sft_on_the_tiny_model_learns_the_list_format(tiny_sft: Any, tiny_model_dir: Path) -> None:
+    report = tiny_sft.report
+    assert report.steps == tiny_sft.config.sft.max_steps
+    assert report.final_loss < 0.85 * report.first_loss
+    assert (tiny_sft.adapter_dir / "adapter_config.json").is_file()
+    saved = json.loads((tiny_sft.adapter_dir / REPORT_FILE).read_text())
+    assert saved["template_version"] == report.template_version and saved["config"]["lora_r"]
+
+    generator = Generator.load(tiny_model_dir, tiny_sft.adapter_dir, config=tiny_sft.config)
+    held_out = build_sft_examples(tiny_sft.tools, 4, config=tiny_sft.config, seed=99)
+    greedy = DecodingConfig(temperature=0.0, max_new_tokens=24)
+    for result in generator.generate_batch([ex.inputs for ex in held_out], decoding=greedy):
+        assert result.raw_text.startswith("- "), result.raw_text
+        assert result.suggestions, result.raw_text
+        parsed = parse_suggestions(result.raw_text, query="", n=3, complete=True)
+        assert parsed.malformed == 0, result.raw_text
+
+
+def test_untrained_tiny_model_does_not_produce_the_format(tiny_model_dir: Path) -> None:
+    """The control for the test above: without the adapter the format does not appear."""
+    generator = Generator.load(tiny_model_dir)
+    result = generator.generate(PromptInputs(query="turn on wifi"),
+                                decoding=DecodingConfig(temperature=0.0, max_new_tokens=12))
+    assert not result.format_valid
