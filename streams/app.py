@@ -98,9 +98,8 @@ class Processor:
     def __init__(self, app: ToolrecApp, cfg: StreamsConfig, kafka: KafkaConfig) -> None:
         self.cfg = cfg
         self.topics = kafka.topics
-        self.table = app.Table(
-            "state", default=None, partitions=kafka.partitions, key_type=str
-        )  # values: JSON, the app default
+        # Keys u:<user>, g:<partition>, r:<request>; values JSON (the app's default codec).
+        self.table = app.Table("state", default=None, partitions=kafka.partitions, key_type=str)
         self.samples = app.topic(kafka.topics.samples, **RAW_BYTES)
         self.dlq = app.topic(kafka.topics.dlq, **RAW_BYTES)
         self.seen: dict[int, dict[str, int]] = {}  # partition -> topic -> max event time
@@ -120,10 +119,11 @@ class Processor:
         self.positions[(topic, partition)] = offset
         if topic in (self.topics.impressions, self.topics.feedback):
             self.stats["events"] += 1
-            event = self._validate(Source(topic, partition, offset, key, value))
+            source = Source(topic, partition, offset, key, value)
+            event = self._validate(source)
             if event is not None:
                 self._advance(partition, event.ts, topic)
-                self._apply(event, Source(topic, partition, offset, key, value))
+                self._apply(event, source)
         else:  # a tick: wall-clock progress for idle partitions
             tick = int(json.loads(value or b"{}").get("ts", 0))
             self._advance(partition, tick, self.topics.impressions, self.topics.feedback)
