@@ -244,3 +244,35 @@ def test_killed_refresh_leaves_the_registry_consistent_and_the_next_run_starts_c
     assert result.outcome in ("promoted", "rejected") and result.version == "v2"
     assert registry.get("v2").parent == "v1"
     assert not any(p.name.startswith(".tmp-") for p in registry.artifact_dir.iterdir())
+
+
+def test_refresh_continues_from_the_champion_against_the_adapter_disabled_base(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import pyarrow as pa
+    import torch
+    from peft.utils import load_peft_weights
+
+    from trainer.data import build_training_set
+
+    config = _config(tmp_path, tiny_model_dir)
+    registry = _with_champion(tmp_path, tiny_model_dir, config)
+    champion = registry.champion()
+    assert champion is not None
+    saved = load_peft_weights(str(champion.adapter_dir), device="cpu")
+    with torch.no_grad():  # make the champion's adapter non-trivial, then re-publish it
+        saved = {k: torch.randn_like(v) * 0.01 for k, v in saved.items()}
+    from safetensors.torch import save_file
+
+    save_file(saved, str(champion.adapter_dir / "adapter_model.safetensors"))
+    train = build_training_set(pa.Table.from_pylist(synthetic_samples(16, seed=9)), None,
+                               config.training)
+    trainer = Refresher(_lake(tmp_path), config)._trainer(champion, train, tmp_path / "t", 1)
+    model = trainer.model
+    assert list(model.peft_config) == ["default"]  # no frozen "ref" copy: ref = base
+    state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(state) == len(saved)
+    for key, value in saved.items():
+        match = [v for k, v in state.items() if k.replace(".default", "") == key]
+        assert len(match) == 1 and torch.equal(match[0], value), key
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
