@@ -119,6 +119,21 @@ def _read_record(handle: IO[bytes], path: Path) -> tuple[int, OutRecord] | None:
     return seq, OutRecord.decode(payload)
 
 
+def _torn_at(path: Path, position: int) -> bool:
+    """Whether a bad record at `position` is the remains of an interrupted last append: it
+    is the last record of the file, or only zero bytes follow (a crash can leave the file
+    extended with unwritten blocks). Anything else is corruption and must not be cut."""
+    with path.open("rb") as handle:
+        handle.seek(position)
+        rest = handle.read()
+    if not rest.strip(b"\0"):
+        return True
+    if len(rest) < HEADER.size:
+        return True
+    _, _, length, _ = HEADER.unpack(rest[:HEADER.size])
+    return HEADER.size + length >= len(rest)
+
+
 class Spool:
     """The log and its cursor. Thread-safe: request threads append, one sender reads."""
 
@@ -170,11 +185,11 @@ class Spool:
                     try:
                         record = _read_record(handle, path)
                     except SpoolError:
-                        if not is_last:
+                        if not (is_last and _torn_at(path, position)):
                             raise
                         record = None
                     if record is None:
-                        if handle.tell() != position or position != path.stat().st_size:
+                        if position != path.stat().st_size:
                             self._truncate(path, position, is_last)
                         break
                     last = record[0]

@@ -115,7 +115,7 @@ def make_lora(model_dir: Path, out_dir: Path, seed: int) -> Path:
     return out_dir
 
 
-def make_settings(tmp_path: Path, model_dir: Path, catalog_path: Path, *,
+def make_settings(tmp_path: Path, base_model_dir: Path, catalog_path: Path, *,
                   kafka: Any = None, **serving: Any) -> Any:
     """Settings with every path under tmp_path; `serving` overrides ServingConfig fields."""
     from infra.config import InfraConfig
@@ -128,11 +128,13 @@ def make_settings(tmp_path: Path, model_dir: Path, catalog_path: Path, *,
 
     decoding = DecodingConfig(max_new_tokens=20, temperature=0.7, explore_temperature=1.0,
                               explore_candidates=2)
-    generator = GeneratorConfig(model_dir=model_dir, decoding=decoding, **GENERATOR)
+    generator = GeneratorConfig(model_dir=base_model_dir, decoding=decoding, **GENERATOR)
     training = TrainingConfig(artifact_dir=tmp_path / "artifacts")
     defaults: dict[str, Any] = dict(
         follow="static", spool_dir=tmp_path / "spool", torch_threads=1, max_pending=32,
-        registry_poll_s=0.0, drain_timeout_s=5.0, send_timeout_s=3.0, retry_backoff_s=0.2,
+        registry_poll_s=0.0, drain_timeout_s=5.0 if kafka else 0.2,
+        send_timeout_s=3.0 if kafka else 0.5,
+        retry_backoff_s=0.2,
         retry_backoff_max_s=1.0,
     )
     return Settings(
@@ -217,6 +219,14 @@ def read_topic(kafka: Any, topic: str, *, until: Callable[[list[Any]], bool] | N
                              f"({len(messages)} messages read)")
     finally:
         consumer.close()
+
+
+def metric(url: str, sample: str) -> float:
+    """The value of one sample (name with labels, as printed) of /metrics; 0 if absent."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def ids_of(messages: list[Any], field: str = "request_id") -> list[str]:

@@ -1,0 +1,166 @@
+"""Hot-swap on a real broker and registry: two promotions under 20 concurrent clients with
+zero failed requests and every impression tagged with the version that served it; failed
+loads keep the current model; admin rollback through the registry."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.serving.conftest import (
+    BASE_REQUEST,
+    ids_of,
+    make_lora,
+    metric,
+    read_topic,
+    wait_ready_version,
+)
+
+KEY = "admin-key-0123456789"
+CLIENTS = 20
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    version: str | None
+    request_id: str | None
+    started: float
+    finished: float
+
+
+def _registry(settings: Any) -> Any:
+    from trainer.registry import Registry
+
+    return Registry(settings.lake, settings.trainer.training, settings.kafka)
+
+
+def _promote_new(registry: Any, model_dir: Path, tmp_path: Path, seed: int,
+                 base_model: Path | None = None) -> str:
+    adapter = make_lora(model_dir, tmp_path / f"adapter-{seed}", seed)
+    record = registry.import_adapter(adapter, base_model or model_dir, promote=True)
+    assert record.status == "champion"
+    return str(record.version)
+
+
+def _clients(url: str, stop: threading.Event, results: list[Result]) -> list[threading.Thread]:
+    def loop(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            i = 0
+            while not stop.is_set():
+                body = {**BASE_REQUEST, "user_id": f"user-{index}",
+                        "query": f"turn the volume down {index}-{i}"}
+                started = time.monotonic()
+                try:
+                    response = client.post("/v1/recommend", json=body)
+                    data = response.json() if response.status_code == 200 else {}
+                    status = response.status_code
+                except httpx.HTTPError:
+                    data, status = {}, -1
+                results.append(Result(status, data.get("model_version"),
+                                      data.get("request_id"), started, time.monotonic()))
+                i += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_two_swaps_under_20_concurrent_clients_fail_no_request(
+        kafka: Any, settings_factory: Any, serve: Any, model_dir: Path, tmp_path: Path) -> None:
+    settings = settings_factory(kafka=kafka, follow="registry", max_pending=64, max_batch=4)
+    registry = _registry(settings)
+    v1 = _promote_new(registry, model_dir, tmp_path, 1)
+    server = serve(settings)
+    wait_ready_version(server.url, v1)
+
+    stop, results = threading.Event(), []
+    threads = _clients(server.url, stop, results)
+    swaps: list[tuple[str, float, float]] = []  # (version, promoted at, serving seen at)
+    try:
+        time.sleep(2.0)
+        for seed in (2, 3):
+            promoted = time.monotonic()
+            version = _promote_new(registry, model_dir, tmp_path, seed)  # announced
+            wait_ready_version(server.url, version, timeout_s=60)
+            swaps.append((version, promoted, time.monotonic()))
+            time.sleep(2.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+
+    (v2, v2_promoted, v2_seen), (v3, v3_promoted, v3_seen) = swaps
+    failures = [r for r in results if r.status != 200]
+    assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:3]}"
+    for _, promoted, seen in swaps:  # requests were in flight while each swap happened
+        assert any(r.started < promoted and r.finished > seen for r in results)
+    rank = {v1: 1, v2: 2, v3: 3}
+    assert {r.version for r in results} == {v1, v2, v3}
+    for r in results:  # the version that served is the one current when the request ran
+        if r.finished < v2_promoted:
+            assert r.version == v1
+        if r.started > v2_seen:
+            assert rank[r.version] >= 2, r
+        if r.finished < v3_promoted:
+            assert rank[r.version] <= 2, r
+        if r.started > v3_seen:
+            assert r.version == v3, r
+    by_finish = sorted(results, key=lambda r: r.finished)  # one worker: versions never go back
+    ranks = [rank[r.version] for r in by_finish]
+    assert sum(1 for a, b in zip(ranks, ranks[1:], strict=False) if b < a) <= CLIENTS
+
+    answered = {r.request_id: r.version for r in results}
+    messages = read_topic(kafka, kafka.topics.impressions,
+                          until=lambda ms: set(answered) <= set(ids_of(ms)), timeout_s=60)
+    logged = [json.loads(m.value) for m in messages]
+    assert sorted(e["request_id"] for e in logged) == sorted(answered)  # once each
+    assert all(e["model_version"] == answered[e["request_id"]] for e in logged)
+
+    assert metric(server.url, "toolrec_serving_swaps_total") == 3
+    assert metric(server.url, f'toolrec_serving_model_info{{version="{v3}"}}') == 1
+
+
+def test_failed_loads_keep_the_current_model_and_rollback_goes_through_the_registry(
+        kafka: Any, settings_factory: Any, serve: Any, model_dir: Path, tmp_path: Path) -> None:
+    settings = settings_factory(kafka=kafka, follow="registry", admin_api_key=KEY)
+    registry = _registry(settings)
+    v1 = _promote_new(registry, model_dir, tmp_path, 1)
+    server = serve(settings)
+    wait_ready_version(server.url, v1)
+    client = httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": KEY})
+
+    # 1. an announced champion whose base model is missing: load fails, v1 keeps serving
+    broken = _promote_new(registry, model_dir, tmp_path, 2, base_model=tmp_path / "missing")
+    deadline = time.monotonic() + 30
+    while metric(server.url, "toolrec_serving_swap_failures_total") < 1:
+        assert time.monotonic() < deadline, "the failed load was not reported"
+        time.sleep(0.2)
+    state = client.get("/readyz").json()
+    assert state["ready"] and state["model_version"] == v1
+    assert "missing" in state["last_error"] and broken != v1
+    assert client.post("/v1/recommend", json=BASE_REQUEST).json()["model_version"] == v1
+
+    # 2. an admin reload of the same broken champion fails the same way, answered as 500
+    reload = client.post("/v1/admin/reload", json={"force": True})
+    assert reload.status_code == 500 and reload.json()["action"] == "failed"
+    assert reload.json()["version"] == v1 and "missing" in reload.json()["error"]
+
+    # 3. a valid promotion is followed; an admin rollback goes back through the registry
+    v3 = _promote_new(registry, model_dir, tmp_path, 3)
+    wait_ready_version(server.url, v3)
+    rollback = client.post("/v1/admin/rollback", json={"to": v1})
+    assert rollback.status_code == 200, rollback.text
+    assert rollback.json()["action"] == "swapped" and rollback.json()["version"] == v1
+    assert registry.champion().version == v1
+    assert client.post("/v1/recommend", json=BASE_REQUEST).json()["model_version"] == v1
+    nothing = client.post("/v1/admin/reload", json={})
+    assert nothing.status_code == 200 and nothing.json()["action"] == "unchanged"
+    client.close()
