@@ -80,7 +80,7 @@ class Request:
             "session_id": self.session_id,
             "query": self.query,
             "response": self.response,
-            "recent": list(self.recent),
+            "recent_queries": list(self.recent),
             "context": dict(self.context),
             "n": self.n,
         }

@@ -140,3 +140,29 @@ def _betainc(a: float, b: float, x: float) -> float:
             break
     return math.exp(log_front) * f / a
 
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """One record for the simulator's own log (it holds the hidden truth: never send it)."""
+    turn = record.turn
+    return {
+        "round": record.round,
+        "user": turn.user.index,
+        "cohort": turn.user.cohort,
+        "activity": round(turn.user.activity, 4),
+        "turn": turn.index,
+        "request": turn.request.payload(),
+        "intent": {"kind": turn.intent.kind, "key": turn.intent.key},
+        "request_id": record.request_id,
+        "model_version": record.model_version,
+        "shown": [{"position": s.position, "text": s.text, "tool_id": s.tool_id}
+                  for s in record.shown],
+        "relevance": [round(x, 4) for x in record.judgement.relevance],
+        "utility": [round(x, 4) for x in record.judgement.utility],
+        "match": list(record.judgement.match),
+        "ref_ctr": round(record.judgement.ref_ctr, 5),
+        "clicked": record.reaction.position,
+        "events": [{"type": e.type, "position": e.position, "success": e.success}
+                   for e in record.reaction.events],
+        "latency_s": round(record.latency_s, 3),
+    }

@@ -194,3 +194,12 @@ class Simulator:
             p = cfg.exec_success_match if judgement.match[k - 1] else cfg.exec_success_other
             events.append(FeedbackEvent("execute", suggestion.position, rng.random() < p))
         return Reaction(suggestion.position, tuple(events))
+
+
+def build_simulator(config: SimulatorConfig, retrieval: Any) -> Simulator:
+    """A Simulator over the shipped SysToolKit with retrieval's MiniLM encoder (local files)."""
+    from retrieval import Retriever
+
+    retriever = Retriever(retrieval)
+    return Simulator(config, tools=retriever.catalog.tools, encode=retriever.encode,
+                     battery_low_threshold=retrieval.battery_low_threshold)

@@ -186,7 +186,7 @@ def test_ground_truth_never_reaches_the_system(sim: Simulator) -> None:
             feedback.send(turn.request.raw_user_id, served.request_id, reaction.events)
             hidden_values |= {turn.intent.key, turn.user.cohort, f"{turn.user.activity:.6f}"}
     allowed = {
-        "/v1/recommend": {"path", "user_id", "session_id", "query", "response", "recent",
+        "/v1/recommend": {"path", "user_id", "session_id", "query", "response", "recent_queries",
                           "context", "n"},
         "/v1/feedback": {"path", "user_id", "request_id", "type", "position", "success"},
     }
@@ -237,3 +237,49 @@ def test_mean_interval_student_t() -> None:
     assert mean == 2.0
     assert high - mean == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)
     assert mean_interval([5.0]) == (5.0, 5.0, 5.0)
+
+
+def _fake_api(fail_every: int = 0) -> tuple[httpx.MockTransport, list[dict]]:
+    """A stand-in API: echoes two suggestions, the first invoking a tool; every
+    `fail_every`-th recommend call answers 503 once (retried by the client)."""
+    sent: list[dict] = []
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append({"path": request.url.path, **body})
+        if request.url.path == "/v1/feedback":
+            return httpx.Response(202, json={"status": "accepted", "event_id": "e"})
+        calls["n"] += 1
+        if fail_every and calls["n"] % fail_every == 0:
+            return httpx.Response(503, json={"error": "overloaded"})
+        rid = f"{body['user_id']}:{body['query']}:{len(body['recent_queries'])}"
+        return httpx.Response(200, json={
+            "request_id": rid, "model_version": "v1",
+            "suggestions": [{"position": 1, "text": "turn on battery saver",
+                             "tool_id": "battery.saver.on"},
+                            {"position": 2, "text": body["query"], "tool_id": None}],
+            "timing": {"total_ms": 1.0},
+        })
+
+    return httpx.MockTransport(handler), sent
+
+
+def test_traffic_runner_is_deterministic_whatever_the_concurrency(sim: Simulator) -> None:
+    from loop.traffic import Progress, TrafficRunner
+
+    outcomes = []
+    for concurrency in (1, 4):
+        transport, sent = _fake_api(fail_every=7)
+        client = ApiClient("http://api", transport=transport, retries=2)
+        lines: list[str] = []
+        runner = TrafficRunner(sim, client, ApiFeedback(client), concurrency=concurrency)
+        result = runner.run(range(10), 3, first_index=2,
+                            progress=Progress(30, every_s=0.0, emit=lines.append))
+        assert len(result.records) == 30 and not result.failures
+        assert "ETA" in lines[-1] and "30/30 requests" in lines[-1]
+        clicks = sum(r.reaction.clicked for r in result.records)
+        assert sum(m["path"] == "/v1/feedback" and m["type"] == "click" for m in sent) == clicks
+        outcomes.append([(r.request_id, r.reaction, r.judgement.ref_ctr)
+                         for r in result.records])
+    assert outcomes[0] == outcomes[1]

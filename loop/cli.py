@@ -1,0 +1,201 @@
+"""`toolrec simulate`, `toolrec demo` and `toolrec experiment calibration`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from toolrec.cli import pass_settings
+
+log = logging.getLogger(__name__)
+
+
+def _api_url(settings: Any, url: str | None) -> str:
+    if url:
+        return url
+    serving = settings.serving
+    return f"http://{getattr(serving, 'host', '127.0.0.1')}:{getattr(serving, 'port', 8080)}"
+
+
+@click.command("simulate")
+@click.option("--url", default=None, help="API base URL (default: serving.host:port).")
+@click.option("--users", type=int, default=None, help="Simulated users (default: "
+              "loop.simulator.users).")
+@click.option("--requests", "requests_per_user", type=int, default=3, show_default=True,
+              help="Requests per user.")
+@click.option("--first-turn", type=int, default=0, show_default=True,
+              help="Index of each user's first turn (continue a population where it stopped).")
+@click.option("--seed", type=int, default=None, help="Simulator seed (default: "
+              "loop.simulator.seed).")
+@click.option("--concurrency", type=int, default=2, show_default=True,
+              help="Users in flight at once.")
+@click.option("--feedback", type=click.Choice(["kafka", "api"]), default="kafka",
+              show_default=True, help="kafka: the telemetry producer; api: POST /v1/feedback.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the simulator's log (with its hidden truth) as JSONL here.")
+@pass_settings
+def simulate(settings: Any, url: str | None, users: int | None, requests_per_user: int,
+             first_turn: int, seed: int | None, concurrency: int, feedback: str,
+             out: Path | None) -> None:
+    """Simulated users against a running API; clicks go back through the telemetry path.
+
+    Prints the ground-truth and observed metrics per model version as JSON at the end."""
+    from loop.client import ApiClient
+    from loop.metrics import group, record_json, summarize
+    from loop.simulator import build_simulator
+    from loop.traffic import Progress, TrafficRunner
+
+    overrides = {k: v for k, v in {"users": users, "seed": seed}.items() if v is not None}
+    config = settings.loop.simulator.model_copy(update=overrides)
+    sim = build_simulator(config, settings.retrieval)
+    client = ApiClient(_api_url(settings, url), timeout_s=settings.loop.demo.request_timeout_s)
+    sink = _feedback_sink(settings, client, feedback)
+    total = config.users * requests_per_user
+    progress = Progress(total, emit=lambda line: click.echo(line, err=True))
+    try:
+        client.wait_ready(60.0)
+        runner = TrafficRunner(sim, client, sink, concurrency=concurrency)
+        result = runner.run(range(config.users), requests_per_user, first_index=first_turn,
+                            progress=progress)
+    finally:
+        sink.close()
+        client.close()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w") as handle:
+            for record in result.records:
+                handle.write(json.dumps(record_json(record)) + "\n")
+    by_version = {v: summarize(rs) for v, rs in
+                  group(result.records, lambda r: r.model_version).items()}
+    click.echo(json.dumps({"total": result.summary(), "by_version": by_version}, indent=2))
+
+
+def _feedback_sink(settings: Any, client: Any, kind: str) -> Any:
+    from loop.client import ApiFeedback, KafkaFeedback
+
+    if kind == "api":
+        return ApiFeedback(client)
+    if kind == "kafka":
+        return KafkaFeedback(settings.kafka, settings.streams.telemetry, settings.infra.state_dir)
+    raise click.BadParameter(f"unknown feedback path {kind!r}; use kafka or api")
+
+
+@click.command("demo")
+@click.option("--rounds", type=int, default=None, help="Rounds of traffic (default: "
+              "loop.demo.rounds).")
+@click.option("--users", type=int, default=None, help="Simulated users.")
+@click.option("--requests", "requests_per_user", type=int, default=None,
+              help="Requests per user per round.")
+@click.option("--max-steps", type=int, default=None, help="KTO steps per refresh.")
+@click.option("--concurrency", type=int, default=None, help="Users in flight at once.")
+@click.option("--model", "model_kind", type=click.Choice(["smollm2", "tiny"]),
+              default="smollm2", show_default=True,
+              help="smollm2: the real generator; tiny: the tiny test Llama (quick look).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Run directory, wiped first (default: loop.demo.state_dir).")
+@click.option("--feedback", type=click.Choice(["kafka", "api"]), default=None,
+              help="Feedback path (default: loop.demo.feedback).")
+@click.option("--seed", type=int, default=None, help="Simulator seed.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="HTML report (default: <state-dir>/../demo-report.html).")
+@pass_settings
+def demo(settings: Any, rounds: int | None, users: int | None, requests_per_user: int | None,
+         max_steps: int | None, concurrency: int | None, model_kind: str,
+         state_dir: Path | None, feedback: str | None, seed: int | None,
+         report_path: Path | None) -> None:
+    """The closed loop end to end: broker, Faust worker, Delta sink, API and retraining
+    daemon; rounds of simulated users with refreshes and hot-swaps in between; a report."""
+    from loop.demo import Demo, round_table
+    from loop.models import start_model
+    from loop.report import demo_report, write
+
+    given = {"rounds": rounds, "users": users, "requests_per_user": requests_per_user,
+             "max_steps": max_steps, "concurrency": concurrency, "state_dir": state_dir,
+             "feedback": feedback}
+    cfg = settings.loop.demo.model_copy(update={k: v for k, v in given.items() if v is not None})
+    sim_cfg = settings.loop.simulator
+    if seed is not None:
+        sim_cfg = sim_cfg.model_copy(update={"seed": seed})
+    echo = _echo_err
+    echo(f"demo: {cfg.rounds} rounds × {cfg.users} users × {cfg.requests_per_user} requests, "
+         f"{cfg.max_steps} KTO steps per refresh, model {model_kind}")
+    start = start_model(model_kind, settings.trainer.generator,  # type: ignore[arg-type]
+                        Path(settings.infra.state_dir) / "loop-models")
+    result = Demo(settings, cfg, start, echo=echo, simulator_config=sim_cfg).run()
+    text = round_table(result)
+    path = report_path or Path(cfg.state_dir).resolve().parent / "demo-report.html"
+    write(path, demo_report(result, text))
+    click.echo(text)
+    click.echo(f"wall time {result.timings['wall_s']:.0f} s; report: {path}")
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.group("experiment")
+def experiment() -> None:
+    """Offline experiments on simulated traffic."""
+
+
+QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
+         "max_steps": 20, "seeds": (0, 1, 2)}
+
+
+@experiment.command("calibration")
+@click.option("--model", type=click.Choice(["smollm2", "tiny"]), default=None,
+              help="Generator (default: loop.experiment.model).")
+@click.option("--seeds", default=None, help="Comma-separated simulator seeds (≥ 3 for "
+              "intervals; default: loop.experiment.seeds).")
+@click.option("--arms", default=None, help="Comma-separated arms (default: all six: "
+              "sft,raw,activity,tool,full,full_position).")
+@click.option("--users", type=int, default=None, help="Users of the logged traffic.")
+@click.option("--requests", "requests_per_user", type=int, default=None,
+              help="Logged requests per user.")
+@click.option("--eval-turns", type=int, default=None, help="Fixed evaluation turns.")
+@click.option("--max-steps", type=int, default=None, help="KTO steps per arm.")
+@click.option("--learning-rate", type=float, default=None, help="KTO LoRA learning rate.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Results directory (default: loop.experiment.out_dir).")
+@click.option("--quick", is_flag=True, help="Tiny model, 12 users × 6 requests, 16 eval "
+              "turns, 20 steps: minutes, for a smoke run (explicit flags still win).")
+@pass_settings
+def calibration(settings: Any, model: str | None, seeds: str | None, arms: str | None,
+                users: int | None, requests_per_user: int | None, eval_turns: int | None,
+                max_steps: int | None, learning_rate: float | None, out_dir: Path | None,
+                quick: bool) -> None:
+    """Same simulated traffic and seeds, six arms: SFT; KTO on raw clicks; activity only;
+    tool only; full dual-level; full + position. Table and plot in an HTML report."""
+    from loop.experiment import Experiment, aggregate, findings
+    from loop.models import start_model
+    from loop.report import experiment_report, write
+
+    given: dict[str, Any] = dict(QUICK) if quick else {}
+    given |= {k: v for k, v in {
+        "model": model, "users": users, "requests_per_user": requests_per_user,
+        "eval_turns": eval_turns, "max_steps": max_steps, "learning_rate": learning_rate,
+        "out_dir": out_dir,
+        "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
+        "arms": tuple(a.strip() for a in arms.split(",")) if arms else None,
+    }.items() if v is not None}
+    cfg = type(settings.loop.experiment).model_validate(
+        {**settings.loop.experiment.model_dump(), **given})
+    _echo_err(f"experiment: {len(cfg.seeds)} seeds × {len(cfg.arms)} arms on {cfg.model}; "
+              f"{cfg.users}×{cfg.requests_per_user} logged requests, {cfg.eval_turns} eval "
+              f"turns, {cfg.max_steps} KTO steps per arm")
+    start = start_model(cfg.model, settings.trainer.generator,
+                        Path(settings.infra.state_dir) / "loop-models")
+    results = Experiment(settings, cfg, start, echo=_echo_err).run()
+    rows = aggregate(results, cfg.arms)
+    notes = findings(rows)
+    path = write(cfg.out_dir / "report.html",
+                 experiment_report(rows, results, cfg.model_dump(mode="json"), notes))
+    for row in rows:
+        click.echo(json.dumps(row))
+    for line in notes:
+        click.echo(line)
+    click.echo(f"report: {path}; results: {cfg.out_dir / 'results.json'}")
