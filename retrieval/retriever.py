@@ -33,6 +33,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -192,7 +193,7 @@ class Retriever:
         index = self.index
         cand = self._candidates(signals, hints)
         parts = self._text_parts(signals, cand)
-        text = sum(parts.values())
+        text = cast(np.ndarray, sum(parts.values()))
         ctx_part = self._context_part(cand, hints, text)
         score = text + ctx_part
         order = np.argsort(-score, kind="stable")[: min(k, len(cand))]
@@ -278,7 +279,7 @@ class Retriever:
 
     def _text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
         cfg, zeros = self.config, np.zeros(len(cand), dtype=np.float32)
-        parts = {"query": zeros, "lexical": zeros, "polarity": zeros,
+        parts: dict[str, np.ndarray] = {"query": zeros, "lexical": zeros, "polarity": zeros,
                  "response": zeros, "recent": zeros}
         if s.query_vec is not None:
             sim = self.sim(s.query_vec, cand)
@@ -353,7 +354,7 @@ class Retriever:
                   generic: str | None) -> LinkResult:
         signals = _Signals(text, vec, None, [], generic_vec, generic)
         cand = self._candidates(signals)
-        score = sum(self._text_parts(signals, cand).values())
+        score = cast(np.ndarray, sum(self._text_parts(signals, cand).values()))
         top = np.argsort(-score)[:2]
         best = float(score[top[0]])
         margin = best - float(score[top[1]]) if len(top) > 1 else best
