@@ -68,8 +68,6 @@ def models_bootstrap(settings: Any, sft: bool, examples: int | None, epochs: int
                      threads: int | None) -> None:
     """Write SmolLM2-135M-Instruct as a local fp32 checkpoint (once), then train the
     bootstrap SFT adapter on lists generated from SysToolKit (idempotent)."""
-    import time
-
     import torch
 
     from trainer.generator import Generator
@@ -81,10 +79,9 @@ def models_bootstrap(settings: Any, sft: bool, examples: int | None, epochs: int
     config = _sft_overrides(settings, {"examples": examples, "epochs": epochs,
                                        "max_steps": max_steps, "batch_size": batch_size})
     tools, retriever = _catalog_and_retriever(settings) if sft else ((), None)
-    started = time.monotonic()
     result = bootstrap(config, sft=sft, tools=tools, force=force,
                        search=retriever_search(retriever) if retriever else None)
-    click.echo(f"base model: {result.model_dir} ({time.monotonic() - started:.1f} s)")
+    click.echo(f"base model: {result.model_dir} (ready in {result.model_seconds} s)")
     if result.report is None:
         return
     verb = "reused" if result.reused_adapter else "trained"

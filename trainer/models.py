@@ -314,7 +314,7 @@ def build_tiny_model(
     # Tied embeddings at the default std (0.02) bound every logit to about ±0.02·hidden
     # (≈2.6 here): a LoRA over a frozen tiny model could then never become confident.
     # A wider embedding gives the frozen head the range a trained model's head has.
-    torch.nn.init.normal_(model.get_input_embeddings().weight, std=embedding_std)
+    torch.nn.init.normal_(model.model.embed_tokens.weight, std=embedding_std)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

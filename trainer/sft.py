@@ -30,6 +30,8 @@ __all__ = [
     "BootstrapResult",
     "SFTReport",
     "bootstrap",
+    "collate",
+    "completion_loss",
     "format_check",
     "lora_config",
     "run_sft",
@@ -78,25 +80,55 @@ def tokenize_example(tokenizer: Any, example: SFTExample) -> tuple[list[int], li
     return full_ids, [-100] * cut + full_ids[cut:]
 
 
+def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    """Left-padded batch: every completion ends at the right edge, so the loss needs the
+    logits of the last `keep` positions only (the LM head over a 49k vocabulary is ~20% of
+    SmolLM2's forward cost and most of its activation memory). Position ids follow the
+    attention mask, as in generation, so padded rows see the same positions as unpadded."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([[pad_id] * (width - len(i)) + i for i, _ in rows])
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i, _ in rows])
+    labels = torch.tensor([[-100] * (width - len(lab)) + lab for _, lab in rows])
+    learned = max(sum(x != -100 for x in lab) for _, lab in rows)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+        "labels": labels,
+        "keep": min(learned + 1, width),
+    }
+
+
+def completion_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean next-token cross-entropy over the completion tokens of a `collate` batch."""
+    import torch
+
+    keep = batch["keep"]
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep,
+    ).logits
+    targets = batch["labels"][:, -keep + 1 :] if keep > 1 else batch["labels"][:, :0]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        targets.reshape(-1),
+        ignore_index=-100,
+    )
+
+
 def _batches(
     rows: list[tuple[list[int], list[int]]], size: int, pad_id: int, rng: random.Random
 ) -> list[dict[str, Any]]:
-    import torch
-
     order = list(range(len(rows)))
     rng.shuffle(order)
-    batches = []
-    for start in range(0, len(order), size):
-        chunk = [rows[i] for i in order[start : start + size]]
-        width = max(len(ids) for ids, _ in chunk)
-        batches.append({
-            "input_ids": torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in chunk]),
-            "attention_mask": torch.tensor(
-                [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk]
-            ),
-            "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk]),
-        })
-    return batches
+    return [
+        collate([rows[i] for i in order[start : start + size]], pad_id)
+        for start in range(0, len(order), size)
+    ]
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -171,7 +203,7 @@ def _train(
     bar = tqdm(total=total, desc="bootstrap SFT", unit="step", disable=not progress)
     while len(losses) < total:
         for batch in _batches(rows, config.batch_size, pad_id, rng):
-            loss = model(**batch).loss
+            loss = completion_loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -204,6 +236,7 @@ class BootstrapResult:
     adapter_dir: Path | None  # None: no SFT was asked for
     report: SFTReport | None  # the run's report, or the one saved with a reused adapter
     reused_adapter: bool
+    model_seconds: float  # preparing the base model (≈0 when it already existed)
 
 
 def _saved_report(adapter_dir: Path) -> SFTReport | None:
@@ -229,18 +262,20 @@ def bootstrap(
 
     Idempotent: a finished model or adapter is reused unless `force` (adapter only).
     """
+    started = time.monotonic()
     model_dir = bootstrap_smollm2(config.model_dir)
+    model_seconds = round(time.monotonic() - started, 1)
     if not sft:
-        return BootstrapResult(model_dir, None, None, reused_adapter=False)
+        return BootstrapResult(model_dir, None, None, False, model_seconds)
     adapter_dir = Path(config.bootstrap_adapter_dir)
     saved = None if force else _saved_report(adapter_dir)
     if saved is not None:
-        return BootstrapResult(model_dir, adapter_dir, saved, reused_adapter=True)
+        return BootstrapResult(model_dir, adapter_dir, saved, True, model_seconds)
     examples = build_sft_examples(
         tools, config.sft.examples, config=config, seed=config.sft.seed, search=search
     )
     report = run_sft(model_dir, adapter_dir, examples, config=config.sft, progress=progress)
-    return BootstrapResult(model_dir, adapter_dir, report, reused_adapter=False)
+    return BootstrapResult(model_dir, adapter_dir, report, False, model_seconds)
 
 
 def format_check(generator: Any, examples: Sequence[SFTExample]) -> dict[str, float]:

@@ -113,13 +113,13 @@ def retriever_search(retriever: Any) -> ToolSearch:
     """A ToolSearch over retrieval's `Retriever.search(query, response=, recent=, context=)`."""
 
     def search(inputs: PromptInputs, k: int) -> Sequence[Any]:
-        return retriever.search(
+        return list(retriever.search(
             inputs.query,
             response=inputs.response,
             recent=list(inputs.recent),
             context=dict(inputs.context),
             k=k,
-        )
+        ))
 
     return search
 

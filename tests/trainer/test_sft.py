@@ -18,7 +18,7 @@ from trainer.generator import Generator
 from trainer.models import load_model
 from trainer.parser import parse_suggestions
 from trainer.prompt import PromptInputs, format_response, render_prompt
-from trainer.sft import REPORT_FILE, tokenize_example
+from trainer.sft import REPORT_FILE, collate, completion_loss, tokenize_example
 from trainer.sft_data import build_sft_examples, context_from_hints, retriever_search
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -130,3 +130,24 @@ def test_untrained_tiny_model_does_not_produce_the_format(tiny_model_dir: Path) 
     result = generator.generate(PromptInputs(query="turn on wifi"),
                                 decoding=DecodingConfig(temperature=0.0, max_new_tokens=12))
     assert not result.format_valid
+
+
+def test_completion_loss_equals_the_full_right_padded_loss(
+    tiny_model_dir: Path, examples: list[Any]
+) -> None:
+    """The left-padded, last-positions-only loss is the ordinary causal-LM loss."""
+    import torch
+
+    model, tokenizer = load_model(tiny_model_dir)
+    rows = [tokenize_example(tokenizer, ex) for ex in examples[:4]]
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    right = {
+        "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]),
+        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
+    }
+    with torch.no_grad():
+        expected = model(**right).loss
+        got = completion_loss(model, collate(rows, pad))
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
