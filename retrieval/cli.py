@@ -133,15 +133,15 @@ def validate(settings: Any, catalog_path: Path | None, no_duplicates: bool) -> N
 
 
 @tools.command("eval")
-@click.option("--precision-target", type=click.FloatRange(0, 1), default=0.92,
-              show_default=True, help="Dev precision the link threshold must reach.")
+@click.option("--recall-floor", type=click.FloatRange(0, 1), default=0.87,
+              show_default=True, help="Dev recall the link threshold must keep.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
-def eval_cmd(settings: Any, precision_target: float, as_json: bool) -> None:
+def eval_cmd(settings: Any, recall_floor: float, as_json: bool) -> None:
     """Evaluate retrieval (Recall@1/5/10, MRR) and linking on the labelled set."""
     from retrieval.evaluate import evaluate, format_report
 
-    report = evaluate(_retriever(settings), precision_target=precision_target)
+    report = evaluate(_retriever(settings), recall_floor=recall_floor)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 

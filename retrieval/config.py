@@ -108,9 +108,9 @@ class RetrievalConfig(BaseModel):
         description="subtracted from the link confidence of a question ('what ...', '?')",
     )
     link_threshold: float = Field(
-        0.68, ge=-1, le=2,
+        0.717, ge=-1, le=2,
         description="min link confidence for a text to invoke a tool; chosen on the dev "
-        "split by `toolrec tools eval` (highest recall at precision >= 0.92: 0.6807)",
+        "split by `toolrec tools eval` (most precise with dev recall >= 0.87: 0.7171)",
     )
     near_duplicate_threshold: float = Field(
         0.95, ge=0, le=1,

@@ -2,9 +2,11 @@
 
 Every tool contributes its phrasings (name, description, examples) and one centroid
 (the normalized mean of its phrasings). Both sets live in hnswlib cosine indexes, saved
-under `cache_dir` with a `meta.json` that records the catalog hash, the encoder identity
-and the index parameters. `ToolIndex.open` loads it when everything matches and rebuilds
-it (atomically, via a temp directory) when anything changed.
+under `cache_dir/systoolkit-index/<key>/` with a `meta.json` that records the catalog
+hash, the encoder identity and the index parameters; the key is a digest of those, so a
+changed catalog gets a new index built (atomically, via a temp directory) while processes
+still serving the old catalog keep theirs. Vectors of unchanged phrasings are reused from
+the previous index, and only the three most recent indexes are kept.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from toolrec.errors import RetrievalError
 log = logging.getLogger(__name__)
 FORMAT = 1
 INDEX_DIRNAME = "systoolkit-index"
+KEEP_INDEXES = 3
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,10 @@ class ToolIndex:
         *, encoder_id: str,
     ) -> ToolIndex:
         """Load the persisted index if it matches this catalog and encoder, else rebuild."""
-        directory = cache_dir / INDEX_DIRNAME
         want = {"format": FORMAT, "catalog_hash": catalog.hash, "encoder": encoder_id,
                 "m": params.m, "ef_construction": params.ef_construction}
+        key = hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()[:16]
+        directory = cache_dir / INDEX_DIRNAME / key
         meta = _read_meta(directory)
         if meta is not None and all(meta.get(k) == v for k, v in want.items()):
             try:
@@ -107,23 +111,42 @@ class ToolIndex:
 
 def _reuse_or_encode(texts: list[str], encoder: Encoder, directory: Path,
                      encoder_id: str) -> np.ndarray:
-    """Embed the phrasings, reusing vectors of unchanged texts from the previous index
-    (same encoder), so that editing a few tools does not re-encode thousands of texts."""
+    """Embed the phrasings, reusing vectors of unchanged texts from the most recent other
+    index of the same encoder, so editing a few tools does not re-encode thousands."""
     previous: dict[str, np.ndarray] = {}
-    meta = _read_meta(directory)
-    if meta is not None and meta.get("encoder") == encoder_id:
+    for other in _siblings(directory):
+        meta = _read_meta(other)
+        if meta is None or meta.get("encoder") != encoder_id:
+            continue
         try:
-            old_texts = json.loads((directory / "texts.json").read_text())
-            old_vectors = np.load(directory / "vectors.npz")["phrases"]
+            old_texts = json.loads((other / "texts.json").read_text())
+            old_vectors = np.load(other / "vectors.npz")["phrases"]
             previous = dict(zip(old_texts, old_vectors, strict=True))
+            break
         except (OSError, ValueError, KeyError):
-            previous = {}
+            continue
     todo = [t for t in dict.fromkeys(texts) if t not in previous]
     log.info("building tool index: %d phrasings, %d to encode (%d reused)", len(texts),
              len(todo), len(texts) - len(todo))
     if todo:
         previous.update(zip(todo, encoder.encode(todo, progress=True), strict=True))
     return np.stack([previous[t] for t in texts]).astype(np.float32)
+
+
+def _siblings(directory: Path) -> list[Path]:
+    """Other index directories under the same cache, newest first."""
+    parent = directory.parent
+    if not parent.is_dir():
+        return []
+    others = [p for p in parent.iterdir() if p.is_dir() and p != directory
+              and not p.name.startswith(".") and ".old-" not in p.name]
+    return sorted(others, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _prune(directory: Path, keep: int = KEEP_INDEXES) -> None:
+    """Drop all but the `keep` most recent other indexes (one per catalog version)."""
+    for old in _siblings(directory)[keep - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _phrasings(catalog: Catalog) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -172,7 +195,7 @@ def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np
              meta: dict, texts: list[str]) -> None:
     """Write into a temp dir, then swap it in, so readers never see half an index."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".index-", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
     try:
         np.savez(tmp / "vectors.npz", phrases=phrases, owner=owner, starts=starts,
                  centroids=centroids)
@@ -185,6 +208,7 @@ def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np
             directory.rename(old)
         tmp.rename(directory)
         shutil.rmtree(old, ignore_errors=True)
+        _prune(directory)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RetrievalError(

@@ -5,17 +5,23 @@ yet a catalog full of on/off, up/down, open/close pairs must tell them apart. A 
 comes from the last segment of its id (`home.lights.off` → the "off" side of on/off); the
 text's side from phrase patterns. Only contradiction counts (−1): agreement adds nothing,
 so a toggle never outranks a neutral tool just because the text says "on" somewhere.
-Particles count only next to a verb ("turn ... off"), so "the plane is taking off" and
-"set up" point nowhere.
+Particles count next to a verb ("turn ... off") or in the "lights off" / "wifi on please"
+shapes, but not in idioms: "the plane is taking off", "I'm off to bed" and "set up" point
+nowhere.
 """
 
 from __future__ import annotations
 
 import re
 
-_V_ONOFF = r"(?:turn|switch|put|flip|power|toggle|shut|set|it|that|this|mode)"
-_V_UPDOWN = r"(?:turn|crank|bump|pump|jack|volume|brightness|sound|music|it|that|this|heat)"
+_V_ONOFF = r"(?:turn|switch|put|flip|power|toggle|shut)"
+_V_UPDOWN = r"(?:turn|crank|bump|pump|jack|volume|brightness|sound|music|heat)"
 _GAP = r"\b[\w\s']{0,30}?\b"
+# "taking off", "set off", "pay off": 'off' that is not a switch (one lookbehind per word)
+_OFF_IDIOMS = "".join(
+    f"(?<!{w} )" for w in ("taking", "take", "took", "takes", "set", "kick", "pay", "paid",
+                           "show", "head", "heading", "dozed", "doze", "drop", "drops", "i'm")
+)
 
 
 def _rx(*patterns: str) -> re.Pattern[str]:
@@ -26,8 +32,9 @@ def _rx(*patterns: str) -> re.Pattern[str]:
 PATTERNS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "on/off": (
         _rx(rf"\b{_V_ONOFF}{_GAP}on\b", r"\bon\s*$",
+            r"\bon(?=\s+(in|for|at|please|now|again|and|so)\b|\s*,)",
             r"\b(enable|activate|allow|unblock|unmute)\b"),
-        _rx(rf"\b{_V_ONOFF}{_GAP}off\b", r"\boff\s*$",
+        _rx(rf"\b{_V_ONOFF}{_GAP}off\b", rf"{_OFF_IDIOMS}\boff\b(?!\s+to\b)",
             r"\b(disable|deactivate|kill|block)\b"),
     ),
     "up/down": (

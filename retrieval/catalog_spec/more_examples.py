@@ -688,6 +688,91 @@ apps.uber.ride_status | ride status | driver location
 apps.discord.voice | discord voice | voice channel
 apps.slack.status | slack status | status on slack
 apps.outlook.calendar | outlook calendar | outlook meetings
+
+dnd.on | silence my phone for now | mute calls and alerts until I say otherwise
+dnd.on | switch do not disturb on | quiet mode on
+dnd.off | disable do not disturb | I want my calls and alerts again
+dnd.for_duration | quiet mode for the next hour | don't disturb me for 20 minutes
+dnd.settings | what gets through when do not disturb is on | do not disturb rules
+dnd.settings | let alarms and media through during dnd | customize do not disturb
+dnd.priority | who can still call me in do not disturb | let my partner through when silenced
+dnd.priority | allow calls from favourites in dnd | repeat callers can break through
+dnd.schedules | silence the phone automatically every night | do not disturb on a timetable
+dnd.bedtime.on | time for bed, start bedtime | going to sleep now
+dnd.bedtime.off | morning, stop bedtime mode | wake up mode
+dnd.focus.on | block social media while I work | pause my distracting apps for an hour
+dnd.focus.off | unpause my apps | finish focus session
+dnd.policy_access | give this app permission to change do not disturb
+dnd.policy_access | apps allowed to control silencing
+dnd.alarms_only | mute everything but the alarm | only my alarm may make sound
+privacy.dashboard | show recent use of camera, mic and location by apps
+privacy.dashboard | what did apps access in the last 24 hours
+privacy.permissions | review what all my apps can access | permission list by type
+privacy.app_permissions | what is this app allowed to access | change what one app can use
+privacy.app_permissions | take away an app's access to my photos | permissions granted to an app
+privacy.camera_access.off | stop every app from using the camera | kill camera access system wide
+privacy.camera_access.on | let apps use the camera again | camera is blocked for apps, undo it
+privacy.mic_access.off | stop every app from listening | cut microphone access system wide
+privacy.mic_access.on | let apps use the microphone again | the microphone is blocked, undo it
+privacy.ads | opt out of personalized ads | delete the advertising id
+privacy.usage_access | which apps can see how I use my phone | allow usage statistics access
+privacy.activity_controls | pause web and app activity | stop recording my youtube history
+privacy.delete_history | wipe my recent google activity | erase the last hour of history
+productivity.note.create | save a note saying buy a birthday gift | write a quick note
+productivity.note.create | remember this in a note: locker 42 | new note with this text
+productivity.note.search | look through my notes for the door code | open the note about the trip
+productivity.list.add | add toothpaste to the list | put batteries on my shopping list
+productivity.list.show | read me the shopping list | what do I still need to buy
+productivity.reminder.create | remind me at 5 to pick up the kids
+productivity.reminder.create | set a reminder for my dentist tomorrow
+productivity.reminder.create | remind me when I get home to feed the cat
+productivity.reminder.create | don't let me forget to pay rent
+productivity.reminder.show | list my reminders for today | upcoming reminders
+productivity.task.add | add 'call the plumber' to my tasks | new task due friday
+productivity.task.add | put this on my to-do list | create a to-do item
+productivity.task.list | what do I have to do today | open my task list
+productivity.calculator | do some math | what is 240 divided by 7
+productivity.translate | what's 'goodbye' in french | translate hello into korean
+productivity.translate.conversation | translate a live conversation
+productivity.translate.conversation | talk to someone who speaks another language
+productivity.recorder.start | record a voice memo | record the meeting audio
+productivity.recorder.list | listen to my voice memos | open my audio recordings
+productivity.docs.new | write a new document | blank google doc
+productivity.scan_text | grab the text in this picture | read the text from a screenshot
+productivity.unit_convert | how many feet in a meter | convert pounds to kilograms
+clock.alarm.set | alarm at 8 tomorrow morning | set my alarm for half past six
+clock.alarm.show | when does my alarm go off | which alarms are on
+clock.alarm.dismiss | turn off my next alarm | I'm up, cancel the alarm
+clock.alarm.snooze | snooze it for five minutes | not yet, snooze
+clock.timer.set | time 5 minutes for me | set a countdown for half an hour
+clock.timer.show | how long until the timer ends | check my countdown
+clock.timer.cancel | stop the countdown timer | kill the timer
+clock.timer.add_minute | add one minute | a minute more on the timer
+clock.stopwatch.start | start counting the time | begin stopwatch now
+clock.stopwatch.stop | stop the stopwatch now | how long did that take
+clock.exact_time | tell me the current time | what time is it now
+calendar.event.create | put a meeting on my calendar for friday 3pm | book lunch with sam on tuesday
+calendar.event.create | add an appointment next week | new calendar entry for the party on saturday
+calendar.event.all_day | mark the whole day of june 3 as off | block the entire day
+calendar.event.recurring | add a weekly event | repeat this every month
+calendar.event.invite | schedule a meeting with anna and invite her | send an invite for the call
+calendar.today | what's happening today | do I have anything today
+calendar.date | what's on the 14th | show my schedule for next monday
+calendar.next | what's next on my calendar | when do I have to be somewhere next
+calendar.event.edit | push my meeting back an hour | change the time of my appointment
+calendar.event.delete | remove the meeting from my calendar | delete that appointment
+connectivity.bluetooth.settings | set up a new bluetooth device | pair new earbuds
+connectivity.bluetooth.connect | connect to my car | reconnect the bluetooth speaker
+connectivity.nfc.off | turn nfc off | stop contactless
+connectivity.nearby_share | share files wirelessly with someone nearby
+connectivity.nearby_share | send pictures to a phone next to me
+storage.settings | how much space is free | how full is my phone
+storage.free_up | clear space on my phone | phone storage is almost full
+input.regional | show temperatures in celsius | use metric units
+battery.optimization | don't let the system close my app in the background
+battery.optimization | exclude an app from battery optimization
+battery.background_restrict | stop an app draining battery in the background
+battery.background_restrict | limit an app in the background
 """
 
 
@@ -695,6 +780,8 @@ def more_examples() -> dict[str, list[str]]:
     """`{tool id: [extra phrasings]}` parsed from MORE."""
     out: dict[str, list[str]] = {}
     for line in MORE.strip().splitlines():
+        if not line.strip():
+            continue
         tool_id, *phrases = (part.strip() for part in line.split("|"))
         out.setdefault(tool_id, []).extend(p for p in phrases if p)
     return out

@@ -1,0 +1,66 @@
+"""The persisted index: built once, loaded when unchanged, rebuilt when the catalog changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from retrieval.catalog import Catalog, parse_records
+from retrieval.config import RetrievalConfig
+from retrieval.encoder import Encoder
+from retrieval.index import INDEX_DIRNAME
+from retrieval.retriever import Retriever
+
+from .conftest import SMALL_IDS, records
+
+
+def _fresh(catalog: Catalog, encoder: Encoder, cache: Path) -> Retriever:
+    return Retriever(RetrievalConfig(cache_dir=cache), catalog=catalog, encoder=encoder)
+
+
+def test_build_then_load(small_catalog: Catalog, encoder: Encoder, tmp_path: Path) -> None:
+    first = _fresh(small_catalog, encoder, tmp_path).index
+    assert first.rebuilt
+    [meta_file] = (tmp_path / INDEX_DIRNAME).glob("*/meta.json")
+    meta = json.loads(meta_file.read_text())
+    assert meta["catalog_hash"] == small_catalog.hash
+    assert meta["n_tools"] == len(small_catalog)
+    second = _fresh(small_catalog, encoder, tmp_path).index
+    assert not second.rebuilt
+    assert (second.phrases == first.phrases).all()
+
+
+def test_rebuilt_when_catalog_changes(catalog: Catalog, small_catalog: Catalog,
+                                      encoder: Encoder, tmp_path: Path) -> None:
+    assert _fresh(small_catalog, encoder, tmp_path).index.rebuilt
+    changed = records(catalog, SMALL_IDS)
+    changed[0]["examples"].append("get me on the wireless lan")
+    changed_catalog = parse_records(changed, source="changed")
+    assert changed_catalog.hash != small_catalog.hash
+    retriever = _fresh(changed_catalog, encoder, tmp_path)
+    assert retriever.index.rebuilt
+    assert retriever.index.meta["catalog_hash"] == changed_catalog.hash
+    assert len(list((tmp_path / INDEX_DIRNAME).glob("*/meta.json"))) == 2  # old one kept
+    assert _fresh(small_catalog, encoder, tmp_path).index.rebuilt is False
+    assert len(retriever.index.phrases) == len(small_catalog.tools[0].texts()) + sum(
+        len(t.texts()) for t in small_catalog.tools[1:]) + 1
+    hits = retriever.search("get me on the wireless lan", k=1)
+    assert hits[0].tool_id == "connectivity.wifi.on"
+
+
+def test_corrupt_index_is_rebuilt(small_catalog: Catalog, encoder: Encoder,
+                                  tmp_path: Path) -> None:
+    assert _fresh(small_catalog, encoder, tmp_path).index.rebuilt
+    [hnsw] = (tmp_path / INDEX_DIRNAME).glob("*/phrases.hnsw")
+    hnsw.write_bytes(b"garbage")
+    retriever = _fresh(small_catalog, encoder, tmp_path)
+    assert retriever.index.rebuilt
+    assert retriever.search("switch on wifi", k=1)[0].tool_id == "connectivity.wifi.on"
+
+
+def test_different_encoder_settings_rebuild(small_catalog: Catalog, encoder: Encoder,
+                                            tmp_path: Path) -> None:
+    assert _fresh(small_catalog, encoder, tmp_path).index.rebuilt
+    config = RetrievalConfig(cache_dir=tmp_path, max_seq_length=64)
+    other = Retriever(config, catalog=small_catalog, encoder=Encoder(max_seq_length=64))
+    assert other.index.rebuilt
