@@ -29,7 +29,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def limit_body(request: Request, services: ServicesDep) -> None:
-    """Refuse bodies over `max_body_bytes` with 413 before they are parsed."""
+    """Refuse bodies over `max_body_bytes` with 413 before they are validated. (FastAPI has
+    read the body by then: this bounds validation work and gives a clear answer; memory
+    limits for hostile clients belong to the proxy in front.)"""
     limit = services.config.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -187,20 +187,28 @@ class RecommendEngine:
             self._thread = None
 
     def _run(self) -> None:
-        self._warm_retrieval()
+        wait = 1.0
+        while not self._warm_retrieval():  # retried: the index may be fixed meanwhile
+            with self._cond:
+                if self._cond.wait_for(lambda: self._stopping, timeout=wait):
+                    return
+            wait = min(wait * 2, 60.0)
         while True:
             batch = self._take()
             if batch is None:
                 return
             self._process(batch)
 
-    def _warm_retrieval(self) -> None:
+    def _warm_retrieval(self) -> bool:
         try:
             self.retriever.warm()
-            self.retrieval_ready.set()
         except Exception as exc:  # the API stays up and /readyz says why
             self.retrieval_error = f"{type(exc).__name__}: {exc}"
-            log.error("retrieval failed to load: %s", self.retrieval_error)
+            log.error("retrieval failed to load: %s; retrying", self.retrieval_error)
+            return False
+        self.retrieval_error = None
+        self.retrieval_ready.set()
+        return True
 
     def _take(self) -> list[Job] | None:
         """The oldest job and up to max_batch - 1 queued jobs with the same key."""

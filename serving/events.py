@@ -10,8 +10,13 @@ from typing import Any
 from serving.engine import Served
 from serving.spool import OutRecord
 from streams.producer import now_ms, pseudonymize
-from streams.schemas import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, validate_payload
-from streams.schemas import Impression as Impression
+from streams.schemas import (
+    FEEDBACK_SCHEMA,
+    IMPRESSION_SCHEMA,
+    Feedback,
+    Impression,
+    validate_payload,
+)
 from toolrec.errors import ValidationError
 
 __all__ = ["build_feedback", "build_impression", "to_record"]

@@ -293,12 +293,15 @@ class EventPublisher:
             if not tps:
                 return set(), {}
             consumer.assign(tps)
+            # a recorded offset past the reported end means the log was truncated or the
+            # topic recreated; starting lower only reads more, so clamp to the end
+            ends = consumer.end_offsets(tps)
             for tp in tps:
                 start = offsets.get(_tp_key(tp.topic, tp.partition))
                 if start is None:
                     consumer.seek_to_beginning(tp)
                 else:
-                    consumer.seek(tp, start)
+                    consumer.seek(tp, min(start, int(ends.get(tp, 0))))
             return self._drain_ids(consumer, tps)
         finally:
             consumer.close()

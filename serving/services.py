@@ -30,6 +30,17 @@ __all__ = ["Services"]
 log = logging.getLogger(__name__)
 
 
+def _import_model_libraries() -> None:
+    """Import the model libraries here, in one thread: the worker (retrieval's encoder) and
+    the model manager (generator) start loading at the same time, and transformers' lazy
+    module is not safe to initialize from two threads at once ("cannot import name
+    'AutoModel'")."""
+    import peft  # noqa: F401
+    import sentence_transformers  # noqa: F401
+    import torch  # noqa: F401
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 @dataclass
 class Services:
     """Everything a request handler needs; `app.state.services`."""
@@ -100,6 +111,7 @@ class Services:
 
         if self.started:
             return
+        _import_model_libraries()
         if self.config.torch_threads:
             import torch
 

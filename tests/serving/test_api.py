@@ -239,3 +239,13 @@ def test_openapi_schema_is_pinned(tmp_path: Path, model_dir: Path, catalog_path:
     assert request["properties"]["query"]["maxLength"] == 500
     assert request["properties"]["n"]["maximum"] == 8 and request["additionalProperties"] is False
     assert set(paths["/v1/recommend"]["post"]["responses"]) == {"200", "413", "422", "503"}
+
+
+def test_cli_prints_the_pinned_schema() -> None:
+    from click.testing import CliRunner
+
+    from toolrec.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--print-openapi"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == json.loads(OPENAPI_SNAPSHOT.read_text())
