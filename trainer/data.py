@@ -153,10 +153,11 @@ def build_training_set(
     """
     rng = np.random.default_rng(config.seed if seed is None else seed)
     new_train, _ = split_holdout(_rows(new), config.holdout_share)
-    new_cap = max(1, int(config.max_train_samples * (1 - config.replay_share)))
-    new_train = _most_recent(new_train, new_cap)
+    replaying = old is not None and old.num_rows > 0 and config.replay_share > 0
+    share_new = 1 - config.replay_share if replaying else 1.0
+    new_train = _most_recent(new_train, max(1, int(config.max_train_samples * share_new)))
     replay = new_train.slice(0, 0)
-    if old is not None and old.num_rows and config.replay_share > 0:
+    if old is not None and replaying:
         old_train, _ = split_holdout(_rows(old), config.holdout_share)
         want = round(new_train.num_rows * config.replay_share / (1 - config.replay_share))
         want = min(want, config.max_train_samples - new_train.num_rows)

@@ -96,6 +96,12 @@ def test_training_set_caps_new_samples_to_the_most_recent() -> None:
     assert all(by_id[s] >= newest for s in kept if s in by_id)
 
 
+def test_without_older_data_the_whole_cap_goes_to_new_samples() -> None:
+    config = TrainingConfig(max_train_samples=100, replay_share=0.5, holdout_share=0.0)
+    ts = build_training_set(_table(400, seed=3), None, config)
+    assert (ts.n_new, ts.n_replay) == (100, 0)
+
+
 def test_one_sided_data_is_insufficient() -> None:
     rows = synthetic_samples(40, seed=5)
     for row in rows:
