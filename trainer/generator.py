@@ -21,6 +21,8 @@ parallel, run a pool of Generators (each holds its own model copy).
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import threading
 import time
@@ -37,6 +39,7 @@ from trainer.prompt import TEMPLATE_VERSION, PromptInputs, render_prompt
 
 __all__ = ["GenerationResult", "Generator", "resolve_decoding"]
 
+log = logging.getLogger(__name__)
 _STOP_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>")
 
 
@@ -125,6 +128,7 @@ class Generator:
         config = config or GeneratorConfig()
         model, tokenizer = load_model(Path(model_dir or config.model_dir), dtype=config.dtype)
         if adapter_dir is not None:
+            _check_template(Path(adapter_dir))
             model = apply_adapter(model, Path(adapter_dir), merge=config.merge_adapter)
         version = model_version or (Path(adapter_dir).name if adapter_dir else "base")
         return cls(model, tokenizer, config=config, linker=linker, model_version=version)
@@ -271,6 +275,23 @@ class Generator:
             if token in self._stop_ids:
                 return ids[:index], True
         return ids, False
+
+
+def _check_template(adapter_dir: Path) -> None:
+    """Warn when an adapter was trained on another template version than the one in use."""
+    report = adapter_dir / "sft-report.json"
+    if not report.is_file():
+        return
+    try:
+        trained_on = json.loads(report.read_text()).get("template_version")
+    except (OSError, ValueError):
+        return
+    if trained_on and trained_on != TEMPLATE_VERSION:
+        log.warning(
+            "adapter %s was trained on prompt template %s, the generator renders %s: its "
+            "output format may break; retrain it (`toolrec models bootstrap --force`)",
+            adapter_dir, trained_on, TEMPLATE_VERSION,
+        )
 
 
 def _with_timings(result: GenerationResult, timings: dict[str, float]) -> GenerationResult:

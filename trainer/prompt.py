@@ -48,16 +48,14 @@ __all__ = [
     "sample_prompt",
 ]
 
-TEMPLATE_VERSION = "gqr-chatml-v1"
+TEMPLATE_VERSION = "gqr-chatml-v2"  # v2: shorter instruction (39 instead of 69 tokens)
 SUGGESTION_PREFIX = "- "
 SUGGESTION_SEP = "\n"
 END_OF_TURN = "<|im_end|>"
 
 INSTRUCTION = (
-    "You write follow-up queries for a phone assistant. Given the user's query and the side "
-    "information, write {n} short queries the user is most likely to tap next. Write one "
-    'query per line, each line starting with "- ". Prefer queries that one of the listed '
-    "tools can carry out, and do not repeat the user's query."
+    "Suggest {n} short follow-up queries the user is likely to tap next, one per line, each "
+    'starting with "- ". Prefer what a listed tool can do; never repeat the query.'
 )
 
 _WHITESPACE = re.compile(r"\s+")

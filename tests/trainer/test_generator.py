@@ -6,6 +6,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,21 @@ def test_concurrent_calls_are_serialized(generator: Generator) -> None:
 def test_missing_adapter_fails_clearly(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelFilesError, match=str(tmp_path / "v7")):
         Generator.load(tiny_model_dir, tmp_path / "v7")
+
+
+def test_adapter_of_another_template_version_warns(
+    tiny_sft: Any, tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old-adapter"
+    shutil.copytree(tiny_sft.adapter_dir, old)
+    report = json.loads((old / "sft-report.json").read_text())
+    (old / "sft-report.json").write_text(json.dumps({**report, "template_version": "gqr-v0"}))
+    with caplog.at_level("WARNING", logger="trainer.generator"):
+        Generator.load(tiny_model_dir, tiny_sft.adapter_dir)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="trainer.generator"):
+        Generator.load(tiny_model_dir, old)
+    assert "trained on prompt template gqr-v0" in caplog.text

@@ -42,7 +42,7 @@ def test_render_has_all_inputs_in_order() -> None:
         context={"battery": "12%", "charging": "no"},
     )
     prompt = render_prompt(inputs, n=3)
-    assert TEMPLATE_VERSION and "write 3 short queries" in prompt
+    assert TEMPLATE_VERSION and "Suggest 3 short follow-up queries" in prompt
     order = ["Query: my battery is dying", "Response: Your battery", "Recent queries:",
              "* set an alarm", "Context:", "* battery: 12%", "Tools:",
              "* Battery saver: turn on battery saver", "* Wi-Fi settings: Open Wi-Fi settings"]
@@ -92,7 +92,7 @@ def _assert_structure_intact(prompt: str) -> None:
     assert prompt.count(END_OF_TURN) == 2
     lines = _lines(prompt)
     assert not any(line.startswith(SUGGESTION_PREFIX) for line in lines)
-    allowed = ("<|im_start|>", "You write", "Query: ", "Response: ", "* ", END_OF_TURN)
+    allowed = ("<|im_start|>", "Suggest ", "Query: ", "Response: ", "* ", END_OF_TURN)
     headers = ("Recent queries:", "Context:", "Tools:")
     for line in lines[:-1]:
         assert line.startswith(allowed) or line in headers, line
