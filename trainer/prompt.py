@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolrec.errors import ValidationError
 from trainer.config import GeneratorConfig
 
 __all__ = [
@@ -136,7 +137,7 @@ def render_prompt(inputs: PromptInputs, n: int, config: GeneratorConfig | None =
     """The rendered prompt of `TEMPLATE_VERSION`, ending where the model starts its list."""
     config = config or GeneratorConfig()
     if n < 1:
-        raise ValueError(f"n must be >= 1 suggestion, got {n}")
+        raise ValidationError("n", "invalid_n", f"must ask for at least 1 suggestion, got {n}")
     query = clean_text(inputs.query, config.max_query_chars)
     response = clean_text(inputs.response, config.max_response_chars)
     user = f"Query: {query}\n"

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from toolrec.errors import ValidationError
 from trainer.config import GeneratorConfig
 from trainer.prompt import (
     END_OF_TURN,
@@ -73,7 +74,7 @@ def test_limits_from_config() -> None:
 
 
 def test_n_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValidationError, match="at least 1 suggestion"):
         render_prompt(PromptInputs(query="q"), n=0)
 
 
