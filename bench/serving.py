@@ -255,7 +255,7 @@ def phase_swap(url: str, concurrency: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- set-up
 
 
-def _settings(model_dir: Path, tmp: Path, kafka: Any) -> Any:
+def _settings(model_dir: Path, tmp: Path, kafka: Any, max_batch: int | None) -> Any:
     from infra.config import InfraConfig
     from serving.config import ServingConfig
     from toolrec.config import Settings
@@ -265,9 +265,12 @@ def _settings(model_dir: Path, tmp: Path, kafka: Any) -> Any:
     decoding = base.trainer.generator.decoding.model_copy(update={"seed": 0})
     generator = GeneratorConfig(**{**base.trainer.generator.model_dump(),
                                    "model_dir": model_dir, "decoding": decoding})
-    serving = ServingConfig(follow="static", model_dir=model_dir, explore_share=0.0,
-                            spool_dir=tmp / "spool", admin_api_key=ADMIN_KEY, max_pending=64,
-                            queue_timeout_s=600)
+    serving = ServingConfig(**{
+        **base.serving.model_dump(exclude={"admin_api_key"}),
+        "follow": "static", "model_dir": model_dir, "explore_share": 0.0,
+        "spool_dir": tmp / "spool", "admin_api_key": ADMIN_KEY, "max_pending": 64,
+        "queue_timeout_s": 600, "max_batch": max_batch or base.serving.max_batch,
+    })
     return base.model_copy(update={
         "kafka": kafka, "serving": serving, "infra": InfraConfig(state_dir=tmp / "state"),
         "trainer": TrainerConfig(generator=generator, training=base.trainer.training),
@@ -299,7 +302,7 @@ def _run(args: argparse.Namespace, on_ready: Callable[[Any, str], dict[str, Any]
         with LocalStack(tmp / "broker") as stack:
             kafka = stack.kafka_config()
             ensure_topics(kafka)
-            settings = _settings(args.model, tmp, kafka)
+            settings = _settings(args.model, tmp, kafka, args.max_batch)
             services = Services.build(settings)
             print("starting the API (loads SmolLM2; the first run also builds the tool "
                   "index)…", flush=True)
@@ -320,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=8, help="Interleaved c=1 pairs.")
     parser.add_argument("--concurrency", default="4,16", help="Concurrency levels above 1.")
     parser.add_argument("--requests", default="12,32", help="Requests per level above 1.")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="serving.max_batch (default: the configured one).")
     parser.add_argument("--skip-swap", action="store_true")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     print(f"bench.serving: model {args.model}, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     results = _run(args, phases)
     print("RESULT " + json.dumps(results, default=float, sort_keys=True), flush=True)
     return 0

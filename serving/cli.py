@@ -29,8 +29,12 @@ def serve(settings: Any, host: str | None, port: int | None, print_openapi: bool
     if print_openapi:
         click.echo(json.dumps(openapi_schema(settings), indent=2, sort_keys=True))
         return
+    import logging
+
     import uvicorn
 
+    if log_level != "debug":  # kafka-python logs every refused connection of an outage;
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # serving reports it, throttled
     config = settings.serving
     app = create_app(settings)
     uvicorn.run(app, host=host or config.host, port=port or config.port, log_level=log_level,

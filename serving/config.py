@@ -56,6 +56,11 @@ class ServingConfig(BaseModel):
         description="A request still queued after this long is answered 503 (Retry-After) "
         "instead of being generated for a client that has likely given up.",
     )
+    request_timeout_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="Longest a recommend request waits for its answer (queue + generation); "
+        "beyond it the client gets 503 with Retry-After and nothing is logged for it.",
+    )
     torch_threads: int = Field(
         0, ge=0, le=256, description="torch intra-op threads for generation; 0 = leave as is."
     )

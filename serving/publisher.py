@@ -154,6 +154,8 @@ class EventPublisher:
             return True
         records = self._read(cursor.acked + 1, self.config.send_batch)
         if not records:
+            if self._producer is None:  # connect while idle: /readyz shows the truth early
+                self._producer_or_new()
             return False
         if not self._baseline_done:
             cursor = self._take_baseline(cursor)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends
 from starlette.concurrency import run_in_threadpool
 
 from serving.dependencies import ServicesDep, limit_body
-from serving.engine import Job, Served
+from serving.engine import Job, Overloaded, Served
 from serving.events import build_impression, to_record
 from serving.schemas import (
     ErrorBody,
@@ -52,7 +52,7 @@ def build_router(request_model: type[RecommendRequest]) -> APIRouter:
         job = Job(query=request.query, response=request.response,
                   recent=tuple(request.recent_queries), context=request.context,
                   n=int(request.n or services.n_default), arm=services.engine.draw_arm())
-        served = await asyncio.wrap_future(services.engine.submit(job))
+        served = await _answer(services, job)
         request_id = uuid.uuid4().hex
         spool_ms = await _log_impression(services, request, served, request_id)
         timing = Timing(total_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -63,6 +63,19 @@ def build_router(request_model: type[RecommendRequest]) -> APIRouter:
         )
 
     return router
+
+
+async def _answer(services: Services, job: Job) -> Served:
+    """Wait for the worker, at most request_timeout_s (a job not started by then is
+    dropped; a running one finishes but its answer is not shown, so it is not logged)."""
+    timeout = services.config.request_timeout_s
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(services.engine.submit(job)),
+                                      timeout=timeout)
+    except TimeoutError:
+        services.metrics.rejected.labels("timeout").inc()
+        raise Overloaded(f"no answer within request_timeout_s={timeout}",
+                         retry_after_s=services.engine.retry_after(), reason="timeout") from None
 
 
 async def _log_impression(services: Services, request: RecommendRequest, served: Served,

@@ -125,3 +125,17 @@ def test_not_ready_until_a_model_loads(settings_factory: Any, serve: Any,
     assert answer.status_code == 503 and answer.json()["error"] == "not_ready"
     assert int(answer.headers["retry-after"]) >= 1
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_request_that_cannot_be_answered_in_time_gets_503_not_a_hang(
+        settings_factory: Any, serve: Any) -> None:
+    settings = settings_factory(request_timeout_s=0.001)
+    server = serve(settings)
+    answer = httpx.post(f"{server.url}/v1/recommend", json=BASE_REQUEST, timeout=30)
+    assert answer.status_code == 503 and "request_timeout_s" in answer.json()["message"]
+    assert int(answer.headers["retry-after"]) >= 1
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.url}/readyz").json()["queue_depth"]:  # the slot is freed
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert spooled(settings.serving.spool_dir) == []  # nothing shown, nothing logged
