@@ -153,7 +153,7 @@ class ModelManager:
         try:
             record = self.registry.champion()
         except Exception as exc:  # registry unreadable: fall back to the announcement
-            if hint is None:
+            if hint is None or self._stale(hint):
                 raise ServingError(f"cannot read the model registry {self.registry.uri}: "
                                    f"{exc}; the current model keeps serving") from exc
             log.warning("registry unreadable (%s); following the announcement of %s",
@@ -163,6 +163,13 @@ class ModelManager:
             return ModelTarget(BASE_VERSION, self._base_dir(), None, "registry")
         return ModelTarget(record.version, Path(record.base_model), record.adapter_dir,
                            "registry")
+
+    def _stale(self, hint: Mapping[str, Any]) -> bool:
+        """An announcement older than the serving model's load (re-read after a reconnect,
+        e.g. through tansu's low end offsets) must not move serving back."""
+        loaded = self._current
+        ts = hint.get("ts")
+        return loaded is not None and (not isinstance(ts, int) or ts < loaded.loaded_at * 1000)
 
     def _from_announcement(self, hint: Mapping[str, Any]) -> ModelTarget:
         adapter = hint.get("adapter_path")

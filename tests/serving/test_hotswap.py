@@ -164,3 +164,27 @@ def test_failed_loads_keep_the_current_model_and_rollback_goes_through_the_regis
     nothing = client.post("/v1/admin/reload", json={})
     assert nothing.status_code == 200 and nothing.json()["action"] == "unchanged"
     client.close()
+
+
+def test_an_unreadable_registry_falls_back_to_fresh_announcements_only(
+        settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+    from serving.hotswap import ModelManager
+    from serving.metrics import Metrics
+    from trainer.registry import now_ms
+
+    settings = settings_factory(follow="registry", warmup_tokens=0)
+    registry = _registry(settings.model_copy(update={"kafka": None}))
+    v1 = _promote_new(registry, model_dir, tmp_path, 1)
+    v2 = registry.import_adapter(make_lora(model_dir, tmp_path / "a2", 2), model_dir,
+                                 promote=False)
+    manager = ModelManager(settings.serving, settings.trainer.generator, metrics=Metrics(),
+                           registry=registry)
+    assert manager.reconcile().version == v1
+    for log_file in (Path(registry.uri) / "_delta_log").glob("*.json"):
+        log_file.write_text("not a delta log")
+    hint = {"version": v2.version, "adapter_path": v2.adapter_path,
+            "base_model": str(model_dir), "action": "promote"}
+    stale = manager.reconcile(hint={**hint, "ts": 1})
+    assert stale.action == "failed" and manager.version == v1  # an old message is ignored
+    fresh = manager.reconcile(hint={**hint, "ts": now_ms()})
+    assert fresh.action == "swapped" and manager.version == v2.version
