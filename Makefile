@@ -26,6 +26,7 @@ test: setup lint
 	$(BIN)/pytest -q
 
 demo: setup
+	$(BIN)/toolrec models bootstrap
 	$(BIN)/toolrec demo
 
 bench: setup

@@ -163,16 +163,23 @@ QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
               default=None, help="Results directory (default: loop.experiment.out_dir).")
 @click.option("--quick", is_flag=True, help="Tiny model, 12 users × 6 requests, 16 eval "
               "turns, 20 steps: minutes, for a smoke run (explicit flags still win).")
+@click.option("--threads", type=int, default=None,
+              help="torch threads (default: torch's; 1 helps on a crowded machine).")
 @pass_settings
 def calibration(settings: Any, model: str | None, seeds: str | None, arms: str | None,
                 users: int | None, requests_per_user: int | None, eval_turns: int | None,
                 max_steps: int | None, learning_rate: float | None, out_dir: Path | None,
-                quick: bool) -> None:
+                quick: bool, threads: int | None) -> None:
     """Same simulated traffic and seeds, six arms: SFT; KTO on raw clicks; activity only;
     tool only; full dual-level; full + position. Table and plot in an HTML report."""
     from loop.experiment import Experiment, aggregate, findings
     from loop.models import start_model
     from loop.report import experiment_report, write
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     given: dict[str, Any] = dict(QUICK) if quick else {}
     given |= {k: v for k, v in {

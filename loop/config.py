@@ -155,6 +155,10 @@ class ExperimentConfig(BaseModel):
     )
     users: int = Field(24, ge=2, le=10_000, description="Users of the logged traffic.")
     requests_per_user: int = Field(10, ge=1, le=10_000, description="Logged requests per user.")
+    history_per_user: int = Field(
+        40, ge=0, le=10_000, description="Earlier impressions per user in the calibration "
+        "state before the logged traffic (not trained on; see loop.experiment)."
+    )
     eval_turns: int = Field(40, ge=1, le=10_000, description="Fixed ground-truth eval turns.")
     max_steps: int = Field(40, ge=1, le=100_000, description="KTO steps per arm.")
     batch_size: int = Field(8, ge=2, le=256, description="KTO batch size.")
