@@ -141,7 +141,7 @@ def peak_rss_mb(pid: int) -> float:
 def first_event_time(log: Path) -> float | None:
     """Wall time of the first progress line that reports handled events."""
     for line in log.read_text(errors="replace").splitlines():
-        match = re.match(r"\[(\S+ \S+)\].*streams: partitions=\S+ events=(\d+)", line)
+        match = re.match(r"\[(\S+ \S+)\].*streams: partitions=\[[^\]]*\] events=(\d+)", line)
         if match and int(match.group(2)) > 0:
             return time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S")) - 1.0
     return None
