@@ -112,6 +112,11 @@ class Retriever:
         self._sides: list[tuple[str, int] | None] = []
         self._hints: list[tuple[_Weighted, _Weighted]] = []
         self._takes_app = np.zeros(0, dtype=bool)
+        self._boost: dict[str, np.ndarray] = {}
+        self._penalty: dict[str, np.ndarray] = {}
+        self._pair_code: dict[str, int] = {}
+        self._tool_pair = np.zeros(0, dtype=np.int64)
+        self._tool_sideval = np.zeros(0, dtype=np.int64)
         self._apps: AppNames | None = None
         self._lock = threading.Lock()
 
@@ -151,6 +156,11 @@ class Retriever:
                                     for t in catalog.tools])
         self._apps = AppNames.from_catalog(catalog)
         self._hints = [_split_hints(t.context) for t in catalog.tools]
+        self._boost, self._penalty = _hint_matrices(self._hints)
+        pairs = sorted({side[0] for side in self._sides if side is not None})
+        self._pair_code = {p: i for i, p in enumerate(pairs)}
+        self._tool_pair = np.array([self._pair_code[s[0]] if s else -1 for s in self._sides])
+        self._tool_sideval = np.array([s[1] if s else -1 for s in self._sides])
         self._index = ToolIndex.open(
             catalog, self.encoder, cfg.cache_dir, params,
             encoder_id=encoder_identity(model_dir, cfg.max_seq_length),
@@ -263,18 +273,20 @@ class Retriever:
             lex = self._bm25.scores(s.query)
             best = np.argsort(-lex)[:LEXICAL_CANDIDATES]
             found.append(best[lex[best] > 0])
-        if hints:
-            found.append(np.array([t for t, (up, down) in enumerate(self._hints)
-                                   if any(h in hints for h, _ in up + down)], dtype=np.int64))
+        for hint in hints or {}:
+            for table in (self._boost, self._penalty):
+                if hint in table:
+                    found.append(np.flatnonzero(table[hint]))
         return np.unique(np.concatenate(found).astype(np.int64))
 
     def sim(self, vec: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """sim(x, t) for candidate tools: centroid cosine blended with best phrasing."""
         index, a = self.index, self.config.w_centroid
         centroid = index.centroids[cand] @ vec
-        lo, hi = index.starts[cand], index.starts[cand + 1]
-        rows = np.concatenate([np.arange(s, e) for s, e in zip(lo, hi, strict=True)])
-        best = np.maximum.reduceat(index.phrases[rows] @ vec, np.r_[0, np.cumsum(hi - lo)[:-1]])
+        lo, lengths = index.starts[cand], index.starts[cand + 1] - index.starts[cand]
+        offsets = np.r_[0, np.cumsum(lengths)[:-1]]
+        rows = np.arange(lengths.sum()) + np.repeat(lo - offsets, lengths)
+        best = np.maximum.reduceat(index.phrases[rows] @ vec, offsets)
         return a * centroid + (1 - a) * best
 
     def _text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
@@ -309,31 +321,31 @@ class Retriever:
         return self._bm25.scores(query)
 
     def _polarity(self, query: str, cand: np.ndarray) -> np.ndarray:
-        sides = text_sides(query)
+        """+w_agreement where the text asks for the tool's side, −w_polarity for the other."""
         out = np.zeros(len(cand), dtype=np.float32)
-        if not sides:
-            return out
-        for i, t in enumerate(cand):
-            side = self._sides[t]
-            if side is not None and side[0] in sides:
-                agree = sides[side[0]] == side[1]
-                out[i] = self.config.w_agreement if agree else -self.config.w_polarity
+        for pair, side in text_sides(query).items():
+            code = self._pair_code.get(pair)
+            if code is None:
+                continue
+            mine = self._tool_pair[cand] == code
+            agree = self._tool_sideval[cand] == side
+            out[mine & agree] = self.config.w_agreement
+            out[mine & ~agree] = -self.config.w_polarity
         return out
 
     def _context_part(self, cand: np.ndarray, hints: dict[str, float],
                       text: np.ndarray | None) -> np.ndarray:
-        out = np.zeros(len(cand), dtype=np.float32)
-        if not hints:
-            return out
-        cfg = self.config
-        for i, t in enumerate(cand):
-            boosts, penalties = self._hints[t]
-            up = max((hints.get(h, 0.0) * w for h, w in boosts), default=0.0)
-            down = max((hints.get(h, 0.0) * w for h, w in penalties), default=0.0)
-            out[i] = cfg.w_context * up - cfg.w_context_penalty * down
+        """gate · (w_context·max boost − w_context_penalty·max penalty); gate 1 if no text."""
+        cfg, n = self.config, len(cand)
+        up, down = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+        for hint, strength in hints.items():
+            if hint in self._boost:
+                np.maximum(up, strength * self._boost[hint][cand], out=up)
+            if hint in self._penalty:
+                np.maximum(down, strength * self._penalty[hint][cand], out=down)
+        out = cfg.w_context * up - cfg.w_context_penalty * down
         if text is not None:
-            gate = np.clip((text - cfg.gate_low) / (cfg.gate_high - cfg.gate_low), 0.0, 1.0)
-            out *= gate
+            out *= np.clip((text - cfg.gate_low) / (cfg.gate_high - cfg.gate_low), 0.0, 1.0)
         return out
 
     def _context_only(self, hints: dict[str, float], k: int) -> list[ToolHit]:
@@ -374,6 +386,20 @@ def _split_hints(context: Sequence[str]) -> tuple[_Weighted, _Weighted]:
     parsed = [parse_hint(h) for h in context]
     return (tuple((n, w) for n, w, neg in parsed if not neg),
             tuple((n, w) for n, w, neg in parsed if neg))
+
+
+def _hint_matrices(
+    hints: list[tuple[_Weighted, _Weighted]],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per hint, the weight of every tool listing it: {hint: (n_tools,)} for boosts and
+    penalties, so the context part is a few vector maxima per request."""
+    boost: dict[str, np.ndarray] = {}
+    penalty: dict[str, np.ndarray] = {}
+    for position, (ups, downs) in enumerate(hints):
+        for table, pairs in ((boost, ups), (penalty, downs)):
+            for name, weight in pairs:
+                table.setdefault(name, np.zeros(len(hints), dtype=np.float32))[position] = weight
+    return boost, penalty
 
 
 def _clip(text: str) -> str:

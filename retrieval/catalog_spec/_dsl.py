@@ -65,15 +65,18 @@ def _clean(d: Json) -> Json:
     return {k: v for k, v in d.items() if v not in (None, {}, [])}
 
 
-def settings(name: str, /, *, uri: str | None = None, **extras: Any) -> Json:
-    """A `Settings.ACTION_<name>` screen (its string value is `android.settings.<name>`)."""
+def settings(
+    name: str, /, *, uri: str | None = None, extras: Json | None = None, **more: Any
+) -> Json:
+    """A `Settings.ACTION_<name>` screen (its string value is `android.settings.<name>`);
+    extras whose keys are not identifiers go in `extras`, simple ones as keywords."""
     return _clean(
         {
             "kind": "settings",
             "target": f"android.settings.{name}",
             "constant": f"Settings.ACTION_{name}",
             "uri": uri,
-            "extras": extras,
+            "extras": {**(extras or {}), **more},
         }
     )
 

@@ -27,7 +27,7 @@ BATTERY = [
         ],
         settings(
             "VOICE_CONTROL_BATTERY_SAVER_MODE",
-            **{"android.settings.extra.battery_saver_mode_enabled": True},
+            extras={"android.settings.extra.battery_saver_mode_enabled": True},
         ),
         context=["battery_low", "!charging"],
     ),
@@ -38,7 +38,7 @@ BATTERY = [
         ["turn off battery saver", "disable power saving", "stop low power mode"],
         settings(
             "VOICE_CONTROL_BATTERY_SAVER_MODE",
-            **{"android.settings.extra.battery_saver_mode_enabled": False},
+            extras={"android.settings.extra.battery_saver_mode_enabled": False},
         ),
         context=["charging"],
     ),
@@ -306,7 +306,7 @@ SECURITY = [
         ["add my fingerprint", "register another finger", "set up fingerprint unlock"],
         settings(
             "BIOMETRIC_ENROLL",
-            **{"android.provider.extra.BIOMETRIC_AUTHENTICATORS_ALLOWED": "BIOMETRIC_STRONG"},
+            extras={"android.provider.extra.BIOMETRIC_AUTHENTICATORS_ALLOWED": "BIOMETRIC_STRONG"},
         ),
     ),
     tool(
@@ -316,7 +316,7 @@ SECURITY = [
         ["face unlock", "unlock with my face", "set up face recognition"],
         settings(
             "BIOMETRIC_ENROLL",
-            **{"android.provider.extra.BIOMETRIC_AUTHENTICATORS_ALLOWED": "BIOMETRIC_WEAK"},
+            extras={"android.provider.extra.BIOMETRIC_AUTHENTICATORS_ALLOWED": "BIOMETRIC_WEAK"},
         ),
     ),
     tool(

@@ -311,7 +311,7 @@ TOOLS = [_volume_tool(s, op) for s in _STREAMS for op in _OPS] + [
         ["turn on do not disturb", "dnd on", "I don't want to be bothered"],
         settings(
             "VOICE_CONTROL_DO_NOT_DISTURB_MODE",
-            **{"android.settings.extra.do_not_disturb_mode_enabled": True},
+            extras={"android.settings.extra.do_not_disturb_mode_enabled": True},
         ),
         context=["night", "driving"],
     ),
@@ -322,7 +322,7 @@ TOOLS = [_volume_tool(s, op) for s in _STREAMS for op in _OPS] + [
         ["turn off do not disturb", "dnd off", "let notifications through again"],
         settings(
             "VOICE_CONTROL_DO_NOT_DISTURB_MODE",
-            **{"android.settings.extra.do_not_disturb_mode_enabled": False},
+            extras={"android.settings.extra.do_not_disturb_mode_enabled": False},
         ),
         context=["morning"],
     ),
@@ -337,7 +337,7 @@ TOOLS = [_volume_tool(s, op) for s in _STREAMS for op in _OPS] + [
         ],
         settings(
             "VOICE_CONTROL_DO_NOT_DISTURB_MODE",
-            **{
+            extras={
                 "android.settings.extra.do_not_disturb_mode_enabled": True,
                 "android.settings.extra.do_not_disturb_mode_minutes": "{minutes}",
             },

@@ -18,7 +18,7 @@ from ._dsl import (
 
 def _a11y_service(component: str) -> dict:
     return settings(
-        "ACCESSIBILITY_DETAILS_SETTINGS", **{"android.intent.extra.COMPONENT_NAME": component}
+        "ACCESSIBILITY_DETAILS_SETTINGS", extras={"android.intent.extra.COMPONENT_NAME": component}
     )
 
 
@@ -295,7 +295,7 @@ NOTIFICATIONS = [
             "app notification settings",
         ],
         settings(
-            "APP_NOTIFICATION_SETTINGS", **{"android.provider.extra.APP_PACKAGE": "{package}"}
+            "APP_NOTIFICATION_SETTINGS", extras={"android.provider.extra.APP_PACKAGE": "{package}"}
         ),
         params=[p("package", "app", "app", required=True)],
     ),
@@ -310,7 +310,7 @@ NOTIFICATIONS = [
         ],
         settings(
             "CHANNEL_NOTIFICATION_SETTINGS",
-            **{
+            extras={
                 "android.provider.extra.APP_PACKAGE": "{package}",
                 "android.provider.extra.CHANNEL_ID": "{channel}",
             },
@@ -371,7 +371,7 @@ NOTIFICATIONS = [
         ["chat bubbles", "floating conversations", "turn on bubbles"],
         settings(
             "APP_NOTIFICATION_BUBBLE_SETTINGS",
-            **{"android.provider.extra.APP_PACKAGE": "{package}"},
+            extras={"android.provider.extra.APP_PACKAGE": "{package}"},
         ),
         params=[p("package", "app", "messaging app", required=True)],
     ),
@@ -888,7 +888,7 @@ WELLBEING = [
         ["limit tiktok to 30 minutes", "app timer", "stop me using instagram so much"],
         settings(
             "APP_USAGE_SETTINGS",
-            **{"android.intent.extra.PACKAGE_NAME": "{package}", "limit_minutes": "{minutes}"},
+            extras={"android.intent.extra.PACKAGE_NAME": "{package}", "limit_minutes": "{minutes}"},
         ),
         params=[
             p("package", "app", "app to limit", required=True),

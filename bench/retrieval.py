@@ -1,0 +1,162 @@
+"""Retrieval benchmark: `python -m bench.retrieval`.
+
+Measures, single-threaded on this machine:
+- per-request latency p50/p99 including query encoding (encoder cache off), for a plain
+  query, a full request (query + response + two recent queries + device context) and one
+  link; the target is p99 ≤ 25 ms;
+- batch throughput: link_many over batches of suggestions, and sequential searches;
+- hnswlib against exact numpy search in the same run: raw index latency and recall@10 of
+  ANN vs exact (centroid index, and tools via the phrase index), and the full ranking in
+  `ann` vs `exact` mode (top-10 overlap, scoring latency); the target is recall@10 ≥ 0.99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from retrieval.config import RetrievalConfig
+from retrieval.encoder import Encoder
+from retrieval.evaluate import load_eval_set
+from retrieval.retriever import Retriever
+
+say = functools.partial(print, flush=True)
+P99_TARGET_MS = 25.0
+RECALL_TARGET = 0.99
+
+
+def timed(fn: Callable[[str], object], items: Sequence[str], warmup: int = 10) -> np.ndarray:
+    """Milliseconds per call, after a few warm-up calls."""
+    for item in items[:warmup]:
+        fn(item)
+    out = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        out.append((time.perf_counter() - start) * 1000)
+    return np.array(out)
+
+
+def summary(name: str, ms: np.ndarray) -> str:
+    p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
+    flag = "ok" if p99 <= P99_TARGET_MS else "OVER TARGET"
+    return (f"  {name:<44} n={len(ms):<5} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+            f"mean {ms.mean():6.2f} ms  [{flag}: p99 <= {P99_TARGET_MS:g} ms]")
+
+
+def recall_at(ann: Sequence[Sequence[object]] | np.ndarray,
+              exact: Sequence[Sequence[object]] | np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(ann, exact, strict=True)]))
+
+
+def latency_section(retriever: Retriever, queries: list[str]) -> None:
+    say("per-request latency, single-threaded, encoder cache off (includes encoding):")
+    rng = np.random.default_rng(7)
+    responses = ["Sure, here is what I found for you.", "Your battery is at 12 percent.",
+                 "It's 23 degrees and sunny in Paris today.", "I set that up for you."]
+    contexts: list[dict[str, object]] = [{"battery": 12, "hour": 22}, {"headset": True,
+                 "foreground_app": "com.spotify.music"}, {"driving": True, "network": "cellular"}]
+
+    def full(q: str) -> object:
+        i = int(rng.integers(1000))
+        return retriever.search(q, response=responses[i % 4], recent=queries[i % 50: i % 50 + 2],
+                                context=contexts[i % 3], k=5)
+
+    say(summary("search(query)", timed(lambda q: retriever.search(q, k=5), queries)))
+    say(summary("search(query, response, 2 recent, context)", timed(full, queries)))
+    say(summary("link(text)", timed(retriever.link, queries)))
+
+
+def throughput_section(retriever: Retriever, queries: list[str]) -> None:
+    say("batch throughput:")
+    for size in (8, 64):
+        batches = [queries[i:i + size] for i in range(0, len(queries) - size + 1, size)]
+        start = time.perf_counter()
+        for batch in batches:
+            retriever.link_many(batch)
+        elapsed = time.perf_counter() - start
+        n = sum(len(b) for b in batches)
+        say(f"  link_many, batches of {size:<3}  {n / elapsed:8.1f} texts/s  "
+              f"({elapsed / len(batches) * 1000:.1f} ms per batch)")
+    start = time.perf_counter()
+    for q in queries:
+        retriever.search(q, k=5)
+    elapsed = time.perf_counter() - start
+    say(f"  search, sequential            {len(queries) / elapsed:8.1f} requests/s")
+
+
+def ann_section(retriever: Retriever, queries: list[str]) -> None:
+    say("hnswlib (ANN) vs exact numpy search, same queries:")
+    index = retriever.index
+    vectors = retriever.encode(queries)
+    k = 10
+
+    ann_c, t_ann = _ann(index.centroid_ann, vectors, k)
+    start = time.perf_counter()
+    exact_c = np.stack([np.argsort(-(index.centroids @ v))[:k] for v in vectors])
+    t_exact = (time.perf_counter() - start) / len(vectors) * 1000
+    say(f"  centroid index ({index.n_tools} tools)   ANN {t_ann:.3f} ms/query, exact "
+          f"{t_exact:.3f} ms/query (ANN/exact = {t_ann / t_exact:.2f}x), recall@10 "
+          f"{recall_at(ann_c, exact_c):.4f}")
+
+    ann_p, t_ann = _ann(index.phrase_ann, vectors, 64)
+    start = time.perf_counter()
+    exact_p = np.stack([np.argsort(-(index.phrases @ v))[:64] for v in vectors])
+    t_exact = (time.perf_counter() - start) / len(vectors) * 1000
+    ann_tools = [_first_tools(index.owner[row], k) for row in ann_p]
+    exact_tools = [_first_tools(index.owner[row], k) for row in exact_p]
+    say(f"  phrase index ({len(index.phrases)} phrasings) ANN {t_ann:.3f} ms/query, exact "
+          f"{t_exact:.3f} ms/query (ANN/exact = {t_ann / t_exact:.2f}x), tool recall@10 "
+          f"{recall_at(ann_tools, exact_tools):.4f}")
+
+    exact = Retriever(retriever.config.model_copy(update={"search_mode": "exact"}),
+                      catalog=retriever.catalog, encoder=retriever.encoder)
+    retriever.encoder.cache_size = len(queries) + 10  # isolate scoring from encoding
+    retriever.encode(queries)
+    top_ann = [[h.tool_id for h in retriever.search(q, k=k)] for q in queries]
+    top_exact = [[h.tool_id for h in exact.search(q, k=k)] for q in queries]
+    ms_ann = timed(lambda q: retriever.search(q, k=k), queries)
+    ms_exact = timed(lambda q: exact.search(q, k=k), queries)
+    rec = recall_at(top_ann, top_exact)
+    flag = "ok" if rec >= RECALL_TARGET else "BELOW TARGET"
+    say(f"  full ranking, ann vs exact mode: recall@10 {rec:.4f} [{flag}: >= "
+          f"{RECALL_TARGET}], top-1 agreement "
+          f"{np.mean([a[0] == e[0] for a, e in zip(top_ann, top_exact, strict=True)]):.4f}; "
+          f"scoring without encoding p50 {np.median(ms_ann):.2f} ms (ann) vs "
+          f"{np.median(ms_exact):.2f} ms (exact)")
+
+
+def _ann(ann: object, vectors: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    rows = [ann.knn_query(v, k=k)[0][0] for v in vectors]  # type: ignore[attr-defined]
+    return np.stack(rows), (time.perf_counter() - start) / len(vectors) * 1000
+
+
+def _first_tools(owners: np.ndarray, k: int) -> list[int]:
+    return list(dict.fromkeys(owners.tolist()))[:k]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400, help="queries to time")
+    args = parser.parse_args()
+    import torch
+
+    queries = [r.text for r in load_eval_set() if r.gold][: args.n]
+    encoder = Encoder(cache_size=0)
+    retriever = Retriever(RetrievalConfig(encode_cache_size=0), encoder=encoder).warm()
+    say(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, torch "
+          f"threads {torch.get_num_threads()}; catalog {len(retriever.catalog)} tools, "
+          f"{len(retriever.index.phrases)} phrasings; {len(queries)} queries")
+    latency_section(retriever, queries)
+    throughput_section(retriever, queries)
+    ann_section(retriever, queries)
+
+
+if __name__ == "__main__":
+    main()
