@@ -1,10 +1,13 @@
 """Benchmark of the recommendation API with SmolLM2 on this CPU.
 
-    python -m bench.serving [--model models/smollm2-135m-instruct] [--pairs 8]
-                            [--requests 12,32] [--concurrency 4,16] [--skip-swap]
+    python -m bench.serving [--model models/smollm2-135m-instruct] [--adapter DIR |
+                            --no-adapter] [--pairs 10] [--concurrency 4,16]
+                            [--requests 12,32] [--max-batch N] [--skip-swap]
 
 One process, one run: the API (uvicorn in a thread, real tansu broker for impressions,
-real retrieval over the full SysToolKit) and its clients (httpx threads).
+real retrieval over the full SysToolKit) and its clients (httpx threads). It serves the
+bootstrap SFT adapter when `toolrec models bootstrap --sft` has written it (the first
+champion), else the base model. Exits 2 when SmolLM2 is not at --model.
 
 1. Concurrency 1, interleaved: for each query, the *bare* call — `Retriever.search` +
    `Generator.generate` on the very generator the server holds — then the same query
@@ -42,6 +45,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL = Path("models/smollm2-135m-instruct")
+DEFAULT_ADAPTER = Path("models/smollm2-135m-instruct-sft")  # `toolrec models bootstrap --sft`
 ADMIN_KEY = "bench-admin-key-0123456789"
 QUERIES = [
     ("my battery is low", "Your battery is at 12%.", {"battery": 12, "charging": False}),
@@ -273,7 +277,8 @@ def phase_swap(url: str, concurrency: int, steady_s: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- set-up
 
 
-def _settings(model_dir: Path, tmp: Path, kafka: Any, max_batch: int | None) -> Any:
+def _settings(model_dir: Path, adapter: Path | None, tmp: Path, kafka: Any,
+              max_batch: int | None) -> Any:
     from infra.config import InfraConfig
     from serving.config import ServingConfig
     from toolrec.config import Settings
@@ -285,7 +290,8 @@ def _settings(model_dir: Path, tmp: Path, kafka: Any, max_batch: int | None) -> 
                                    "model_dir": model_dir, "decoding": decoding})
     serving = ServingConfig(**{
         **base.serving.model_dump(exclude={"admin_api_key"}),
-        "follow": "static", "model_dir": model_dir, "explore_share": 0.0,
+        "follow": "static", "model_dir": model_dir, "adapter_dir": adapter,
+        "explore_share": 0.0,
         "spool_dir": tmp / "spool", "admin_api_key": ADMIN_KEY, "max_pending": 64,
         "queue_timeout_s": 600, "request_timeout_s": 1800,  # measure latency, shed nothing
         "max_batch": max_batch or base.serving.max_batch,
@@ -321,7 +327,7 @@ def _run(args: argparse.Namespace, on_ready: Callable[[Any, str], dict[str, Any]
         with LocalStack(tmp / "broker") as stack:
             kafka = stack.kafka_config()
             ensure_topics(kafka)
-            settings = _settings(args.model, tmp, kafka, args.max_batch)
+            settings = _settings(args.model, args.adapter, tmp, kafka, args.max_batch)
             services = Services.build(settings)
             print("starting the API (loads SmolLM2; the first run also builds the tool "
                   "index)…", flush=True)
@@ -333,12 +339,29 @@ def _run(args: argparse.Namespace, on_ready: Callable[[Any, str], dict[str, Any]
                 results = on_ready(services, server.url)
                 drained = services.publisher.wait_drained(60)
                 results["impressions_drained"] = drained
-                return results
+            results["sources"] = _sources(tmp / "spool")
+            return results
+
+
+def _sources(spool_dir: Path) -> dict[str, int]:
+    """How the logged answers were made: by the model, or the retrieval fallback."""
+    from collections import Counter
+
+    from serving.spool import read_spool
+
+    counts = Counter(json.loads(r.value)["decoding"]["source"] for _, r in read_spool(spool_dir)
+                     if r.topic == "toolrec.impressions")
+    print(f"answers by source: {dict(counts)} (retrieval_fallback = the model wrote no "
+          "usable line)", flush=True)
+    return dict(counts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help=f"LoRA adapter to serve (default: {DEFAULT_ADAPTER} if present).")
+    parser.add_argument("--no-adapter", action="store_true", help="Serve the base model.")
     parser.add_argument("--pairs", type=int, default=10, help="Interleaved c=1 pairs.")
     parser.add_argument("--swap-steady-s", type=float, default=60.0,
                         help="Seconds of load before the swap (half as long after it).")
@@ -352,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SmolLM2 is not at {args.model} (no config.json): run `toolrec models "
               "bootstrap` first, or pass --model DIR", file=sys.stderr)
         return 2
+    if args.adapter is None and not args.no_adapter and (
+            DEFAULT_ADAPTER / "adapter_config.json").is_file():
+        args.adapter = DEFAULT_ADAPTER
+    if args.no_adapter:
+        args.adapter = None
     levels = [int(c) for c in args.concurrency.split(",") if c]
     totals = [int(n) for n in args.requests.split(",") if n]
     if len(totals) != len(levels):
@@ -367,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    print(f"bench.serving: model {args.model}, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"bench.serving: model {args.model} + adapter {args.adapter}, torch threads "
+          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     results = _run(args, phases)
     print("RESULT " + json.dumps(results, default=float, sort_keys=True), flush=True)
     return 0

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from serving.config import ServingConfig
-from serving.hotswap import ModelManager
+from serving.hotswap import MODEL_LOAD_LOCK, ModelManager
 from serving.metrics import Metrics
 from toolrec.errors import ServingError
 
@@ -201,7 +201,8 @@ class RecommendEngine:
 
     def _warm_retrieval(self) -> bool:
         try:
-            self.retriever.warm()
+            with MODEL_LOAD_LOCK:  # never load two models at once (see serving.hotswap)
+                self.retriever.warm()
         except Exception as exc:  # the API stays up and /readyz says why
             self.retrieval_error = f"{type(exc).__name__}: {exc}"
             log.error("retrieval failed to load: %s; retrying", self.retrieval_error)

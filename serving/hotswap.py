@@ -36,11 +36,24 @@ if TYPE_CHECKING:
     from trainer.generator import Generator
     from trainer.registry import Registry
 
-__all__ = ["LoadedModel", "ModelManager", "ModelTarget", "NothingToRollBack", "SwapOutcome"]
+__all__ = [
+    "MODEL_LOAD_LOCK",
+    "LoadedModel",
+    "ModelManager",
+    "ModelTarget",
+    "NothingToRollBack",
+    "SwapOutcome",
+]
 
 log = logging.getLogger(__name__)
 
 BASE_VERSION = "base"  # = trainer.registry.BASE_VERSION (not imported: keeps imports light)
+
+# transformers' `from_pretrained` keeps loading state in process globals: two loads in two
+# threads at once (the worker warming retrieval's encoder, this manager loading SmolLM2)
+# can leave SmolLM2's tied lm_head untied and randomly initialized (seen here: gibberish
+# output). Every model load in serving holds this lock.
+MODEL_LOAD_LOCK = threading.Lock()
 WARMUP_QUERY = "turn on battery saver"
 
 
@@ -188,9 +201,10 @@ class ModelManager:
 
         if target.adapter_dir is not None and target.source != "static":
             verify_artifact(target.adapter_dir, version=target.version)
-        generator = Generator.load(target.base_model, target.adapter_dir,
-                                   config=self.generator_config, linker=self.linker,
-                                   model_version=target.version)
+        with MODEL_LOAD_LOCK:
+            generator = Generator.load(target.base_model, target.adapter_dir,
+                                       config=self.generator_config, linker=self.linker,
+                                       model_version=target.version)
         if self.config.warmup_tokens:
             warm = DecodingConfig(temperature=0.0, max_new_tokens=max(4, self.config.warmup_tokens))
             generator.generate(PromptInputs(query=WARMUP_QUERY), n=1, decoding=warm)

@@ -38,7 +38,7 @@ from typing import IO
 
 from toolrec.errors import ServingError
 
-__all__ = ["Cursor", "OutRecord", "Spool", "SpoolError", "SpoolReader"]
+__all__ = ["Cursor", "OutRecord", "Spool", "SpoolError", "SpoolReader", "read_spool"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ MAGIC = b"\xa5\x5a"
 HEADER = struct.Struct(">2sQII")  # magic, seq, payload length, crc32
 MAX_PAYLOAD = 16 * 1024 * 1024
 CURSOR_FILE = "cursor.json"
+LOCK_FILE = ".lock"
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".log"
 
@@ -138,6 +139,8 @@ class Spool:
     """The log and its cursor. Thread-safe: request threads append, one sender reads."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = 16 << 20, fsync: bool = True):
+        from trainer.registry import FileLock, LockBusyError
+
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
@@ -146,9 +149,19 @@ class Spool:
         self._handle: IO[bytes] | None = None
         self._active: Path | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._cursor = self._read_cursor()
-        self._segments = self._scan_segments()
-        self.last_seq = max(self._recover_tail(), self._cursor.acked)
+        self._owner = FileLock(self.directory / LOCK_FILE, what="spool")
+        try:
+            self._owner.acquire(timeout_s=0)
+        except LockBusyError as exc:
+            raise SpoolError(f"{exc}: one process per spool; give each serving process its "
+                             "own serving.spool_dir") from exc
+        try:
+            self._cursor = self._read_cursor()
+            self._segments = self._scan_segments()
+            self.last_seq = max(self._recover_tail(), self._cursor.acked)
+        except BaseException:
+            self._owner.release()
+            raise
 
     # ------------------------------------------------------------------ opening
     def _read_cursor(self) -> Cursor:
@@ -304,6 +317,7 @@ class Spool:
                 self._handle.close()
                 self._handle = None
                 self._active = None
+        self._owner.release()
 
 
 class SpoolReader:
@@ -369,3 +383,14 @@ class SpoolReader:
         if self._handle is not None:
             self._handle.close()
         self._handle, self._path = None, None
+
+
+def read_spool(directory: Path) -> list[tuple[int, OutRecord]]:
+    """Every complete record of a spool directory, read-only and without the lock (for
+    inspection and tests; a live server may be appending)."""
+    out: list[tuple[int, OutRecord]] = []
+    for path in sorted(Path(directory).glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}")):
+        with path.open("rb") as handle:
+            while (record := _read_record(handle, path)) is not None:
+                out.append(record)
+    return out

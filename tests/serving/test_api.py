@@ -22,6 +22,7 @@ from tests.serving.conftest import (
     read_topic,
     wait_ready_version,
 )
+from trainer.prompt import TEMPLATE_VERSION
 
 OPENAPI_SNAPSHOT = Path(__file__).with_name("openapi.json")
 
@@ -100,7 +101,7 @@ def test_impressions_arrive_on_the_broker_with_the_documented_schema(
         answer = wanted[request_id]
         assert event.user_id == pseudonymize("alice", key) != "alice"
         assert event.session_id == "s-1" and event.model_version == answer["model_version"]
-        assert event.template_version == "gqr-chatml-v1"
+        assert event.template_version == TEMPLATE_VERSION
         assert event.query in event.prompt
         assert [s.model_dump() for s in event.suggestions] == answer["suggestions"]
         assert event.context == BASE_REQUEST["context"]

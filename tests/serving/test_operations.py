@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.spool import Spool
+from serving.spool import read_spool
 from tests.serving.conftest import BASE_REQUEST
 
 KEY = "admin-key-0123456789"
@@ -20,12 +20,8 @@ KEY = "admin-key-0123456789"
 
 def spooled(spool_dir: Path) -> list[dict[str, Any]]:
     """The impressions in the spool (the durable log of everything sent)."""
-    spool = Spool(spool_dir)
-    try:
-        return [json.loads(r.value) for _, r in spool.reader(1).iter_all()
-                if r.topic == "toolrec.impressions"]
-    finally:
-        spool.close()
+    return [json.loads(r.value) for _, r in read_spool(spool_dir)
+            if r.topic == "toolrec.impressions"]
 
 
 @pytest.mark.parametrize("header, status", [(None, 401), ("wrong-key", 403), (KEY, 200)])

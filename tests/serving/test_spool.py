@@ -80,6 +80,14 @@ def test_a_torn_tail_is_cut_and_corruption_elsewhere_is_refused(tmp_path: Path) 
     assert Spool(broken, segment_bytes=1024).last_seq == 30
 
 
+def test_one_process_per_spool_directory(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    with pytest.raises(SpoolError, match="one process per spool"):
+        Spool(tmp_path)
+    spool.close()
+    Spool(tmp_path).close()
+
+
 def test_acknowledged_segments_are_deleted_and_numbering_survives(tmp_path: Path) -> None:
     spool = Spool(tmp_path, segment_bytes=1024)
     for i in range(40):
