@@ -8,6 +8,7 @@
 | `AdminDenied` | 401 missing key / 403 wrong key or admin disabled | unauthorized / forbidden |
 | `Overloaded` | 503 + Retry-After | overloaded |
 | `NotReady` | 503 + Retry-After | not_ready |
+| `SpoolError` (an event could not be stored: disk full) | 503 + Retry-After | spool_unavailable |
 | `RegistryError`, `NothingToRollBack`, `Conflict` | 409 | conflict |
 | any other `ServingError` | 500 | serving_error |
 """
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 from serving.engine import NotReady, Overloaded
 from serving.hotswap import NothingToRollBack
 from serving.schemas import ErrorBody, FieldProblem
+from serving.spool import SpoolError
 from toolrec.errors import ServingError, TrainerError, ValidationError
 
 __all__ = ["AdminDenied", "BodyTooLarge", "Conflict", "install_error_handlers"]
@@ -105,6 +107,11 @@ async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
     return _answer(503, "not_ready", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
 
 
+async def _spool(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return _answer(503, "spool_unavailable", str(exc), headers={"Retry-After": "5"})
+
+
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return _answer(409, "conflict", str(exc))
 
@@ -124,6 +131,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AdminDenied, _denied)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(NotReady, _not_ready)
+    app.add_exception_handler(SpoolError, _spool)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(NothingToRollBack, _conflict)
     app.add_exception_handler(RegistryError, _conflict)

@@ -60,6 +60,9 @@ class Metrics:
         self.events_skipped = Counter(f"{p}events_already_sent_total", "Uncertain events "
                                       "found already in the topic (not sent again).",
                                       registry=r)
+        self.spool_errors = Counter(f"{p}spool_errors_total", "Impressions that could not be "
+                                    "written to the spool (disk full, I/O error): lost.",
+                                    registry=r)
         self.send_failures = Counter(f"{p}send_failures_total", "Failed send attempts "
                                      "(events stay spooled).", registry=r)
         self.broker_up = Gauge(f"{p}broker_connected", "1 while the last send succeeded.",

@@ -25,6 +25,7 @@ checks them against the topic before sending them again, so none is sent twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -227,18 +228,26 @@ class Spool:
             return self.last_seq
         with self._lock:
             handle = self._writable()
-            chunks = []
+            chunks, seq = [], self.last_seq
             for record in records:
-                self.last_seq += 1
+                seq += 1
                 payload = record.encode()
-                chunks.append(HEADER.pack(MAGIC, self.last_seq, len(payload),
-                                          zlib.crc32(payload)) + payload)
-            handle.write(b"".join(chunks))
-            handle.flush()
-            if self.fsync:
-                os.fsync(handle.fileno())
+                chunks.append(HEADER.pack(MAGIC, seq, len(payload), zlib.crc32(payload))
+                              + payload)
+            start = handle.tell()
+            try:
+                handle.write(b"".join(chunks))
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+            except OSError as exc:  # disk full, I/O error: leave no partial record behind
+                with contextlib.suppress(OSError):
+                    handle.truncate(start)
+                raise SpoolError(f"cannot append to the spool {self._active}: {exc}; free "
+                                 "disk space or fix the volume") from exc
+            self.last_seq = seq
             self._appended.notify_all()
-            return self.last_seq
+            return seq
 
     def _writable(self) -> IO[bytes]:
         """The handle of the active segment; rolls to a new one past `segment_bytes`."""

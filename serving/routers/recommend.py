@@ -5,6 +5,7 @@ is built per configuration, as a real class in the signature.)
 """
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Annotated, Any
@@ -23,9 +24,12 @@ from serving.schemas import (
     Timing,
 )
 from serving.services import Services
+from serving.spool import SpoolError
 from streams.producer import pseudonymize
 
 __all__ = ["build_router"]
+
+log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes."},
@@ -94,7 +98,12 @@ async def _log_impression(services: Services, request: RecommendRequest, served:
     )
     record = to_record(impression, services.settings.kafka.topics.impressions)
     started = time.perf_counter()
-    await run_in_threadpool(services.publisher.publish, [record])
+    try:
+        await run_in_threadpool(services.publisher.publish, [record])
+    except SpoolError as exc:  # the user still gets the answer; the loss is counted
+        services.metrics.spool_errors.inc()
+        log.error("impression %s of request %s NOT logged: %s", impression.event_id,
+                  request_id, exc)
     spooled = time.perf_counter() - started
     services.metrics.stage.labels("spool").observe(spooled)
     return round(spooled * 1000, 2)

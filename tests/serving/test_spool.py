@@ -80,6 +80,26 @@ def test_a_torn_tail_is_cut_and_corruption_elsewhere_is_refused(tmp_path: Path) 
     assert Spool(broken, segment_bytes=1024).last_seq == 30
 
 
+def test_a_failed_append_leaves_no_partial_record(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.spool as module
+
+    spool = Spool(tmp_path)
+    spool.append(records(3))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module.os, "fsync", disk_full)
+    with pytest.raises(SpoolError, match="No space left"):
+        spool.append(records(2, start=3))
+    monkeypatch.undo()
+    assert spool.last_seq == 3
+    assert spool.append(records(1, start=5)) == 4
+    spool.close()
+    assert [i for _, i in read_all(Spool(tmp_path))] == ["e0", "e1", "e2", "e5"]
+
+
 def test_one_process_per_spool_directory(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     with pytest.raises(SpoolError, match="one process per spool"):
