@@ -20,6 +20,7 @@ import json
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHATML_TEMPLATE",
     "DEFAULT_SMOLLM2_DIR",
+    "LOAD_LOCK",
     "ModelFilesError",
     "apply_adapter",
     "atomic_output_dir",
@@ -55,6 +57,10 @@ CHATML_TEMPLATE = (
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 Dtype = Literal["float32", "bfloat16"]
+
+# transformers' from_pretrained is not thread-safe: two concurrent SmolLM2 loads were seen to
+# leave the tied lm_head randomly initialized. Every load in this module holds this lock.
+LOAD_LOCK = threading.RLock()
 
 
 class ModelFilesError(TrainerError):
@@ -349,10 +355,11 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, dtype=_torch_dtype(dtype)
-        )
+        with LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, dtype=_torch_dtype(dtype)
+            )
     except Exception as exc:  # safetensors, tokenizers and json each raise their own types
         raise ModelFilesError(
             f"the model at {path} is incomplete or corrupt ({type(exc).__name__}: {exc}); "
@@ -378,7 +385,8 @@ def apply_adapter(model: Any, adapter_dir: Path, *, merge: bool = True) -> Any:
     from peft import PeftModel
 
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        with LOAD_LOCK:
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except Exception as exc:  # peft surfaces json, safetensors and shape errors as-is
         raise ModelFilesError(
             f"the adapter at {adapter_dir} is corrupt or does not fit the base model "

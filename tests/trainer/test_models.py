@@ -107,3 +107,21 @@ def test_atomic_output_dir_keeps_the_old_version_on_failure(tmp_path: Path) -> N
         (staging / "b.txt").write_text("v2")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no leftovers
+
+
+def test_concurrent_loads_give_identical_models(tiny_model_dir: Path) -> None:
+    import threading
+
+    loaded: list[object] = []
+    threads = [threading.Thread(target=lambda: loaded.append(load_model(tiny_model_dir)[0]))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    reference, _ = load_model(tiny_model_dir)
+    assert len(loaded) == 3
+    for model in loaded:
+        for (name, a), (_, b) in zip(reference.state_dict().items(),  # type: ignore[attr-defined]
+                                     model.state_dict().items(), strict=True):
+            assert torch.equal(a, b), name
