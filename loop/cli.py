@@ -206,3 +206,24 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
     for line in notes:
         click.echo(line)
     click.echo(f"report: {path}; results: {cfg.out_dir / 'results.json'}")
+
+
+@experiment.command("report")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Results directory (default: loop.experiment.out_dir).")
+@pass_settings
+def experiment_report_cmd(settings: Any, out_dir: Path | None) -> None:
+    """Re-render report.html from an experiment's results.json (also a partial one)."""
+    from loop.experiment import aggregate, findings, load_results
+    from loop.report import experiment_report, write
+
+    out = out_dir or settings.loop.experiment.out_dir
+    data = json.loads((out / "results.json").read_text())
+    results = load_results(out / "results.json")
+    arms = [a for a in data["config"]["arms"] if any(r.arm == a for r in results)]
+    rows = aggregate(results, arms)
+    notes = findings(rows)
+    path = write(out / "report.html", experiment_report(rows, results, data["config"], notes))
+    for line in notes:
+        click.echo(line)
+    click.echo(f"report: {path}")

@@ -69,8 +69,8 @@ class UtilityConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    rel_low: float = Field(0.25, ge=-1, le=1, description="Cosine with no relevance at all.")
-    rel_high: float = Field(0.75, ge=-1, le=1, description="Cosine of full relevance.")
+    rel_low: float = Field(0.2, ge=-1, le=1, description="Cosine with no relevance at all.")
+    rel_high: float = Field(0.7, ge=-1, le=1, description="Cosine of full relevance.")
     tool_bonus: float = Field(
         1.0, ge=0, le=10, description="Weight of invoking the intended tool vs relevance."
     )

@@ -202,16 +202,19 @@ class Demo:
             self.start_model.adapter_dir, self.start_model.model_dir, promote=True,
             note="bootstrap SFT (demo start)")
         self.echo(f"demo: registered the bootstrap SFT adapter as champion {v1.version}")
-        stack.start("worker", ["streams", "worker", "--loglevel", "warning"],
-                    ready=stack.log_matches(r"streams: partitions=\[\d"), timeout_s=180)
-        stack.start("sink", ["lake", "sink"], ready=stack.log_matches(r"resumes at"),
-                    timeout_s=120)
-        stack.start("daemon", ["trainer", "daemon"],
-                    ready=stack.log_matches(r"trainer daemon started"), timeout_s=300,
-                    stop_timeout_s=60)
-        api = stack.start("api", ["serve"], ready=lambda c: self._api_ready(settings),
-                          timeout_s=600)
-        self.echo(f"demo: worker, sink, daemon and API (pid {api.proc.pid}) are up")
+        # all four start at once (their imports and model loads overlap), then each is awaited
+        waits = [
+            (stack.launch("worker", ["streams", "worker", "--loglevel", "warning"]),
+             stack.log_matches(r"streams: partitions=\[\d"), 300),
+            (stack.launch("sink", ["lake", "sink"]), stack.log_matches(r"resumes at"), 300),
+            (stack.launch("daemon", ["trainer", "daemon"], stop_timeout_s=60),
+             stack.log_matches(r"trainer daemon started"), 600),
+            (stack.launch("api", ["serve"]), lambda c: self._api_ready(settings), 900),
+        ]
+        for component, ready, timeout_s in waits:
+            stack.wait_ready(component, ready, timeout_s=timeout_s)
+        self.echo("demo: worker, sink, daemon and API are up "
+                  f"({', '.join(f'{c.name} pid {c.proc.pid}' for c, _, _ in waits)})")
 
     def _api_ready(self, settings: Any) -> bool:
         from loop.client import ApiClient

@@ -9,12 +9,16 @@ A turn (this project's design, deterministic for its seed key):
    locale) drawn from simple marginals, as an assistant backend would send it;
 4. the hidden intent — what the user wants to do next. With probability
    `tool_intent_share` a tool, drawn from the mixture
-       0.45 · uniform over T0's category (T0 itself excluded)
-     + 0.45 · uniform over tools whose context hints are active (∝ hint strength)
+       0.55 · uniform over T0's category (T0 itself excluded)
+     + 0.35 · over tools listing an active *salient* context hint (∝ hint strength):
+              battery_low, headset, driving, offline, night or the foreground app's
+              category — the situations that make a tool timely, not ever-present states
+              like being on Wi-Fi
      + 0.10 · uniform over the whole catalog,
-   with tools whose `!hint` is active down-weighted ×0.2; otherwise a non-tool need, drawn
-   with weight 3 when T0's category is among the need's related categories, else 1.
-   (A turn that starts from a need uses the need's related categories in place of T0's.)
+   a component without candidates giving its mass to the others, and tools whose `!hint`
+   is active down-weighted ×0.2; otherwise a non-tool need, drawn with weight 3 when T0's
+   category is among the need's related categories, else 1. (A turn that starts from a
+   need uses the need's related categories in place of T0's.)
 So the intent is predictable from what the system sees — query, response and context — but
 never sent: a good generator can learn to suggest it, nobody can read it off the request.
 """
@@ -45,7 +49,12 @@ _ACKS = (
     "All set: {description_lc}.",
     "{name} — done. Anything else?",
 )
-W_CATEGORY, W_CONTEXT, W_ANY, NEGATED = 0.45, 0.45, 0.10, 0.2
+W_CATEGORY, W_CONTEXT, W_ANY, NEGATED = 0.55, 0.35, 0.10, 0.2
+SALIENT_HINTS = frozenset({"battery_low", "headset", "driving", "offline", "night"})
+
+
+def salient(hint: str) -> bool:
+    return hint in SALIENT_HINTS or hint.startswith("app:")
 
 
 @dataclass(frozen=True)
@@ -156,21 +165,20 @@ class IntentModel:
     def _tool_intent(self, about: tuple[str, ...], hints: Mapping[str, float],
                      rng: random.Random) -> Any:
         weights: dict[str, float] = defaultdict(float)
-        by_id = {}
+        by_id = {t.id: t for t in self.tools}
         mates = [t for c in about for t in self.by_category.get(c, []) if t.id not in about]
+        active = [(t, s) for h, s in hints.items() if salient(h)
+                  for t in self.by_hint.get(h, []) if t.id not in about]
+        w_category = W_CATEGORY if mates else 0.0
+        w_context = W_CONTEXT if active else 0.0
         for tool in mates:
-            weights[tool.id] += W_CATEGORY / len(mates)
-            by_id[tool.id] = tool
-        active = [(t, s) for h, s in hints.items() for t in self.by_hint.get(h, [])
-                  if t.id not in about]
+            weights[tool.id] += w_category / len(mates)
         total = sum(s for _, s in active)
         for tool, strength in active:
-            weights[tool.id] += W_CONTEXT * strength / total
-            by_id[tool.id] = tool
+            weights[tool.id] += w_context * strength / total
         for tool in self.tools:
             if tool.id not in about:
                 weights[tool.id] += W_ANY / len(self.tools)
-                by_id[tool.id] = tool
         for hint in hints:
             for tool in self.by_hint.get(f"!{hint}", []):
                 if tool.id in weights:

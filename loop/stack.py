@@ -78,24 +78,38 @@ class LoopStack:
         self.broker.start()
         return str(self.broker.broker.bootstrap_servers)
 
-    def start(self, name: str, args: Sequence[str], *, ready: Callable[[Component], bool],
-              timeout_s: float = 300.0, stop_timeout_s: float = 20.0) -> Component:
-        """Run `python -m toolrec <args>` and wait until `ready(component)` is true."""
+    def launch(self, name: str, args: Sequence[str], *,
+               stop_timeout_s: float = 20.0) -> Component:
+        """Run `python -m toolrec <args>` in the background (see `wait_ready`)."""
         log_path = self.state_dir / "logs" / f"{name}.log"
         proc = spawn([sys.executable, "-m", "toolrec", *args], log_path=log_path, env=self.env)
         component = Component(name, proc, log_path, stop_timeout_s)
         self.components.append(component)
+        return component
+
+    @staticmethod
+    def wait_ready(component: Component, ready: Callable[[Component], bool], *,
+                   timeout_s: float = 300.0) -> Component:
+        """Wait until `ready(component)`; fail with its log tail if it dies or times out."""
         deadline = time.monotonic() + timeout_s
         while not ready(component):
             if not component.alive():
-                raise LoopError(f"{name} exited during start-up (code {proc.returncode}); "
-                                f"log {log_path}:\n{tail(log_path, 30)}")
+                raise LoopError(f"{component.name} exited during start-up (code "
+                                f"{component.proc.returncode}); log {component.log_path}:\n"
+                                f"{tail(component.log_path, 30)}")
             if time.monotonic() > deadline:
-                raise LoopError(f"{name} not ready after {timeout_s:.0f} s; log {log_path}:\n"
-                                f"{tail(log_path, 30)}")
+                raise LoopError(f"{component.name} not ready after {timeout_s:.0f} s; log "
+                                f"{component.log_path}:\n{tail(component.log_path, 30)}")
             time.sleep(0.25)
-        log.info("%s ready (pid %d, log %s)", name, proc.pid, log_path)
+        log.info("%s ready (pid %d, log %s)", component.name, component.proc.pid,
+                 component.log_path)
         return component
+
+    def start(self, name: str, args: Sequence[str], *, ready: Callable[[Component], bool],
+              timeout_s: float = 300.0, stop_timeout_s: float = 20.0) -> Component:
+        """`launch` and `wait_ready` in one."""
+        component = self.launch(name, args, stop_timeout_s=stop_timeout_s)
+        return self.wait_ready(component, ready, timeout_s=timeout_s)
 
     def check_alive(self) -> None:
         """Raise if a component died (its log tail says why)."""
