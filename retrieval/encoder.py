@@ -125,6 +125,11 @@ class Encoder:
                 self._remember(texts[i], vec)
         return out
 
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (benchmarks measure real encoding with it)."""
+        with self._cache_lock:
+            self._cache.clear()
+
     def _cached(self, text: str, out: np.ndarray, i: int) -> bool:
         with self._cache_lock:
             vec = self._cache.get(text)
