@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--refresh-samples", type=int, default=1000)
     parser.add_argument("--skip-refresh", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for [1] (default: torch's). 1 thread makes CPU "
@@ -205,24 +206,9 @@ def main() -> None:
           f"{default_threads} in [2] and [3]; cores {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
         out = Path(tmp)
-        print(f"\n[1] interleaved throughput: batch {args.batch}, {args.steps} steps each")
-        tp = interleaved_throughput(args.model, args.batch, args.steps, out)
-        print(f"weighted KTO: {tp['weighted']['samples_per_s']:.3f} samples/s "
-              f"(median step {tp['weighted']['median_step_s']:.2f}s)")
-        print(f"stock KTO:    {tp['stock']['samples_per_s']:.3f} samples/s "
-              f"(median step {tp['stock']['median_step_s']:.2f}s)")
-        added = tp["added"]["collate_ms"] + tp["added"]["loss_hook_ms"]
-        step_ms = tp["stock"]["median_step_s"] * 1000
-        print(f"work weighting adds per step, timed in isolation: collate "
-              f"{tp['added']['collate_ms']:+.3f} ms, loss hook {tp['added']['loss_hook_ms']:.3f} "
-              f"ms = {added / step_ms * 100:.4f}% of a median stock step ({step_ms:.0f} ms)")
-        print(f"weighting overhead, median of per-step pairs: "
-              f"{tp['median_pair_overhead'] * 100:+.1f}% wall, "
-              f"{tp['median_pair_cpu_overhead'] * 100:+.1f}% CPU time (target <= 5%)")
-        print(f"weighting overhead, totals: {tp['overhead'] * 100:+.1f}% wall, "
-              f"{tp['cpu_overhead'] * 100:+.1f}% CPU time; CPU s/sample "
-              f"weighted {tp['weighted']['cpu_s_per_sample']:.2f}, "
-              f"stock {tp['stock']['cpu_s_per_sample']:.2f}")
+        if not args.skip_throughput:
+            print(f"\n[1] interleaved throughput: batch {args.batch}, {args.steps} steps each")
+            _report_throughput(interleaved_throughput(args.model, args.batch, args.steps, out))
         torch.set_num_threads(default_threads)
         if not args.skip_rss:
             print(f"\n[2] full .train() per trainer in its own process: {args.steps} steps")
@@ -243,6 +229,25 @@ def main() -> None:
                 print(f"  trained on {record.n_train} samples ({training.batch_size}/step, "
                       f"max {training.max_steps} steps, {training.epochs} epoch), "
                       f"{record.n_holdout} held out, {training.eval_prompts} eval prompts/model")
+
+
+def _report_throughput(tp: dict[str, Any]) -> None:
+    print(f"weighted KTO: {tp['weighted']['samples_per_s']:.3f} samples/s "
+          f"(median step {tp['weighted']['median_step_s']:.2f}s)")
+    print(f"stock KTO:    {tp['stock']['samples_per_s']:.3f} samples/s "
+          f"(median step {tp['stock']['median_step_s']:.2f}s)")
+    added = tp["added"]["collate_ms"] + tp["added"]["loss_hook_ms"]
+    step_ms = tp["stock"]["median_step_s"] * 1000
+    print(f"work weighting adds per step, timed in isolation: collate "
+          f"{tp['added']['collate_ms']:+.3f} ms, loss hook {tp['added']['loss_hook_ms']:.3f} "
+          f"ms = {added / step_ms * 100:.4f}% of a median stock step ({step_ms:.0f} ms)")
+    print(f"weighting overhead, median of per-step pairs: "
+          f"{tp['median_pair_overhead'] * 100:+.1f}% wall, "
+          f"{tp['median_pair_cpu_overhead'] * 100:+.1f}% CPU time (target <= 5%)")
+    print(f"weighting overhead, totals: {tp['overhead'] * 100:+.1f}% wall, "
+          f"{tp['cpu_overhead'] * 100:+.1f}% CPU time; CPU s/sample "
+          f"weighted {tp['weighted']['cpu_s_per_sample']:.2f}, "
+          f"stock {tp['stock']['cpu_s_per_sample']:.2f}")
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:
