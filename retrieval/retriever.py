@@ -279,26 +279,40 @@ class Retriever:
                     found.append(np.flatnonzero(table[hint]))
         return np.unique(np.concatenate(found).astype(np.int64))
 
-    def sim(self, vec: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """sim(x, t) for candidate tools: centroid cosine blended with best phrasing."""
+    def sims(self, vectors: Sequence[np.ndarray], cand: np.ndarray) -> list[np.ndarray]:
+        """sim(x, t) of every vector x for the candidate tools: centroid cosine blended with
+        the best phrasing. One gather and one matrix product serve all the vectors."""
+        if not vectors:
+            return []
         index, a = self.index, self.config.w_centroid
-        centroid = index.centroids[cand] @ vec
+        mat = np.stack(vectors, axis=1)  # (DIM, m)
+        centroid = index.centroids[cand] @ mat
         lo, lengths = index.starts[cand], index.starts[cand + 1] - index.starts[cand]
         offsets = np.r_[0, np.cumsum(lengths)[:-1]]
         rows = np.arange(lengths.sum()) + np.repeat(lo - offsets, lengths)
-        best = np.maximum.reduceat(index.phrases[rows] @ vec, offsets)
-        return a * centroid + (1 - a) * best
+        best = np.maximum.reduceat(index.phrases[rows] @ mat, offsets, axis=0)
+        blended = a * centroid + (1 - a) * best
+        return [blended[:, j] for j in range(blended.shape[1])]
+
+    def sim(self, vec: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """sim(x, t) of one vector for the candidate tools."""
+        return self.sims([vec], cand)[0]
 
     def _text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
         cfg, zeros = self.config, np.zeros(len(cand), dtype=np.float32)
         parts: dict[str, np.ndarray] = {"query": zeros, "lexical": zeros, "polarity": zeros,
-                 "response": zeros, "recent": zeros}
-        if s.query_vec is not None:
-            sim = self.sim(s.query_vec, cand)
-            if s.generic_vec is not None:  # tools taking an app: match "<verb> this app"
-                takes = self._takes_app[cand]
-                generic = self.sim(s.generic_vec, cand) - cfg.generic_discount
-                sim = np.where(takes, np.maximum(sim, generic), sim)
+                                        "response": zeros, "recent": zeros}
+        named = {"query": s.query_vec, "generic": s.generic_vec, "response": s.response_vec}
+        present = [n for n, v in named.items() if v is not None]
+        vectors = [named[n] for n in present] + list(s.recent_vecs)
+        computed = self.sims([v for v in vectors if v is not None], cand)
+        sim_of = dict(zip(present, computed, strict=False))
+        recent_sims = computed[len(present):]
+        if "query" in sim_of:
+            sim = sim_of["query"]
+            if "generic" in sim_of:  # tools taking an app: match "<verb> this app"
+                generic = sim_of["generic"] - cfg.generic_discount
+                sim = np.where(self._takes_app[cand], np.maximum(sim, generic), sim)
             parts["query"] = cfg.w_query * sim
             lexical = self._lexical(s.query)[cand]
             if s.generic is not None:
@@ -307,12 +321,11 @@ class Retriever:
                                    lexical)
             parts["lexical"] = cfg.w_lexical * lexical
             parts["polarity"] = self._polarity(s.query, cand)
-        if s.response_vec is not None:
-            parts["response"] = cfg.w_response * self.sim(s.response_vec, cand)
-        if s.recent_vecs:
-            weights = cfg.recent_decay ** np.arange(len(s.recent_vecs))[::-1]  # newest = 1
-            mixed = sum(w * self.sim(v, cand) for w, v in zip(weights, s.recent_vecs,
-                                                               strict=True))
+        if "response" in sim_of:
+            parts["response"] = cfg.w_response * sim_of["response"]
+        if recent_sims:
+            weights = cfg.recent_decay ** np.arange(len(recent_sims))[::-1]  # newest = 1
+            mixed = np.sum([w * r for w, r in zip(weights, recent_sims, strict=True)], axis=0)
             parts["recent"] = cfg.w_recent * mixed / weights.sum()
         return parts
 
