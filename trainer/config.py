@@ -62,14 +62,17 @@ class BootstrapSFTConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     examples: int = Field(
-        320, ge=8, le=200_000, description="Training examples generated from SysToolKit."
+        640,
+        ge=8,
+        le=200_000,
+        description="Training examples generated from SysToolKit (640 = 80 steps of 8).",
     )
     epochs: int = Field(1, ge=1, le=100, description="Passes over the generated examples.")
     batch_size: int = Field(8, ge=1, le=256, description="Examples per optimizer step.")
     max_steps: int | None = Field(
         None, ge=1, description="Optimizer steps to run, overriding epochs (None: epochs decide)."
     )
-    learning_rate: float = Field(3e-4, gt=0.0, le=0.1, description="AdamW peak learning rate.")
+    learning_rate: float = Field(5e-4, gt=0.0, le=0.1, description="AdamW peak learning rate.")
     warmup_ratio: float = Field(0.1, ge=0.0, le=0.5, description="Linear warm-up share.")
     max_seq_len: int = Field(
         768, ge=64, le=8192, description="Longer prompt+response pairs are dropped."
