@@ -239,12 +239,18 @@ class BootstrapResult:
     model_seconds: float  # preparing the base model (≈0 when it already existed)
 
 
-def _saved_report(adapter_dir: Path) -> SFTReport | None:
+def _saved_report(adapter_dir: Path, config: BootstrapSFTConfig) -> SFTReport | None:
+    """The report of an adapter made with exactly these settings and this template, else None
+    (then the bootstrap trains again: changed defaults never leave a stale champion)."""
     path = adapter_dir / REPORT_FILE
     if not (adapter_dir / "adapter_config.json").is_file() or not path.is_file():
         return None
     payload = json.loads(path.read_text())
-    payload.pop("config", None)
+    made_with = payload.pop("config", None)
+    if made_with != config.model_dump(mode="json"):
+        return None
+    if payload.get("template_version") != TEMPLATE_VERSION:
+        return None
     return SFTReport(**payload)
 
 
@@ -260,7 +266,8 @@ def bootstrap(
     """`toolrec models bootstrap`: SmolLM2 as an fp32 checkpoint in `config.model_dir`, then
     (with `sft`) the bootstrap SFT adapter in `config.bootstrap_adapter_dir`.
 
-    Idempotent: a finished model or adapter is reused unless `force` (adapter only).
+    Idempotent: a finished model is reused; so is an adapter made with the same SFT settings
+    and template version, unless `force`.
     """
     started = time.monotonic()
     model_dir = bootstrap_smollm2(config.model_dir)
@@ -268,7 +275,7 @@ def bootstrap(
     if not sft:
         return BootstrapResult(model_dir, None, None, False, model_seconds)
     adapter_dir = Path(config.bootstrap_adapter_dir)
-    saved = None if force else _saved_report(adapter_dir)
+    saved = None if force else _saved_report(adapter_dir, config.sft)
     if saved is not None:
         return BootstrapResult(model_dir, adapter_dir, saved, True, model_seconds)
     examples = build_sft_examples(

@@ -151,3 +151,27 @@ def test_completion_loss_equals_the_full_right_padded_loss(
         expected = model(**right).loss
         got = completion_loss(model, collate(rows, pad))
     assert torch.allclose(got, expected, atol=1e-5), (got, expected)
+
+
+def test_bootstrap_reuses_only_an_adapter_made_with_the_same_settings(
+    tiny_sft: Any, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from trainer import sft as sft_module
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_sft.adapter_dir, adapter)
+    config = tiny_sft.config.model_copy(update={"model_dir": tiny_model_dir,
+                                                "bootstrap_adapter_dir": adapter})
+    trained: list[int] = []
+    monkeypatch.setattr(sft_module, "bootstrap_smollm2", lambda path: Path(path))
+    monkeypatch.setattr(sft_module, "run_sft",
+                        lambda *a, **k: trained.append(1) or tiny_sft.report)
+    result = sft_module.bootstrap(config, tools=tiny_sft.tools, progress=False)
+    assert result.reused_adapter and result.report == tiny_sft.report and not trained
+    changed = config.model_copy(update={"sft": config.sft.model_copy(update={"max_steps": 81})})
+    result = sft_module.bootstrap(changed, tools=tiny_sft.tools, progress=False)
+    assert not result.reused_adapter and trained == [1]
+    sft_module.bootstrap(config, tools=tiny_sft.tools, force=True, progress=False)
+    assert trained == [1, 1]
