@@ -71,14 +71,17 @@ def models_bootstrap(settings: Any, sft: bool, examples: int | None, epochs: int
     import torch
 
     from trainer.generator import Generator
-    from trainer.sft import bootstrap, format_check
+    from trainer.sft import bootstrap, format_check, reusable_adapter
     from trainer.sft_data import build_sft_examples, retriever_search
 
     if threads:
         torch.set_num_threads(threads)
     config = _sft_overrides(settings, {"examples": examples, "epochs": epochs,
                                        "max_steps": max_steps, "batch_size": batch_size})
-    tools, retriever = _catalog_and_retriever(settings) if sft else ((), None)
+    training = sft and (force or reusable_adapter(config.bootstrap_adapter_dir, config.sft)
+                        is None)
+    needs_tools = training or (sft and check_n > 0)
+    tools, retriever = _catalog_and_retriever(settings) if needs_tools else ((), None)
     result = bootstrap(config, sft=sft, tools=tools, force=force,
                        search=retriever_search(retriever) if retriever else None)
     click.echo(f"base model: {result.model_dir} (ready in {result.model_seconds} s)")

@@ -34,6 +34,7 @@ __all__ = [
     "completion_loss",
     "format_check",
     "lora_config",
+    "reusable_adapter",
     "run_sft",
     "tokenize_example",
 ]
@@ -239,7 +240,7 @@ class BootstrapResult:
     model_seconds: float  # preparing the base model (≈0 when it already existed)
 
 
-def _saved_report(adapter_dir: Path, config: BootstrapSFTConfig) -> SFTReport | None:
+def reusable_adapter(adapter_dir: Path, config: BootstrapSFTConfig) -> SFTReport | None:
     """The report of an adapter made with exactly these settings and this template, else None
     (then the bootstrap trains again: changed defaults never leave a stale champion)."""
     path = adapter_dir / REPORT_FILE
@@ -275,7 +276,7 @@ def bootstrap(
     if not sft:
         return BootstrapResult(model_dir, None, None, False, model_seconds)
     adapter_dir = Path(config.bootstrap_adapter_dir)
-    saved = None if force else _saved_report(adapter_dir, config.sft)
+    saved = None if force else reusable_adapter(adapter_dir, config.sft)
     if saved is not None:
         return BootstrapResult(model_dir, adapter_dir, saved, True, model_seconds)
     examples = build_sft_examples(

@@ -6,6 +6,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from lakehouse.writer import write_samples
 from trainer.daemon import TrainerDaemon
 from trainer.data import synthetic_samples
@@ -20,6 +22,8 @@ from .test_refresh import (
     start_toolrec,
     wait_for_line,
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_daemon_refreshes_on_its_interval_once_m_samples_exist(

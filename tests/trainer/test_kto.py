@@ -22,6 +22,8 @@ from trainer.config import TrainingConfig
 from trainer.kto import WEIGHT_COLUMN, WeightedKTOTrainer, kto_args, lora_config
 from trainer.models import load_model
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 CONFIG = TrainingConfig(batch_size=4, max_steps=3, learning_rate=5e-3, logging_steps=1)
 ACTIONS = ["battery saver", "bluetooth", "an alarm for 7", "wifi settings", "dark mode",
            "the flashlight", "airplane mode", "do not disturb"]
