@@ -38,10 +38,10 @@ class RetrievalConfig(BaseModel):
     max_seq_length: int = Field(128, ge=8, le=512, description="tokens kept per text")
     encoder_threads: int = Field(
         0, ge=0, le=64,
-        description="torch intra-op threads (process-wide) set when the encoder loads; 0 = "
-        "leave as is. 1 is fastest for single short queries on a busy machine "
-        "(bench: p50 48 ms vs 380 ms with 2 threads at load 7 on 2 cores) but slows a "
-        "generator sharing the process",
+        description="torch intra-op threads and numpy BLAS threads (process-wide) set when "
+        "the encoder loads; 0 = leave as is. 1 is fastest for single short queries on a busy "
+        "machine (bench: p50 48 ms vs 380 ms with 2 threads at load 7 on 2 cores) but slows "
+        "a generator sharing the process",
     )
     encode_cache_size: int = Field(
         2048, ge=0, le=1_000_000,

