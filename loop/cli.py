@@ -125,6 +125,11 @@ def demo(settings: Any, rounds: int | None, users: int | None, requests_per_user
          f"{cfg.max_steps} KTO steps per refresh, model {model_kind}")
     start = start_model(model_kind, settings.trainer.generator,  # type: ignore[arg-type]
                         Path(settings.infra.state_dir) / "loop-models")
+    import torch
+
+    # this process only simulates users (MiniLM on short texts): one thread leaves the
+    # cores to the API and the trainer daemon
+    torch.set_num_threads(1)
     result = Demo(settings, cfg, start, echo=echo, simulator_config=sim_cfg).run()
     text = round_table(result)
     path = report_path or Path(cfg.state_dir).resolve().parent / "demo-report.html"

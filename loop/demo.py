@@ -35,7 +35,7 @@ from loop.config import DemoConfig
 from loop.errors import LoopError
 from loop.metrics import Record, summarize
 from loop.models import StartModel
-from loop.stack import OFFLINE_ENV, LoopStack, settings_env
+from loop.stack import OFFLINE_ENV, LoopStack, settings_env, thread_env
 
 log = logging.getLogger(__name__)
 MARKER = ".toolrec-loop-run"
@@ -114,11 +114,20 @@ def run_overrides(state: Path, *, servers: str, api_port: int, cfg: DemoConfig,
             "training": {"artifact_dir": state / "artifacts", "lock_path": state / "trainer.lock",
                          "max_steps": cfg.max_steps, "eval_prompts": cfg.eval_prompts,
                          "min_new_samples": min_new, "interval_s": cfg.daemon_interval_s,
+                         "gate": {"reward_margin": cfg.gate_reward_margin},
                          **start.training_overrides},
         },
         "serving": {"host": "127.0.0.1", "port": api_port, "spool_dir": state / "spool",
-                    "registry_poll_s": 5.0},
+                    "registry_poll_s": 5.0, "torch_threads": threads(cfg, start)["api"]},
     }
+
+
+def threads(cfg: DemoConfig, start: StartModel) -> dict[str, int]:
+    """torch threads per component. The tiny model gains nothing from a second thread, and
+    four processes spinning two threads each on 2 cores cost several times the CPU."""
+    if start.kind == "tiny":
+        return {"api": 1, "daemon": 1, "other": 1}
+    return {"api": cfg.api_threads, "daemon": cfg.trainer_threads, "other": 1}
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,13 +212,18 @@ class Demo:
             note="bootstrap SFT (demo start)")
         self.echo(f"demo: registered the bootstrap SFT adapter as champion {v1.version}")
         # all four start at once (their imports and model loads overlap), then each is awaited
+        n = threads(self.cfg, self.start_model)
         waits = [
-            (stack.launch("worker", ["streams", "worker", "--loglevel", "warning"]),
+            (stack.launch("worker", ["streams", "worker", "--loglevel", "warning"],
+                          env=thread_env(n["other"])),
              stack.log_matches(r"streams: partitions=\[\d"), 300),
-            (stack.launch("sink", ["lake", "sink"]), stack.log_matches(r"resumes at"), 300),
-            (stack.launch("daemon", ["trainer", "daemon"], stop_timeout_s=60),
+            (stack.launch("sink", ["lake", "sink"], env=thread_env(n["other"])),
+             stack.log_matches(r"resumes at"), 300),
+            (stack.launch("daemon", ["trainer", "daemon"], stop_timeout_s=60,
+                          env=thread_env(n["daemon"])),
              stack.log_matches(r"trainer daemon started"), 600),
-            (stack.launch("api", ["serve"]), lambda c: self._api_ready(settings), 900),
+            (stack.launch("api", ["serve"], env=thread_env(n["api"])),
+             lambda c: self._api_ready(settings), 900),
         ]
         for component, ready, timeout_s in waits:
             stack.wait_ready(component, ready, timeout_s=timeout_s)

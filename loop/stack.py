@@ -78,11 +78,13 @@ class LoopStack:
         self.broker.start()
         return str(self.broker.broker.bootstrap_servers)
 
-    def launch(self, name: str, args: Sequence[str], *,
-               stop_timeout_s: float = 20.0) -> Component:
-        """Run `python -m toolrec <args>` in the background (see `wait_ready`)."""
+    def launch(self, name: str, args: Sequence[str], *, stop_timeout_s: float = 20.0,
+               env: Mapping[str, str] | None = None) -> Component:
+        """Run `python -m toolrec <args>` in the background (see `wait_ready`); `env` adds
+        variables for this component only (e.g. its thread count)."""
         log_path = self.state_dir / "logs" / f"{name}.log"
-        proc = spawn([sys.executable, "-m", "toolrec", *args], log_path=log_path, env=self.env)
+        proc = spawn([sys.executable, "-m", "toolrec", *args], log_path=log_path,
+                     env={**self.env, **(env or {})})
         component = Component(name, proc, log_path, stop_timeout_s)
         self.components.append(component)
         return component
@@ -152,6 +154,12 @@ def settings_env(values: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[
         else:
             out["TOOLREC_" + "__".join((*path, key)).upper()] = str(value)
     return out
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Caps a component's OpenMP/MKL threads (torch's intra-op pool starts with this size).
+    On 2 shared cores, processes that each spin two threads slow one another down."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
