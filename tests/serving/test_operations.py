@@ -81,11 +81,15 @@ def test_overload_is_answered_503_with_retry_after_and_health_stays_fast(
         settings_factory: Any, serve: Any) -> None:
     server = serve(settings_factory(max_pending=2, max_batch=1))
     statuses: list[tuple[int, str | None]] = []
+    served: list[float] = []
 
     def call(i: int) -> None:
+        started = time.perf_counter()
         response = httpx.post(f"{server.url}/v1/recommend", timeout=120,
                               json={**BASE_REQUEST, "query": f"alarm at {i}"})
         statuses.append((response.status_code, response.headers.get("retry-after")))
+        if response.status_code == 200:
+            served.append(time.perf_counter() - started)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(10)]
     for thread in threads:
@@ -101,7 +105,10 @@ def test_overload_is_answered_503_with_retry_after_and_health_stays_fast(
     refused = [s for s in statuses if s[0] == 503]
     assert refused and all(code in (200, 503) for code, _ in statuses)
     assert all(retry is not None and int(retry) >= 1 for _, retry in refused)
-    assert sorted(health)[len(health) // 2] < 0.5  # generation never blocks the event loop
+    # generation never blocks the event loop: a health check waiting for it would take
+    # about as long as a served request (on a busy machine both slow down)
+    median = sorted(health)[len(health) // 2]
+    assert median < max(0.5, 0.25 * sorted(served)[len(served) // 2]), (median, served)
     assert 'toolrec_serving_rejected_total{reason="queue_full"}' in httpx.get(
         f"{server.url}/metrics").text
 
