@@ -156,10 +156,9 @@ def wait_rows(lake: LakeConfig, expected: int, started: float, timeout_s: float)
         rows = delta_rows(lake)
         if time.time() - last_report > 10:
             elapsed = time.time() - started
-            eta = (expected - rows) / max(rows / elapsed, 1e-9)
-            print(
-                f"  … {rows}/{expected} samples in Delta ({rows / elapsed:.0f}/s, eta {eta:.0f} s)"
-            )
+            rate = rows / elapsed
+            eta = f"{(expected - rows) / rate:.0f} s" if rate > 0 else "unknown"
+            print(f"  … {rows}/{expected} samples in Delta ({rate:.0f}/s, eta {eta})")
             last_report = time.time()
     return time.time()
 
