@@ -93,6 +93,7 @@ class TrainerDaemon:
         if install_signals:
             self._install_signals()
         self._announce_champion()
+        logging.getLogger("apscheduler.scheduler").addFilter(_skip_busy_notices)
         scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -144,3 +145,9 @@ class TrainerDaemon:
             self.refresher.registry.announce_champion()
         except TrainerError as exc:
             log.error("could not re-announce the champion: %s", exc)
+
+
+def _skip_busy_notices(record: logging.LogRecord) -> bool:
+    """Drop APScheduler's warning for every interval that passes during a long refresh
+    (single-flight is intended; the refresh logs its own progress)."""
+    return "maximum number of running instances reached" not in record.getMessage()
