@@ -409,9 +409,10 @@ def _component(stack: LoopStack, name: str) -> Any:
 
 def _last_line(stack: LoopStack, name: str) -> str:
     """The newest meaningful log line of a component (scheduler chatter left out)."""
+    noise = ("apscheduler", "check finished: busy", "another refresh is running", "warn")
     lines = [ln for ln in _component(stack, name).log().splitlines()
-             if ln.strip() and "apscheduler" not in ln and "check finished: busy" not in ln
-             and "another refresh is running" not in ln]
+             if ln.strip() and not ln.lstrip().startswith("{")  # TRL's metric dicts
+             and not any(n in ln for n in noise)]
     return lines[-1][-160:] if lines else ""
 
 
