@@ -179,7 +179,7 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
     tool only; full dual-level; full + position. Table and plot in an HTML report."""
     from loop.experiment import Experiment, aggregate, findings
     from loop.models import start_model
-    from loop.report import experiment_report, write
+    from loop.report import experiment_markdown, experiment_report, write
 
     if threads:
         import torch
@@ -204,8 +204,9 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
     results = Experiment(settings, cfg, start, echo=_echo_err).run()
     rows = aggregate(results, cfg.arms)
     notes = findings(rows)
-    path = write(cfg.out_dir / "report.html",
-                 experiment_report(rows, results, cfg.model_dump(mode="json"), notes))
+    config = cfg.model_dump(mode="json")
+    path = write(cfg.out_dir / "report.html", experiment_report(rows, results, config, notes))
+    write(cfg.out_dir / "results.md", experiment_markdown(rows, results, config, notes))
     for row in rows:
         click.echo(json.dumps(row))
     for line in notes:
@@ -220,7 +221,7 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
 def experiment_report_cmd(settings: Any, out_dir: Path | None) -> None:
     """Re-render report.html from an experiment's results.json (also a partial one)."""
     from loop.experiment import aggregate, findings, load_results
-    from loop.report import experiment_report, write
+    from loop.report import experiment_markdown, experiment_report, write
 
     out = out_dir or settings.loop.experiment.out_dir
     data = json.loads((out / "results.json").read_text())
@@ -229,6 +230,7 @@ def experiment_report_cmd(settings: Any, out_dir: Path | None) -> None:
     rows = aggregate(results, arms)
     notes = findings(rows)
     path = write(out / "report.html", experiment_report(rows, results, data["config"], notes))
+    write(out / "results.md", experiment_markdown(rows, results, data["config"], notes))
     for line in notes:
         click.echo(line)
     click.echo(f"report: {path}")

@@ -262,6 +262,8 @@ class Demo:
                 result.rounds.append(round_)
                 self.echo(_round_line(round_))
         finally:
+            # the daemon goes before the lock does: no refresh starts after the last round
+            stack.stop("daemon")
             lock.release()
             feedback.close()
             client.close()

@@ -268,7 +268,7 @@ class Experiment:
         training = self.settings.trainer.training.model_copy(update={
             "max_steps": self.cfg.max_steps, "batch_size": self.cfg.batch_size,
             "learning_rate": self.cfg.learning_rate, "eval_prompts": 1,
-            "max_eval_samples": 64, "min_new_samples": 1, "seed": seed, "announce": False,
+            "max_eval_samples": 32, "min_new_samples": 1, "seed": seed, "announce": False,
             "artifact_dir": root / "artifacts", "lock_path": root / "trainer.lock",
             **self.start.training_overrides,
         })

@@ -280,3 +280,38 @@ def _arms_plot(rows: Sequence[dict[str, Any]]) -> str:
             ax.set_ylim(max(min(finite) - 0.3 * span, 0.0), max(top) + 0.15 * span + 1e-6)
 
     return png(draw, size=(11, 3.8), ncols=len(metrics))
+
+
+def experiment_markdown(rows: Sequence[dict[str, Any]], results: Sequence[Any],
+                        config: dict[str, Any], findings: Sequence[str]) -> str:
+    """The same summary as Markdown (small enough to commit beside the code)."""
+    def cell(value: Any, digits: int = 4) -> str:
+        return _interval(value, digits) if isinstance(value, (tuple, list)) else fmt(value)
+
+    head = ("| arm | seeds | ground-truth CTR | GT CTR − raw (paired) | right-tool share | "
+            "relevance | tool-query share | weighted utility gap (data) | heavy share of "
+            "click weight |")
+    lines = ["# Calibration experiment", "", "Mean [95 % Student-t interval] over seeds.", "",
+             head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {ARM_LABELS.get(r['arm'], r['arm'])} | {r['seeds']} | "
+                     f"{cell(r['gt_ctr'])} | {cell(r['gt_ctr_minus_raw'])} | "
+                     f"{cell(r['gt_right_tool_share'], 3)} | {cell(r['relevance'], 3)} | "
+                     f"{cell(r['tool_query_share'], 3)} | {cell(r['utility_gap'], 3)} | "
+                     f"{cell(r['heavy_share_of_click_weight'], 3)} |")
+    lines += ["", "## Findings", "", *[f"- {f}" for f in findings], "", "## Per seed", "",
+              "| seed | arm | GT CTR | right-tool | relevance | tool-q | words | utility gap | "
+              "unweighted gap | tool share of click weight | train loss | gate | refresh s |",
+              "|" + "---|" * 13]
+    for r in results:
+        m, d, f = r.metrics, r.diagnostics or {}, r.refresh or {}
+        lines.append(
+            f"| {r.seed} | {r.arm} | {fmt(m.get('gt_ctr'), 4)} | "
+            f"{fmt(m.get('gt_right_tool_share'))} | {fmt(m.get('relevance'))} | "
+            f"{fmt(m.get('tool_query_share'))} | {fmt(m.get('mean_words'), 2)} | "
+            f"{fmt(d.get('utility_gap'))} | {fmt(d.get('unweighted_utility_gap'))} | "
+            f"{fmt(d.get('tool_share_of_click_weight'))} | {fmt(f.get('train_loss'))} | "
+            f"{f.get('gate', '–')} | {f.get('seconds', '–')} |")
+    lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2, default=str),
+              "```", ""]
+    return "\n".join(lines)

@@ -121,6 +121,14 @@ class LoopStack:
                                 f"{component.proc.returncode}); log {component.log_path}:\n"
                                 f"{tail(component.log_path, 30)}")
 
+    def stop(self, name: str) -> None:
+        """Stop one component now (the others keep running)."""
+        for component in [c for c in self.components if c.name == name]:
+            self.components.remove(component)
+            if component.alive():
+                log.info("stopping %s (pid %d)", component.name, component.proc.pid)
+                stop_pid(component.proc.pid, timeout_s=component.stop_timeout_s)
+
     def stop_all(self) -> None:
         """Stop every component, newest first, then the broker. Safe to call twice."""
         while self.components:

@@ -110,3 +110,17 @@ def test_user_history_deepens_the_activity_estimate(sim: Simulator, logged) -> N
     assert spread(warm) > spread(cold)
     heavy = weight_diagnostics(warm, logged)["heavy_share_of_click_weight"]
     assert heavy < weight_diagnostics(cold, logged)["heavy_share_of_click_weight"]
+
+
+def test_markdown_summary() -> None:
+    from loop.report import experiment_markdown
+
+    results = [ArmResult(seed, arm, {"gt_ctr": 0.2 + seed / 100, "gt_right_tool_share": None,
+                                     "relevance": 0.4, "tool_query_share": 0.6,
+                                     "mean_words": 4.0}, {"utility_gap": 0.1},
+                         {"gate": "rejected", "seconds": 12.0})
+               for seed in (0, 1, 2) for arm in ("sft", "raw", "full")]
+    rows = aggregate(results, ["sft", "raw", "full"])
+    text = experiment_markdown(rows, results, {"seeds": [0, 1, 2]}, findings(rows))
+    assert "| full dual-level | 3 | 0.2100 [" in text
+    assert text.count("\n| 2 | ") == 3  # one per-seed row per arm
