@@ -117,6 +117,7 @@ def test_full_refresh_from_the_sft_champion_then_incrementally(
     config = _config(tmp_path, tiny_model_dir, generator=tiny_sft.config, gate=LOOSE)
     refresher = Refresher(lake, config, kafka)
     v1 = refresher.registry.import_adapter(tiny_sft.adapter_dir, tiny_model_dir, promote=True)
+    assert (v1.version, v1.status) == ("v1", "champion")
     rows = synthetic_samples(64, seed=1)
     write_samples(lake, rows)
     held = int(is_holdout([r["sample_id"] for r in rows], 0.2).sum())
