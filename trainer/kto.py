@@ -213,7 +213,7 @@ def kto_args(
         warmup_steps=config.warmup_steps,
         lr_scheduler_type="linear",
         weight_decay=0.0,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # transformers 5.23 name; TRL defaults it on
         bf16=config.bf16,
         use_cpu=True,
         save_strategy="no",
