@@ -22,8 +22,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The default run stays well under 25 min on 2 cores; tests marked `slow` (the miniature
-# closed loop, the full retrieval evaluation) run with `make test-slow`.
+# The default run (incl. the miniature closed loop) stays well under 25 min on 2 cores;
+# tests marked `slow` (the full retrieval evaluation) run with `make test-slow`.
 test: setup lint
 	$(BIN)/pytest -q -m "not slow"
 
