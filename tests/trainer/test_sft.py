@@ -175,3 +175,23 @@ def test_bootstrap_reuses_only_an_adapter_made_with_the_same_settings(
     assert not result.reused_adapter and trained == [1]
     sft_module.bootstrap(config, tools=tiny_sft.tools, force=True, progress=False)
     assert trained == [1, 1]
+
+
+def test_the_bundled_smollm2_adapter_is_installed_only_for_its_own_settings(
+    tmp_path: Path,
+) -> None:
+    """A fresh machine gets the shipped adapter of the default settings instead of ≈36 min
+    of SFT; changed settings never get a stale one."""
+    from trainer.config import BootstrapSFTConfig
+    from trainer.sft import BUNDLED_SMOLLM2_ADAPTER, _install_bundled, reusable_adapter
+
+    defaults = GeneratorConfig().sft
+    report = _install_bundled(tmp_path / "adapter", defaults)
+    assert report is not None and report.template_version == "gqr-chatml-v2"
+    assert reusable_adapter(tmp_path / "adapter", defaults) == report
+    shipped = (BUNDLED_SMOLLM2_ADAPTER / "adapter_model.safetensors").read_bytes()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == shipped
+
+    changed = BootstrapSFTConfig(**{**defaults.model_dump(), "learning_rate": 1e-3})
+    assert _install_bundled(tmp_path / "other", changed) is None
+    assert not (tmp_path / "other").exists()
