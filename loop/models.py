@@ -21,15 +21,6 @@ log = logging.getLogger(__name__)
 
 ModelKind = Literal["smollm2", "tiny"]
 
-# The tiny model learns the list format only with short prompts and a LoRA on every linear
-# layer at a high learning rate (the trainer's tests use the same recipe).
-TINY_GENERATOR = {"n_suggestions": 3, "max_recent": 1, "max_tools": 3}
-TINY_SFT = {
-    "examples": 240, "batch_size": 8, "max_steps": 100, "learning_rate": 1e-2, "lora_r": 16,
-    "lora_alpha": 32, "lora_dropout": 0.0, "warmup_ratio": 0.05,
-    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                       "down_proj"),
-}
 TINY_TRAINING = {"learning_rate": 5e-3, "max_length": 512}
 
 
@@ -79,7 +70,7 @@ def tiny(cache_dir: Path, *, seed: int = 0) -> StartModel:
     """The tiny Llama and its SFT adapter under `cache_dir` (built once, then reused)."""
     from retrieval.catalog import load_catalog
     from trainer.config import BootstrapSFTConfig, GeneratorConfig
-    from trainer.models import build_tiny_model
+    from trainer.models import TINY_GENERATOR, TINY_SFT, build_tiny_model
     from trainer.sft import run_sft
     from trainer.sft_data import build_sft_examples
 

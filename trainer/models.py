@@ -280,6 +280,18 @@ def _train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     return fast
 
 
+# The recipe that teaches the tiny model the list format: short prompts and a LoRA on every
+# linear layer at a high learning rate (used by the trainer's tests and `--model tiny` loop
+# runs; callers pick `max_steps`).
+TINY_GENERATOR: dict[str, Any] = {"n_suggestions": 3, "max_recent": 1, "max_tools": 3}
+TINY_SFT: dict[str, Any] = {
+    "examples": 240, "batch_size": 8, "max_steps": 100, "learning_rate": 1e-2, "lora_r": 16,
+    "lora_alpha": 32, "lora_dropout": 0.0, "warmup_ratio": 0.05,
+    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                       "down_proj"),
+}
+
+
 def build_tiny_model(
     out_dir: Path,
     seed: int = 0,

@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from trainer.models import TINY_GENERATOR
+from trainer.models import TINY_SFT as TINY_RECIPE
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -33,13 +36,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # rate, and two catalog categories (49 tools), so that a random ≈0.85M-parameter model learns
 # the list format in 80 steps (it does not learn when to stop: the SmolLM2 bootstrap does).
 TINY_CATEGORIES = ("battery", "display")
-TINY_GENERATOR = {"n_suggestions": 3, "max_recent": 1, "max_tools": 3}
-TINY_SFT = {
-    "examples": 240, "batch_size": 8, "max_steps": 80, "learning_rate": 1e-2, "lora_r": 16,
-    "lora_alpha": 32, "lora_dropout": 0.0, "warmup_ratio": 0.05,
-    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                       "down_proj"),
-}
+TINY_SFT = {**TINY_RECIPE, "max_steps": 80}
 
 
 @contextmanager
