@@ -115,9 +115,10 @@ class DemoConfig(BaseModel):
     Where the time goes with SmolLM2 here (2 cores): a request ≈3 s (one generation of
     four suggestions), a KTO step of 8 samples ≈30–40 CPU-s (≈180-token prompts; policy and
     reference forwards of the batch and of its KL pairs, one backward), the gate ≈30 s.
-    The default (3 rounds × 24 requests, 2 refreshes of 4 steps) is ≈12 min on an idle
-    machine. Rounds and refreshes never overlap (the demo holds the refresh lock during a
-    round), so the API and the trainer daemon may each use both cores."""
+    The default (3 rounds × 24 requests, 2 refreshes of 4 steps) took 14 min 17 s and
+    15 min 10 s wall with `make demo` at load 2–5 (loop/RESULTS.md). Rounds and refreshes
+    never overlap (the demo holds the refresh lock during a round), so the API and the
+    trainer daemon may each use both cores."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

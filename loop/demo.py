@@ -411,7 +411,8 @@ def _component(stack: LoopStack, name: str) -> Any:
 
 def _last_line(stack: LoopStack, name: str) -> str:
     """The newest meaningful log line of a component (scheduler chatter left out)."""
-    noise = ("apscheduler", "check finished: busy", "another refresh is running", "warn")
+    noise = ("apscheduler", "check finished: busy", "another refresh is running",
+             "warnings.warn(")  # the source line Python prints under a library's warning
     lines = [ln for ln in _component(stack, name).log().splitlines()
              if ln.strip() and not ln.lstrip().startswith("{")  # TRL's metric dicts
              and not any(n in ln for n in noise)]

@@ -44,3 +44,27 @@ def test_read_range_fails_loudly_when_the_records_do_not_come(kafka: KafkaConfig
     with pytest.raises(StreamError, match="could not re-read"):
         asyncio.run(read_range(kafka.client_kwargs(), kafka.topics.feedback, 0, range(5, 9),
                                timeout_s=1.0))
+
+
+def test_the_worker_re_reads_what_faust_skipped(kafka: KafkaConfig) -> None:
+    """The Processor's bookkeeping finds the hole: after the last handled offset, or from the
+    group's committed offset before the first event of an assignment."""
+    from streams.app import create_app
+    from streams.config import StreamsConfig
+
+    topic = kafka.topics.impressions
+    producer = KafkaProducer(**kafka.client_kwargs(), acks="all")
+    for i in range(8):
+        producer.send(topic, value=f"v{i}".encode(), partition=2)
+    producer.flush()
+    producer.close()
+    processor = create_app(StreamsConfig(app_id="gap-test-group"), kafka).processor  # type: ignore[attr-defined]
+
+    async def skipped(offset: int) -> list[int]:
+        return [r.offset for r in await processor._skipped_records(topic, 2, offset)]
+
+    # no offsets committed for the group: Faust should have started at 0
+    assert asyncio.run(skipped(3)) == [0, 1, 2]
+    processor.positions[(topic, 2)] = 3
+    assert asyncio.run(skipped(4)) == []
+    assert asyncio.run(skipped(7)) == [4, 5, 6]
