@@ -10,10 +10,17 @@ True utility of a shown suggestion s for the turn's hidden intent I (`UtilityCon
     r = clip((cos − rel_low) / (rel_high − rel_low), 0, 1)
     match = I is a tool and s invokes exactly it (s.tool_id == I's tool id)
     u = (r + tool_bonus·match) / (1 + tool_bonus)
-so a suggestion that runs the intended tool is worth up to twice a merely relevant one.
+so a suggestion that runs the intended tool is worth up to twice a merely relevant one
+(the product wants actions: a chip that does the thing beats one that talks about it), and
+relevance is anchored on measured MiniLM cosines (`UtilityConfig`: unrelated text ≈ 0,
+a paraphrase ≈ 1), so utility spreads from 0 (off-topic) over ≈0.1–0.35 (on-topic, wrong
+tool) to ≈1 (the intended tool). Which follow-ups are intended, and why a grounded
+generator can meet them, is `loop.intents`' business; who clicks how much and how position
+hides lower chips is `loop.population`'s (activity cohorts, cascade with examine(k) = k^−η).
 After a click on a tool-invoking suggestion the phone executes it: the simulator sends an
 `execute` event that succeeds with probability exec_success_match (right tool) or
-exec_success_other (another tool).
+exec_success_other (another tool: it runs, but often is not what the user wanted and is
+cancelled or fails its confirmation).
 
 Ground truth per turn (never sent anywhere; `loop.metrics` aggregates it per model
 version): the reference user's expected click-through (P(any click) under the cascade of
@@ -104,7 +111,7 @@ class Simulator:
         self.encode = encode
         self.battery_low_threshold = battery_low_threshold
         self.intents = IntentModel(tools, need_query_share=config.need_query_share,
-                                   tool_intent_share=config.tool_intent_share)
+                                   tool_intent_share=config.tool_intent_share, encode=encode)
         self.users = population(config.seed, config.users, config.click)
         self.reference = reference_user(config.click)
         self._phrasing_vectors: dict[str, np.ndarray] = {}
@@ -132,7 +139,8 @@ class Simulator:
         query, response, about = self._opening(user, index)
         rng = self._rng("turn", user, index)
         context = self.intents.context(rng)
-        intent = self.intents.intent(about, self._hints(context), rng)
+        intent = self.intents.intent(about, self._hints(context), rng,
+                                     text=f"{query} {response}".strip())
         request = Request(
             raw_user_id=owner.raw_id,
             session_id=f"{owner.raw_id}-s{session}",

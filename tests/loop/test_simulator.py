@@ -283,3 +283,29 @@ def test_traffic_runner_is_deterministic_whatever_the_concurrency(sim: Simulator
         outcomes.append([(r.request_id, r.reaction, r.judgement.ref_ctr)
                          for r in result.records])
     assert outcomes[0] == outcomes[1]
+
+
+def test_tool_intents_favour_the_tools_related_to_the_turn(sim: Simulator) -> None:
+    """The `related` component: most tool intents are among the ≈8 tools nearest the turn
+    (text + context), the nearest likeliest — what a grounded generator can meet."""
+    from loop.intents import RELATED_K, W_RELATED
+
+    hits = first = tools = 0
+    for user in range(40):
+        for index in range(10):
+            turn = sim.turn(user, index)
+            if turn.intent.kind != "tool":
+                continue
+            request = turn.request
+            about = sim._opening(user, index)[2]
+            hints = sim._hints(dict(request.context))
+            text = f"{request.query} {request.response}".strip()
+            dist = sim.intents.tool_distribution(about, hints, text)
+            assert sum(dist.values()) == pytest.approx(1.0)
+            related = [t.id for t, _ in sim.intents.related(text, about, hints)]
+            assert len(related) == RELATED_K and not set(related) & set(about)
+            tools += 1
+            hits += turn.intent.key in related
+            first += turn.intent.key == related[0]
+    assert hits / tools > W_RELATED - 0.1  # the related share, plus overlap of the others
+    assert first / tools > 2 * (hits - first) / tools / (RELATED_K - 1)  # nearest likeliest
