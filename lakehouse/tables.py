@@ -29,6 +29,8 @@ from toolrec.errors import LakeError
 
 __all__ = [
     "EVENTS_SCHEMA",
+    "MODELS_SCHEMA",
+    "MODELS_SPEC",
     "SAMPLES_SCHEMA",
     "SPECS",
     "Source",
@@ -124,6 +126,33 @@ EVENTS_SCHEMA = pa.schema(
     ]
 )
 
+# The model registry (written by trainer.registry only, with MERGE on `version`; not by the
+# lake writer, so no batch_id and no date partition). One row per model version.
+MODELS_SCHEMA = pa.schema(
+    [
+        _required("version", pa.string()),
+        _required("seq", pa.int64()),
+        pa.field("parent", pa.string()),
+        _required("base_model", pa.string()),
+        _required("adapter_path", pa.string()),
+        pa.field("data_version_from", pa.int64()),  # `samples` versions trained on: (from,
+        pa.field("data_version_to", pa.int64()),  # to]; the next refresh reads from `to`
+        _required("n_train", pa.int64()),
+        _required("n_new", pa.int64()),
+        _required("n_replay", pa.int64()),
+        _required("n_holdout", pa.int64()),
+        _required("n_desirable", pa.int64()),
+        _required("n_undesirable", pa.int64()),
+        _required("metrics", pa.string()),  # JSON: every metric, training weight summary
+        _required("decision", pa.string()),  # JSON: gate outcome, reasons, checks, evidence
+        _required("status", pa.string()),
+        _required("created_ts", pa.int64()),
+        pa.field("promoted_ts", pa.int64()),
+        _required("updated_ts", pa.int64()),
+        pa.field("note", pa.string()),
+    ]
+)
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -139,6 +168,8 @@ class TableSpec:
     @property
     def input_schema(self) -> pa.Schema:
         """The schema of rows handed to the writer, which adds `batch_id` itself."""
+        if BATCH_FIELD.name not in self.schema.names:  # e.g. the registry's own table
+            return self.schema
         return self.schema.remove(self.schema.get_field_index(BATCH_FIELD.name))
 
 
@@ -158,6 +189,15 @@ SPECS: dict[str, TableSpec] = {
         description="One calibrated sample per shown suggestion, from toolrec.samples.",
     ),
 }
+# Not in SPECS: the lake writer never writes it (trainer.registry does, MERGE on `version`).
+MODELS_SPEC = TableSpec(
+    name="models",
+    schema=MODELS_SCHEMA,
+    key="version",
+    time_column="created_ts",
+    description="toolrec model registry (trainer.registry)",
+    partition_by=(),
+)
 
 # Table properties set at creation: keep the log bounded on a sink that commits every few s.
 TABLE_CONFIGURATION: dict[str, str | None] = {

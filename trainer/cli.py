@@ -26,7 +26,7 @@ def trainer() -> None:
 
 def _sft_overrides(settings: Any, overrides: dict[str, Any]) -> Any:
     """The generator config with the command line's SFT sizes (validated like the config)."""
-    from trainer.config import BootstrapSFTConfig
+    from generator.config import BootstrapSFTConfig
 
     generator = settings.trainer.generator
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -70,7 +70,7 @@ def models_bootstrap(settings: Any, sft: bool, examples: int | None, epochs: int
     bootstrap SFT adapter on lists generated from SysToolKit (idempotent)."""
     import torch
 
-    from trainer.generator import Generator
+    from generator.generator import Generator
     from trainer.sft import bootstrap, format_check, reusable_adapter
     from trainer.sft_data import build_sft_examples, retriever_search
 
@@ -127,9 +127,79 @@ def _echo_record(record: Any, *, full: bool = False) -> None:
         return
     margin = (record.metrics.get("candidate") or {}).get("reward_margin")
     shown = "-" if margin is None else f"{margin:.4f}"
+    outcome = record.decision.get("outcome") or "-"
     click.echo(f"{record.version:>6}  {record.status:<11}  parent={record.parent or '-':<6} "
                f"data=({record.data_version_from},{record.data_version_to}]  "
-               f"n_train={record.n_train:<6} margin={shown}")
+               f"n_train={record.n_train:<6} margin={shown:<8} gate={outcome}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def describe_record(record: Any) -> list[str]:
+    """A registry row for people: the gate's outcome, its evidence, every metric of the
+    candidate, the champion and the SFT baseline with each check, the training weights."""
+    m, d = record.metrics, record.decision
+    lines = [
+        f"{record.version}  status={record.status}  parent={record.parent or '-'}  "
+        f"adapter={record.adapter_path}",
+        f"data: samples versions ({record.data_version_from}, {record.data_version_to}]; "
+        f"train {record.n_train} (new {record.n_new}, replay {record.n_replay}; "
+        f"{record.n_desirable} clicked, {record.n_undesirable} not); held out {record.n_holdout}",
+    ]
+    if record.note:
+        lines.append(f"note: {record.note}")
+    if "outcome" in d:
+        lines.append(f"gate: {d['outcome']}")
+    lines += [f"  reason: {r}" for r in d.get("reasons", [])]
+    ev = d.get("evidence") or {}
+    if ev:
+        lines.append(f"  evidence: {ev.get('heldout_clicks')} held-out clicks (min "
+                     f"{ev.get('min_heldout_clicks')}), {ev.get('heldout_nonclicks')} non-clicks "
+                     f"(min {ev.get('min_heldout_nonclicks')}): "
+                     f"{'enough' if ev.get('enough') else 'NOT enough'}")
+    lines += _metric_table(m, d)
+    weights = m.get("train_weights")
+    if weights:
+        from trainer.data import format_weight_summary
+
+        lines.append(f"training weights: {format_weight_summary(weights)}")
+    for key in ("train_loss", "timings", "imported_from"):
+        if key in m:
+            value = m[key]
+            shown = (", ".join(f"{a}={_fmt(b)}" for a, b in value.items())
+                     if isinstance(value, dict) else _fmt(value))
+            lines.append(f"{key}: {shown}")
+    return lines
+
+
+def _metric_table(m: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    sides = [s for s in ("candidate", "reference", "baseline") if isinstance(m.get(s), dict)]
+    if not sides:
+        return []
+    titles = {"candidate": "candidate", "reference": f"champion {m.get('reference_version', '')}",
+              "baseline": f"SFT baseline {m.get('baseline_version', '')}"}
+    checks, base_checks = d.get("checks") or {}, d.get("baseline_checks") or {}
+    names = list(dict.fromkeys(k for s in sides for k in m[s]))
+    names += [n for n in checks if n not in names]
+    header = f"  {'metric':<24}" + "".join(f"{titles[s]:>20}" for s in sides)
+    lines = [header + f"{'tolerance':>11}{'ok vs champ':>13}{'ok vs base':>12}"]
+    for name in names:
+        row = f"  {name:<24}" + "".join(f"{_fmt(m[s].get(name)):>20}" for s in sides)
+        check = checks.get(name) or base_checks.get(name)
+        if check:
+            row += (f"{_fmt(check.get('tolerance')):>11}"
+                    f"{_fmt((checks.get(name) or {}).get('ok')):>13}"
+                    f"{_fmt((base_checks.get(name) or {}).get('ok')):>12}")
+        lines.append(row)
+    return lines
 
 
 @models.command("list")
@@ -146,15 +216,20 @@ def models_list(settings: Any, as_json: bool) -> None:
 
 @models.command("show")
 @click.argument("version", required=False)
+@click.option("--json", "as_json", is_flag=True, help="The whole registry row as JSON.")
 @pass_settings
-def models_show(settings: Any, version: str | None) -> None:
-    """One version with its metrics and gate decision (default: the champion)."""
+def models_show(settings: Any, version: str | None, as_json: bool) -> None:
+    """One version with its gate decision, evidence, every metric and its training weights
+    (default: the champion)."""
     registry = _registry(settings)
     record = registry.get(version) if version else registry.champion()
     if record is None:
         click.echo("no champion: serving the base model")
         return
-    _echo_record(record, full=True)
+    if as_json:
+        _echo_record(record, full=True)
+        return
+    click.echo("\n".join(describe_record(record)))
 
 
 @models.command("promote")

@@ -3,130 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class DecodingConfig(BaseModel):
-    """How the generator samples (GQR's "randomness in online decoding" exploration).
-
-    Serving may pass its own per request; every impression records the one used.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_new_tokens: int = Field(
-        48, ge=4, le=512, description="New-token cap; SmolLM2 decodes ~77 ms/token fp32 here."
-    )
-    temperature: float = Field(
-        0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy decoding."
-    )
-    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, le=1000, description="Top-k sampling cut; 0 disables it.")
-    repetition_penalty: float = Field(
-        1.0,
-        ge=1.0,
-        le=2.0,
-        description="Penalty on tokens already in prompt or output (1 = none); it also "
-        "penalizes the list's own '- ' and newline tokens, so keep it near 1.",
-    )
-    num_candidates: int = Field(
-        1,
-        ge=1,
-        le=8,
-        description="Sequences sampled per request; their suggestions are merged round-robin "
-        "into one de-duplicated list (diverse candidates).",
-    )
-    explore_rate: float = Field(
-        0.0,
-        ge=0.0,
-        le=1.0,
-        description="Probability that a request explores: it then samples with "
-        "explore_temperature and explore_candidates.",
-    )
-    explore_temperature: float = Field(
-        1.0, gt=0.0, le=2.0, description="Temperature of exploring requests."
-    )
-    explore_candidates: int = Field(
-        2, ge=1, le=8, description="num_candidates of exploring requests."
-    )
-    seed: int | None = Field(
-        None, ge=0, description="Seed of sampling and of the explore draw (None: random)."
-    )
-
-
-class BootstrapSFTConfig(BaseModel):
-    """The LoRA SFT that turns a base model into the first champion (`trainer.sft`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    examples: int = Field(
-        640,
-        ge=8,
-        le=200_000,
-        description="Training examples generated from SysToolKit (640 = 80 steps of 8).",
-    )
-    epochs: int = Field(1, ge=1, le=100, description="Passes over the generated examples.")
-    batch_size: int = Field(8, ge=1, le=256, description="Examples per optimizer step.")
-    max_steps: int | None = Field(
-        None, ge=1, description="Optimizer steps to run, overriding epochs (None: epochs decide)."
-    )
-    learning_rate: float = Field(5e-4, gt=0.0, le=0.1, description="AdamW peak learning rate.")
-    warmup_ratio: float = Field(0.1, ge=0.0, le=0.5, description="Linear warm-up share.")
-    max_seq_len: int = Field(
-        768, ge=64, le=8192, description="Longer prompt+response pairs are dropped."
-    )
-    lora_r: int = Field(8, ge=1, le=256, description="LoRA rank.")
-    lora_alpha: int = Field(16, ge=1, le=1024, description="LoRA scaling numerator.")
-    lora_dropout: float = Field(0.05, ge=0.0, le=0.5, description="LoRA dropout.")
-    target_modules: tuple[str, ...] = Field(
-        ("q_proj", "k_proj", "v_proj", "o_proj"),
-        min_length=1,
-        description="Linear layers that get LoRA (KTO refreshes continue this adapter).",
-    )
-    seed: int = Field(0, ge=0, description="Seed of data generation, init and shuffling.")
-
-
-class GeneratorConfig(BaseModel):
-    """Models, prompt template and decoding of the suggestion generator."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model_dir: Path = Field(
-        Path("models/smollm2-135m-instruct"),
-        description="Base model: a local Hugging Face checkpoint directory "
-        "(`toolrec models bootstrap` writes SmolLM2 here).",
-    )
-    bootstrap_adapter_dir: Path = Field(
-        Path("models/smollm2-135m-instruct-sft"),
-        description="Where `toolrec models bootstrap --sft` writes the first champion adapter.",
-    )
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Weights dtype at inference (bf16 ≈20% faster decode on CPU)."
-    )
-    merge_adapter: bool = Field(
-        True, description="Merge LoRA into the weights at load (faster decode, no unmerge)."
-    )
-    n_suggestions: int = Field(4, ge=1, le=10, description="Suggestions per request.")
-    max_tools: int = Field(4, ge=0, le=16, description="Retrieved tools shown in the prompt.")
-    max_recent: int = Field(3, ge=0, le=10, description="Recent session queries shown.")
-    max_query_chars: int = Field(200, ge=16, le=4000, description="Query is cut beyond this.")
-    max_response_chars: int = Field(
-        280, ge=0, le=8000, description="Assistant response is cut beyond this."
-    )
-    max_suggestion_chars: int = Field(
-        64, ge=8, le=400, description="Longer generated suggestions are dropped."
-    )
-    max_suggestion_words: int = Field(
-        12, ge=1, le=100, description="Suggestions with more words are dropped."
-    )
-    decoding: DecodingConfig = DecodingConfig()
-    sft: BootstrapSFTConfig = BootstrapSFTConfig()
+from generator.config import GeneratorConfig
 
 
 class GateTolerances(BaseModel):
-    """How far a candidate may regress from the champion on each guarded metric.
+    """How far a candidate may regress on each guarded metric, against the champion and
+    (the same amounts) against the fixed SFT baseline, so regressions cannot compound.
 
     Each tolerance is an absolute amount in the metric's own unit; a candidate is promoted
     only if no guarded metric regresses by more than its tolerance (`trainer.evaluate`).
@@ -204,6 +89,12 @@ class TrainingConfig(BaseModel):
     desirable_ratio_max: float = Field(
         4 / 3, ge=0.1, le=10.0, description="Upper bound of that ratio."
     )
+    weight_max: float = Field(
+        10.0, gt=0.0, le=1000.0, description="Cap on a training weight after the per-class "
+        "re-normalization; keep it equal to the calibration's w_max (streams.calibration."
+        "w_max). When a class cannot carry its share under the cap, the ratio bound gives way "
+        "(trainer.data, step 3)."
+    )
     replay_share: float = Field(
         0.25, ge=0.0, le=0.9, description="Share of a refresh's training set drawn from older "
         "samples (replay against forgetting)."
@@ -213,15 +104,20 @@ class TrainingConfig(BaseModel):
         "(the most recent new ones are kept)."
     )
     holdout_share: float = Field(
-        0.1, ge=0.0, le=0.5, description="Share of samples (stable hash of sample_id) never "
-        "trained on and used for the held-out reward margin."
+        0.2, ge=0.0, le=0.5, description="Share of requests (stable hash of request_id: "
+        "sibling suggestions stay together) never trained on and used for the gate's held-out "
+        "reward margin. 0.2: at ≈0.06 clicks per suggestion the gate's click evidence is the "
+        "bottleneck, and the held-out set accumulates over refreshes."
     )
     max_eval_samples: int = Field(
-        256, ge=2, le=100_000, description="Cap on held-out samples scored per evaluation."
+        128, ge=2, le=100_000, description="Cap on held-out samples scored per evaluation, "
+        "most recent first, clicks first (up to half). Each model scored costs a forward pass "
+        "per sample (SmolLM2: ≈0.5 CPU-s), and the gate scores up to three."
     )
     min_new_samples: int = Field(
-        200, ge=1, le=10_000_000, description="M: a scheduled refresh runs only with at least "
-        "this many new samples."
+        256, ge=1, le=10_000_000, description="M: a scheduled refresh runs only with at least "
+        "this many new samples. 256 with holdout_share 0.2 trains on ≈205 new samples: ≥ 20 "
+        "KTO steps of 8 in one epoch (plus the replay share once older data exists)."
     )
     min_per_class: int = Field(
         2, ge=1, le=100_000, description="A refresh needs this many clicked and non-clicked "
@@ -234,6 +130,21 @@ class TrainingConfig(BaseModel):
         "metrics (SmolLM2: ≈3.5 s each on CPU)."
     )
     gate: GateTolerances = GateTolerances()
+    min_heldout_clicks: int = Field(
+        10, ge=0, le=1_000_000, description="The held-out reward margin (the gate's primary "
+        "metric) is measured only with at least this many held-out clicks; with fewer the "
+        "refresh's outcome is 'not enough evidence': nothing is promoted and the next refresh "
+        "re-reads the data since the champion, so the held-out set grows. 0 (with "
+        "min_heldout_nonclicks 0) makes the margin optional: plumbing tests only."
+    )
+    min_heldout_nonclicks: int = Field(
+        30, ge=0, le=1_000_000, description="Same, for held-out non-clicked samples."
+    )
+    baseline_version: str | None = Field(
+        None, description="The fixed SFT baseline every candidate is also checked against "
+        "(None: the first version registered with `toolrec models register`, i.e. the "
+        "bootstrap SFT; the base model when none was)."
+    )
     gate_retrieval: bool = Field(
         True, description="Load retrieval for the gate's tool grounding / relevance metrics "
         "and eval-prompt tools (off: those metrics are not measured)."
@@ -260,6 +171,21 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"desirable_ratio_min ({self.desirable_ratio_min}) must be <= "
                 f"desirable_ratio_max ({self.desirable_ratio_max})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _evidence_fits_the_eval_cap(self) -> TrainingConfig:
+        # the held-out set keeps at most half of max_eval_samples as clicks, the rest
+        # non-clicks: a minimum above those shares could never be met
+        clicks = self.max_eval_samples // 2
+        others = self.max_eval_samples - clicks
+        if self.min_heldout_clicks > clicks or self.min_heldout_nonclicks > others:
+            raise ValueError(
+                f"min_heldout_clicks ({self.min_heldout_clicks}) must be <= max_eval_samples // 2 "
+                f"({clicks}) and min_heldout_nonclicks ({self.min_heldout_nonclicks}) <= "
+                f"max_eval_samples - that ({others}); raise max_eval_samples "
+                f"({self.max_eval_samples}) or lower the minimums"
             )
         return self
 

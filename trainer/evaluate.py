@@ -4,10 +4,13 @@ Metrics of one model (`ModelEvaluator.metrics`), all on fixed inputs so that two
 compared on the same ground:
 
 - `reward_margin` — weighted KTO reward margin on held-out samples (`trainer.data`'s stable
-  hold-out, never trained on): with r_i = β·(log π(y_i|x_i) − log π_ref(y_i|x_i)) and the
-  reference the adapter-disabled base, margin = Σ_D w·r / Σ_D w − Σ_U w·r / Σ_U w over
-  clicked (D) and non-clicked (U) samples, w the calibrated weights. The base model's
-  margin is 0 by definition.
+  per-request hold-out, never trained on): with r_i = β·(log π(y_i|x_i) − log π_ref(y_i|x_i))
+  and a fixed reference (the SFT baseline; the adapter-disabled base when there is none),
+  margin = Σ_D w·r / Σ_D w − Σ_U w·r / Σ_U w over clicked (D) and non-clicked (U) samples,
+  w the calibrated weights. The reference's own margin is 0 by definition; the margin is
+  linear in log π, so the difference of two models' margins does not depend on the
+  reference chosen. It is measured only with enough evidence (`Evidence`: at least
+  `min_heldout_clicks` clicked and `min_heldout_nonclicks` non-clicked held-out samples).
 - generation metrics on a small fixed prompt set (`EVAL_REQUESTS`, greedy decoding through
   the serving `Generator`, so exactly what users would see): `format_valid_rate` (parser's
   format check), `tool_grounded_share` (suggestions linked to a tool; needs a linker),
@@ -15,10 +18,17 @@ compared on the same ground:
   `mean_length` (words per suggestion) and `relevance` (mean cosine of each suggestion to
   "query + response" with retrieval's encoder; needs an encoder).
 
-The gate (`gate`) promotes a candidate only if no guarded metric regresses against the
-reference (the champion, or the base model when there is none) by more than its tolerance
-(`TrainingConfig.gate`); `length_drift` = |mean_length_cand / mean_length_ref − 1| has an
-absolute bound. A metric either side could not measure (None) is reported and not guarded.
+The gate (`gate`) has three outcomes:
+- `reject` — a guarded metric regresses by more than its tolerance (`TrainingConfig.gate`)
+  against the champion (the base model when there is none) OR against the fixed SFT
+  baseline (`Registry.baseline`), with the same tolerances: a chain of tolerated small
+  regressions cannot drift further than one tolerance from the baseline;
+- `not_enough_evidence` — nothing regressed, but the held-out set is too small to measure
+  the reward margin (see above): nothing is promoted, the champion stays, and the next
+  refresh re-reads everything since the champion, so the held-out set grows;
+- `promote` — otherwise.
+`length_drift` = |mean_length_cand / mean_length_ref − 1| has an absolute bound. A metric
+either side could not measure (None) is reported and not guarded.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -38,11 +48,14 @@ from toolrec.errors import TrainerError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from trainer.config import GateTolerances, GeneratorConfig, TrainingConfig
-    from trainer.parser import ToolLinker
+    from generator.config import GeneratorConfig
+    from generator.parser import ToolLinker
+    from trainer.config import GateTolerances, TrainingConfig
 
 __all__ = [
     "EVAL_REQUESTS",
+    "Evidence",
+    "GateOutcome",
     "GateResult",
     "ModelEvaluator",
     "distinct_n",
@@ -111,24 +124,90 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
+GateOutcome = Literal["promote", "reject", "not_enough_evidence"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How much held-out evidence the reward margin rests on, against the required minimums."""
+
+    clicks: int
+    nonclicks: int
+    min_clicks: int
+    min_nonclicks: int
+
+    @classmethod
+    def of(cls, held_out: pa.Table, training: TrainingConfig) -> Evidence:
+        labels = held_out.column("label").to_pylist()
+        clicks = sum(bool(x) for x in labels)
+        return cls(clicks, len(labels) - clicks, training.min_heldout_clicks,
+                   training.min_heldout_nonclicks)
+
+    @property
+    def enough(self) -> bool:
+        return self.clicks >= self.min_clicks and self.nonclicks >= self.min_nonclicks
+
+    @property
+    def measurable(self) -> bool:
+        """Both classes present: the margin can be computed (whether or not it is required)."""
+        return self.clicks > 0 and self.nonclicks > 0
+
+    def reason(self) -> str:
+        return (f"not enough evidence: {self.clicks} held-out clicks and {self.nonclicks} "
+                f"non-clicks, the reward margin needs >= {self.min_clicks} and >= "
+                f"{self.min_nonclicks} (trainer.training.min_heldout_clicks / "
+                "min_heldout_nonclicks); the champion stays and the next refresh accumulates")
+
+    def record(self) -> dict[str, Any]:
+        return {"heldout_clicks": self.clicks, "heldout_nonclicks": self.nonclicks,
+                "min_heldout_clicks": self.min_clicks,
+                "min_heldout_nonclicks": self.min_nonclicks, "enough": self.enough}
+
+
 @dataclass(frozen=True)
 class GateResult:
-    """The gate's decision with every check; `record()` is what the registry stores."""
+    """The gate's decision with every check; `record()` is what the registry stores.
+    `checks` compare with the champion, `baseline_checks` with the fixed SFT baseline."""
 
     promote: bool
     checks: dict[str, dict[str, Any]]
     reasons: list[str] = field(default_factory=list)
+    outcome: GateOutcome = "promote"
+    baseline_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        return {"promote": self.promote, "reasons": self.reasons, "checks": self.checks}
+        return {"outcome": self.outcome, "promote": self.promote, "reasons": self.reasons,
+                "checks": self.checks, "baseline_checks": self.baseline_checks,
+                "evidence": self.evidence}
 
 
 _HIGHER_IS_BETTER = ("reward_margin", "format_valid_rate", "tool_grounded_share",
                      "distinct_2", "relevance")
 
 
-def gate(candidate: dict[str, Any], reference: dict[str, Any], tol: GateTolerances) -> GateResult:
-    """Promote only if no guarded metric regresses beyond its tolerance (see module doc)."""
+def gate(candidate: dict[str, Any], reference: dict[str, Any], tol: GateTolerances, *,
+         baseline: dict[str, Any] | None = None, evidence: Evidence | None = None,
+         reference_name: str = "the champion", baseline_name: str = "the SFT baseline",
+         ) -> GateResult:
+    """Reject on any regression beyond its tolerance against `reference` (the champion) or
+    `baseline`; else 'not_enough_evidence' when `evidence` is short; else promote."""
+    checks, reasons = _compare(candidate, reference, tol, reference_name)
+    baseline_checks: dict[str, dict[str, Any]] = {}
+    if baseline is not None:
+        baseline_checks, more = _compare(candidate, baseline, tol, baseline_name)
+        reasons += more
+    outcome: GateOutcome = "reject" if reasons else "promote"
+    if outcome == "promote" and evidence is not None and not evidence.enough:
+        outcome, reasons = "not_enough_evidence", [evidence.reason()]
+    return GateResult(promote=outcome == "promote", checks=checks, reasons=reasons,
+                      outcome=outcome, baseline_checks=baseline_checks,
+                      evidence=evidence.record() if evidence is not None else {})
+
+
+def _compare(candidate: dict[str, Any], reference: dict[str, Any], tol: GateTolerances,
+             against: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every guarded metric of `candidate` against `reference`: (checks, regressions)."""
     checks: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
 
@@ -136,7 +215,7 @@ def gate(candidate: dict[str, Any], reference: dict[str, Any], tol: GateToleranc
         checks[name] = {"candidate": candidate.get(name), "reference": reference.get(name),
                         "tolerance": allowed, "ok": ok}
         if ok is False:
-            reasons.append(f"{name} regressed: {detail}")
+            reasons.append(f"{name} regressed against {against}: {detail}")
 
     for name in _HIGHER_IS_BETTER:
         cand, ref, allowed = candidate.get(name), reference.get(name), getattr(tol, name)
@@ -150,7 +229,7 @@ def gate(candidate: dict[str, Any], reference: dict[str, Any], tol: GateToleranc
     check("length_drift", None if drift is None else drift <= tol.length_drift,
           tol.length_drift, f"|{cand}/{ref} - 1| = {drift} > {tol.length_drift}")
     checks["length_drift"]["candidate"] = drift
-    return GateResult(promote=not reasons, checks=checks, reasons=reasons)
+    return checks, reasons
 
 
 # ---------------------------------------------------------------------- model metrics
@@ -193,17 +272,19 @@ class ModelEvaluator:
         self._inputs: list[Any] | None = None
 
     def margins(self, model: Any, tokenizer: Any, table: pa.Table,
-                adapters: Sequence[str | None]) -> dict[str | None, float]:
-        """The held-out weighted reward margin of each adapter (None: the base, 0)."""
+                adapters: Sequence[str | None], *, reference: str | None = None,
+                ) -> dict[str | None, float]:
+        """The held-out weighted reward margin of each adapter against the `reference`
+        adapter (None: the adapter-disabled base), whose own margin is 0."""
         prompts = table.column("prompt").to_pylist()
         completions = table.column("completion").to_pylist()
         labels = np.asarray(table.column("label").to_pylist(), dtype=bool)
         weights = np.asarray(table.column("weight").to_pylist(), dtype=np.float64)
-        with use_adapter(model, None):
+        with use_adapter(model, reference):
             ref = completion_logps(model, tokenizer, prompts, completions, self.training)
         out: dict[str | None, float] = {}
-        for name in adapters:
-            if name is None:
+        for name in dict.fromkeys(adapters):  # each adapter once, in order
+            if name == reference:
                 out[name] = 0.0
                 continue
             with use_adapter(model, name):
@@ -213,8 +294,8 @@ class ModelEvaluator:
 
     def generation_metrics(self, model: Any, tokenizer: Any, *, version: str) -> dict[str, Any]:
         """Greedy generations on the first `eval_prompts` EVAL_REQUESTS, scored."""
-        from trainer.config import DecodingConfig
-        from trainer.generator import Generator
+        from generator.config import DecodingConfig
+        from generator.generator import Generator
 
         inputs = self.eval_inputs()
         generator = Generator(model, tokenizer, config=self.generator_config,
@@ -234,7 +315,7 @@ class ModelEvaluator:
 
     def eval_inputs(self) -> list[Any]:
         """The fixed prompt inputs (the same for every model this evaluator scores)."""
-        from trainer.prompt import PromptInputs, PromptTool, prompt_tools
+        from generator.prompt import PromptInputs, PromptTool, prompt_tools
 
         if self._inputs is None:
             requests = [EVAL_REQUESTS[i % len(EVAL_REQUESTS)]

@@ -6,17 +6,23 @@ One refresh (`Refresher.run`), single-flight across processes (`TrainingConfig.l
 2. read the `samples` rows added since the Delta version the champion was trained up to
    (`read_samples_since`), and the older rows as of that version (time travel) for replay
    and hold-out top-up; skip when fewer than M new samples or a class is missing;
-3. build the training set (`trainer.data`: hold-out removed, replay mixed in, per-class
-   re-normalized weights, shuffled) and the held-out set;
+3. build the training set (`trainer.data`: per-request hold-out removed, replay mixed in,
+   per-class re-normalized weights capped at `weight_max`, shuffled; the weight
+   distribution is logged) and the held-out set;
 4. train weighted KTO with LoRA, continuing from the champion's adapter (its weights loaded
    into a fresh adapter of the same config; the KTO reference stays the adapter-disabled
    base); a fresh adapter when there is no champion;
-5. evaluate candidate and champion (or the base) on the same held-out samples and fixed
-   prompts; gate (`trainer.evaluate`);
-6. publish the adapter: written to `<artifact_dir>/.tmp-<version>-<pid>/`, checksummed,
-   atomically renamed to `<artifact_dir>/<version>/`;
+5. evaluate candidate, champion (or the base) and the fixed SFT baseline
+   (`Registry.baseline`) on the same held-out samples and fixed prompts; the reward margin
+   only with enough held-out clicks and non-clicks; gate (`trainer.evaluate`);
+6. publish the adapter with `training_weights.parquet` (per sample: calibrated and trained
+   weight): written to `<artifact_dir>/.tmp-<version>-<pid>/`, checksummed, atomically
+   renamed to `<artifact_dir>/<version>/`;
 7. register the row — the LAST write; champion if the gate passed (one Delta commit with
-   the old champion's retirement), else rejected; then announce a promotion.
+   the old champion's retirement), rejected on a regression, candidate when there was not
+   enough evidence; then announce a promotion. Only a promotion moves the champion's
+   `data_version_to`, so after a rejection or "not enough evidence" the next refresh reads
+   the same data again plus what arrived since: the held-out set grows.
 
 A crash or SIGKILL before step 7 leaves no row: the champion and the registry are as they
 were, and step 1 of the next run removes the leftovers. The Delta commit of step 7 is
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import pyarrow.parquet as pq
 from transformers import TrainerCallback
 
 from toolrec.errors import TrainerError
@@ -46,9 +53,11 @@ from trainer.data import (
     TrainingSet,
     build_eval_set,
     build_training_set,
+    format_weight_summary,
     to_kto_dataset,
 )
 from trainer.registry import (
+    BASE_VERSION,
     TMP_PREFIX,
     AnnounceError,
     FileLock,
@@ -62,17 +71,19 @@ from trainer.registry import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from generator.parser import ToolLinker
     from lakehouse.config import LakeConfig
     from toolrec.kafka import KafkaConfig
     from trainer.config import TrainerConfig
-    from trainer.evaluate import Encoder, ToolSearch
-    from trainer.parser import ToolLinker
+    from trainer.evaluate import Encoder, Evidence, GateResult, ToolSearch
 
 __all__ = ["RefreshCancelled", "RefreshResult", "Refresher", "retrieval_parts"]
 
 log = logging.getLogger(__name__)
-Outcome = Literal["promoted", "rejected", "candidate", "skipped"]
+Outcome = Literal["promoted", "rejected", "not_enough_evidence", "candidate", "skipped"]
 CHAMPION_ADAPTER = "champion"
+BASELINE_ADAPTER = "baseline"
+WEIGHTS_FILE = "training_weights.parquet"  # per-sample weights, beside the adapter
 
 
 class RefreshCancelled(TrainerError):
@@ -93,6 +104,17 @@ class RefreshResult:
     @property
     def version(self) -> str | None:
         return self.record.version if self.record else None
+
+
+@dataclass(frozen=True)
+class _Sides:
+    """What the candidate is gated against: PEFT adapter names (None: the base model) and
+    registry versions ('base': the base model) of the champion and the SFT baseline."""
+
+    reference: str | None
+    reference_version: str
+    baseline: str | None
+    baseline_version: str
 
 
 @dataclass
@@ -226,14 +248,19 @@ class Refresher:
         log.info("refresh data: samples versions (%s, %d]: %d new, %d replay, %d train, "
                  "%d held out, weighted D:U = %.2f", since, until, new.num_rows,
                  train.n_replay, train.table.num_rows, held_out.num_rows, train.weighted_ratio)
+        log.info("training weights: %s", format_weight_summary(train.weight_summary()))
+        if not (self.training.desirable_ratio_min - 1e-9 <= train.weighted_ratio
+                <= self.training.desirable_ratio_max + 1e-9):
+            log.warning("the weight cap %.3g moved the weighted D:U ratio to %.3f, outside "
+                        "[%.3g, %.3g]: a class is too small to carry its share (trainer.data)",
+                        self.training.weight_max, train.weighted_ratio,
+                        self.training.desirable_ratio_min, self.training.desirable_ratio_max)
         return _Data(since, until, new, train, held_out)
 
     def _train_and_evaluate(
         self, version: str, seq: int, champion: ModelRecord | None, data: _Data,
         tmp_dir: Path, timings: dict[str, float], max_steps: int | None,
     ) -> tuple[ModelRecord, bool]:
-        from trainer.evaluate import ModelEvaluator, gate, metric_summary
-
         t0 = time.monotonic()
         trainer = self._trainer(champion, data.train, tmp_dir / "trainer", max_steps)
         trainer.train()
@@ -242,22 +269,34 @@ class Refresher:
         model, tokenizer = trainer.model, trainer.processing_class
         adapter_tmp = tmp_dir / "adapter"
         model.save_pretrained(str(adapter_tmp), selected_adapters=["default"])
+        return self._evaluate_and_publish(version, seq, champion, data, (model, tokenizer),
+                                          adapter_tmp, timings, train_loss=_train_loss(trainer))
+
+    def _evaluate_and_publish(
+        self, version: str, seq: int, champion: ModelRecord | None, data: _Data,
+        loaded: tuple[Any, Any], adapter_tmp: Path, timings: dict[str, float], *,
+        train_loss: float | None,
+    ) -> tuple[ModelRecord, bool]:
+        """Gate the trained adapter 'default' of `loaded` (model, tokenizer) against the
+        champion and the SFT baseline, then publish it with its training weights."""
+        from trainer.evaluate import gate
+
         t1 = time.monotonic()
-        reference = self._load_reference(model, champion)
-        evaluator = ModelEvaluator(self.training, self.config.generator, linker=self.linker,
-                                   encoder=self.encoder, tool_search=self.tool_search)
-        candidate_m, reference_m = self._metrics(evaluator, model, tokenizer, data.held_out,
-                                                 version, reference, champion)
-        result = gate(candidate_m, reference_m, self.training.gate)
+        sides = self._sides(loaded[0], champion)
+        metrics, evidence = self._metrics(loaded, data.held_out, version, sides)
+        same = sides.baseline_version == sides.reference_version
+        result = gate(metrics["candidate"], metrics["reference"], self.training.gate,
+                      baseline=None if same else metrics["baseline"], evidence=evidence,
+                      reference_name=f"the champion {sides.reference_version}",
+                      baseline_name=f"the SFT baseline {sides.baseline_version}")
         timings["evaluate_s"] = time.monotonic() - t1
-        log.info("candidate %s: %s", version, metric_summary(candidate_m))
-        log.info("reference %s: %s", champion.version if champion else "base",
-                 metric_summary(reference_m))
-        log.info("gate: %s %s", "PROMOTE" if result.promote else "REJECT", result.reasons)
+        _log_gate(version, sides, metrics, result)
+        pq.write_table(data.train.weights(), adapter_tmp / WEIGHTS_FILE)
         final = publish_artifact(adapter_tmp, self.registry.artifact_path(version), info={
             "version": version, "parent": champion.version if champion else None,
             "base_model": str(self.base_model), "created_ts": now_ms(),
         })
+        status = {"promote": "champion", "reject": "rejected"}.get(result.outcome, "candidate")
         record = ModelRecord(
             version=version, seq=seq, parent=champion.version if champion else None,
             base_model=str(self.base_model), adapter_path=str(final),
@@ -265,18 +304,19 @@ class Refresher:
             n_holdout=data.held_out.num_rows, n_train=data.train.table.num_rows,
             n_new=data.train.n_new, n_replay=data.train.n_replay,
             n_desirable=data.train.n_desirable, n_undesirable=data.train.n_undesirable,
-            metrics={"candidate": candidate_m, "reference": reference_m,
-                     "reference_version": champion.version if champion else "base",
-                     "train_loss": _train_loss(trainer), "timings": dict(timings)},
+            metrics={**metrics, "reference_version": sides.reference_version,
+                     "baseline_version": sides.baseline_version, "train_loss": train_loss,
+                     "train_weights": data.train.weight_summary(),
+                     "weights_file": WEIGHTS_FILE, "timings": dict(timings)},
             decision=result.record(),
-            status="champion" if result.promote else "rejected",
+            status=status,  # type: ignore[arg-type]
         )
         return record, result.promote
 
     def _trainer(self, champion: ModelRecord | None, train: TrainingSet, out_dir: Path,
                  max_steps: int | None) -> Any:
+        from generator.loading import load_model
         from trainer.kto import ProgressLogCallback, WeightedKTOTrainer, kto_args, lora_config
-        from trainer.models import load_model
 
         _quiet_libraries()
         model, tokenizer = load_model(self.base_model)
@@ -293,47 +333,68 @@ class Refresher:
             _load_adapter_weights(trainer.model, champion)
         return trainer
 
-    def _load_reference(self, model: Any, champion: ModelRecord | None) -> str | None:
-        if champion is None:
-            return None
-        from trainer.models import ModelFilesError
+    def _sides(self, model: Any, champion: ModelRecord | None) -> _Sides:
+        """Load the champion's and the SFT baseline's adapters beside the candidate's."""
+        baseline = self.registry.baseline()
+        reference = self._load_adapter(model, champion, CHAMPION_ADAPTER)
+        if baseline is not None and champion is not None and baseline.version == champion.version:
+            baseline_adapter = reference
+        else:
+            if baseline is not None:
+                verify_artifact(baseline.adapter_dir, version=baseline.version)
+            baseline_adapter = self._load_adapter(model, baseline, BASELINE_ADAPTER)
+        return _Sides(reference, champion.version if champion else BASE_VERSION,
+                      baseline_adapter, baseline.version if baseline else BASE_VERSION)
+
+    def _load_adapter(self, model: Any, record: ModelRecord | None, name: str) -> str | None:
+        if record is None:
+            return None  # the base model: adapters disabled
+        from generator.loading import ModelFilesError
 
         try:
-            model.load_adapter(str(champion.adapter_dir), adapter_name=CHAMPION_ADAPTER)
+            model.load_adapter(str(record.adapter_dir), adapter_name=name)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ModelFilesError(
-                f"cannot load the champion adapter {champion.adapter_dir} for comparison: {exc}"
+                f"cannot load the adapter of {record.version} ({record.adapter_dir}) for the "
+                f"gate: {exc}"
             ) from exc
-        return CHAMPION_ADAPTER
+        return name
 
-    def _metrics(self, evaluator: Any, model: Any, tokenizer: Any, held_out: pa.Table,
-                 version: str, reference: str | None, champion: ModelRecord | None,
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-        from trainer.evaluate import use_adapter
+    def _metrics(self, loaded: tuple[Any, Any], held_out: pa.Table, version: str,
+                 sides: _Sides) -> tuple[dict[str, dict[str, Any]], Evidence]:
+        """Generation metrics of candidate, champion and baseline, and their held-out reward
+        margins (against the baseline) when the evidence suffices."""
+        from trainer.evaluate import Evidence, ModelEvaluator, use_adapter
 
-        margins = self._margins(evaluator, model, tokenizer, held_out, reference)
-        with use_adapter(model, "default"):
-            candidate = evaluator.generation_metrics(model, tokenizer, version=version)
-        with use_adapter(model, reference):
-            ref = evaluator.generation_metrics(
-                model, tokenizer, version=champion.version if champion else "base")
-        candidate["reward_margin"] = margins.get("default")
-        ref["reward_margin"] = margins.get(reference)
-        return candidate, ref
-
-    def _margins(self, evaluator: Any, model: Any, tokenizer: Any, held_out: pa.Table,
-                 reference: str | None) -> dict[str | None, float | None]:
-        labels = held_out.column("label").to_pylist()
-        if not any(labels) or all(labels):
-            log.warning("held-out set has %d samples and lacks a class: reward margin not "
-                        "measured (not guarded)", len(labels))
-            return {}
-        return dict(evaluator.margins(model, tokenizer, held_out, ["default", reference]))
+        model, tokenizer = loaded
+        evaluator = ModelEvaluator(self.training, self.config.generator, linker=self.linker,
+                                   encoder=self.encoder, tool_search=self.tool_search)
+        evidence = Evidence.of(held_out, self.training)
+        margins: dict[str | None, float] = {}
+        if evidence.enough and evidence.measurable:
+            margins = evaluator.margins(model, tokenizer, held_out,
+                                        ["default", sides.reference, sides.baseline],
+                                        reference=sides.baseline)
+        else:
+            log.info("reward margin not measured: %s", evidence.reason())
+        out: dict[str, dict[str, Any]] = {}
+        for side, adapter, name in (("candidate", "default", version),
+                                    ("reference", sides.reference, sides.reference_version),
+                                    ("baseline", sides.baseline, sides.baseline_version)):
+            if side == "baseline" and sides.baseline_version == sides.reference_version:
+                out[side] = out["reference"]
+                continue
+            with use_adapter(model, adapter):
+                out[side] = evaluator.generation_metrics(model, tokenizer, version=name)
+            out[side]["reward_margin"] = margins.get(adapter)
+        return out, evidence
 
     def _finish(self, record: ModelRecord, champion: ModelRecord | None, data: _Data,
                 timings: dict[str, float]) -> RefreshResult:
         outcome: Outcome = {"champion": "promoted", "rejected": "rejected"}.get(
             record.status, "candidate")  # type: ignore[assignment]
+        if outcome == "candidate" and record.decision.get("outcome") == "not_enough_evidence":
+            outcome = "not_enough_evidence"
         announced = False
         if outcome == "promoted":
             try:
@@ -346,6 +407,21 @@ class Refresher:
         log.info("refresh %s: %s (%s) in %.1fs", record.version, outcome, reason,
                  timings.get("total_s", 0.0))
         return RefreshResult(outcome, reason, record, data.new.num_rows, announced, timings)
+
+
+def _log_gate(version: str, sides: _Sides, metrics: dict[str, dict[str, Any]],
+              result: GateResult) -> None:
+    from trainer.evaluate import metric_summary
+
+    log.info("candidate %s: %s", version, metric_summary(metrics["candidate"]))
+    log.info("champion %s: %s", sides.reference_version, metric_summary(metrics["reference"]))
+    if sides.baseline_version != sides.reference_version:
+        log.info("SFT baseline %s: %s", sides.baseline_version,
+                 metric_summary(metrics["baseline"]))
+    evidence = result.evidence
+    log.info("gate: %s (held-out evidence: %s clicks, %s non-clicks) %s",
+             result.outcome.upper(), evidence.get("heldout_clicks"),
+             evidence.get("heldout_nonclicks"), result.reasons)
 
 
 def retrieval_parts(config: Any, *, max_tools: int = 4) -> dict[str, Any]:
@@ -384,7 +460,7 @@ def _champion_lora(champion: ModelRecord) -> Any:
     """The champion's LoRA config, made trainable (saved configs say inference_mode)."""
     from peft import PeftConfig
 
-    from trainer.models import ModelFilesError
+    from generator.loading import ModelFilesError
 
     try:
         config = PeftConfig.from_pretrained(str(champion.adapter_dir))
@@ -402,7 +478,7 @@ def _load_adapter_weights(model: Any, champion: ModelRecord) -> None:
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
-    from trainer.models import ModelFilesError
+    from generator.loading import ModelFilesError
 
     try:
         weights = load_peft_weights(str(champion.adapter_dir), device="cpu")

@@ -1,16 +1,26 @@
 """The model registry: a Delta table `models` under the lake root, an artifact directory of
 LoRA adapters, and announcements of champion changes on `toolrec.models`.
 
-One row per model version (`v1`, `v2`, …): parent, base model, adapter path, the `samples`
-Delta version range it was trained on (`data_version_from` exclusive, `data_version_to`
-inclusive — the next refresh reads from there), sample counts, the gate's metrics and
-decision (JSON), status and timestamps. Statuses:
+One row per model version (`v1`, `v2`, …; the table's schema is `lakehouse.tables.
+MODELS_SCHEMA`): parent, base model, adapter path, the `samples` Delta version range it was
+trained on (`data_version_from` exclusive, `data_version_to` inclusive — the next refresh
+reads from the *champion's* `data_version_to`, so data seen by a refresh that promoted
+nothing is read again), sample counts, every metric and the training weight summary
+(`metrics` JSON), the gate's outcome, reasons, checks against the champion and the SFT
+baseline and its evidence counts (`decision` JSON), status and timestamps. The adapter
+directory of a trained version also holds `training_weights.parquet` (per sample: id,
+label, calibrated and trained weight). Statuses:
 
-    candidate    registered, not (yet) promoted (e.g. the champion changed during its refresh)
+    candidate    registered, not (yet) promoted (the gate found not enough evidence, or the
+                 champion changed during its refresh)
     champion     the one model serving; at most one row at a time
     rejected     failed the evaluation gate
     retired      a former champion superseded by a later promotion (may be promoted again)
     rolled_back  a former champion an operator rolled back (promote it explicitly to reuse)
+
+The SFT baseline (`Registry.baseline`) is fixed: `training.baseline_version`, else the
+first version imported with `import_adapter` (`toolrec models register`: the bootstrap SFT),
+else the base model. Every candidate is gated against it as well as against the champion.
 
 Every status change that touches two rows (the new and the old champion) is ONE Delta
 commit (a MERGE on `version`), so a reader never sees zero or two champions; the commit's
@@ -47,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from lakehouse.tables import MODELS_SPEC
 from toolrec.errors import TrainerError
 
 if TYPE_CHECKING:
@@ -59,7 +70,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ANNOUNCEMENT_SCHEMA",
     "BASE_VERSION",
-    "MODELS_SCHEMA",
     "AdapterError",
     "AnnounceError",
     "FileLock",
@@ -81,29 +91,6 @@ BASE_VERSION = "base"
 ANNOUNCEMENT_SCHEMA = "model-announcement/1"
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
-
-MODELS_SCHEMA = pa.schema([
-    pa.field("version", pa.string(), nullable=False),
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("parent", pa.string()),
-    pa.field("base_model", pa.string(), nullable=False),
-    pa.field("adapter_path", pa.string(), nullable=False),
-    pa.field("data_version_from", pa.int64()),
-    pa.field("data_version_to", pa.int64()),
-    pa.field("n_train", pa.int64(), nullable=False),
-    pa.field("n_new", pa.int64(), nullable=False),
-    pa.field("n_replay", pa.int64(), nullable=False),
-    pa.field("n_holdout", pa.int64(), nullable=False),
-    pa.field("n_desirable", pa.int64(), nullable=False),
-    pa.field("n_undesirable", pa.int64(), nullable=False),
-    pa.field("metrics", pa.string(), nullable=False),  # JSON object
-    pa.field("decision", pa.string(), nullable=False),  # JSON object: promote?, reasons
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("created_ts", pa.int64(), nullable=False),
-    pa.field("promoted_ts", pa.int64()),
-    pa.field("updated_ts", pa.int64(), nullable=False),
-    pa.field("note", pa.string()),
-])
 
 
 class RegistryError(TrainerError):
@@ -154,6 +141,11 @@ class ModelRecord:
     @property
     def adapter_dir(self) -> Path:
         return Path(self.adapter_path)
+
+    @property
+    def imported(self) -> bool:
+        """Registered from an adapter trained elsewhere (`Registry.import_adapter`)."""
+        return "imported_from" in self.metrics
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -341,9 +333,8 @@ class Registry:
         if "://" not in self.uri:
             Path(self.uri).mkdir(parents=True, exist_ok=True)
         return DeltaTable.create(
-            self.uri, MODELS_SCHEMA, mode="ignore", name=self.training.registry_table,
-            description="toolrec model registry (trainer.registry)",
-            storage_options=self._storage(),
+            self.uri, MODELS_SPEC.schema, mode="ignore", name=self.training.registry_table,
+            description=MODELS_SPEC.description, storage_options=self._storage(),
         )
 
     def records(self) -> list[ModelRecord]:
@@ -376,6 +367,13 @@ class Registry:
             )
         return champions[0] if champions else None
 
+    def baseline(self) -> ModelRecord | None:
+        """The fixed SFT baseline (module doc); None means the base model."""
+        if self.training.baseline_version is not None:
+            return self.get(self.training.baseline_version)
+        imported = [r for r in self.records() if r.imported]
+        return imported[0] if imported else None
+
     def next_seq(self) -> int:
         """A sequence number no registered version and no artifact directory uses."""
         used = [r.seq for r in self.records()]
@@ -393,7 +391,7 @@ class Registry:
         """Upsert `records` on `version` in ONE Delta commit."""
         from deltalake import CommitProperties
 
-        source = pa.Table.from_pylist([r.to_row() for r in records], schema=MODELS_SCHEMA)
+        source = pa.Table.from_pylist([r.to_row() for r in records], schema=MODELS_SPEC.schema)
         table = self._ensure_table()
         properties = CommitProperties(custom_metadata={
             "toolrec.action": action,

@@ -13,17 +13,12 @@ from typing import Any
 
 import pytest
 
+from generator.config import DecodingConfig, GeneratorConfig
 from lakehouse.config import LakeConfig
 from lakehouse.tables import table_version
 from lakehouse.writer import write_samples
 from toolrec.kafka import KafkaConfig
-from trainer.config import (
-    DecodingConfig,
-    GateTolerances,
-    GeneratorConfig,
-    TrainerConfig,
-    TrainingConfig,
-)
+from trainer.config import GateTolerances, TrainerConfig, TrainingConfig
 from trainer.data import is_holdout, synthetic_samples
 from trainer.evaluate import distinct_n, gate, weighted_margin
 from trainer.refresh import Refresher
@@ -41,7 +36,8 @@ def _config(tmp_path: Path, model_dir: Path, generator: GeneratorConfig | None =
             **training: Any) -> TrainerConfig:
     values: dict[str, Any] = dict(
         batch_size=4, max_steps=3, learning_rate=5e-3, min_new_samples=16, holdout_share=0.2,
-        max_eval_samples=16, eval_prompts=2, artifact_dir=tmp_path / "artifacts",
+        max_eval_samples=16, min_heldout_clicks=2, min_heldout_nonclicks=4, eval_prompts=2,
+        artifact_dir=tmp_path / "artifacts",
         lock_path=tmp_path / "trainer.lock", logging_steps=1,
     )
     values.update(training)
@@ -58,8 +54,8 @@ def _fresh_adapter(model_dir: Path, out_dir: Path) -> Path:
     """A real (untrained) LoRA adapter of the tiny model, as a bootstrap champion."""
     from peft import get_peft_model
 
+    from generator.loading import load_model
     from trainer.kto import lora_config
-    from trainer.models import load_model
 
     model, _ = load_model(model_dir)
     get_peft_model(model, lora_config(TrainingConfig())).save_pretrained(str(out_dir))
@@ -120,7 +116,7 @@ def test_full_refresh_from_the_sft_champion_then_incrementally(
     assert (v1.version, v1.status) == ("v1", "champion")
     rows = synthetic_samples(64, seed=1)
     write_samples(lake, rows)
-    held = int(is_holdout([r["sample_id"] for r in rows], 0.2).sum())
+    held = int(is_holdout([r["request_id"] for r in rows], 0.2).sum())
     first_version = table_version(lake, "samples")
 
     first = refresher.run()
@@ -253,7 +249,8 @@ def test_killed_refresh_leaves_the_registry_consistent_and_the_next_run_starts_c
     assert leftovers, "the kill should have landed mid-refresh"
 
     result = Refresher(_lake(tmp_path), config).run()  # the lock was freed by the kill
-    assert result.outcome in ("promoted", "rejected") and result.version == "v2"
+    assert result.outcome in ("promoted", "rejected", "not_enough_evidence")
+    assert result.version == "v2"
     assert registry.get("v2").parent == "v1"
     assert not any(p.name.startswith(".tmp-") for p in registry.artifact_dir.iterdir())
 

@@ -197,9 +197,28 @@ def test_models_cli_lists_shows_promotes_and_rolls_back(
 
     from toolrec.cli import cli
 
+    from dataclasses import replace
+
     registry = _registry(tmp_path)
     registry.register(_record(registry, None), promote=True)
-    registry.register(_record(registry, "v1"), promote=True)
+    gated = replace(_record(registry, "v1"), metrics={
+        "candidate": {"reward_margin": 0.31, "format_valid_rate": 1.0},
+        "reference": {"reward_margin": 0.12, "format_valid_rate": 0.9},
+        "baseline": {"reward_margin": 0.0, "format_valid_rate": 0.9},
+        "reference_version": "v1", "baseline_version": "v1", "train_loss": 0.69,
+        "train_weights": {"clicked": {"n": 2, "min": 10.0, "median": 10.0, "p90": 10.0,
+                                      "max": 10.0, "mean": 10.0, "sum": 20.0, "ess": 2.0},
+                          "not_clicked": {"n": 3, "min": 1.0, "median": 1.0, "p90": 1.0,
+                                          "max": 1.0, "mean": 1.0, "sum": 3.0, "ess": 3.0},
+                          "all": {"n": 5, "ess": 2.8}, "ratio": 6.67}},
+        decision={"outcome": "promote", "promote": True, "reasons": [],
+                  "checks": {"reward_margin": {"candidate": 0.31, "reference": 0.12,
+                                               "tolerance": 0.0, "ok": True}},
+                  "baseline_checks": {},
+                  "evidence": {"heldout_clicks": 12, "heldout_nonclicks": 40,
+                               "min_heldout_clicks": 10, "min_heldout_nonclicks": 30,
+                               "enough": True}})
+    registry.register(gated, promote=True)
     monkeypatch.setenv("TOOLREC_LAKE__ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("TOOLREC_TRAINER__TRAINING__ARTIFACT_DIR", str(tmp_path / "artifacts"))
     monkeypatch.setenv("TOOLREC_TRAINER__TRAINING__ANNOUNCE", "false")
@@ -212,9 +231,40 @@ def test_models_cli_lists_shows_promotes_and_rolls_back(
 
     listing = run("models", "list").splitlines()
     assert [line.split()[:2] for line in listing] == [["v1", "retired"], ["v2", "champion"]]
-    assert '"version": "v2"' in run("models", "show")
+    assert '"version": "v2"' in run("models", "show", "--json")
+    shown = run("models", "show")
+    assert "gate: promote" in shown
+    assert "evidence: 12 held-out clicks (min 10), 40 non-clicks (min 30): enough" in shown
+    margin_row = next(line.split() for line in shown.splitlines() if "reward_margin" in line)
+    assert margin_row == ["reward_margin", "0.31", "0.12", "0", "0", "yes", "-"]
+    assert "training weights: clicked: n=2 min=10 median=10 p90=10 max=10 ess=2.0" in shown
     assert "champion: v1" in run("models", "rollback")
     assert "v2 is the champion" in run("models", "promote", "v2")
     with pytest.raises(RegistryError, match="'v9' is not in the registry"):
         runner.invoke(cli, ["models", "promote", "v9"], catch_exceptions=False)
     assert _statuses(registry) == {"v1": "retired", "v2": "champion"}
+
+
+def test_the_sft_baseline_is_the_first_imported_version_unless_configured(
+    tmp_path: Path,
+) -> None:
+    from lakehouse.tables import MODELS_SCHEMA
+
+    registry = _registry(tmp_path)
+    assert registry.baseline() is None  # nothing registered: the base model
+    registry.register(_record(registry, None), promote=True)  # trained here, not imported
+    assert registry.baseline() is None
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "adapter_config.json").write_text('{"r": 8}')
+    (sft / "adapter_model.safetensors").write_bytes(b"sft" * 100)
+    v2 = registry.import_adapter(sft, Path("models/base"), promote=True)
+    registry.register(_record(registry, "v2"), promote=True)
+    v4 = registry.import_adapter(sft, Path("models/base"), promote=False)
+    baseline = registry.baseline()
+    assert baseline is not None and baseline.version == v2.version == "v2"  # the first one
+    pinned = Registry(registry.lake, registry.training.model_copy(
+        update={"baseline_version": v4.version}))
+    assert pinned.baseline().version == "v4"  # type: ignore[union-attr]
+    # the registry's table has the schema the lake declares for it
+    assert DeltaTable(registry.uri).schema().to_arrow() == MODELS_SCHEMA
