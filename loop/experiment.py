@@ -50,12 +50,14 @@ from loop.simulator import Reaction, Shown, Simulator, Turn
 
 log = logging.getLogger(__name__)
 
-ARM_SWITCHES: dict[str, dict[str, bool]] = {
+ARM_SWITCHES: dict[str, dict[str, Any]] = {
     "raw": {"activity_enabled": False, "tool_enabled": False, "position_enabled": False},
     "activity": {"activity_enabled": True, "tool_enabled": False, "position_enabled": False},
     "tool": {"activity_enabled": False, "tool_enabled": True, "position_enabled": False},
     "full": {"activity_enabled": True, "tool_enabled": True, "position_enabled": False},
     "full_position": {"activity_enabled": True, "tool_enabled": True, "position_enabled": True},
+    "full_toolrec": {"form": "toolrec", "activity_enabled": True, "tool_enabled": True,
+                     "position_enabled": False},
 }
 METRICS = ("gt_ctr", "gt_right_tool_share", "relevance", "tool_query_share", "mean_words")
 T0_MS = 1_767_225_600_000  # 2026-01-01: logged traffic runs on a fixed simulated clock

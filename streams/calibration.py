@@ -1,4 +1,7 @@
-"""Dual-level calibration of click samples (DESIGN.md §4) as pure functions.
+"""Dual-level calibration of click samples (DESIGN.md §4 and §4b) as pure functions.
+
+Two forms, chosen by `CalibrationConfig.form`: "ours" (§4, below) and "toolrec" (§4b, the
+form reported for ToolRec; see "The ToolRec form" further down).
 
 The project's own definition: per user u, decayed counts of shown suggestions I_u and
 clicks C_u; a global (per-partition) decayed click rate p̄; smoothed user rate
@@ -11,6 +14,41 @@ p_u = (C_u + κ·p̄) / (I_u + κ); activity ratio ρ_u = p_u / p̄.
 - weight = clip(w_activity · w_tool · w_position, w_min, w_max).
 
 The state passed in is the state *before* this impression's outcome is counted.
+
+The ToolRec form (§4b; as described by secondary summaries of the paper, implemented as
+described, constants in `CalibrationConfig.toolrec_*`):
+
+- user level: w_u = 1 − α·tanh((uctr_u − μ)/s) for a clicked sample, 1 + α·tanh((uctr_u −
+  μ)/s) for a skipped one (α = 0.25). uctr_u is the same smoothed user rate p_u as above.
+  μ is the upper quartile of per-user CTR; s is not stated by the summaries — we take the
+  interquartile range of per-user CTR (q75 − q25, floored at `toolrec_scale_min`), a
+  robust spread of the same distribution, so that a user at the lower quartile is one s
+  below μ (tanh(−1) ≈ −0.76: a click weighs ≈1.19) whatever the product's CTR level;
+  `toolrec_scale` fixes s instead. Both are estimated online (`CtrSketch`, below).
+- tool level: w_s = (1 + γ)^(p^k) for a clicked tool query (γ = 1.25, k = 3), with p the
+  tool's usage-frequency quantile (`usage_quantile`); 0 for a skipped tool query; 1 for
+  every other sample. A clicked query on the most used tools weighs up to 2.25, on a
+  rarely used one ≈1 (p^3 is small until p nears 1).
+- weight = max(w_u, w_s) when clicked, min(w_u, w_s) when skipped — so a skipped tool
+  query weighs 0 (the summaries' rule: it is left out of training), a clicked one at
+  least w_u. Then × w_position when the position term is on (this project's switch,
+  as in the first form). `w_min` does not apply here (it would undo the 0); `w_max` does.
+- audit columns: `w_activity` = w_u, `w_tool` = w_s, `w_position` as above, `weight` =
+  max/min(w_activity, w_tool) · w_position, `user_ctr` = uctr_u. μ, s and p are the
+  partition's estimates at the sample's time (`streams.window.toolrec_estimates` reads
+  them from the partition state); they are not columns of the row.
+
+Online estimates of the ToolRec form (per source partition, as p̄; the worker's state):
+- `CtrSketch`: a histogram of users' current smoothed CTRs over [0, 1] in
+  `toolrec_sketch_bins` equal bins (sparse: only occupied bins are stored). Each user sits
+  in one bin (remembered in the user's state); when the user's window closes the user
+  moves to the bin of the new p_u. μ and the IQR are read by linear interpolation within
+  bins (resolution 1/bins = 0.001 by default; per-suggestion CTRs are ≈0.01–0.3). Until
+  `toolrec_min_users` users are in the sketch, μ = p̄ and s = max(p̄/2, scale_min).
+- tool usage: a decayed count (half-life as the user counts) per tool id of clicks on
+  suggestions invoking it — the tool usage the stream observes. p = the tool's mid-rank
+  quantile among the tools used so far in the partition: (#tools used less + ½·#tools
+  used as much, itself included) / #tools used; a tool never used has p = 0.
 """
 
 from __future__ import annotations
@@ -53,6 +91,15 @@ class Weights:
     weight: float
 
 
+@dataclass(frozen=True)
+class ToolRecState:
+    """The ToolRec form's online estimates at a sample's time (see the module docstring)."""
+
+    mu: float  # upper quartile of per-user CTR
+    scale: float  # s
+    tool_quantile: float = 0.0  # p of the sample's tool (0 when it invokes none)
+
+
 def clip(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
 
@@ -86,6 +133,35 @@ def position_weight(clicked: bool, theta: float, cfg: CalibrationConfig) -> floa
     return 1.0 / theta if clicked else theta
 
 
+def toolrec_user_weight(clicked: bool, user_ctr: float, mu: float, scale: float,
+                        cfg: CalibrationConfig) -> float:
+    """w_u = 1 ∓ α·tanh((uctr − μ)/s): − for a clicked sample, + for a skipped one."""
+    if not cfg.activity_enabled:
+        return 1.0
+    shift = cfg.toolrec_alpha * math.tanh((user_ctr - mu) / scale)
+    return 1.0 - shift if clicked else 1.0 + shift
+
+
+def toolrec_tool_weight(clicked: bool, is_tool_query: bool, quantile: float,
+                        cfg: CalibrationConfig) -> float:
+    """w_s = (1 + γ)^(p^k) for a clicked tool query, 0 for a skipped one, 1 otherwise."""
+    if not (cfg.tool_enabled and is_tool_query):
+        return 1.0
+    if not clicked:
+        return 0.0
+    p = clip(quantile, 0.0, 1.0)
+    return (1.0 + cfg.toolrec_gamma) ** (p**cfg.toolrec_k)
+
+
+def _toolrec(clicked: bool, is_tool_query: bool, user_ctr: float, w_position: float,
+             state: ToolRecState, cfg: CalibrationConfig) -> tuple[float, float, float]:
+    """(w_u, w_s, weight) of the ToolRec form."""
+    w_u = toolrec_user_weight(clicked, user_ctr, state.mu, state.scale, cfg)
+    w_s = toolrec_tool_weight(clicked, is_tool_query, state.tool_quantile, cfg)
+    combined = max(w_u, w_s) if clicked else min(w_u, w_s)
+    return w_u, w_s, min(combined * w_position, cfg.w_max)
+
+
 def calibrate(
     *,
     clicked: bool,
@@ -96,15 +172,92 @@ def calibrate(
     user_clicks: float,
     global_ctr: float,
     cfg: CalibrationConfig,
+    toolrec: ToolRecState | None = None,
 ) -> Weights:
-    """All weight components of one sample, from the state before its outcome."""
+    """All weight components of one sample, from the state before its outcome. The
+    "toolrec" form needs `toolrec`, its online estimates at the sample's time."""
+    user_ctr = smoothed_user_ctr(user_impressions, user_clicks, global_ctr, cfg.kappa)
+    w_position = position_weight(clicked, theta, cfg)
+    if cfg.form == "toolrec":
+        if toolrec is None:
+            raise ValueError("calibration form 'toolrec' needs its online estimates "
+                             "(toolrec=ToolRecState(mu, scale, tool_quantile)); got None")
+        w_u, w_s, weight = _toolrec(clicked, is_tool_query, user_ctr, w_position, toolrec, cfg)
+        return Weights(user_ctr, w_u, w_s, w_position, weight)
+    if cfg.form != "ours":
+        raise ValueError(f"unknown calibration form {cfg.form!r}; use 'ours' or 'toolrec'")
     w_activity = activity_weight(clicked, user_impressions, user_clicks, global_ctr, cfg)
     w_tool = tool_weight(clicked, is_tool_query, executed, cfg)
-    w_position = position_weight(clicked, theta, cfg)
     return Weights(
-        user_ctr=smoothed_user_ctr(user_impressions, user_clicks, global_ctr, cfg.kappa),
+        user_ctr=user_ctr,
         w_activity=w_activity,
         w_tool=w_tool,
         w_position=w_position,
         weight=clip(w_activity * w_tool * w_position, cfg.w_min, cfg.w_max),
     )
+
+
+# --------------------------------------------------------------------------- online estimates
+
+
+class CtrSketch:
+    """A histogram of per-user CTRs (JSON-able: `bins` maps str(bin) → users in it).
+
+    Pure helper over the dict kept in the partition state; see the module docstring."""
+
+    def __init__(self, bins: dict[str, int], n_bins: int) -> None:
+        self.bins = bins
+        self.n_bins = n_bins
+
+    def bin_of(self, ctr: float) -> int:
+        return min(int(clip(ctr, 0.0, 1.0) * self.n_bins), self.n_bins - 1)
+
+    def move(self, old: int | None, ctr: float) -> int:
+        """Move one user from bin `old` (None: not in the sketch yet) to `ctr`'s bin."""
+        new = self.bin_of(ctr)
+        if old is not None and old != new and self.bins.get(str(old), 0) > 0:
+            self.bins[str(old)] -= 1
+            if self.bins[str(old)] == 0:
+                del self.bins[str(old)]
+        if old is None or old != new:
+            self.bins[str(new)] = self.bins.get(str(new), 0) + 1
+        return new
+
+    @property
+    def users(self) -> int:
+        return sum(self.bins.values())
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile of the users' CTRs, interpolated linearly within a bin."""
+        total = self.users
+        if total == 0:
+            raise ValueError("quantile of an empty CTR sketch")
+        target, seen, width = q * total, 0.0, 1.0 / self.n_bins
+        for index in sorted(int(b) for b in self.bins):
+            count = self.bins[str(index)]
+            if seen + count >= target:
+                return (index + (target - seen) / count) * width
+            seen += count
+        return 1.0
+
+
+def toolrec_user_scale(sketch: CtrSketch, global_ctr: float,
+                       cfg: CalibrationConfig) -> tuple[float, float]:
+    """(μ, s) of the user-level weight from the partition's sketch (warm-up: p̄-based)."""
+    if sketch.users < cfg.toolrec_min_users:
+        mu, iqr = global_ctr, global_ctr / 2
+    else:
+        mu = sketch.quantile(cfg.toolrec_quantile)
+        iqr = mu - sketch.quantile(1.0 - cfg.toolrec_quantile)
+    scale = cfg.toolrec_scale if cfg.toolrec_scale is not None else iqr
+    return mu, max(scale, cfg.toolrec_scale_min)
+
+
+def usage_quantile(counts: dict[str, float], tool_id: str | None) -> float:
+    """Mid-rank quantile of `tool_id`'s usage among the used tools (counts at one time)."""
+    if tool_id is None or counts.get(tool_id, 0.0) <= 0:
+        return 0.0
+    mine = counts[tool_id]
+    below = sum(1 for c in counts.values() if c < mine)
+    ties = sum(1 for c in counts.values() if c == mine)
+    return (below + 0.5 * ties) / len(counts)

@@ -4,15 +4,24 @@ and the calibration constants of DESIGN.md §4."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class CalibrationConfig(BaseModel):
-    """Constants of the dual-level calibration (DESIGN.md §4). All are this project's own."""
+    """Constants of the calibration. `form` picks the weighting: "ours" (DESIGN.md §4, this
+    project's own constants) or "toolrec" (§4b, the form reported for ToolRec; its
+    `toolrec_*` constants are the reported ones where reported, ours where not).
+    `activity_enabled` / `tool_enabled` / `position_enabled` switch the user-level,
+    tool-level and position terms in both forms (`streams.calibration`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    form: Literal["ours", "toolrec"] = Field(
+        "ours", description="ours: DESIGN.md §4 (product of clipped terms); toolrec: §4b "
+        "(tanh user weight, frequency-aware tool weight, max/min combination)."
+    )
     half_life_days: float = Field(14.0, gt=0, description="Half-life of decayed user counts.")
     kappa: float = Field(20.0, ge=0, description="Prior strength pulling p_u toward p̄.")
     prior_ctr: float = Field(0.1, gt=0, lt=1, description="p̄ before any traffic is seen.")
@@ -30,6 +39,33 @@ class CalibrationConfig(BaseModel):
     theta_min: float = Field(0.1, gt=0, le=1, description="Lower clip of propensity θ_k.")
     w_min: float = Field(0.05, gt=0, description="Lower clip of the final weight.")
     w_max: float = Field(10.0, gt=0, description="Upper clip of the final weight.")
+    toolrec_alpha: float = Field(
+        0.25, ge=0, lt=1, description="ToolRec α: w_u = 1 ∓ α·tanh((uctr − μ)/s) (reported)."
+    )
+    toolrec_quantile: float = Field(
+        0.75, gt=0.5, lt=1, description="μ = this quantile of per-user CTR (reported: the "
+        "upper quartile); s uses the spread between it and its mirror (1 − q)."
+    )
+    toolrec_scale: float | None = Field(
+        None, gt=0, description="ToolRec s (not reported). None: the online interquartile "
+        "range of per-user CTR, floored at toolrec_scale_min."
+    )
+    toolrec_scale_min: float = Field(
+        0.005, gt=0, le=1, description="Lower bound of s (a sketch with all users in one bin "
+        "has a zero interquartile range)."
+    )
+    toolrec_min_users: int = Field(
+        10, ge=1, description="Users in the partition's CTR sketch before μ and s are read "
+        "from it; before that μ = p̄ and s = p̄/2."
+    )
+    toolrec_sketch_bins: int = Field(
+        1000, ge=10, le=100_000, description="Equal bins over [0, 1] of the per-user CTR sketch."
+    )
+    toolrec_gamma: float = Field(
+        1.25, ge=0, description="ToolRec γ: w_s = (1 + γ)^(p^k) for a clicked tool query "
+        "(reported)."
+    )
+    toolrec_k: float = Field(3.0, gt=0, description="ToolRec k of p^k (reported).")
 
     @model_validator(mode="after")
     def _ranges(self) -> CalibrationConfig:

@@ -19,9 +19,19 @@ close happens to run.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
-from streams.calibration import MS_PER_DAY, Decayed, calibrate, clip
+from streams.calibration import (
+    MS_PER_DAY,
+    CtrSketch,
+    Decayed,
+    ToolRecState,
+    calibrate,
+    clip,
+    smoothed_user_ctr,
+    toolrec_user_scale,
+    usage_quantile,
+)
 from streams.config import StreamsConfig
 from streams.schemas import Feedback, Impression, Sample
 from trainer.prompt import format_completion, sample_prompt
@@ -53,6 +63,8 @@ class UserState(TypedDict):
     pending: dict[str, Pending]
     orphans: list[Orphan]
     closed: dict[str, int]  # request_id -> closed at (event time, ms)
+    # form "toolrec" only: the user's bin in the partition's CTR sketch (absent: not in it)
+    ctr_bin: NotRequired[int]
 
 
 class GlobalState(TypedDict):
@@ -61,6 +73,9 @@ class GlobalState(TypedDict):
     position_shown: dict[str, list[float]]
     position_clicks: dict[str, list[float]]
     last_closed: list[Any]  # [deadline, request_id]: closes run in this order
+    # form "toolrec" only (streams.calibration): per-user CTR sketch, decayed tool usage
+    ctr_sketch: NotRequired[dict[str, int]]
+    tool_uses: NotRequired[dict[str, list[float]]]
 
 
 ImpressionOutcome = Literal["accepted", "replayed", "duplicate_impression", "late_impression"]
@@ -261,6 +276,7 @@ def build_samples(
     user_clicks = _decayed(user["clicks"]).at(ts, half)
     p_bar = global_ctr(glob, ts, cfg)
     clicked_positions = set(pending["clicks"]) | set(pending["executed"])
+    toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
     shown_before: list[str] = []
     samples = []
     for suggestion in impression.suggestions:
@@ -276,6 +292,8 @@ def build_samples(
             user_clicks=user_clicks,
             global_ctr=p_bar,
             cfg=cfg.calibration,
+            toolrec=None if toolrec is None else ToolRecState(
+                toolrec[0], toolrec[1], usage_quantile(toolrec[2], suggestion.tool_id)),
         )
         samples.append(
             Sample(
@@ -338,3 +356,38 @@ def count_outcome(
         glob["position_shown"][key] = bump(glob["position_shown"].get(key, [0.0, 0]), 1)
         hit = 1 if suggestion.position in clicked else 0
         glob["position_clicks"][key] = bump(glob["position_clicks"].get(key, [0.0, 0]), hit)
+    if cfg.calibration.form == "toolrec":
+        count_toolrec(user, glob, impression, clicked, cfg)
+
+
+def toolrec_estimates(
+    glob: GlobalState, ts: int, p_bar: float, cfg: StreamsConfig
+) -> tuple[float, float, dict[str, float]] | None:
+    """(μ, s, tool usage counts at `ts`) of the ToolRec form; None for the form "ours"."""
+    cal = cfg.calibration
+    if cal.form != "toolrec":
+        return None
+    half = cal.half_life_days * MS_PER_DAY
+    sketch = CtrSketch(glob.get("ctr_sketch", {}), cal.toolrec_sketch_bins)
+    mu, scale = toolrec_user_scale(sketch, p_bar, cal)
+    uses = {t: _decayed(pair).at(ts, half) for t, pair in glob.get("tool_uses", {}).items()}
+    return mu, scale, uses
+
+
+def count_toolrec(
+    user: UserState, glob: GlobalState, impression: Impression, clicked: set[int],
+    cfg: StreamsConfig,
+) -> None:
+    """The ToolRec form's state after a close: clicked tools' usage, the user's sketch bin."""
+    cal, ts = cfg.calibration, impression.ts
+    half = cal.half_life_days * MS_PER_DAY
+    uses = glob.setdefault("tool_uses", {})
+    for suggestion in impression.suggestions:
+        if suggestion.tool_id is not None and suggestion.position in clicked:
+            updated = _decayed(uses.get(suggestion.tool_id, [0.0, 0])).add(1.0, ts, half)
+            uses[suggestion.tool_id] = [updated.value, updated.ts]
+    p_u = smoothed_user_ctr(_decayed(user["shown"]).at(ts, half),
+                            _decayed(user["clicks"]).at(ts, half),
+                            global_ctr(glob, ts, cfg), cal.kappa)
+    sketch = CtrSketch(glob.setdefault("ctr_sketch", {}), cal.toolrec_sketch_bins)
+    user["ctr_bin"] = sketch.move(user.get("ctr_bin"), p_u)

@@ -124,3 +124,25 @@ def test_markdown_summary() -> None:
     text = experiment_markdown(rows, results, {"seeds": [0, 1, 2]}, findings(rows))
     assert "| full dual-level | 3 | 0.2100 [" in text
     assert text.count("\n| 2 | ") == 3  # one per-seed row per arm
+
+
+def test_toolrec_arm_replays_the_toolrec_form(sim: Simulator, logged) -> None:  # type: ignore[no-untyped-def]
+    """The ToolRec form through the worker's own window functions: skipped tool queries
+    weigh 0, clicked ones ≥ 1 (frequency-aware), and w_u moves around 1 with the user's
+    CTR against the partition's sketch (filled by the history)."""
+    from loop.experiment import history_events
+
+    history = history_events(sim, logged, 40, seed=0)
+    samples = replay_samples(logged, _config("full_toolrec"), history)
+    assert [s.clicked for s in samples] == [s.clicked for s in replay_samples(
+        logged, _config("raw"))]
+    for s in samples:
+        expected = max(s.w_activity, s.w_tool) if s.clicked else min(s.w_activity, s.w_tool)
+        assert s.weight == pytest.approx(expected)  # auditable from the row
+        assert 0.75 <= s.w_activity <= 1.25
+    assert all(s.w_tool == 0.0 and s.weight == 0.0 for s in samples
+               if s.is_tool_query and not s.clicked)
+    clicked_tools = [s.w_tool for s in samples if s.is_tool_query and s.clicked]
+    assert min(clicked_tools) >= 1.0 and max(clicked_tools) > 1.5
+    skipped_users = [s.w_activity for s in samples if not s.clicked]
+    assert min(skipped_users) < 0.95 < 1.05 < max(skipped_users)
