@@ -9,20 +9,22 @@ with TRL 1.16's tokenization (prompt and prompt+completion tokenized as strings,
 where they diverge, `max_length` truncation, prompts that fill it dropped) and its KL pairs
 (completions rotated by +1 within each batch: y'_i = y_{i-1}). What is cheaper, and why:
 
-1. Shared prefixes. A sample's log-prob needs the hidden states of its tokens except the last.
-   In the per-suggestion factorization (`sample_prompt`) the samples of one request nest:
-   sample k's tokens are a prefix of sample k+1's. A batch is split into groups by a
-   token-level test (a sample joins a group when its tokens but the last are a prefix of the
-   group's sequence; else it founds its own), so one causal forward per group scores every
-   member, and a sample whose tokenization differs simply gets its own sequence. Batches are
-   packed with whole requests (`plan_batches`) so siblings meet. No padding: one sequence per
-   forward.
-2. The vocabulary head (49k × 576 for SmolLM2) runs only at the positions that predict a
-   scored token, on hidden states taken from the backbone, not over every prompt position.
+1. Shared prefixes. A sample's log-prob needs the hidden states of its tokens except the last,
+   and those depend only on the tokens before them. In the per-suggestion factorization
+   (`sample_prompt`) the samples of one request nest (sample k's tokens are a prefix of
+   sample k+1's) and every request starts with the same system instruction. So a batch
+   becomes one token tree (a trie of its sequences, a node per distinct prefix), run as ONE
+   causal forward with a tree attention mask (each node sees its ancestors) and positions =
+   depths: every sample of the batch is scored from it, shared prefixes computed once, no
+   padding. The sharing is decided token by token, so a sample whose tokenization differs
+   from its siblings' simply gets its own branch. Batches are packed with whole requests
+   (`plan_batches`) so that siblings meet.
+2. The vocabulary head (49k × 576 for SmolLM2) runs only at the nodes that predict a scored
+   token, on hidden states taken from the backbone, not over every prompt position.
 3. KL log-probs: TRL runs a second full forward over prompt + mismatched completion. Here the
-   policy's key/value cache of the group forward (the prompt is a prefix of it) is reused and
-   only the KL completion's tokens are run, all KL completions of a group in one no-grad call
-   with a 4-D mask (each attends to its own prompt prefix and its own earlier tokens).
+   policy's key/value cache of the tree forward is reused (the prompt is a path of the tree)
+   and only the KL completions' tokens are run, all in one no-grad call with a 4-D mask
+   (each sees its prompt's path and its own earlier tokens).
 4. Reference = the starting adapter (the champion), by construction: the reference log-probs
    of every batch (target and KL pairs) are computed with the model itself, without
    gradients, BEFORE the first update, and reused across epochs (batches keep their
@@ -47,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from toolrec.errors import TrainerError
 
@@ -151,7 +152,8 @@ def plan_batches(samples: Sequence[KTOSample], batch_size: int, *, seed: int) ->
         requests.setdefault(sample.request, []).append(i)
     order = list(requests.values())
     random.Random(seed).shuffle(order)
-    flat = [i for members in order for i in sorted(members, key=lambda j: len(samples[j].prompt_ids))]
+    by_position = [sorted(members, key=lambda j: len(samples[j].prompt_ids)) for members in order]
+    flat = [i for members in by_position for i in members]
     return [flat[k : k + batch_size] for k in range(0, len(flat), batch_size)]
 
 
@@ -159,45 +161,72 @@ def plan_batches(samples: Sequence[KTOSample], batch_size: int, *, seed: int) ->
 
 
 @dataclass
-class _Group:
-    """One causal sequence shared by the batch items whose context is a prefix of it."""
+class BatchPlan:
+    """A batch as one token tree: every distinct prefix of the batch's sequences is one node.
+
+    `ids[n]`, `parents[n]` (-1 at a root), `depths[n]` (its position in its sequence);
+    `targets` (item, node, token): the token scored from node n's hidden state; `kl_first`
+    likewise for the first token of each KL completion (from its prompt's last node);
+    `kl_items` (item, prompt node, start position, KL completion ids) for the rest."""
 
     ids: list[int]
-    targets: list[tuple[int, int, int]] = field(default_factory=list)  # (item, pos, token)
-    kl_first: list[tuple[int, int, int]] = field(default_factory=list)  # (item, pos, token)
-    kl_items: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (item, start, ids)
-
-
-@dataclass
-class BatchPlan:
-    """A batch as groups of shared sequences; `labels` and `weights` in batch order."""
-
-    groups: list[_Group]
+    parents: list[int]
+    depths: list[int]
+    targets: list[tuple[int, int, int]]
+    kl_first: list[tuple[int, int, int]]
+    kl_items: list[tuple[int, int, int, list[int]]]
     labels: torch.Tensor
     weights: torch.Tensor
-    n_tokens: int  # tokens run through the backbone per policy step (groups + KL tokens)
+    sequence_tokens: int  # what one sequence per sample would run (for comparison)
 
     @property
     def size(self) -> int:
         return int(self.labels.numel())
 
+    @property
+    def n_tokens(self) -> int:
+        """Tokens run through the backbone per policy step: tree nodes + KL tokens."""
+        return len(self.ids) + sum(len(k) - 1 for *_, k in self.kl_items)
+
+
+class _Tree:
+    """A token trie; a node's hidden state depends only on the path from its root."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.parents: list[int] = []
+        self.depths: list[int] = []
+        self._children: dict[tuple[int, int], int] = {}
+
+    def path(self, tokens: Sequence[int]) -> list[int]:
+        """The nodes of `tokens` (inserted where missing), one per token."""
+        nodes, parent = [], -1
+        for depth, token in enumerate(tokens):
+            node = self._children.get((parent, token))
+            if node is None:
+                node = len(self.ids)
+                self._children[(parent, token)] = node
+                self.ids.append(token)
+                self.parents.append(parent)
+                self.depths.append(depth)
+            nodes.append(node)
+            parent = node
+        return nodes
+
 
 def build_batch(samples: Sequence[KTOSample], indices: Sequence[int], *,
                 max_length: int | None) -> BatchPlan:
-    """Group the batch's sequences by shared prefix; KL pairs as TRL: y'_i = y_{i-1}."""
+    """The batch's token tree; KL pairs as TRL: item i's KL completion is item i-1's."""
     items = [samples[i] for i in indices]
     fulls = [_truncate(list(s.prompt_ids) + list(s.completion_ids), max_length) for s in items]
-    groups: list[_Group] = []
-    owner: list[_Group] = [None] * len(items)  # type: ignore[list-item]
+    tree = _Tree()
+    paths: list[list[int]] = [[] for _ in items]
+    targets: list[tuple[int, int, int]] = []
     for b in sorted(range(len(items)), key=lambda k: (-len(fulls[k]), k)):
-        context = fulls[b][:-1]  # hidden states are needed at every position but the last
-        group = next((g for g in groups if g.ids[: len(context)] == context), None)
-        if group is None:
-            group = _Group(ids=context)
-            groups.append(group)
-        owner[b] = group
+        paths[b] = tree.path(fulls[b][:-1])  # the last token is only predicted
         start = max(len(items[b].prompt_ids), 1)
-        group.targets.extend((b, j - 1, fulls[b][j]) for j in range(start, len(fulls[b])))
+        targets.extend((b, paths[b][j - 1], fulls[b][j]) for j in range(start, len(fulls[b])))
+    kl_first, kl_items = [], []
     n = len(items)
     for b, sample in enumerate(items):
         prompt = list(sample.prompt_ids)
@@ -205,12 +234,14 @@ def build_batch(samples: Sequence[KTOSample], indices: Sequence[int], *,
         kl_ids = kl_full[len(prompt):]
         if not kl_ids or not prompt:
             continue
-        owner[b].kl_first.append((b, len(prompt) - 1, kl_ids[0]))
+        end = paths[b][len(prompt) - 1]
+        kl_first.append((b, end, kl_ids[0]))
         if len(kl_ids) > 1:
-            owner[b].kl_items.append((b, len(prompt), kl_ids))
-    n_tokens = sum(len(g.ids) + sum(len(k) - 1 for _, _, k in g.kl_items) for g in groups)
-    return BatchPlan(groups, torch.tensor([s.label for s in items], dtype=torch.bool),
-                     torch.tensor([s.weight for s in items], dtype=torch.float32), n_tokens)
+            kl_items.append((b, end, len(prompt), kl_ids))
+    per_sample = sum(2 * len(f) + len(s.completion_ids) for f, s in zip(fulls, items, strict=True))
+    return BatchPlan(tree.ids, tree.parents, tree.depths, targets, kl_first, kl_items,
+                     torch.tensor([s.label for s in items], dtype=torch.bool),
+                     torch.tensor([s.weight for s in items], dtype=torch.float32), per_sample)
 
 
 def _truncate(ids: list[int], max_length: int | None) -> list[int]:
@@ -231,86 +262,91 @@ def _parts(model: Any) -> tuple[Any, Any]:
     return backbone, head
 
 
-def _scores(head: Any, hidden: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+def _scores(head: Any, hidden: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
     """log p(token) from hidden states [P, H], the head run only at these P positions."""
     logits = head(hidden).float()
-    target = torch.tensor(tokens, dtype=torch.long, device=logits.device)
+    target = torch.tensor(list(tokens), dtype=torch.long, device=logits.device)
     return logits.log_softmax(-1).gather(-1, target[:, None]).squeeze(-1)
 
 
-def _kl_mask(prefix: int, starts: list[int], lengths: list[int], dtype: torch.dtype) -> torch.Tensor:
-    """4-D additive mask of the KL tokens: each KL completion sees its prompt (the first
-    `start` cached positions of the group) and its own earlier tokens, nothing else."""
-    q = sum(lengths)
-    allowed = torch.zeros(q, prefix + q, dtype=torch.bool)
-    row = 0
-    for start, length in zip(starts, lengths, strict=True):
-        allowed[row : row + length, :start] = True
-        block = torch.ones(length, length, dtype=torch.bool).tril()
-        allowed[row : row + length, prefix + row : prefix + row + length] = block
-        row += length
-    mask = torch.zeros(q, prefix + q, dtype=dtype)
+def _ancestors(parents: list[int]) -> torch.Tensor:
+    """allowed[i, j]: node j is node i or one of its ancestors (parents precede children)."""
+    allowed = torch.zeros(len(parents), len(parents), dtype=torch.bool)
+    for node, parent in enumerate(parents):
+        if parent >= 0:
+            allowed[node] = allowed[parent]
+        allowed[node, node] = True
+    return allowed
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[None, None]
 
 
-def _kl_pass(backbone: Any, group: _Group, cache: Any, device: torch.device,
-             dtype: torch.dtype) -> tuple[torch.Tensor, list[int], list[int]]:
-    """No-grad forward of the group's KL tokens on its cached prefix: (hidden, items, tokens)."""
-    inputs, positions, starts, lengths, items, tokens = [], [], [], [], [], []
-    for b, start, ids in group.kl_items:
-        run = ids[:-1]  # the last KL token is only predicted
-        inputs.extend(run)
-        positions.extend(range(start, start + len(run)))
-        starts.append(start)
-        lengths.append(len(run))
-        items.extend([b] * len(run))
+def _kl_inputs(plan: BatchPlan, allowed: torch.Tensor) -> tuple[list[int], list[int], torch.Tensor,
+                                                                list[int], list[int]]:
+    """The KL tokens run on the tree's cache: ids, positions, mask rows (each sees its
+    prompt's path and its own earlier tokens), and per scored token its item and target."""
+    inputs: list[int] = []
+    positions: list[int] = []
+    items: list[int] = []
+    tokens: list[int] = []
+    lengths = [len(ids) - 1 for *_, ids in plan.kl_items]
+    q, n = sum(lengths), len(plan.ids)
+    rows = torch.zeros(q, n + q, dtype=torch.bool)
+    row = 0
+    for (b, end, start, ids), length in zip(plan.kl_items, lengths, strict=True):
+        inputs.extend(ids[:-1])  # the last KL token is only predicted
+        positions.extend(range(start, start + length))
+        items.extend([b] * length)
         tokens.extend(ids[1:])
-    out = backbone(
-        input_ids=torch.tensor([inputs], device=device),
-        position_ids=torch.tensor([positions], device=device),
-        attention_mask=_kl_mask(len(group.ids), starts, lengths, dtype).to(device),
-        past_key_values=cache, use_cache=True,
-    )
-    return out.last_hidden_state[0], items, tokens
+        rows[row : row + length, :n] = allowed[end]
+        rows[row : row + length, n + row : n + row + length] = torch.ones(
+            length, length, dtype=torch.bool).tril()
+        row += length
+    return inputs, positions, rows, items, tokens
 
 
 def batch_logps(model: Any, plan: BatchPlan, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(completion log-probs, KL log-probs) of the batch's items under `model`.
 
-    The first carries gradients when `grad`; the KL log-probs never do (TRL computes them
-    under no_grad and detaches the estimate)."""
+    One forward over the token tree (tree attention mask, positions = depths); the first
+    result carries gradients when `grad`. The KL log-probs never do (TRL computes them
+    under no_grad and detaches the estimate): one no-grad forward of the KL tokens on the
+    tree's key/value cache."""
     backbone, head = _parts(model)
-    device = head.weight.device
-    dtype = head.weight.dtype
-    logps = torch.zeros(plan.size, device=device)
-    kl_logps = torch.zeros(plan.size, device=device)
+    device, dtype = head.weight.device, head.weight.dtype
+    allowed = _ancestors(plan.parents)
     with torch.set_grad_enabled(grad):
-        for group in plan.groups:
-            need_cache = bool(group.kl_items)
-            out = backbone(input_ids=torch.tensor([group.ids], device=device), use_cache=need_cache)
-            hidden = out.last_hidden_state[0]
-            items, positions, tokens = zip(*group.targets, strict=True)
-            scored = _scores(head, hidden[list(positions)], list(tokens))
-            logps = logps.index_add(0, torch.tensor(items, device=device), scored)
-            with torch.no_grad():
-                kl_logps = _group_kl(backbone, head, group, hidden.detach(),
-                                     out.past_key_values, kl_logps, device, dtype)
+        out = backbone(
+            input_ids=torch.tensor([plan.ids], device=device),
+            position_ids=torch.tensor([plan.depths], device=device),
+            attention_mask=_additive(allowed, dtype).to(device),
+            use_cache=bool(plan.kl_items),
+        )
+        hidden = out.last_hidden_state[0]
+        items, nodes, tokens = zip(*plan.targets, strict=True)
+        logps = torch.zeros(plan.size, device=device).index_add(
+            0, torch.tensor(items, device=device), _scores(head, hidden[list(nodes)], tokens))
+    with torch.no_grad():
+        kl_logps = torch.zeros(plan.size, device=device)
+        if plan.kl_first:
+            items, nodes, tokens = zip(*plan.kl_first, strict=True)
+            kl_logps.index_add_(0, torch.tensor(items, device=device),
+                                _scores(head, hidden.detach()[list(nodes)], tokens))
+        if plan.kl_items:
+            inputs, positions, rows, kl_items, kl_tokens = _kl_inputs(plan, allowed)
+            kl_hidden = backbone(
+                input_ids=torch.tensor([inputs], device=device),
+                position_ids=torch.tensor([positions], device=device),
+                attention_mask=_additive(rows, dtype).to(device),
+                past_key_values=out.past_key_values, use_cache=True,
+            ).last_hidden_state[0]
+            kl_logps.index_add_(0, torch.tensor(kl_items, device=device),
+                                _scores(head, kl_hidden, kl_tokens))
     return logps, kl_logps
-
-
-def _group_kl(backbone: Any, head: Any, group: _Group, hidden: torch.Tensor, cache: Any,
-              kl_logps: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    if not group.kl_first:
-        return kl_logps
-    items, positions, tokens = zip(*group.kl_first, strict=True)
-    kl_logps = kl_logps.index_add(0, torch.tensor(items, device=device),
-                                  _scores(head, hidden[list(positions)], list(tokens)))
-    if group.kl_items:
-        kl_hidden, kl_items, kl_tokens = _kl_pass(backbone, group, cache, device, dtype)
-        kl_logps = kl_logps.index_add(0, torch.tensor(kl_items, device=device),
-                                      _scores(head, kl_hidden, kl_tokens))
-    return kl_logps
 
 
 # ----------------------------------------------------------------------------- loss
