@@ -47,7 +47,7 @@ def _latency(label: str, calls: list[Any]) -> None:
 
 
 def bench_generation(generator: Any, requests: list[Any]) -> None:
-    from trainer.config import DecodingConfig
+    from generator.config import DecodingConfig
 
     greedy = DecodingConfig(temperature=0.0)
     sampled = DecodingConfig(temperature=0.8, num_candidates=2, seed=0)
@@ -71,9 +71,9 @@ def bench_sft(model_dir: Path, steps: int, batch: int) -> None:
     import torch
     from peft import get_peft_model
 
+    from generator.config import BootstrapSFTConfig
+    from generator.loading import load_model
     from retrieval.catalog import load_catalog
-    from trainer.config import BootstrapSFTConfig
-    from trainer.models import load_model
     from trainer.sft import collate, completion_loss, lora_config, tokenize_example
     from trainer.sft_data import build_sft_examples
 
@@ -115,8 +115,8 @@ def main() -> None:
 
     import torch
 
-    from trainer.config import GeneratorConfig
-    from trainer.generator import Generator
+    from generator.config import GeneratorConfig
+    from generator.generator import Generator
     from trainer.models import bootstrap_smollm2
 
     if args.threads:

@@ -118,8 +118,8 @@ def _breakdown(name: str, samples: list[Sample]) -> dict[str, float]:
 
 def _bare_call(services: Any, i: int) -> Sample:
     """Retrieval + generation exactly as the worker does it, without queue, HTTP or spool."""
+    from generator.prompt import PromptInputs, prompt_tools
     from retrieval import DeviceContext
-    from trainer.prompt import PromptInputs, prompt_tools
 
     body = _body(i)
     generator = services.manager.snapshot()
@@ -279,10 +279,11 @@ def phase_swap(url: str, concurrency: int, steady_s: float) -> dict[str, Any]:
 
 def _settings(model_dir: Path, adapter: Path | None, tmp: Path, kafka: Any,
               max_batch: int | None) -> Any:
+    from generator.config import GeneratorConfig
     from infra.config import InfraConfig
     from serving.config import ServingConfig
     from toolrec.config import Settings
-    from trainer.config import GeneratorConfig, TrainerConfig
+    from trainer.config import TrainerConfig
 
     base = Settings()
     decoding = base.trainer.generator.decoding.model_copy(update={"seed": 0})

@@ -51,9 +51,9 @@ def _trainer(kind: str, model_dir: Path, batch: int, steps: int, out_dir: Path) 
     import datasets
     from trl import KTOTrainer
 
+    from generator.loading import load_model
     from trainer.config import TrainingConfig
     from trainer.kto import WeightedKTOTrainer, kto_args, lora_config
-    from trainer.models import load_model
 
     datasets.disable_progress_bars()
     logging.getLogger("trl.trainer.kto_trainer").setLevel(logging.ERROR)
@@ -159,9 +159,10 @@ def peak_rss(model_dir: Path, batch: int, steps: int, out: Path) -> dict[str, di
 
 def full_refresh(model_dir: Path, n: int, out: Path) -> Any:
     """One refresh of `n` synthetic samples on a fresh lake, default training settings."""
+    from generator.config import GeneratorConfig
     from lakehouse.config import LakeConfig
     from lakehouse.writer import write_samples
-    from trainer.config import GeneratorConfig, TrainerConfig, TrainingConfig
+    from trainer.config import TrainerConfig, TrainingConfig
     from trainer.data import synthetic_samples
     from trainer.refresh import Refresher
 

@@ -1,8 +1,8 @@
 """The suggestion generator that serving calls: prompt → model → parsed, tool-tagged list.
 
 `Generator` wraps one causal LM (optionally with a LoRA adapter merged in). A call renders
-the GQR prompt (`trainer.prompt`), samples one or more candidate lists, parses and merges
-them (`trainer.parser`) and returns a `GenerationResult` carrying everything an impression
+the GQR prompt (`generator.prompt`), samples one or more candidate lists, parses and merges
+them (`generator.parser`) and returns a `GenerationResult` carrying everything an impression
 records: the rendered prompt, the template version, the model version, the decoding used,
 the suggestions with their linked tools, plus the raw text and timings.
 
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.config import DecodingConfig, GeneratorConfig
-from trainer.models import apply_adapter, load_model
-from trainer.parser import Dropped, Suggestion, ToolLinker, parse_candidates
-from trainer.prompt import TEMPLATE_VERSION, PromptInputs, render_prompt
+from generator.config import DecodingConfig, GeneratorConfig
+from generator.loading import apply_adapter, load_model
+from generator.parser import Dropped, Suggestion, ToolLinker, parse_candidates
+from generator.prompt import TEMPLATE_VERSION, PromptInputs, render_prompt
 
 __all__ = ["GenerationResult", "Generator", "resolve_decoding"]
 

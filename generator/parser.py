@@ -1,6 +1,6 @@
 """Robust parsing of generated text into the suggestions that are shown.
 
-The model is asked for lines `- <query>` (see `trainer.prompt`), but a small model also
+The model is asked for lines `- <query>` (see `generator.prompt`), but a small model also
 writes numbered lists, bare lines, echoes of the user's query, repeats, run-on sentences,
 pieces of the template, and is sometimes cut off by the token cap. `parse_candidates`
 keeps what is usable and records why everything else was dropped:
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, Literal, Protocol
 
+from generator.prompt import END_OF_TURN, SUGGESTION_PREFIX, SUGGESTION_SEP, clean_text
 from toolrec.errors import RetrievalError
-from trainer.prompt import END_OF_TURN, SUGGESTION_PREFIX, SUGGESTION_SEP, clean_text
 
 __all__ = [
     "DropReason",

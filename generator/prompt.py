@@ -31,8 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from generator.config import GeneratorConfig
 from toolrec.errors import ValidationError
-from trainer.config import GeneratorConfig
 
 __all__ = [
     "END_OF_TURN",

@@ -163,7 +163,7 @@ class Experiment:
         return streams.model_copy(update={"calibration": calibration})
 
     def _generator(self, adapter_dir: Path, version: str) -> Any:
-        from trainer.generator import Generator
+        from generator.generator import Generator
 
         return Generator.load(self.start.model_dir, adapter_dir, config=self.generator_config,
                               linker=self.retriever, model_version=version)
@@ -195,7 +195,7 @@ class Experiment:
         return shown, prompts
 
     def _inputs(self, turn: Turn) -> Any:
-        from trainer.prompt import PromptInputs, prompt_tools
+        from generator.prompt import PromptInputs, prompt_tools
 
         request = turn.request
         k = self.generator_config.max_tools
@@ -293,9 +293,9 @@ def build_logged(sim: Simulator, turns: Sequence[Turn], shown: Sequence[tuple[Sh
                  prompts: Sequence[str], decoding: Any) -> Logged:
     """Impressions and feedback as serving and the telemetry producer would send them, plus
     the simulator's hidden truth about each (kept apart)."""
+    from generator.prompt import TEMPLATE_VERSION
     from streams.producer import pseudonymize
     from streams.schemas import Feedback, Impression
-    from trainer.prompt import TEMPLATE_VERSION
 
     records, impressions, feedback = [], [], []
     utility: dict[str, float] = {}

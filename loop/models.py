@@ -39,7 +39,7 @@ def _adapter_ready(adapter_dir: Path) -> bool:
     """An adapter is there and was trained on the prompt template the generator renders."""
     import json
 
-    from trainer.prompt import TEMPLATE_VERSION
+    from generator.prompt import TEMPLATE_VERSION
 
     report = adapter_dir / "sft-report.json"
     if not (adapter_dir / "adapter_config.json").is_file() or not report.is_file():
@@ -68,8 +68,8 @@ def smollm2(generator: Any) -> StartModel:
 
 def tiny(cache_dir: Path, *, seed: int = 0) -> StartModel:
     """The tiny Llama and its SFT adapter under `cache_dir` (built once, then reused)."""
+    from generator.config import BootstrapSFTConfig, GeneratorConfig
     from retrieval.catalog import load_catalog
-    from trainer.config import BootstrapSFTConfig, GeneratorConfig
     from trainer.models import TINY_GENERATOR, TINY_SFT, build_tiny_model
     from trainer.sft import run_sft
     from trainer.sft_data import build_sft_examples

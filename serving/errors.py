@@ -26,7 +26,7 @@ from serving.engine import NotReady, Overloaded
 from serving.hotswap import NothingToRollBack
 from serving.schemas import ErrorBody, FieldProblem
 from serving.spool import SpoolError
-from toolrec.errors import ServingError, TrainerError, ValidationError
+from toolrec.errors import GeneratorError, ServingError, TrainerError, ValidationError
 
 __all__ = ["AdminDenied", "BodyTooLarge", "Conflict", "install_error_handlers"]
 
@@ -137,3 +137,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RegistryError, _conflict)
     app.add_exception_handler(ServingError, _serving)
     app.add_exception_handler(TrainerError, _serving)
+    app.add_exception_handler(GeneratorError, _serving)

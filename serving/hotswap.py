@@ -27,17 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from generator.loading import MODEL_LOAD_LOCK
 from serving.config import ServingConfig
 from serving.metrics import Metrics
 from toolrec.errors import ServingError
 
 if TYPE_CHECKING:
-    from trainer.config import GeneratorConfig
-    from trainer.generator import Generator
+    from generator.config import GeneratorConfig
+    from generator.generator import Generator
     from trainer.registry import Registry
 
 __all__ = [
-    "MODEL_LOAD_LOCK",
     "LoadedModel",
     "ModelManager",
     "ModelTarget",
@@ -49,11 +49,6 @@ log = logging.getLogger(__name__)
 
 BASE_VERSION = "base"  # = trainer.registry.BASE_VERSION (not imported: keeps imports light)
 
-# transformers' `from_pretrained` keeps loading state in process globals: two loads in two
-# threads at once (the worker warming retrieval's encoder, this manager loading SmolLM2)
-# can leave SmolLM2's tied lm_head untied and randomly initialized (seen here: gibberish
-# output). Every model load in serving holds this lock.
-MODEL_LOAD_LOCK = threading.Lock()
 WARMUP_QUERY = "turn on battery saver"
 
 
@@ -194,9 +189,9 @@ class ModelManager:
     # ------------------------------------------------------------------ loading
     def load(self, target: ModelTarget) -> Generator:
         """Load `target` from local files, verify its adapter, warm it up."""
-        from trainer.config import DecodingConfig
-        from trainer.generator import Generator
-        from trainer.prompt import PromptInputs
+        from generator.config import DecodingConfig
+        from generator.generator import Generator
+        from generator.prompt import PromptInputs
         from trainer.registry import verify_artifact
 
         if target.adapter_dir is not None and target.source != "static":

@@ -21,9 +21,9 @@ from serving.publisher import EventPublisher
 from serving.spool import Spool
 
 if TYPE_CHECKING:
+    from generator.config import GeneratorConfig
     from retrieval import Retriever
     from toolrec.config import Settings
-    from trainer.config import GeneratorConfig
 
 __all__ = ["Services"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+from generator.prompt import format_completion, sample_prompt
 from streams.calibration import (
     MS_PER_DAY,
     CtrSketch,
@@ -34,7 +35,6 @@ from streams.calibration import (
 )
 from streams.config import StreamsConfig
 from streams.schemas import Feedback, Impression, Sample
-from trainer.prompt import format_completion, sample_prompt
 
 
 class Pending(TypedDict):

@@ -7,6 +7,7 @@ ToolrecError
 ├── StreamError            the streaming stage cannot go on
 ├── LakeError              a Delta table is missing, unreadable or would be corrupted
 ├── RetrievalError         the tool catalog or index is invalid
+├── GeneratorError         the generator's model or adapter cannot be loaded
 ├── TrainerError           training, evaluation or the registry failed
 └── ServingError           the API cannot serve (no model, failed swap)
 """
@@ -45,6 +46,10 @@ class LakeError(ToolrecError):
 
 
 class RetrievalError(ToolrecError):
+    pass
+
+
+class GeneratorError(ToolrecError):
     pass
 
 

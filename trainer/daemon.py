@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from toolrec.errors import TrainerError
+from toolrec.errors import GeneratorError, TrainerError
 from trainer.registry import LockBusyError
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class TrainerDaemon:
         except RefreshCancelled as exc:
             log.info("tick %d: refresh cancelled: %s", self.ticks, exc)
             return TickResult("cancelled", str(exc))
-        except TrainerError as exc:
+        except (TrainerError, GeneratorError) as exc:  # a model file the refresh loads
             log.error("tick %d: refresh failed, the champion keeps serving: %s", self.ticks, exc)
             return TickResult("failed", str(exc))
         return TickResult(result.outcome, result.reason, result)

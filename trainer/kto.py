@@ -21,7 +21,7 @@ How it hooks into TRL 1.16 without forking `_compute_loss`:
   The unit tests pin this against the stock trainer, so a TRL change that breaks the
   contract fails them.
 
-Per-suggestion completions (`trainer.prompt`: "- text\\n") must not end the turn, so the EOS
+Per-suggestion completions (`generator.prompt`: "- text\\n") must not end the turn, so the EOS
 token TRL appends to every non-conversational completion is removed after tokenization
 (`completion_eos=False`, the default).
 
@@ -89,7 +89,7 @@ class WeightedKTOTrainer(KTOTrainer):
     def __init__(self, model: Any, *, completion_eos: bool = False, **kwargs: Any) -> None:
         """`KTOTrainer`'s arguments (by keyword), plus `completion_eos`: keep TRL's EOS after
         each completion (False for our per-suggestion factorization, whose completions end
-        with the suggestion delimiter, not the end of the turn; see `trainer.prompt`)."""
+        with the suggestion delimiter, not the end of the turn; see `generator.prompt`)."""
         self._completion_eos = completion_eos
         if kwargs.get("train_dataset") is None:
             raise TrainerError("WeightedKTOTrainer needs train_dataset=... (a weighted dataset)")
@@ -185,7 +185,7 @@ def _default_collator(kwargs: dict[str, Any]) -> WeightedUnpairedCollator:
     if tokenizer is None or args is None:
         raise TrainerError(
             "WeightedKTOTrainer needs explicit `args` (KTOConfig) and `processing_class` "
-            "(the tokenizer); build them with trainer.kto.kto_args and trainer.models.load_model"
+            "(the tokenizer); build them with trainer.kto.kto_args and generator.loading.load_model"
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

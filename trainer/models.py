@@ -8,41 +8,31 @@
 - `build_tiny_model` builds a ≈1M-parameter Llama with its own byte-level BPE tokenizer
   (trained with `tokenizers` on a built-in synthetic phone-assistant corpus) and a ChatML
   chat template, so tests run the real code paths in seconds.
-- `load_model` / `apply_adapter` load a checkpoint directory / LoRA adapter from local files
-  and fail with a `ModelFilesError` that names the path and the fix.
-
-Nothing here downloads: Hugging Face offline mode is switched on before transformers loads.
+Loading them (`load_model`, `apply_adapter`, the process-wide load lock) is
+`generator.loading`'s job. Nothing here downloads: Hugging Face offline mode is switched on
+(`generator.loading.hub_offline`) before transformers loads.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from toolrec.errors import TrainerError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from generator.loading import ModelFilesError, hub_offline
 
 __all__ = [
     "CHATML_TEMPLATE",
     "DEFAULT_SMOLLM2_DIR",
-    "LOAD_LOCK",
-    "ModelFilesError",
-    "apply_adapter",
     "atomic_output_dir",
     "bootstrap_smollm2",
     "build_tiny_model",
     "find_smollm2_gguf",
-    "load_model",
 ]
 
 DEFAULT_SMOLLM2_DIR = Path("models/smollm2-135m-instruct")
@@ -55,34 +45,6 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-Dtype = Literal["float32", "bfloat16"]
-
-# transformers' from_pretrained is not thread-safe: two concurrent SmolLM2 loads were seen to
-# leave the tied lm_head randomly initialized. Every load in this module holds this lock.
-LOAD_LOCK = threading.RLock()
-
-
-class ModelFilesError(TrainerError):
-    """A model or adapter directory is missing, incomplete or unreadable."""
-
-
-def _offline() -> None:
-    """Forbid any hub download before transformers / huggingface_hub read their settings."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-def _torch_dtype(dtype: Dtype) -> Any:
-    import torch
-
-    if dtype == "float32":
-        return torch.float32
-    if dtype == "bfloat16":
-        return torch.bfloat16
-    raise ModelFilesError(f"dtype {dtype!r} is not supported; use 'float32' or 'bfloat16'")
-
 
 def _is_complete(model_dir: Path) -> bool:
     """Whether `model_dir` holds a model this module wrote; refuses to touch anything else.
@@ -158,7 +120,7 @@ def bootstrap_smollm2(
     out_dir = Path(out_dir)
     if _is_complete(out_dir):
         return out_dir
-    _offline()
+    hub_offline()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(gguf_path) if gguf_path is not None else find_smollm2_gguf()
@@ -240,7 +202,7 @@ def _catalog_text() -> Iterator[str]:
 
 
 def _rendered_prompts(rng: random.Random) -> Iterator[str]:
-    from trainer.prompt import PromptInputs, PromptTool, format_response, render_prompt
+    from generator.prompt import PromptInputs, PromptTool, format_response, render_prompt
 
     for _ in range(40):
         query, *others = rng.sample(_TINY_ACTIONS, 6)
@@ -309,7 +271,7 @@ def build_tiny_model(
     out_dir = Path(out_dir)
     if _is_complete(out_dir):
         return out_dir
-    _offline()
+    hub_offline()
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -344,65 +306,3 @@ def build_tiny_model(
         params = sum(p.numel() for p in model.parameters())
         _write_marker(tmp_dir, kind="tiny-llama", seed=seed, parameters=params)
     return out_dir
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_model(
-    path: Path, dtype: Dtype = "float32"
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local checkpoint directory, in eval mode.
-
-    Raises ModelFilesError naming the path when it is missing, incomplete or corrupt.
-    """
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ModelFilesError(
-            f"no model checkpoint at {path} (config.json missing); run "
-            "`toolrec models bootstrap` or point trainer.generator.model_dir at a Hugging "
-            "Face checkpoint directory"
-        )
-    _offline()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        with LOAD_LOCK:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, dtype=_torch_dtype(dtype)
-            )
-    except Exception as exc:  # safetensors, tokenizers and json each raise their own types
-        raise ModelFilesError(
-            f"the model at {path} is incomplete or corrupt ({type(exc).__name__}: {exc}); "
-            "delete the directory and rebuild it (`toolrec models bootstrap`)"
-        ) from exc
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer
-
-
-def apply_adapter(model: Any, adapter_dir: Path, *, merge: bool = True) -> Any:
-    """Put the LoRA adapter in `adapter_dir` on `model` (merged into the weights by default).
-
-    Raises ModelFilesError naming the directory when it is missing or does not fit the model.
-    """
-    adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ModelFilesError(
-            f"no LoRA adapter at {adapter_dir} (adapter_config.json missing); check the "
-            "registry's adapter path or retrain it"
-        )
-    from peft import PeftModel
-
-    try:
-        with LOAD_LOCK:
-            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    except Exception as exc:  # peft surfaces json, safetensors and shape errors as-is
-        raise ModelFilesError(
-            f"the adapter at {adapter_dir} is corrupt or does not fit the base model "
-            f"({type(exc).__name__}: {exc}); retrain it or roll back to the previous champion"
-        ) from exc
-    peft_model.eval()
-    return peft_model.merge_and_unload() if merge else peft_model

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from generator.config import BootstrapSFTConfig, GeneratorConfig
+from generator.loading import load_model
+from generator.prompt import TEMPLATE_VERSION
 from toolrec.errors import TrainerError
-from trainer.config import BootstrapSFTConfig, GeneratorConfig
-from trainer.models import atomic_output_dir, bootstrap_smollm2, load_model
-from trainer.prompt import TEMPLATE_VERSION
+from trainer.models import atomic_output_dir, bootstrap_smollm2
 from trainer.sft_data import SFTExample, ToolSearch, build_sft_examples
 
 __all__ = [
@@ -311,7 +312,7 @@ def bootstrap(
 def format_check(generator: Any, examples: Sequence[SFTExample]) -> dict[str, float]:
     """Greedy generations on held-out examples: format-valid rate, suggestions per request,
     share of suggestions linked to a tool (when the generator has a linker), seconds each."""
-    from trainer.config import DecodingConfig
+    from generator.config import DecodingConfig
 
     cap = generator.config.decoding.max_new_tokens
     greedy = DecodingConfig(temperature=0.0, max_new_tokens=cap)

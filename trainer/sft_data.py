@@ -35,10 +35,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from generator.config import GeneratorConfig
+from generator.parser import normalize
+from generator.prompt import PromptInputs, format_response, prompt_tools, render_prompt
 from toolrec.errors import TrainerError
-from trainer.config import GeneratorConfig
-from trainer.parser import normalize
-from trainer.prompt import PromptInputs, format_response, prompt_tools, render_prompt
 
 __all__ = [
     "SFTExample",

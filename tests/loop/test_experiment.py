@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from generator.config import DecodingConfig
 from loop.experiment import (
     ARM_SWITCHES,
     ArmResult,
@@ -18,7 +19,6 @@ from loop.experiment import (
 )
 from loop.simulator import Shown, Simulator
 from streams.config import StreamsConfig
-from trainer.config import DecodingConfig
 
 
 @pytest.fixture

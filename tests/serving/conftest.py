@@ -56,9 +56,9 @@ def _teach_list_format(model_dir: Path, catalog_path: Path, steps: int) -> None:
     """A few full-weight steps on SFT examples: enough for `- …` lines, not for sense."""
     import torch
 
+    from generator.config import GeneratorConfig
+    from generator.loading import load_model
     from retrieval.catalog import load_catalog
-    from trainer.config import GeneratorConfig
-    from trainer.models import load_model
     from trainer.sft_data import build_sft_examples
 
     examples = build_sft_examples(load_catalog(catalog_path).tools, 48,
@@ -106,7 +106,7 @@ def make_lora(model_dir: Path, out_dir: Path, seed: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from trainer.models import load_model
+    from generator.loading import load_model
 
     torch.manual_seed(seed)
     model, _ = load_model(model_dir)
@@ -118,13 +118,14 @@ def make_lora(model_dir: Path, out_dir: Path, seed: int) -> Path:
 def make_settings(tmp_path: Path, base_model_dir: Path, catalog_path: Path, *,
                   kafka: Any = None, **serving: Any) -> Any:
     """Settings with every path under tmp_path; `serving` overrides ServingConfig fields."""
+    from generator.config import DecodingConfig, GeneratorConfig
     from infra.config import InfraConfig
     from lakehouse.config import LakeConfig
     from retrieval import RetrievalConfig
     from serving.config import ServingConfig
     from toolrec.config import Settings
     from toolrec.kafka import KafkaConfig
-    from trainer.config import DecodingConfig, GeneratorConfig, TrainerConfig, TrainingConfig
+    from trainer.config import TrainerConfig, TrainingConfig
 
     decoding = DecodingConfig(max_new_tokens=20, temperature=0.7, explore_temperature=1.0,
                               explore_candidates=2)

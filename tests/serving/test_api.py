@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from generator.prompt import TEMPLATE_VERSION
 from streams.producer import pseudonymize
 from streams.schemas import Feedback, Impression, parse_event
 from tests.serving.conftest import (
@@ -22,7 +23,6 @@ from tests.serving.conftest import (
     read_topic,
     wait_ready_version,
 )
-from trainer.prompt import TEMPLATE_VERSION
 
 OPENAPI_SNAPSHOT = Path(__file__).with_name("openapi.json")
 

@@ -1,7 +1,7 @@
 """Shared fixtures of the trainer tests: a tiny locally-built Llama, built once per session.
 
 `tiny_model_dir` is a real Hugging Face checkpoint directory (≈0.7M-parameter Llama, its own
-byte-level BPE tokenizer with a ChatML template); load it with `trainer.models.load_model`.
+byte-level BPE tokenizer with a ChatML template); load it with `generator.loading.load_model`.
 Treat it as read-only: tests that change weights load their own copy into memory or
 save to their own tmp_path. `tiny_sft` is the bootstrap SFT run on it (an adapter).
 """
@@ -65,8 +65,8 @@ def tiny_sft(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     """The bootstrap SFT run on the tiny model over part of the real SysToolKit catalog,
     once per session: `.adapter_dir` is a LoRA adapter (a champion to continue from),
     `.report` the SFTReport, `.config` the GeneratorConfig, `.tools` the catalog tools used."""
+    from generator.config import BootstrapSFTConfig, GeneratorConfig
     from retrieval.catalog import load_catalog
-    from trainer.config import BootstrapSFTConfig, GeneratorConfig
     from trainer.sft import run_sft
     from trainer.sft_data import build_sft_examples
 

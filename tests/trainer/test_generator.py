@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from trainer.config import DecodingConfig, GeneratorConfig
-from trainer.generator import Generator, resolve_decoding
-from trainer.models import ModelFilesError
-from trainer.prompt import TEMPLATE_VERSION, PromptInputs, PromptTool, render_prompt
+from generator.config import DecodingConfig, GeneratorConfig
+from generator.generator import Generator, resolve_decoding
+from generator.loading import ModelFilesError
+from generator.prompt import TEMPLATE_VERSION, PromptInputs, PromptTool, render_prompt
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -134,9 +134,9 @@ def test_adapter_of_another_template_version_warns(
     shutil.copytree(tiny_sft.adapter_dir, old)
     report = json.loads((old / "sft-report.json").read_text())
     (old / "sft-report.json").write_text(json.dumps({**report, "template_version": "gqr-v0"}))
-    with caplog.at_level("WARNING", logger="trainer.generator"):
+    with caplog.at_level("WARNING", logger="generator.generator"):
         Generator.load(tiny_model_dir, tiny_sft.adapter_dir)
     assert not caplog.records
-    with caplog.at_level("WARNING", logger="trainer.generator"):
+    with caplog.at_level("WARNING", logger="generator.generator"):
         Generator.load(tiny_model_dir, old)
     assert "trained on prompt template gqr-v0" in caplog.text

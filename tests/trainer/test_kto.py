@@ -17,10 +17,10 @@ import torch
 from datasets import Dataset
 from trl import KTOTrainer
 
+from generator.loading import load_model
 from toolrec.errors import TrainerError
 from trainer.config import TrainingConfig
 from trainer.kto import WEIGHT_COLUMN, WeightedKTOTrainer, kto_args, lora_config
-from trainer.models import load_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from generator.loading import ModelFilesError, apply_adapter, load_model
 from trainer.models import (
-    ModelFilesError,
-    apply_adapter,
     atomic_output_dir,
     bootstrap_smollm2,
     build_tiny_model,
     find_smollm2_gguf,
-    load_model,
 )
 
 

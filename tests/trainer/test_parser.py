@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from generator.parser import Suggestion, normalize, parse_candidates, parse_suggestions
+from generator.prompt import END_OF_TURN, format_response
 from toolrec.errors import RetrievalError
-from trainer.parser import Suggestion, normalize, parse_candidates, parse_suggestions
-from trainer.prompt import END_OF_TURN, format_response
 
 
 @dataclass

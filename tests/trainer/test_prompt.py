@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolrec.errors import ValidationError
-from trainer.config import GeneratorConfig
-from trainer.prompt import (
+from generator.config import GeneratorConfig
+from generator.prompt import (
     END_OF_TURN,
     SUGGESTION_PREFIX,
     TEMPLATE_VERSION,
@@ -23,6 +22,7 @@ from trainer.prompt import (
     render_prompt,
     sample_prompt,
 )
+from toolrec.errors import ValidationError
 
 TOOLS = (
     PromptTool("battery_saver", "Battery saver", "Save battery", "turn on battery saver"),

@@ -193,11 +193,11 @@ def test_promotions_and_rollbacks_are_announced_on_a_real_broker(
 def test_models_cli_lists_shows_promotes_and_rolls_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dataclasses import replace
+
     from click.testing import CliRunner
 
     from toolrec.cli import cli
-
-    from dataclasses import replace
 
     registry = _registry(tmp_path)
     registry.register(_record(registry, None), promote=True)

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from generator.config import DecodingConfig, GeneratorConfig
+from generator.generator import Generator
+from generator.loading import load_model
+from generator.parser import parse_suggestions
+from generator.prompt import PromptInputs, format_response, render_prompt
 from retrieval.catalog import load_catalog
 from retrieval.context import DeviceContext, active_hints
 from toolrec.errors import TrainerError
-from trainer.config import DecodingConfig, GeneratorConfig
-from trainer.generator import Generator
-from trainer.models import load_model
-from trainer.parser import parse_suggestions
-from trainer.prompt import PromptInputs, format_response, render_prompt
 from trainer.sft import REPORT_FILE, collate, completion_loss, tokenize_example
 from trainer.sft_data import build_sft_examples, context_from_hints, retriever_search
 
@@ -182,7 +182,7 @@ def test_the_bundled_smollm2_adapter_is_installed_only_for_its_own_settings(
 ) -> None:
     """A fresh machine gets the shipped adapter of the default settings instead of ≈36 min
     of SFT; changed settings never get a stale one."""
-    from trainer.config import BootstrapSFTConfig
+    from generator.config import BootstrapSFTConfig
     from trainer.sft import BUNDLED_SMOLLM2_ADAPTER, _install_bundled, reusable_adapter
 
     defaults = GeneratorConfig().sft
