@@ -156,7 +156,7 @@ def test_file_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
     lock_path = tmp_path / "trainer.lock"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys,time; from trainer.registry import FileLock; "
+         "import sys,time; from toolrec.durable import FileLock; "
          f"l=FileLock(__import__('pathlib').Path({str(lock_path)!r})); l.acquire(); "
          "print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True,
