@@ -156,13 +156,18 @@ QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
               help="Generator (default: loop.experiment.model).")
 @click.option("--seeds", default=None, help="Comma-separated simulator seeds (≥ 3 for "
               "intervals; default: loop.experiment.seeds).")
-@click.option("--arms", default=None, help="Comma-separated arms (default: all six: "
-              "sft,raw,activity,tool,full,full_position).")
+@click.option("--arms", default=None, help="Comma-separated arms (default: all seven: "
+              "sft,raw,activity,tool,full,full_position,full_toolrec).")
 @click.option("--users", type=int, default=None, help="Users of the logged traffic.")
 @click.option("--requests", "requests_per_user", type=int, default=None,
               help="Logged requests per user.")
 @click.option("--eval-turns", type=int, default=None, help="Fixed evaluation turns.")
 @click.option("--max-steps", type=int, default=None, help="KTO steps per arm.")
+@click.option("--eval-every", type=int, default=None,
+              help="Evaluate every this many KTO steps (learning curve; 0: final only).")
+@click.option("--batch-size", type=int, default=None, help="KTO batch size.")
+@click.option("--publish", is_flag=True, help="Also write loop/results/calibration.json and "
+              "the experiment section of loop/RESULTS.md (the committed record).")
 @click.option("--learning-rate", type=float, default=None, help="KTO LoRA learning rate.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Results directory (default: loop.experiment.out_dir).")
@@ -173,13 +178,14 @@ QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
 @pass_settings
 def calibration(settings: Any, model: str | None, seeds: str | None, arms: str | None,
                 users: int | None, requests_per_user: int | None, eval_turns: int | None,
-                max_steps: int | None, learning_rate: float | None, out_dir: Path | None,
+                max_steps: int | None, eval_every: int | None, batch_size: int | None,
+                publish: bool, learning_rate: float | None, out_dir: Path | None,
                 quick: bool, threads: int | None) -> None:
-    """Same simulated traffic and seeds, six arms: SFT; KTO on raw clicks; activity only;
-    tool only; full dual-level; full + position. Table and plot in an HTML report."""
-    from loop.experiment import Experiment, aggregate, findings
+    """Same simulated traffic and seeds, seven arms: SFT; KTO on raw clicks; activity only;
+    tool only; full dual-level; full + position; full in the ToolRec form. Paired
+    differences to raw (Holm), learning curves, HTML report, calibration.json."""
+    from loop.experiment import Experiment, aggregate, findings, write_outputs
     from loop.models import start_model
-    from loop.report import experiment_markdown, experiment_report, write
 
     if threads:
         import torch
@@ -190,7 +196,8 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
     given |= {k: v for k, v in {
         "model": model, "users": users, "requests_per_user": requests_per_user,
         "eval_turns": eval_turns, "max_steps": max_steps, "learning_rate": learning_rate,
-        "out_dir": out_dir,
+        "out_dir": out_dir, "eval_every": eval_every, "batch_size": batch_size,
+        "publish": publish or None,
         "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
         "arms": tuple(a.strip() for a in arms.split(",")) if arms else None,
     }.items() if v is not None}
@@ -201,36 +208,33 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
               f"turns, {cfg.max_steps} KTO steps per arm")
     start = start_model(cfg.model, settings.trainer.generator,
                         Path(settings.infra.state_dir) / "loop-models")
-    results = Experiment(settings, cfg, start, echo=_echo_err).run()
-    rows = aggregate(results, cfg.arms)
-    notes = findings(rows)
-    config = cfg.model_dump(mode="json")
-    path = write(cfg.out_dir / "report.html", experiment_report(rows, results, config, notes))
-    write(cfg.out_dir / "results.md", experiment_markdown(rows, results, config, notes))
-    for row in rows:
-        click.echo(json.dumps(row))
-    for line in notes:
+    experiment = Experiment(settings, cfg, start, echo=_echo_err)
+    results = experiment.run()
+    paths = write_outputs(results, cfg, experiment.wall_s)
+    for line in findings(aggregate(results, cfg.arms)):
         click.echo(line)
-    click.echo(f"report: {path}; results: {cfg.out_dir / 'results.json'}")
+    click.echo("written: " + ", ".join(str(p) for p in paths.values())
+               + f"; raw results: {cfg.out_dir / 'results.json'}")
 
 
 @experiment.command("report")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Results directory (default: loop.experiment.out_dir).")
+@click.option("--publish", is_flag=True, help="Also write loop/results/calibration.json and "
+              "the experiment section of loop/RESULTS.md.")
 @pass_settings
-def experiment_report_cmd(settings: Any, out_dir: Path | None) -> None:
-    """Re-render report.html from an experiment's results.json (also a partial one)."""
-    from loop.experiment import aggregate, findings, load_results
-    from loop.report import experiment_markdown, experiment_report, write
+def experiment_report_cmd(settings: Any, out_dir: Path | None, publish: bool) -> None:
+    """Re-render report.html, results.md and calibration.json from an experiment's
+    results.json (also a partial one); --publish also writes the committed record."""
+    from loop.experiment import aggregate, findings, load_results, write_outputs
 
     out = out_dir or settings.loop.experiment.out_dir
     data = json.loads((out / "results.json").read_text())
     results = load_results(out / "results.json")
-    arms = [a for a in data["config"]["arms"] if any(r.arm == a for r in results)]
-    rows = aggregate(results, arms)
-    notes = findings(rows)
-    path = write(out / "report.html", experiment_report(rows, results, data["config"], notes))
-    write(out / "results.md", experiment_markdown(rows, results, data["config"], notes))
-    for line in notes:
+    cfg = type(settings.loop.experiment).model_validate(
+        {**data["config"], "out_dir": out, "publish": publish})
+    paths = write_outputs(results, cfg, data.get("wall_s"))
+    for line in findings(aggregate(results, [a for a in cfg.arms
+                                             if any(r.arm == a for r in results)])):
         click.echo(line)
-    click.echo(f"report: {path}")
+    click.echo("written: " + ", ".join(str(p) for p in paths.values()))

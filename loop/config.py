@@ -163,8 +163,9 @@ class DemoConfig(BaseModel):
     )
 
 
-Arm = Literal["sft", "raw", "activity", "tool", "full", "full_position"]
-ARMS: tuple[Arm, ...] = ("sft", "raw", "activity", "tool", "full", "full_position")
+Arm = Literal["sft", "raw", "activity", "tool", "full", "full_position", "full_toolrec"]
+ARMS: tuple[Arm, ...] = ("sft", "raw", "activity", "tool", "full", "full_position",
+                         "full_toolrec")
 
 
 class ExperimentConfig(BaseModel):
@@ -173,7 +174,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     out_dir: Path = Field(Path(".toolrec/experiment"), description="Results and report.")
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="Simulator seeds.")
+    seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4), min_length=1,
+                                   description="Simulator seeds (the replicates).")
     arms: tuple[Arm, ...] = Field(ARMS, min_length=1, description="Arms to run.")
     model: Literal["smollm2", "tiny"] = Field(
         "smollm2", description="smollm2: the real run; tiny: a quick run on the tiny Llama."
@@ -185,10 +187,26 @@ class ExperimentConfig(BaseModel):
         "state before the logged traffic (not trained on; see loop.experiment)."
     )
     eval_turns: int = Field(40, ge=1, le=10_000, description="Fixed ground-truth eval turns.")
-    max_steps: int = Field(40, ge=1, le=100_000, description="KTO steps per arm.")
+    max_steps: int = Field(20, ge=1, le=100_000, description="KTO steps per trained arm.")
+    eval_every: int = Field(
+        10, ge=0, le=100_000, description="Evaluate the adapter every this many steps (the "
+        "learning curve; each point costs one evaluation pass). 0: the final step only."
+    )
+    epochs: float = Field(
+        3.0, gt=0, le=1000, description="Upper bound of passes over an arm's samples (the "
+        "steps stop at max_steps first when the data suffice)."
+    )
     batch_size: int = Field(8, ge=2, le=256, description="KTO batch size.")
     learning_rate: float = Field(2e-4, gt=0, le=1, description="KTO LoRA learning rate.")
     generation_batch: int = Field(8, ge=1, le=64, description="Requests per generate call.")
+    publish: bool = Field(
+        False, description="Also write publish_json and the experiment section of "
+        "publish_markdown (the committed record of a run)."
+    )
+    publish_json: Path = Field(Path("loop/results/calibration.json"),
+                               description="Arms and paired differences (issue 11's shape).")
+    publish_markdown: Path = Field(Path("loop/RESULTS.md"), description="Its section between "
+                                   "the experiment markers is replaced; the rest is kept.")
 
 
 class LoopConfig(BaseModel):

@@ -1,4 +1,4 @@
-"""`toolrec experiment calibration`: does dual-level calibration beat raw clicks?
+"""`toolrec experiment calibration`: does calibrating clicks make KTO suggest better?
 
 Design (affordable on a 2-core CPU; this project's own protocol):
 
@@ -6,23 +6,33 @@ Design (affordable on a 2-core CPU; this project's own protocol):
    makes `users × requests_per_user` requests in time order; the bootstrap SFT model
    answers them exactly as serving would (retrieval → GQR prompt → `Generator`, the online
    decoding with its exploration share) and the simulated users click and execute. The
-   impressions and feedback are the real event contracts (`streams.schemas`);
+   impressions and feedback are the real event contracts;
 2. per arm, the samples are recomputed from those same events by the streaming stage's own
-   pure functions (`streams.window` join + `streams.calibration`), with the arm's switches
-   of `CalibrationConfig`:
+   pure functions (`streams.window` join + `streams.calibration`), with the arm's
+   `CalibrationConfig` (`ARM_SWITCHES`):
        raw            weights 1 (activity, tool and position off)
        activity       activity level only
        tool           tool level only
-       full           dual-level (activity × tool) — the method
+       full           dual-level (activity × tool) — this project's form (DESIGN.md §4)
        full_position  dual-level × the position term
-   then written to a fresh Delta table and trained with one incremental refresh of the
-   trainer (`trainer.refresh.Refresher`: weighted KTO with LoRA from the SFT champion,
-   hold-out, per-class re-normalization) with `max_steps` steps;
-3. every arm's adapter (and the SFT baseline, arm `sft`) answers the same fixed evaluation
-   turns with the same decoding seeds; the simulator scores them with its hidden truth:
-   ground-truth CTR of the reference user, share of clicks on the right tool, relevance.
-Over ≥ 3 seeds: mean and 95 % Student-t interval per arm, and the paired difference of each
-arm to `raw` per seed (same traffic, same evaluation turns).
+       full_toolrec   the form reported for ToolRec (DESIGN.md §4b)
+   then trained with the trainer's weighted KTO (`trainer.data.build_training_set`: the
+   per-class re-normalization and cap; `trainer.fastkto.train_weighted_kto`: LoRA from the
+   SFT adapter, which is also the frozen reference) for `max_steps` optimizer steps, the
+   adapter saved every `eval_every` steps;
+3. every checkpoint of every arm (and the SFT baseline, arm `sft`, = step 0 of every
+   curve) answers the same fixed evaluation turns with the same decoding seeds; the
+   simulator scores them with its hidden truth: ground-truth CTR of the reference user,
+   share of clicks on the right tool, relevance. The last checkpoint is the arm's result;
+   the earlier ones draw its learning curve.
+
+Statistics (over seeds, the independent replicates; `paired_vs_raw`): per arm the mean and
+a 95 % Student-t interval; per arm ≠ raw the paired difference to raw (same traffic, same
+evaluation turns), absolute and relative to raw's CTR, with a paired t-test and Holm's
+correction over the m = (arms − 1) comparisons. The interval of a comparison is reported at
+the level of its Holm step: the i-th smallest p-value gets 1 − 0.05/(m − i + 1), and every
+comparison from the first one Holm does not reject on gets that step's level — so an
+interval excludes 0 exactly when Holm rejects "no difference" for that arm.
 
 Diagnostics (why an arm wins or not): on each arm's training samples, the weighted mean
 true utility of clicked minus non-clicked suggestions (`utility_gap`; what the weighted
@@ -44,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.config import ExperimentConfig
-from loop.metrics import Record, mean_interval, summarize
+from loop.metrics import Record, holm, mean_interval, paired_p, summarize
 from loop.models import StartModel
 from loop.simulator import Reaction, Shown, Simulator, Turn
 
@@ -81,7 +91,8 @@ class ArmResult:
     arm: str
     metrics: dict[str, Any]
     diagnostics: dict[str, Any] = field(default_factory=dict)
-    refresh: dict[str, Any] = field(default_factory=dict)
+    refresh: dict[str, Any] = field(default_factory=dict)  # training: steps, loss, seconds
+    curve: list[dict[str, Any]] = field(default_factory=list)  # {step, gt_ctr, …} per checkpoint
 
 
 class Experiment:
@@ -114,6 +125,12 @@ class Experiment:
     def _units_total(self) -> int:
         return len(self.cfg.seeds) * (1 + len(self.cfg.arms))
 
+    def checkpoints(self) -> list[int]:
+        """The optimizer steps whose adapters are evaluated (the last is the arm's result)."""
+        every = self.cfg.eval_every or self.cfg.max_steps
+        steps = list(range(every, self.cfg.max_steps, every))
+        return [*steps, self.cfg.max_steps]
+
     def _tick(self, what: str) -> None:
         self._units_done += 1
         elapsed = time.monotonic() - self._started
@@ -140,13 +157,16 @@ class Experiment:
     def _arm(self, sim: Simulator, logged: Logged, history: tuple[list[Any], list[Any]],
              eval_turns: list[Turn], seed: int, arm: str) -> ArmResult:
         if arm == "sft":
-            adapter, refresh, diagnostics = self.start.adapter_dir, {}, {}
-        else:
-            samples = replay_samples(logged, self._streams_config(arm), history)
-            diagnostics = weight_diagnostics(samples, logged)
-            adapter, refresh = self._train(samples, seed, arm)
-        metrics = self._evaluate(sim, adapter, arm, eval_turns, seed)
-        return ArmResult(seed, arm, metrics, diagnostics, refresh)
+            metrics = self._evaluate(sim, self.start.adapter_dir, arm, eval_turns, seed)
+            return ArmResult(seed, arm, metrics, curve=[_curve_point(0, metrics)])
+        samples = replay_samples(logged, self._streams_config(arm), history)
+        diagnostics = weight_diagnostics(samples, logged)
+        adapters, training = self._train(samples, seed, arm)
+        curve, metrics = [], {}
+        for step, adapter in adapters.items():
+            metrics = self._evaluate(sim, adapter, f"{arm}@{step}", eval_turns, seed)
+            curve.append(_curve_point(step, metrics))
+        return ArmResult(seed, arm, metrics, diagnostics, training, curve)
 
     # ---------------------------------------------------------------- pieces
     def _simulator(self, seed: int) -> Simulator:
@@ -238,50 +258,77 @@ class Experiment:
                    for i, (t, s) in enumerate(zip(turns, shown, strict=True))]
         return summarize(records)
 
-    def _train(self, samples: list[Any], seed: int, arm: str) -> tuple[Path, dict[str, Any]]:
-        from lakehouse.config import LakeConfig
-        from lakehouse.writer import write_samples
+    def _train(self, samples: list[Any], seed: int,
+               arm: str) -> tuple[dict[int, Path], dict[str, Any]]:
+        """Weighted KTO from the SFT adapter on the arm's samples; the adapter of every
+        checkpoint step, and what the training did."""
+        import pyarrow as pa
+
         from loop.demo import fresh_dir
-        from trainer.refresh import Refresher
-        from trainer.registry import Registry
+        from trainer.data import build_training_set
+        from trainer.fastkto import train_weighted_kto
 
         root = fresh_dir(self.cfg.out_dir / "runs" / f"seed{seed}-{arm}")
-        lake = LakeConfig(root=str(root / "lake"))
-        trainer = self._trainer_config(root, seed)
-        write_samples(lake, [s.model_dump(by_alias=True) for s in samples])
-        Registry(lake, trainer.training, None).import_adapter(
-            self.start.adapter_dir, self.start.model_dir, promote=True, note="SFT baseline")
-        refresher = Refresher(lake, trainer, None, linker=self.retriever,
-                              encoder=self.retriever.encode)
-        started = time.monotonic()
-        result = refresher.run(min_new_samples=1, max_steps=self.cfg.max_steps)
-        if result.record is None:
-            raise RuntimeError(f"seed {seed} arm {arm}: the refresh trained nothing "
-                               f"({result.reason})")
-        record = result.record
-        return record.adapter_dir, {
-            "version": record.version, "gate": record.status, "n_train": record.n_train,
-            "train_loss": record.metrics.get("train_loss"), "seconds":
-            round(time.monotonic() - started, 1),
-            "reward_margin": (record.metrics.get("candidate") or {}).get("reward_margin"),
+        training = self._training_config(seed)
+        table = pa.Table.from_pylist([s.model_dump(by_alias=True) for s in samples])
+        train = build_training_set(table, None, training)
+        model, tokenizer = self._trainable_model()
+        wanted, saved = set(self.checkpoints()), {}
+
+        def on_step(step: int, loss: float) -> None:
+            if step in wanted:
+                saved[step] = root / f"step-{step:05d}"
+                model.save_pretrained(str(saved[step]))
+
+        result = train_weighted_kto(model, tokenizer, train.table.to_pylist(), training,
+                                    max_steps=self.cfg.max_steps, on_step=on_step,
+                                    label=f"seed {seed} {arm}")
+        if result.steps < self.cfg.max_steps:
+            raise RuntimeError(f"seed {seed} arm {arm}: KTO ran {result.steps} steps, the "
+                               f"experiment asks {self.cfg.max_steps}; {train.table.num_rows} "
+                               f"training samples in batches of {training.batch_size} cannot "
+                               f"fill them in {training.epochs} epochs (raise epochs or lower "
+                               "max_steps)")
+        return saved, {
+            "steps": result.steps, "n_train": train.table.num_rows,
+            "n_desirable": train.n_desirable, "weighted_ratio": train.weighted_ratio,
+            "train_loss": result.train_loss, "seconds": round(result.seconds, 1),
+            "cpu_seconds": round(result.cpu_seconds, 1),
+            "seconds_per_step": round(result.seconds / max(result.steps, 1), 2),
         }
 
-    def _trainer_config(self, root: Path, seed: int) -> Any:
-        training = self.settings.trainer.training.model_copy(update={
+    def _trainable_model(self) -> tuple[Any, Any]:
+        """The base model with the SFT adapter as the trainable LoRA (and the reference)."""
+        from peft import PeftModel
+
+        from generator.loading import load_model
+
+        base, tokenizer = load_model(self.start.model_dir)
+        return PeftModel.from_pretrained(base, str(self.start.adapter_dir),
+                                         is_trainable=True), tokenizer
+
+    def _training_config(self, seed: int) -> Any:
+        """The trainer's settings with the experiment's size; no hold-out (no gate here: the
+        simulator's ground truth judges), every logged sample may train."""
+        return self.settings.trainer.training.model_copy(update={
             "max_steps": self.cfg.max_steps, "batch_size": self.cfg.batch_size,
-            "learning_rate": self.cfg.learning_rate, "eval_prompts": 1,
-            "max_eval_samples": 32, "min_new_samples": 1, "seed": seed, "announce": False,
-            "artifact_dir": root / "artifacts", "lock_path": root / "trainer.lock",
+            "learning_rate": self.cfg.learning_rate, "epochs": self.cfg.epochs,
+            "holdout_share": 0.0, "min_per_class": 1, "seed": seed,
+            "max_train_samples": max(self.settings.trainer.training.max_train_samples,
+                                     self.cfg.users * self.cfg.requests_per_user * 10),
             **self.start.training_overrides,
         })
-        return self.settings.trainer.model_copy(update={
-            "generator": self.generator_config, "training": training})
+
+    @property
+    def wall_s(self) -> float:
+        return round(time.monotonic() - self._started, 1)
 
     def _save(self) -> None:
         path = self.cfg.out_dir / "results.json"
         path.write_text(json.dumps({
             "config": self.cfg.model_dump(mode="json"),
             "start_model": str(self.start.adapter_dir),
+            "wall_s": self.wall_s,
             "results": [r.__dict__ for r in self.results],
         }, indent=2, default=str))
 
@@ -293,11 +340,13 @@ def build_logged(sim: Simulator, turns: Sequence[Turn], shown: Sequence[tuple[Sh
                  prompts: Sequence[str], decoding: Any) -> Logged:
     """Impressions and feedback as serving and the telemetry producer would send them, plus
     the simulator's hidden truth about each (kept apart)."""
+    from contracts.events import Feedback, Impression
     from generator.prompt import TEMPLATE_VERSION
     from streams.producer import pseudonymize
-    from streams.schemas import Feedback, Impression
 
-    records, impressions, feedback = [], [], []
+    records: list[Record] = []
+    impressions: list[Any] = []
+    feedback: list[Any] = []
     utility: dict[str, float] = {}
     cohort: dict[str, str] = {}
     for i, (turn, items, prompt) in enumerate(zip(turns, shown, prompts, strict=True)):
@@ -339,13 +388,14 @@ def history_events(sim: Simulator, logged: Logged, per_user: int,
     lists have the true utilities of random logged lists (what the baseline shows) and
     clicks drawn from the user's own click model. Only counts reach the calibration state,
     so the placeholder texts do not matter."""
+    from contracts.events import Feedback, Impression
     from loop.population import draw_click
     from streams.producer import pseudonymize
-    from streams.schemas import Feedback, Impression
 
     rng = random.Random(f"history:{seed}")
     pool = [r.judgement.utility for r in logged.records if r.judgement.utility]
-    impressions, feedback = [], []
+    impressions: list[Any] = []
+    feedback: list[Any] = []
     if not pool:
         return impressions, feedback
     for user in sim.users:
@@ -437,6 +487,11 @@ def _gap(clicked: list[Any], skipped: list[Any], value: Callable[[Any], float]) 
     return (sum(map(value, clicked)) / len(clicked)) - (sum(map(value, skipped)) / len(skipped))
 
 
+def _curve_point(step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"step": step, **{k: metrics.get(k) for k in
+                             ("gt_ctr", "gt_right_tool_share", "relevance")}}
+
+
 def _f(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -446,20 +501,99 @@ def _f(value: Any) -> str:
 
 def aggregate(results: Sequence[ArmResult], arms: Sequence[str]) -> list[dict[str, Any]]:
     """Per arm: mean and 95 % interval over seeds of each metric, and the paired difference
-    of gt_ctr to the raw arm (same seed)."""
+    of gt_ctr to the raw arm (same seed) at its Holm level (`paired_vs_raw`)."""
+    comparisons = paired_vs_raw(results, arms)
     rows = []
     for arm in arms:
         mine = [r for r in results if r.arm == arm]
         row: dict[str, Any] = {"arm": arm, "seeds": len(mine)}
         for metric in (*METRICS, "utility_gap", "heavy_share_of_click_weight"):
-            values = [_value(r, metric) for r in mine]
-            values = [v for v in values if v is not None and not math.isnan(v)]
+            values = [v for v in (_value(r, metric) for r in mine)
+                      if v is not None and not math.isnan(v)]
             row[metric] = mean_interval(values) if values else None
-        raw = {r.seed: r.metrics["gt_ctr"] for r in results if r.arm == "raw"}
-        diffs = [r.metrics["gt_ctr"] - raw[r.seed] for r in mine if r.seed in raw]
-        row["gt_ctr_minus_raw"] = mean_interval(diffs) if diffs and arm != "raw" else None
+        vs = comparisons.get(arm)
+        row["gt_ctr_minus_raw"] = _triple(vs["abs"]) if vs else None
+        row["vs_raw"] = vs
         rows.append(row)
     return rows
+
+
+def paired_vs_raw(results: Sequence[ArmResult], arms: Sequence[str],
+                  alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Per arm ≠ raw: the paired gt_ctr difference to raw over seeds, absolute and relative
+    to raw, with a paired t-test and Holm's correction over all these comparisons (the
+    module docstring says how the intervals' levels are chosen)."""
+    raw = {r.seed: r.metrics.get("gt_ctr") for r in results if r.arm == "raw"}
+    pairs: dict[str, list[tuple[float, float]]] = {}  # arm -> (arm's, raw's) per seed
+    for arm in arms:
+        if arm == "raw":
+            continue
+        pairs[arm] = [(r.metrics["gt_ctr"], raw[r.seed] or 0.0) for r in results
+                      if r.arm == arm and raw.get(r.seed) is not None
+                      and r.metrics.get("gt_ctr") is not None]
+    pairs = {a: p for a, p in pairs.items() if p}
+    diffs = {a: [x - b for x, b in p] for a, p in pairs.items()}
+    corrected = holm({a: paired_p(d) for a, d in diffs.items()}, alpha)
+    out = {}
+    for arm, p in pairs.items():
+        step = corrected.get(arm, {"p_holm": None, "reject": False, "level": 1 - alpha,
+                                   "comparisons": len(corrected)})
+        rel = [(x - b) / b for x, b in p if b > 0]
+        out[arm] = {"seeds": len(p), "p": paired_p(diffs[arm]), **step,
+                    "abs": _interval_dict(diffs[arm], step["level"]),
+                    "rel": _interval_dict(rel, step["level"]) if rel else None}
+    return out
+
+
+def curves(results: Sequence[ArmResult], arms: Sequence[str],
+           metric: str = "gt_ctr") -> dict[str, list[dict[str, Any]]]:
+    """Per arm the learning curve: mean [95 % interval] over seeds of `metric` at each
+    evaluated step; step 0 of a trained arm is the SFT baseline of the same seed."""
+    sft = {r.seed: r.curve[0] for r in results if r.arm == "sft" and r.curve}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for arm in arms:
+        by_step: dict[int, list[float]] = {}
+        for r in (x for x in results if x.arm == arm):
+            points = list(r.curve)
+            if arm != "sft" and r.seed in sft:
+                points = [sft[r.seed], *points]
+            for point in points:
+                if point.get(metric) is not None:
+                    by_step.setdefault(int(point["step"]), []).append(point[metric])
+        out[arm] = [{"step": step, "seeds": len(v), **_interval_dict(v, 0.95)}
+                    for step, v in sorted(by_step.items())]
+    return out
+
+
+def calibration_json(results: Sequence[ArmResult], arms: Sequence[str],
+                     config: dict[str, Any], wall_s: float | None) -> dict[str, Any]:
+    """The committed record of a run (issue 11's shape): per arm seeds, KTO steps and the
+    mean [95 % interval] of gt_ctr, relevance and right-tool share; per arm ≠ raw the paired
+    difference to raw (absolute and relative) at its Holm level; the learning curves."""
+    arms_out = {}
+    for arm in arms:
+        mine = [r for r in results if r.arm == arm]
+        if not mine:
+            continue
+        steps = sorted({int((r.refresh or {}).get("steps", 0)) for r in mine})
+        entry: dict[str, Any] = {"seeds": len(mine),
+                                 "kto_steps": steps[0] if len(steps) == 1 else steps}
+        arms_out[arm] = entry
+        for key, metric in (("gt_ctr", "gt_ctr"), ("relevance", "relevance"),
+                            ("right_tool_share", "gt_right_tool_share")):
+            values = [r.metrics[metric] for r in mine if r.metrics.get(metric) is not None]
+            entry[key] = _interval_dict(values, 0.95) if values else None
+    return {"arms": arms_out, "vs_raw": paired_vs_raw(results, arms),
+            "curves": curves(results, arms), "wall_s": wall_s, "config": config}
+
+
+def _interval_dict(values: Sequence[float], level: float) -> dict[str, float]:
+    mean, low, high = mean_interval(values, level)
+    return {"mean": mean, "lo": low, "hi": high, "level": level}
+
+
+def _triple(value: dict[str, float]) -> tuple[float, float, float]:
+    return (value["mean"], value["lo"], value["hi"])
 
 
 def _value(result: ArmResult, metric: str) -> float | None:
@@ -473,23 +607,70 @@ def load_results(path: Path) -> list[ArmResult]:
     return [ArmResult(**r) for r in data["results"]]
 
 
+def write_outputs(results: Sequence[ArmResult], cfg: ExperimentConfig,
+                  wall_s: float | None) -> dict[str, Path]:
+    """report.html, results.md and calibration.json in `out_dir`; with `cfg.publish` also
+    `publish_json` and the experiment section of `publish_markdown` (the committed record)."""
+    from loop.report import experiment_markdown, experiment_report, write
+
+    arms = [a for a in cfg.arms if any(r.arm == a for r in results)]
+    rows = aggregate(results, arms)
+    notes = findings(rows)
+    config = cfg.model_dump(mode="json")
+    record = calibration_json(results, arms, config, wall_s)
+    markdown = experiment_markdown(rows, results, config, notes, record)
+    paths = {
+        "report": write(cfg.out_dir / "report.html",
+                        experiment_report(rows, results, config, notes, record)),
+        "markdown": write(cfg.out_dir / "results.md", markdown),
+        "json": write(cfg.out_dir / "calibration.json", json.dumps(record, indent=2)),
+    }
+    if cfg.publish:
+        paths["published_json"] = write(cfg.publish_json, json.dumps(record, indent=2) + "\n")
+        paths["published_markdown"] = write(
+            cfg.publish_markdown, replace_section(cfg.publish_markdown, markdown))
+    return paths
+
+
+SECTION_START = "<!-- calibration-experiment: written by `toolrec experiment calibration "\
+    "--publish`; edits inside are overwritten -->"
+SECTION_END = "<!-- /calibration-experiment -->"
+
+
+def replace_section(path: Path, markdown: str) -> str:
+    """`path`'s text with the experiment section replaced by `markdown` (appended when the
+    file has none yet); everything outside the markers stays as it is."""
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    body = markdown.replace("# Calibration experiment", "## Calibration experiment", 1)
+    section = f"{SECTION_START}\n{body.rstrip()}\n{SECTION_END}"
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        return head + section + rest.split(SECTION_END, 1)[1]
+    return text.rstrip() + ("\n\n" if text else "") + section + "\n"
+
+
 def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Plain statements of what the numbers say (no interpretation beyond the intervals)."""
     by_arm = {r["arm"]: r for r in rows}
     out = []
-    for arm in ("full", "full_position", "activity", "tool"):
-        row = by_arm.get(arm)
-        if row is None or not row["gt_ctr_minus_raw"]:
+    for arm in ("full", "full_toolrec", "full_position", "activity", "tool", "sft"):
+        vs = (by_arm.get(arm) or {}).get("vs_raw")
+        if not vs:
             continue
-        mean, low, high = row["gt_ctr_minus_raw"]
+        mean, low, high = _triple(vs["abs"])
         verdict = ("better than" if low > 0 else "worse than" if high < 0
                    else "not distinguishable from")
-        out.append(f"{arm}: ground-truth CTR {mean:+.4f} vs raw-click KTO, 95% interval "
-                   f"[{low:+.4f}, {high:+.4f}] over {row['seeds']} paired seeds — {verdict} "
-                   "raw KTO at this sample size.")
-    for arm in ("raw", "full"):
-        row, sft = by_arm.get(arm), by_arm.get("sft")
-        if row and sft and row["gt_ctr"] and sft["gt_ctr"]:
+        rel = vs.get("rel")
+        rel_text = (f" ({rel['mean']:+.1%} relative, [{rel['lo']:+.1%}, {rel['hi']:+.1%}])"
+                    if rel else "")
+        out.append(f"{arm}: ground-truth CTR {mean:+.4f} vs raw-click KTO{rel_text}, "
+                   f"{vs['level']:.1%} interval [{low:+.4f}, {high:+.4f}] (Holm over "
+                   f"{vs['comparisons']} comparisons, adjusted p "
+                   f"{_f(vs['p_holm'])}) over {vs['seeds']} paired seeds — {verdict} raw "
+                   "KTO at this sample size.")
+    sft = by_arm.get("sft")
+    for arm, row in by_arm.items():
+        if arm != "sft" and sft and row["gt_ctr"] and sft["gt_ctr"]:
             out.append(f"{arm} vs the SFT baseline: ground-truth CTR {row['gt_ctr'][0]:.4f} vs "
                        f"{sft['gt_ctr'][0]:.4f}.")
     gaps = {a: r["utility_gap"][0] for a, r in by_arm.items() if r.get("utility_gap")}

@@ -95,6 +95,36 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     return (mean, mean - half, mean + half)
 
 
+def paired_p(differences: Sequence[float]) -> float | None:
+    """Two-sided p-value of a paired t-test of mean difference 0 (None with < 2 pairs)."""
+    n = len(differences)
+    if n < 2:
+        return None
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    if sd == 0:
+        return 0.0 if mean != 0 else 1.0
+    t = abs(mean) / (sd / math.sqrt(n))
+    return max(0.0, min(1.0, 2 * (1 - _t_cdf(t, n - 1))))
+
+
+def holm(pvalues: dict[str, float | None], alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Holm's step-down correction over the comparisons with a p-value: per name the
+    adjusted p, whether it is rejected at `alpha`, and the confidence level of its interval
+    (the level of its Holm step; from the first non-rejection on, that step's level — so
+    the interval excludes 0 exactly when the comparison is rejected)."""
+    ranked = sorted((p, name) for name, p in pvalues.items() if p is not None)
+    m, out, running, stop = len(ranked), {}, 0.0, None
+    for i, (p, name) in enumerate(ranked):
+        running = max(running, min(1.0, (m - i) * p))
+        if stop is None and p > alpha / (m - i):
+            stop = i
+        step = i if stop is None else stop
+        out[name] = {"p_holm": running, "reject": stop is None,
+                     "level": 1 - alpha / (m - step), "comparisons": m}
+    return out
+
+
 def _t_quantile(p: float, df: int) -> float:
     """Student-t quantile (scipy-free): bisection on the regularized incomplete beta."""
     lo, hi = 0.0, 100.0

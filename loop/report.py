@@ -207,6 +207,7 @@ def demo_report(result: Any, table_text: str) -> str:
 ARM_LABELS = {
     "sft": "SFT baseline", "raw": "KTO, raw clicks (w = 1)", "activity": "activity only",
     "tool": "tool only", "full": "full dual-level", "full_position": "full + position",
+    "full_toolrec": "full, ToolRec form",
 }
 
 
@@ -218,9 +219,11 @@ def _interval(value: Any, digits: int = 4) -> str:
 
 
 def experiment_report(rows: Sequence[dict[str, Any]], results: Sequence[Any],
-                      config: dict[str, Any], findings: Sequence[str]) -> str:
+                      config: dict[str, Any], findings: Sequence[str],
+                      record: dict[str, Any] | None = None) -> str:
     """The calibration experiment's HTML report: the aggregate table (mean [95 % interval]
-    over seeds), per-seed values, the diagnostics, and a plot with error bars."""
+    over seeds), the paired differences to raw KTO (Holm), the learning curves, per-seed
+    values, the diagnostics, and a plot with error bars."""
     shown = [{
         "arm": ARM_LABELS.get(r["arm"], r["arm"]), "seeds": r["seeds"],
         "gt_ctr": _interval(r["gt_ctr"]), "diff": _interval(r["gt_ctr_minus_raw"]),
@@ -238,7 +241,7 @@ def experiment_report(rows: Sequence[dict[str, Any]], results: Sequence[Any],
     per_seed = [{"seed": r.seed, "arm": r.arm, **{k: r.metrics.get(k) for k in (
         "gt_ctr", "gt_right_tool_share", "relevance", "tool_query_share", "mean_words")},
         "utility_gap": r.diagnostics.get("utility_gap"),
-        "gate": (r.refresh or {}).get("gate"), "train_s": (r.refresh or {}).get("seconds")}
+        "gate": (r.refresh or {}).get("steps"), "train_s": (r.refresh or {}).get("seconds")}
         for r in results]
     sections = [
         "<h2>Findings</h2>", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in findings)
@@ -246,16 +249,70 @@ def experiment_report(rows: Sequence[dict[str, Any]], results: Sequence[Any],
         "<h2>Arms: mean [95 % interval] over seeds</h2>",
         table(shown, columns, left=("arm",)),
         "<h2>Plot</h2>", _arms_plot(rows),
+        *_record_sections(record),
         "<h2>Per seed</h2>",
         table(per_seed, [("seed", "seed"), ("arm", "arm"), ("gt_ctr", "GT CTR"),
                          ("gt_right_tool_share", "right-tool share"),
                          ("relevance", "relevance"), ("tool_query_share", "tool-query share"),
                          ("mean_words", "words"), ("utility_gap", "utility gap"),
-                         ("gate", "gate"), ("train_s", "refresh s")], left=("arm", "gate")),
+                         ("gate", "KTO steps"), ("train_s", "train s")], left=("arm",)),
         "<h2>Configuration</h2>",
         f"<pre>{html.escape(json.dumps(config, indent=2, default=str))}</pre>",
     ]
     return page("toolrec experiment: calibration", sections)
+
+
+def _vs_raw_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    def cell(value: dict[str, float] | None, pct: bool) -> str:
+        if not value:
+            return "–"
+        f = (lambda v: f"{v:+.1%}") if pct else (lambda v: f"{v:+.4f}")
+        return f"{f(value['mean'])} [{f(value['lo'])}, {f(value['hi'])}]"
+
+    return [{"arm": ARM_LABELS.get(arm, arm), "seeds": vs["seeds"],
+             "abs": cell(vs["abs"], False), "rel": cell(vs.get("rel"), True),
+             "level": f"{vs['level']:.2%}", "p": fmt(vs.get("p"), 4),
+             "p_holm": fmt(vs.get("p_holm"), 4), "reject": "yes" if vs.get("reject") else "no"}
+            for arm, vs in record.get("vs_raw", {}).items()]
+
+
+VS_RAW_COLUMNS = [("arm", "arm"), ("seeds", "seeds"), ("abs", "GT CTR − raw"),
+                  ("rel", "relative to raw"), ("level", "interval level (Holm step)"),
+                  ("p", "paired t p"), ("p_holm", "Holm-adjusted p"),
+                  ("reject", "differs from raw")]
+
+
+def _record_sections(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    return [
+        "<h2>Paired difference to KTO on raw clicks (Holm-corrected)</h2>",
+        "<p class='note'>Per seed the arm's ground-truth CTR minus raw's on the same traffic "
+        "and evaluation turns; paired t-test over seeds, Holm's correction over all arms "
+        "compared with raw; each interval at its Holm step's level.</p>",
+        table(_vs_raw_rows(record), VS_RAW_COLUMNS, left=("arm",)),
+        "<h2>Learning curves</h2>",
+        "<p class='note'>Ground-truth CTR of the reference user against KTO steps: mean over "
+        "seeds with its 95 % interval (step 0 = the SFT adapter every arm starts from).</p>",
+        _curves_plot(record.get("curves", {})),
+    ]
+
+
+def _curves_plot(curves: dict[str, list[dict[str, Any]]]) -> str:
+    def draw(ax: Any) -> None:
+        for arm, points in curves.items():
+            if arm == "sft" or not points:
+                continue
+            steps = [p["step"] for p in points]
+            ax.plot(steps, [p["mean"] for p in points], marker="o",
+                    label=ARM_LABELS.get(arm, arm))
+            ax.fill_between(steps, [p["lo"] for p in points], [p["hi"] for p in points],
+                            alpha=0.12)
+        ax.set_xlabel("KTO steps")
+        ax.set_ylabel("ground-truth CTR")
+        ax.legend(fontsize=8)
+
+    return png(draw, size=(8, 4.2))
 
 
 def _arms_plot(rows: Sequence[dict[str, Any]]) -> str:
@@ -283,7 +340,8 @@ def _arms_plot(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def experiment_markdown(rows: Sequence[dict[str, Any]], results: Sequence[Any],
-                        config: dict[str, Any], findings: Sequence[str]) -> str:
+                        config: dict[str, Any], findings: Sequence[str],
+                        record: dict[str, Any] | None = None) -> str:
     """The same summary as Markdown (small enough to commit beside the code)."""
     def cell(value: Any, digits: int = 4) -> str:
         return _interval(value, digits) if isinstance(value, (tuple, list)) else fmt(value)
@@ -299,9 +357,24 @@ def experiment_markdown(rows: Sequence[dict[str, Any]], results: Sequence[Any],
                      f"{cell(r['gt_right_tool_share'], 3)} | {cell(r['relevance'], 3)} | "
                      f"{cell(r['tool_query_share'], 3)} | {cell(r['utility_gap'], 3)} | "
                      f"{cell(r['heavy_share_of_click_weight'], 3)} |")
+    if record:
+        wall = record.get("wall_s")
+        lines += ["", f"Wall time of the run: {wall / 60:.1f} min." if wall else ""]
+        lines += ["", "## Paired difference to KTO on raw clicks (Holm-corrected)", "",
+                  "| " + " | ".join(h for _, h in VS_RAW_COLUMNS) + " |",
+                  "|" + "---|" * len(VS_RAW_COLUMNS)]
+        lines += ["| " + " | ".join(str(r[k]) for k, _ in VS_RAW_COLUMNS) + " |"
+                  for r in _vs_raw_rows(record)]
+        lines += ["", "## Learning curves (ground-truth CTR, mean [95 % interval] over seeds)",
+                  ""]
+        for arm, points in record.get("curves", {}).items():
+            if arm != "sft" and points:
+                lines.append(f"- {ARM_LABELS.get(arm, arm)}: " + "; ".join(
+                    f"step {p['step']}: {p['mean']:.4f} [{p['lo']:.4f}, {p['hi']:.4f}]"
+                    for p in points))
     lines += ["", "## Findings", "", *[f"- {f}" for f in findings], "", "## Per seed", "",
               "| seed | arm | GT CTR | right-tool | relevance | tool-q | words | utility gap | "
-              "unweighted gap | tool share of click weight | train loss | gate | refresh s |",
+              "unweighted gap | tool share of click weight | train loss | KTO steps | train s |",
               "|" + "---|" * 13]
     for r in results:
         m, d, f = r.metrics, r.diagnostics or {}, r.refresh or {}
@@ -311,7 +384,7 @@ def experiment_markdown(rows: Sequence[dict[str, Any]], results: Sequence[Any],
             f"{fmt(m.get('tool_query_share'))} | {fmt(m.get('mean_words'), 2)} | "
             f"{fmt(d.get('utility_gap'))} | {fmt(d.get('unweighted_utility_gap'))} | "
             f"{fmt(d.get('tool_share_of_click_weight'))} | {fmt(f.get('train_loss'))} | "
-            f"{f.get('gate', '–')} | {f.get('seconds', '–')} |")
+            f"{f.get('steps', '–')} | {f.get('seconds', '–')} |")
     lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2, default=str),
               "```", ""]
     return "\n".join(lines)

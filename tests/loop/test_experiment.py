@@ -146,3 +146,92 @@ def test_toolrec_arm_replays_the_toolrec_form(sim: Simulator, logged) -> None:  
     assert min(clicked_tools) >= 1.0 and max(clicked_tools) > 1.5
     skipped_users = [s.w_activity for s in samples if not s.clicked]
     assert min(skipped_users) < 0.95 < 1.05 < max(skipped_users)
+
+
+def _result(seed: int, arm: str, ctr: float) -> ArmResult:
+    return ArmResult(seed, arm, {"gt_ctr": ctr, "gt_right_tool_share": 0.1, "relevance": 0.3,
+                                 "tool_query_share": 0.9, "mean_words": 3.0},
+                     refresh={"steps": 0 if arm == "sft" else 20},
+                     curve=[{"step": 0 if arm == "sft" else 20, "gt_ctr": ctr,
+                             "gt_right_tool_share": 0.1, "relevance": 0.3}])
+
+
+def test_paired_differences_are_holm_corrected() -> None:
+    from loop.experiment import calibration_json, paired_vs_raw
+    from loop.metrics import mean_interval, paired_p
+
+    noise = (0.004, -0.003, 0.001, -0.002, 0.0)
+    results = [_result(seed, arm, 0.30 + bump + (noise[seed] if arm in ("tool", "sft") else 0.0)
+                       + 0.001 * seed * (arm == "full"))
+               for seed in range(5)
+               for arm, bump in (("sft", -0.01), ("raw", 0.0), ("full", 0.02), ("tool", 0.0))]
+    vs = paired_vs_raw(results, ["sft", "raw", "full", "tool"])
+    assert set(vs) == {"sft", "full", "tool"} and all(v["comparisons"] == 3 for v in vs.values())
+    diffs = [0.02 + 0.001 * s for s in range(5)]
+    assert vs["full"]["p"] == pytest.approx(paired_p(diffs))
+    # full has the smallest p: Holm step 1 of 3, interval at 1 − 0.05/3
+    assert vs["full"]["level"] == pytest.approx(1 - 0.05 / 3) and vs["full"]["reject"]
+    assert (vs["full"]["abs"]["lo"], vs["full"]["abs"]["hi"]) == pytest.approx(
+        mean_interval(diffs, 1 - 0.05 / 3)[1:])
+    assert vs["full"]["rel"]["mean"] == pytest.approx(sum(d / 0.30 for d in diffs) / 5)
+    # tool is pure noise around raw: not rejected, its interval covers 0
+    assert not vs["tool"]["reject"] and vs["tool"]["abs"]["lo"] < 0 < vs["tool"]["abs"]["hi"]
+    record = calibration_json(results, ["sft", "raw", "full", "tool"], {}, 12.0)
+    assert record["arms"]["sft"]["kto_steps"] == 0 and record["arms"]["full"]["seeds"] == 5
+    assert set(record["arms"]["full"]) >= {"gt_ctr", "relevance", "right_tool_share"}
+    assert set(record["vs_raw"]["full"]) >= {"abs", "rel"}
+    assert set(record["vs_raw"]["full"]["abs"]) >= {"mean", "lo", "hi"}
+    curve = record["curves"]["full"]
+    assert [p["step"] for p in curve] == [0, 20]  # step 0: the SFT baseline of each seed
+    assert curve[0]["mean"] == pytest.approx(0.29)
+
+
+def test_published_section_keeps_the_rest_of_results_md(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from loop.experiment import SECTION_END, SECTION_START, replace_section
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Loop results\n\n## make demo\n\n14 min.\n")
+    first = replace_section(path, "# Calibration experiment\n\nrun 1\n")
+    assert first.startswith("# Loop results\n\n## make demo\n\n14 min.\n\n" + SECTION_START)
+    path.write_text(first + "\nafter\n")
+    second = replace_section(path, "# Calibration experiment\n\nrun 2\n")
+    assert "run 1" not in second and "run 2" in second and second.endswith("\nafter\n")
+    assert second.count(SECTION_START) == second.count(SECTION_END) == 1
+
+
+@pytest.mark.timeout(900)
+def test_experiment_runs_end_to_end_on_the_tiny_model(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    """The whole protocol at a tiny size: logged traffic, seven arms replayed and trained
+    with checkpoints, every checkpoint evaluated, the outputs written."""
+    import json
+
+    import torch
+
+    from loop.config import ExperimentConfig
+    from loop.experiment import Experiment, write_outputs
+    from loop.models import tiny
+    from toolrec.config import load_settings
+
+    torch.set_num_threads(1)
+    start = tiny(tmp_path_factory.mktemp("exp-tiny"))
+    out = tmp_path_factory.mktemp("exp-out")
+    cfg = ExperimentConfig(out_dir=out, seeds=(0, 1), model="tiny", users=6,
+                           requests_per_user=3, history_per_user=10, eval_turns=3,
+                           max_steps=2, eval_every=1, batch_size=4, generation_batch=4,
+                           publish=True, publish_json=out / "published.json",
+                           publish_markdown=out / "RESULTS.md")
+    experiment = Experiment(load_settings(), cfg, start, echo=lambda line: None)
+    results = experiment.run()
+    assert {(r.seed, r.arm) for r in results} == {(s, a) for s in (0, 1) for a in cfg.arms}
+    for r in results:
+        assert r.metrics["requests"] == 3
+        if r.arm != "sft":
+            assert r.refresh["steps"] == 2 and [p["step"] for p in r.curve] == [1, 2]
+            assert r.metrics["gt_ctr"] == r.curve[-1]["gt_ctr"]
+    paths = write_outputs(results, cfg, experiment.wall_s)
+    record = json.loads(paths["published_json"].read_text())
+    assert set(record["arms"]) == set(cfg.arms) and "raw" not in record["vs_raw"]
+    assert record["arms"]["full_toolrec"]["kto_steps"] == 2
+    assert [p["step"] for p in record["curves"]["full"]] == [0, 1, 2]
+    assert "Learning curves" in paths["report"].read_text()
+    assert "## Calibration experiment" in paths["published_markdown"].read_text()
