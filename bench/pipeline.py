@@ -32,10 +32,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from deltalake import DeltaTable
 
+from bench.sink import ceiling_rate
 from infra.broker import LocalStack
 from infra.processes import stop_pid
 from infra.topics import ensure_topics
-from lakehouse.benchmark import ceiling_rate
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import history
 from lakehouse.tables import read_table, table_uri

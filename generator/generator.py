@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contracts.models import BASE_VERSION
 from generator.config import DecodingConfig, GeneratorConfig
 from generator.loading import apply_adapter, load_model
 from generator.parser import Dropped, Suggestion, ToolLinker, parse_candidates
@@ -100,7 +101,7 @@ class Generator:
         *,
         config: GeneratorConfig | None = None,
         linker: ToolLinker | None = None,
-        model_version: str = "base",
+        model_version: str = BASE_VERSION,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -130,7 +131,7 @@ class Generator:
         if adapter_dir is not None:
             _check_template(Path(adapter_dir))
             model = apply_adapter(model, Path(adapter_dir), merge=config.merge_adapter)
-        version = model_version or (Path(adapter_dir).name if adapter_dir else "base")
+        version = model_version or (Path(adapter_dir).name if adapter_dir else BASE_VERSION)
         return cls(model, tokenizer, config=config, linker=linker, model_version=version)
 
     def _find_stop_ids(self) -> list[int]:

@@ -5,8 +5,9 @@ exactly-once-in-effect sink from Kafka (`lakehouse.sink`), idempotent appends
 (`lakehouse.writer`), maintenance (`lakehouse.maintenance`: optimize, vacuum, history), SQL
 for analysts (`lakehouse.sql`, DuckDB over Arrow) and the `toolrec lake` CLI.
 
-May import: `toolrec.errors`, `toolrec.kafka`, `toolrec.progress`, and the event contracts
-`streams.schemas` (nothing else of `streams`). Other stages call the functions re-exported
+May import: `toolrec` core (errors, kafka, durable) and `contracts` (the events,
+the sample and its derived Arrow columns, the DLQ record); never `streams`, `trainer`,
+`serving` or `loop`. Other stages call the functions re-exported
 here (`read_table`, `read_samples_since`, `table_version`, `write_samples`, ...).
 
 Exports are loaded lazily so that importing `lakehouse.config` (done by every CLI start)

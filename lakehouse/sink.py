@@ -8,7 +8,7 @@ Exactly-once in effect, without Kafka transactions:
 - rows are de-duplicated on `sample_id` / `event_id` against the table, because the
   streams stage is at-least-once and may emit one sample twice at two offsets;
 - records that do not parse go to `toolrec.dlq` (raw bytes unchanged, reason and source
-  coordinates in headers, the same layout as the streams stage) and are acknowledged by
+  coordinates in headers, `contracts.dlq` as in the streams stage) and are acknowledged by
   the broker before the commit that records their offsets; the sink goes on;
 - micro-batches flush per table at `batch_max_rows` or after `batch_max_seconds`,
   whichever comes first; SIGTERM / `stop_event` flushes what was consumed, then exits.
@@ -35,11 +35,13 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError as PydanticValidationError
 
+from contracts.dlq import DeadLetter
+from contracts.events import Feedback, Impression, Sample, parse_event
 from lakehouse.config import LakeConfig
 from lakehouse.fastparse import FastParser
 from lakehouse.tables import RowBuffer, Source, contract_schema, spec_of
 from lakehouse.writer import AppendResult, DeltaAppender
-from streams.schemas import Feedback, Impression, Sample, parse_event
+from toolrec.durable import now_ms
 from toolrec.errors import LakeError, ValidationError
 from toolrec.kafka import KafkaConfig
 
@@ -344,7 +346,7 @@ class Sink:
         self.flushing[name] = asyncio.ensure_future(self._commit(name, buffer))
 
     async def _commit(self, name: TableName, buffer: _Buffer) -> None:
-        rows = buffer.rows.to_table(ingest_ts=int(time.time() * 1000))
+        rows = buffer.rows.to_table(ingest_ts=now_ms())
         loop = asyncio.get_running_loop()
         writer = self.writers[name]
         result = await loop.run_in_executor(
@@ -404,31 +406,23 @@ class Sink:
 
     async def _dead_letter(self, bad: list[tuple[ConsumerRecord, ValidationError]]) -> None:
         """Send bad records to the DLQ and wait for the broker's ack (before the commit that
-        records their offsets). Layout as in the streams stage: raw bytes, reason headers."""
+        records their offsets). Raw bytes, headers of `contracts.dlq.DeadLetter`."""
         if not bad:
             return
         producer = await self._dlq_producer()
         sends = []
         for record, error in bad:
-            headers = {
-                "reason": error.reason,
-                "field": error.field,
-                "detail": str(error)[:500],
-                "source_topic": record.topic,
-                "source_partition": str(record.partition),
-                "source_offset": str(record.offset),
-                "stage": "lakehouse",
-            }
             value = record.value
-            if value is not None and len(value) > self.lake.max_record_bytes:
+            truncated = value is not None and len(value) > self.lake.max_record_bytes
+            if truncated:
                 value = value[: self.lake.max_record_bytes]  # keep the DLQ under size limits
-                headers["truncated"] = "true"
+            letter = DeadLetter(reason=error.reason, field=error.field, detail=str(error),
+                                stage="lakehouse", source_topic=record.topic,
+                                source_partition=record.partition, source_offset=record.offset,
+                                truncated=truncated)
             sends.append(
                 await producer.send(
-                    self.kafka.topics.dlq,
-                    key=record.key,
-                    value=value,
-                    headers=[(k, v.encode()) for k, v in headers.items()],
+                    self.kafka.topics.dlq, key=record.key, value=value, headers=letter.headers()
                 )
             )
         await asyncio.gather(*sends)

@@ -2,9 +2,9 @@
 
 `events` holds every raw impression and feedback event (the JSON payload as received plus
 the columns analysts filter on); `samples` holds one row per shown suggestion, the `Sample`
-contract of `streams/schemas.py` field by field. Both are partitioned by the UTC date
-('YYYY-MM-DD') of their event time and carry the Kafka coordinates they came from
-(null for rows written directly, e.g. by a backfill).
+contract of `contracts/events.py` field by field (derived from it by `contracts.arrow`).
+Both are partitioned by the UTC date ('YYYY-MM-DD') of their event time and carry the Kafka
+coordinates they came from (null for rows written directly, e.g. by a backfill).
 
 Readers: `read_table` (time travel to a version or timestamp), `read_samples_since` (the
 trainer's incremental refresh: rows added between two versions, exact across compaction).
@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from contracts.arrow import arrow_fields
+from contracts.events import Sample
 from lakehouse.config import LakeConfig
 from toolrec.errors import LakeError
 
@@ -74,35 +76,11 @@ NON_DATA_OPERATIONS = frozenset(
     {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "CREATE TABLE"}
 )
 
+# The `Sample` contract's columns are derived from its one definition (`contracts.arrow`);
+# the lake appends its partition date, the Kafka origin and the batch id.
 SAMPLES_SCHEMA = pa.schema(
     [
-        _required("schema", pa.string()),
-        _required("sample_id", pa.string()),
-        _required("request_id", pa.string()),
-        _required("event_id", pa.string()),
-        _required("user_id", pa.string()),
-        _required("session_id", pa.string()),
-        _required("impression_ts", pa.int64()),
-        _required("closed_ts", pa.int64()),
-        _required("model_version", pa.string()),
-        _required("template_version", pa.string()),
-        _required("prompt", pa.string()),
-        _required("completion", pa.string()),
-        _required("position", pa.int64()),
-        _required("n_shown", pa.int64()),
-        _required("clicked", pa.bool_()),
-        _required("executed", pa.bool_()),
-        _required("explored", pa.bool_()),
-        pa.field("tool_id", pa.string()),
-        _required("is_tool_query", pa.bool_()),
-        _required("user_impressions", pa.float64()),
-        _required("user_clicks", pa.float64()),
-        _required("user_ctr", pa.float64()),
-        _required("global_ctr", pa.float64()),
-        _required("w_activity", pa.float64()),
-        _required("w_tool", pa.float64()),
-        _required("w_position", pa.float64()),
-        _required("weight", pa.float64()),
+        *arrow_fields(Sample),
         _required("date", pa.string()),  # UTC date of impression_ts
         *SOURCE_FIELDS,
         BATCH_FIELD,

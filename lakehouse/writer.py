@@ -41,6 +41,7 @@ from lakehouse.tables import (
     ensure_table,
     spec_of,
 )
+from toolrec.durable import now_ms
 from toolrec.errors import LakeError
 
 __all__ = ["AppendResult", "DeltaAppender", "app_id_for", "write_events", "write_samples"]
@@ -293,7 +294,7 @@ def write_samples(config: LakeConfig, rows: Iterable[Mapping[str, Any]] | pa.Tab
     """Validate `rows` against the Sample contract and append those whose sample_id is not
     in `samples` yet (idempotent). Rows may carry the table's extra columns (date, source_*,
     ingest_ts), e.g. when copied from `read_table`; `date` is always recomputed."""
-    from streams.schemas import Sample, validate_payload
+    from contracts.events import Sample, validate_payload
 
     buffer = RowBuffer(spec_of("samples"))
     for row in _as_dicts(rows):
@@ -303,13 +304,13 @@ def write_samples(config: LakeConfig, rows: Iterable[Mapping[str, Any]] | pa.Tab
         if not isinstance(sample, Sample):
             raise LakeError(f"write_samples got a {contract['schema']!r} row; pass samples only")
         buffer.add_model(sample, raw=None, source=_source_of(row))
-    table = buffer.to_table(ingest_ts=int(time.time() * 1000))
+    table = buffer.to_table(ingest_ts=now_ms())
     return DeltaAppender(config, "samples").append(table)
 
 
 def write_events(config: LakeConfig, events: Iterable[Any]) -> AppendResult:
     """Append impressions / feedback (models or dicts) to `events`, idempotent on event_id."""
-    from streams.schemas import Feedback, Impression, validate_payload
+    from contracts.events import Feedback, Impression, validate_payload
 
     buffer = RowBuffer(spec_of("events"))
     for event in events:
@@ -317,5 +318,5 @@ def write_events(config: LakeConfig, events: Iterable[Any]) -> AppendResult:
         if not isinstance(model, Impression | Feedback):
             raise LakeError(f"write_events got {type(model).__name__}; pass impressions/feedback")
         buffer.add_model(model, raw=None, source=None)
-    table = buffer.to_table(ingest_ts=int(time.time() * 1000))
+    table = buffer.to_table(ingest_ts=now_ms())
     return DeltaAppender(config, "events").append(table)

@@ -13,7 +13,8 @@ Owns
   between (`toolrec demo`);
 - the calibration experiment (`loop.experiment`, `toolrec experiment calibration`).
 
-May import every stage's public functions (`infra`, `streams`, `lakehouse`, `retrieval`,
-`trainer`) and talk to `serving` only over HTTP. No stage imports `loop`. Heavy libraries
-(torch, transformers) are imported inside the functions that need them.
+May import `contracts`, `generator` and every stage's public functions (`infra`, `streams`,
+`lakehouse`, `retrieval`, `trainer`) and talk to `serving` only over HTTP. No stage imports
+`loop`. Heavy libraries (torch, transformers) are imported inside the functions that need
+them.
 """

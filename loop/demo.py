@@ -244,7 +244,7 @@ class Demo:
         from loop.client import ApiClient, ApiFeedback, KafkaFeedback
         from loop.simulator import build_simulator
         from loop.traffic import TrafficRunner
-        from trainer.registry import FileLock
+        from toolrec.durable import FileLock
 
         sim = build_simulator(self.sim_config, settings.retrieval)
         client = ApiClient(_url(settings), timeout_s=self.cfg.request_timeout_s)

@@ -340,9 +340,8 @@ def build_logged(sim: Simulator, turns: Sequence[Turn], shown: Sequence[tuple[Sh
                  prompts: Sequence[str], decoding: Any) -> Logged:
     """Impressions and feedback as serving and the telemetry producer would send them, plus
     the simulator's hidden truth about each (kept apart)."""
-    from contracts.events import Feedback, Impression
+    from contracts.events import Feedback, Impression, pseudonymize
     from generator.prompt import TEMPLATE_VERSION
-    from streams.producer import pseudonymize
 
     records: list[Record] = []
     impressions: list[Any] = []
@@ -388,9 +387,8 @@ def history_events(sim: Simulator, logged: Logged, per_user: int,
     lists have the true utilities of random logged lists (what the baseline shows) and
     clicks drawn from the user's own click model. Only counts reach the calibration state,
     so the placeholder texts do not matter."""
-    from contracts.events import Feedback, Impression
+    from contracts.events import Feedback, Impression, pseudonymize
     from loop.population import draw_click
-    from streams.producer import pseudonymize
 
     rng = random.Random(f"history:{seed}")
     pool = [r.judgement.utility for r in logged.records if r.judgement.utility]

@@ -5,9 +5,13 @@ bounded queue (`serving.engine`), model hot-swap following the registry and `too
 (`serving.hotswap`, `serving.follower`), the durable event spool and its Kafka sender
 (`serving.spool`, `serving.publisher`), Prometheus metrics and the admin endpoints.
 
-May import: `toolrec` (config, errors, kafka), `retrieval` (Retriever, DeviceContext),
-`trainer` (generator, prompt, config, registry), `streams` (event schemas and the
-pseudonymization of the telemetry library). Only the CLI and benchmarks import serving.
+May import: `contracts` (events and their factories, the pseudonymization, model
+announcements), `generator` (the Generator, prompt, loading lock, settings), `retrieval`'s
+public API (Retriever, DeviceContext) and the `toolrec` core (config, errors, kafka,
+durable). Two edges still run to other stages, both lazily imported: `trainer.registry`
+(the champion lookup, artifact verification and rollback; the registry is the source of
+truth) and `streams.producer.load_user_id_key` (the pseudonymization key file). Only the
+CLI and benchmarks import serving.
 `serving.main` pulls in FastAPI, so it is not imported here (`toolrec.config` imports
 `serving.config`).
 """

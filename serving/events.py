@@ -1,23 +1,14 @@
 """Impression and feedback events of DESIGN.md §3, built and validated with the contracts
-of `streams.schemas` and the pseudonymization of the telemetry library, so an event that
+and factories of `contracts.events` (the pseudonymization too), so an event that
 leaves serving is exactly what the streaming stage expects."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
+from contracts.events import Feedback, Impression, new_feedback, new_impression, pseudonymize
 from serving.engine import Served
 from serving.spool import OutRecord
-from streams.producer import now_ms, pseudonymize
-from streams.schemas import (
-    FEEDBACK_SCHEMA,
-    IMPRESSION_SCHEMA,
-    Feedback,
-    Impression,
-    validate_payload,
-)
-from toolrec.errors import ValidationError
 
 __all__ = ["build_feedback", "build_impression", "to_record"]
 
@@ -33,24 +24,12 @@ def build_impression(
     ts: int | None = None,
 ) -> Impression:
     """The impression of one answered request (`user_id` already pseudonymized)."""
-    payload = {
-        "schema": IMPRESSION_SCHEMA,
-        "event_id": uuid.uuid4().hex,
-        "request_id": request_id,
-        "user_id": user_id,
-        "session_id": session_id,
-        "ts": ts or now_ms(),
-        "model_version": served.model_version,
-        "template_version": served.template_version,
-        "prompt": served.prompt,
-        "query": query,
-        "context": context,
-        "suggestions": served.suggestions,
-        "decoding": served.decoding,
-    }
-    event = validate_payload(payload)
-    assert isinstance(event, Impression)
-    return event
+    return new_impression(
+        request_id=request_id, user_id=user_id, session_id=session_id,
+        model_version=served.model_version, template_version=served.template_version,
+        prompt=served.prompt, query=query, context=context, suggestions=served.suggestions,
+        decoding=served.decoding, ts=ts,
+    )
 
 
 def build_feedback(
@@ -64,21 +43,9 @@ def build_feedback(
     ts: int | None = None,
 ) -> Feedback:
     """A feedback event exactly as `TelemetryProducer.feedback` builds it: pseudonymized
-    user, fresh event id, validated by `streams.schemas`. Raises ValidationError."""
-    payload = {
-        "schema": FEEDBACK_SCHEMA,
-        "event_id": uuid.uuid4().hex,
-        "request_id": request_id,
-        "user_id": pseudonymize(raw_user_id, key),
-        "ts": ts or now_ms(),
-        "type": type,
-        "position": position,
-        "success": success,
-    }
-    event = validate_payload(payload)
-    if not isinstance(event, Feedback):  # cannot happen: the schema field says feedback
-        raise ValidationError("schema", "wrong_topic", "expected a feedback event")
-    return event
+    user, fresh event id, validated by `contracts.events`. Raises ValidationError."""
+    return new_feedback(request_id=request_id, user_id=pseudonymize(raw_user_id, key),
+                        type=type, position=position, success=success, ts=ts)
 
 
 def to_record(event: Impression | Feedback, topic: str) -> OutRecord:

@@ -11,11 +11,11 @@ covers announcements missed meanwhile.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
 
+from contracts.models import parse_announcement
 from serving.hotswap import ModelManager
 from toolrec.kafka import KafkaConfig
 
@@ -103,8 +103,6 @@ class ModelFollower:
 
 
 def _announcement(value: bytes | None) -> dict[str, Any]:
-    try:
-        body = json.loads(value or b"")
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+    """The message as a hint for the manager ({} when it is not a valid announcement)."""
+    announcement = parse_announcement(value)
+    return {} if announcement is None else announcement.model_dump(by_alias=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from contracts.models import BASE_VERSION
 from generator.loading import MODEL_LOAD_LOCK
 from serving.config import ServingConfig
 from serving.metrics import Metrics
@@ -47,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BASE_VERSION = "base"  # = trainer.registry.BASE_VERSION (not imported: keeps imports light)
 
 WARMUP_QUERY = "turn on battery saver"
 

@@ -36,6 +36,7 @@ from typing import Any
 from serving.config import ServingConfig
 from serving.metrics import Metrics
 from serving.spool import Cursor, OutRecord, Spool, SpoolReader
+from toolrec.errors import ServingError
 from toolrec.kafka import KafkaConfig
 
 __all__ = ["EventPublisher", "SendFailed"]
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 FAILURE_LOG_INTERVAL_S = 30.0
 
 
-class SendFailed(Exception):
+class SendFailed(ServingError):
     """A batch could not be confirmed (internal: the sender backs off and retries)."""
 
 

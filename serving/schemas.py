@@ -20,9 +20,9 @@ from pydantic import (
     create_model,
 )
 
+from contracts.events import Id, TimestampMs
 from retrieval import DeviceContext
 from serving.config import ServingConfig
-from streams.schemas import Id, TimestampMs
 
 __all__ = [
     "ErrorBody",

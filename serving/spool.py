@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from toolrec.durable import FileLock, LockBusyError, atomic_write_text, fsync_dir
 from toolrec.errors import ServingError
 
 __all__ = ["Cursor", "OutRecord", "Spool", "SpoolError", "SpoolReader", "read_spool"]
@@ -92,14 +93,6 @@ def _segment_name(first_seq: int) -> str:
     return f"{SEGMENT_PREFIX}{first_seq:012d}{SEGMENT_SUFFIX}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_record(handle: IO[bytes], path: Path) -> tuple[int, OutRecord] | None:
     """The next record at the handle's position, or None at a clean or torn end.
 
@@ -140,8 +133,6 @@ class Spool:
     """The log and its cursor. Thread-safe: request threads append, one sender reads."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = 16 << 20, fsync: bool = True):
-        from trainer.registry import FileLock, LockBusyError
-
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
@@ -267,7 +258,7 @@ class Spool:
         self._handle = path.open("ab")
         self._active = path
         self._segments.append((first, path))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return self._handle
 
     def wait_for(self, seq: int, timeout_s: float) -> bool:
@@ -292,16 +283,9 @@ class Spool:
 
     def mark(self, cursor: Cursor) -> None:
         """Persist the cursor atomically, then delete segments it fully covers."""
-        path = self.directory / CURSOR_FILE
-        tmp = path.with_suffix(".tmp")
         body = {"acked": cursor.acked, "inflight": cursor.inflight,
                 "offsets": dict(sorted(cursor.offsets.items()))}
-        with tmp.open("w") as handle:
-            handle.write(json.dumps(body))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-        _fsync_dir(self.directory)
+        atomic_write_text(self.directory / CURSOR_FILE, json.dumps(body))
         self._cursor = cursor
         self._drop_sent_segments()
 

@@ -34,9 +34,10 @@ from typing import Any, NamedTuple
 import faust
 from faust.types import TP
 
+from contracts.dlq import DeadLetter
+from contracts.events import Feedback, Impression, Sample, parse_event
 from streams.config import StreamsConfig
 from streams.gaps import read_range, skipped_range
-from streams.schemas import Feedback, Impression, Sample, parse_event
 from streams.window import (
     GlobalState,
     Orphan,
@@ -50,6 +51,7 @@ from streams.window import (
     on_impression,
     release_orphans,
 )
+from toolrec.durable import now_ms
 from toolrec.errors import ValidationError
 from toolrec.kafka import KafkaConfig
 
@@ -300,22 +302,12 @@ class Processor:
     def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:
         """Dead-letter the raw bytes unchanged; where they came from and why in headers."""
         self.stats["dead_letters"] += 1
-        headers = {
-            "reason": reason,
-            "field": field,
-            "detail": detail[:500],
-            "stage": "streams",
-            "source_topic": source.topic,
-            "source_partition": str(source.partition),
-            "source_offset": str(source.offset),
-        }
+        letter = DeadLetter(reason=reason, field=field, detail=detail, stage="streams",
+                            source_topic=source.topic, source_partition=source.partition,
+                            source_offset=source.offset)
         # Attached to the event being processed: Faust publishes it before committing it.
         self._dead_letters.append(
-            self.dlq.send(
-                key=source.key,
-                value=source.value,
-                headers={k: v.encode() for k, v in headers.items()},
-            )
+            self.dlq.send(key=source.key, value=source.value, headers=dict(letter.headers()))
         )
 
     # -- the deadline index is derived state, rebuilt from the table ---------------------
@@ -423,7 +415,7 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
 
     @app.timer(interval=cfg.tick_interval_s)
     async def tick() -> None:
-        now = json.dumps({"ts": int(time.time() * 1000)}).encode()
+        now = json.dumps({"ts": now_ms()}).encode()
         partitions = {
             tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.impressions
         }

@@ -4,29 +4,26 @@ pseudonymous user id, sent with acks=all and retries, batched, flushed on close.
     with TelemetryProducer(kafka, telemetry, key=load_user_id_key(...)) as producer:
         producer.feedback(raw_user_id="alice", request_id=rid, type="click", position=2)
 
-The raw user id never leaves the process: it is replaced by HMAC-SHA256(key, raw id).
+The raw user id never leaves the process: it is replaced by HMAC-SHA256(key, raw id)
+(`contracts.events.pseudonymize`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import secrets
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from contracts.events import Feedback, Impression, new_feedback, pseudonymize, validate_payload
 from streams.config import TelemetryConfig
-from streams.schemas import Feedback, Impression, validate_payload
+from toolrec.durable import now_ms
 from toolrec.errors import ConfigError, StreamError, ValidationError
 from toolrec.kafka import KafkaConfig
-
-PSEUDONYM_PREFIX = "p_"
 
 
 def load_user_id_key(telemetry: TelemetryConfig, state_dir: Path) -> bytes:
@@ -43,18 +40,6 @@ def load_user_id_key(telemetry: TelemetryConfig, state_dir: Path) -> bytes:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
-
-
-def pseudonymize(raw_user_id: str, key: bytes) -> str:
-    """Stable keyed hash of a raw user id: same user, same key → same pseudonym."""
-    if not raw_user_id:
-        raise ValidationError("user_id", "missing_field", "the raw user id is empty")
-    digest = hmac.new(key, raw_user_id.encode(), hashlib.sha256).hexdigest()
-    return PSEUDONYM_PREFIX + digest[:32]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class TelemetryProducer:
@@ -86,19 +71,10 @@ class TelemetryProducer:
         success: bool | None = None,
         ts: int | None = None,
     ) -> Feedback:
-        """Validate and send one feedback event; returns it (with its pseudonymous user)."""
-        event = Feedback.model_validate(
-            {
-                "schema": "feedback/1",
-                "event_id": uuid.uuid4().hex,
-                "request_id": request_id,
-                "user_id": pseudonymize(raw_user_id, self.key),
-                "ts": ts or now_ms(),
-                "type": type,
-                "position": position,
-                "success": success,
-            }
-        )
+        """Validate and send one feedback event; returns it (with its pseudonymous user).
+        Raises ValidationError naming the bad field."""
+        event = new_feedback(request_id=request_id, user_id=pseudonymize(raw_user_id, self.key),
+                             type=type, position=position, success=success, ts=ts)
         self.send(event)
         return event
 

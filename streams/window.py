@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+from contracts.events import Feedback, Impression, Sample
 from generator.prompt import format_completion, sample_prompt
 from streams.calibration import (
     MS_PER_DAY,
@@ -34,7 +35,6 @@ from streams.calibration import (
     usage_quantile,
 )
 from streams.config import StreamsConfig
-from streams.schemas import Feedback, Impression, Sample
 
 
 class Pending(TypedDict):

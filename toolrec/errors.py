@@ -1,15 +1,36 @@
 """The project's exception tree. Every error names what happened, the value and the fix.
 
+Every error raised on purpose derives from `ToolrecError` (the CLI turns one into a clean
+message and exit code 1). The stages' own subclasses live next to their code:
+
 ToolrecError
 ├── ConfigError            a setting is missing or out of range
 ├── InfraError             a local broker / object store failed to start or stop
-├── ValidationError        an event or request is malformed (names the field)
+├── LockBusyError          another process holds a file lock (toolrec.durable.FileLock)
+├── ValidationError        an event or request is malformed (names the field; DLQ reason)
 ├── StreamError            the streaming stage cannot go on
 ├── LakeError              a Delta table is missing, unreadable or would be corrupted
 ├── RetrievalError         the tool catalog or index is invalid
-├── GeneratorError         the generator's model or adapter cannot be loaded
+├── GeneratorError         the generator cannot run
+│   └── ModelFilesError        a model or adapter directory is missing or corrupt
+│                              (generator.loading)
 ├── TrainerError           training, evaluation or the registry failed
-└── ServingError           the API cannot serve (no model, failed swap)
+│   ├── InsufficientDataError  too few samples to train or to gate (trainer.data)
+│   ├── RefreshCancelled       a refresh was stopped on request (trainer.refresh)
+│   ├── RegistryError          the registry is unreadable or refuses the change
+│   ├── AdapterError           an adapter does not match its manifest
+│   └── AnnounceError          the champion changed but was not announced (trainer.registry)
+├── ServingError           the API cannot serve (no model, failed swap)
+│   ├── Overloaded, NotReady   answered 503 with Retry-After (serving.engine)
+│   ├── NothingToRollBack      (serving.hotswap)
+│   ├── BodyTooLarge, Conflict, AdminDenied (serving.errors)
+│   ├── SpoolError             the local event spool is unusable (serving.spool)
+│   └── SendFailed             internal: the spool sender retries (serving.publisher)
+└── LoopError              the simulation, demo or experiment cannot go on (loop.errors)
+    └── ApiError               the recommendation API answered with an error
+
+Only `lakehouse.writer._StaleSnapshot` is a plain `Exception`: private control flow (a
+retried optimistic commit) that never leaves its module.
 """
 
 from __future__ import annotations
@@ -25,6 +46,10 @@ class ConfigError(ToolrecError):
 
 class InfraError(ToolrecError):
     pass
+
+
+class LockBusyError(ToolrecError):
+    """Another process holds the lock (the message names the lock, its holder and the fix)."""
 
 
 class ValidationError(ToolrecError):

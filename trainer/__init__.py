@@ -11,7 +11,7 @@ Owns
   `trainer.registry`, `trainer.daemon`).
 
 May import: `generator` (prompt, parser, loading, the Generator and its settings),
-`contracts`, `toolrec` core (errors, kafka, progress, durable), the public functions of
+`contracts`, `toolrec` core (errors, kafka, durable), the public functions of
 `retrieval` (catalog loading, tool linking and search) and of `lakehouse` (Delta tables).
 Never imports `serving`, `streams` or `loop`. Heavy libraries (torch, transformers, peft,
 trl) are imported inside the modules that need them, never by this package's `__init__`.

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from toolrec.errors import GeneratorError, TrainerError
-from trainer.registry import LockBusyError
+from toolrec.errors import GeneratorError, LockBusyError, TrainerError
 
 if TYPE_CHECKING:
     from trainer.refresh import Refresher, RefreshResult
@@ -37,7 +36,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TickResult:
     """What one scheduled check did: 'waiting' (< M samples), 'busy' (lock held
-    elsewhere), 'failed', 'cancelled' or the refresh's outcome."""
+    elsewhere), 'failed', 'cancelled' or the refresh's outcome ('promoted', 'rejected',
+    'not_enough_evidence', 'candidate', 'skipped')."""
 
     status: str
     detail: str

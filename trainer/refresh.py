@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow.parquet as pq
 from transformers import TrainerCallback
 
+from contracts.models import BASE_VERSION
+from toolrec.durable import FileLock, now_ms
 from toolrec.errors import TrainerError
 from trainer.data import (
     SAMPLE_COLUMNS,
@@ -57,13 +59,10 @@ from trainer.data import (
     to_kto_dataset,
 )
 from trainer.registry import (
-    BASE_VERSION,
     TMP_PREFIX,
     AnnounceError,
-    FileLock,
     ModelRecord,
     Registry,
-    now_ms,
     publish_artifact,
     verify_artifact,
 )

@@ -41,23 +41,20 @@ null adapter means: serve the base model. Serving follows the topic and, at star
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from contracts.models import ANNOUNCEMENT_SCHEMA, BASE_VERSION
 from lakehouse.tables import MODELS_SPEC
+from toolrec.durable import FileLock, fsync_dir, now_ms
 from toolrec.errors import TrainerError
 
 if TYPE_CHECKING:
@@ -68,12 +65,8 @@ if TYPE_CHECKING:
     from trainer.config import TrainingConfig
 
 __all__ = [
-    "ANNOUNCEMENT_SCHEMA",
-    "BASE_VERSION",
     "AdapterError",
     "AnnounceError",
-    "FileLock",
-    "LockBusyError",
     "ModelRecord",
     "Registry",
     "RegistryError",
@@ -87,8 +80,6 @@ log = logging.getLogger(__name__)
 Status = Literal["candidate", "champion", "rejected", "retired", "rolled_back"]
 Action = Literal["promote", "rollback"]
 STATUSES: tuple[str, ...] = ("candidate", "champion", "rejected", "retired", "rolled_back")
-BASE_VERSION = "base"
-ANNOUNCEMENT_SCHEMA = "model-announcement/1"
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 
@@ -103,14 +94,6 @@ class AdapterError(TrainerError):
 
 class AnnounceError(TrainerError):
     """The registry changed but the announcement on toolrec.models failed."""
-
-
-class LockBusyError(TrainerError):
-    """Another process holds the lock."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -161,65 +144,6 @@ class ModelRecord:
         return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
 
 
-# ----------------------------------------------------------------------------- locks
-
-
-class FileLock:
-    """An exclusive `flock` on a file: held by one process at a time, released by the OS
-    when the holder dies (so a SIGKILLed refresh never leaves a stale lock)."""
-
-    def __init__(self, path: Path, *, what: str = "lock") -> None:
-        self.path = Path(path)
-        self.what = what
-        self._fd: int | None = None
-
-    def acquire(self, *, timeout_s: float | None = 0.0) -> None:
-        """Take the lock; wait up to `timeout_s` (None: forever). Raises LockBusyError."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
-                    os.close(fd)
-                    raise LockBusyError(
-                        f"the {self.what} {self.path} is held by {holder or 'another process'}; "
-                        "wait for it to finish (the OS frees it if that process dies)"
-                    ) from None
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    @contextlib.contextmanager
-    def held(self, *, timeout_s: float | None = 0.0) -> Iterator[None]:
-        self.acquire(timeout_s=timeout_s)
-        try:
-            yield
-        finally:
-            self.release()
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        return os.pread(fd, 200, 0).decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 # ------------------------------------------------------------------------- artifacts
 
 
@@ -229,14 +153,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def publish_artifact(tmp_dir: Path, final_dir: Path, *, info: dict[str, Any]) -> Path:
@@ -262,7 +178,7 @@ def publish_artifact(tmp_dir: Path, final_dir: Path, *, info: dict[str, Any]) ->
             "an orphan not in the registry)"
         )
     tmp_dir.rename(final_dir)
-    _fsync_dir(final_dir.parent)
+    fsync_dir(final_dir.parent)
     return final_dir
 
 

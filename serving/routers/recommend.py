@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from starlette.concurrency import run_in_threadpool
 
+from contracts.events import pseudonymize
 from serving.dependencies import ServicesDep, limit_body
 from serving.engine import Job, Overloaded, Served
 from serving.events import build_impression, to_record
@@ -25,7 +26,6 @@ from serving.schemas import (
 )
 from serving.services import Services
 from serving.spool import SpoolError
-from streams.producer import pseudonymize
 
 __all__ = ["build_router"]
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, SAMPLE_SCHEMA
 from toolrec.kafka import KafkaConfig
 
 DAY_MS = 86_400_000
@@ -21,7 +22,7 @@ def sample(i: int, *, day: int = 0, clicked: bool | None = None) -> dict[str, An
     position = i % 3 + 1
     click = (i % 4 == 0) if clicked is None else clicked
     return {
-        "schema": "sample/1",
+        "schema": SAMPLE_SCHEMA,
         "sample_id": f"{request}:{position}",
         "request_id": request,
         "event_id": f"imp-{i // 3}",
@@ -53,7 +54,7 @@ def sample(i: int, *, day: int = 0, clicked: bool | None = None) -> dict[str, An
 
 def impression(i: int) -> dict[str, Any]:
     return {
-        "schema": "impression/1",
+        "schema": IMPRESSION_SCHEMA,
         "event_id": f"imp-{i}",
         "request_id": f"req-{i}",
         "user_id": f"p_user{i % 7}",
@@ -71,7 +72,7 @@ def impression(i: int) -> dict[str, Any]:
 
 def feedback(i: int) -> dict[str, Any]:
     return {
-        "schema": "feedback/1",
+        "schema": FEEDBACK_SCHEMA,
         "event_id": f"fb-{i}",
         "request_id": f"req-{i}",
         "user_id": f"p_user{i % 7}",

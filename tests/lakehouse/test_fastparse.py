@@ -8,9 +8,9 @@ import json
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contracts.events import Sample
 from lakehouse.fastparse import FastParser
 from lakehouse.tables import contract_schema
-from streams.schemas import Sample
 from tests.lakehouse.helpers import sample
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from contracts.events import Feedback, Impression, Sample
 from lakehouse import (
     read_samples_since,
     read_table,
@@ -23,7 +24,6 @@ from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize, vacuum
 from lakehouse.tables import EVENTS_SCHEMA, SAMPLES_SCHEMA, RowBuffer, Source, spec_of, utc_date
 from lakehouse.writer import DeltaAppender
-from streams.schemas import Feedback, Impression, Sample
 from tests.lakehouse.helpers import DAY_MS, T0, feedback, impression, sample
 from toolrec.errors import LakeError, ValidationError
 

@@ -92,10 +92,10 @@ def test_refresh_makes_a_candidate_and_promotion_swaps_the_served_version(
 
 def test_the_system_never_sees_the_ground_truth(demo_result: DemoResult) -> None:
     """What reached the system (the raw events in Delta) holds only contract fields."""
+    from contracts.events import Feedback, Impression
     from lakehouse.config import LakeConfig
     from lakehouse.tables import read_table
     from retrieval.context import DeviceContext
-    from streams.schemas import Feedback, Impression
 
     lake = LakeConfig(root=str(Path(demo_result.config["demo"]["state_dir"]) / "lake"))
     events = read_table(lake, "events", columns=["kind", "payload", "user_id"]).to_pylist()

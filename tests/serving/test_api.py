@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from contracts.events import Feedback, Impression, parse_event, pseudonymize
 from generator.prompt import TEMPLATE_VERSION
-from streams.producer import pseudonymize
-from streams.schemas import Feedback, Impression, parse_event
 from tests.serving.conftest import (
     BASE_REQUEST,
     ids_of,

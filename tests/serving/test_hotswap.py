@@ -170,7 +170,7 @@ def test_an_unreadable_registry_falls_back_to_fresh_announcements_only(
         settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
     from serving.hotswap import ModelManager
     from serving.metrics import Metrics
-    from trainer.registry import now_ms
+    from toolrec.durable import now_ms
 
     settings = settings_factory(follow="registry", warmup_tokens=0)
     registry = _registry(settings.model_copy(update={"kafka": None}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.schemas import Feedback, Impression
+from contracts.events import IMPRESSION_SCHEMA, Feedback, Impression, new_feedback
 
 TEXTS = ["turn on wifi", "what is the weather", "set an alarm for 7"]
 TOOLS: list[str | None] = ["connectivity.wifi.on", None, "clock.alarm.set"]
@@ -14,7 +14,7 @@ def impression(
     request_id: str, user_id: str = "p_alice", ts: int = 1_000_000, n: int = 3, **overrides: Any
 ) -> Impression:
     payload = {
-        "schema": "impression/1",
+        "schema": IMPRESSION_SCHEMA,
         "event_id": f"e-{request_id}",
         "request_id": request_id,
         "user_id": user_id,
@@ -41,15 +41,7 @@ def feedback(
     success: bool | None = None,
     event_id: str | None = None,
 ) -> Feedback:
-    return Feedback.model_validate(
-        {
-            "schema": "feedback/1",
-            "event_id": event_id or f"f-{request_id}-{position}-{type}",
-            "request_id": request_id,
-            "user_id": user_id,
-            "ts": ts,
-            "type": type,
-            "position": position,
-            "success": success,
-        }
+    return new_feedback(
+        event_id=event_id or f"f-{request_id}-{position}-{type}", request_id=request_id,
+        user_id=user_id, ts=ts, type=type, position=position, success=success,
     )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streams.schemas import Impression, parse_event
+from contracts.events import Impression, parse_event
 from tests.streams.events import feedback, impression
 from toolrec.errors import ValidationError
 

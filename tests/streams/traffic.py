@@ -11,8 +11,8 @@ from functools import partial
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from contracts.events import Feedback, Impression
 from streams.config import StreamsConfig
-from streams.schemas import Feedback, Impression
 from streams.window import (
     close,
     new_global_state,

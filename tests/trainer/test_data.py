@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from streams.schemas import validate_payload
+from contracts.events import validate_payload
 from trainer.config import TrainingConfig
 from trainer.data import (
     InsufficientDataError,

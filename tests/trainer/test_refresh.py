@@ -17,12 +17,13 @@ from generator.config import DecodingConfig, GeneratorConfig
 from lakehouse.config import LakeConfig
 from lakehouse.tables import table_version
 from lakehouse.writer import write_samples
+from toolrec.errors import LockBusyError
 from toolrec.kafka import KafkaConfig
 from trainer.config import GateTolerances, TrainerConfig, TrainingConfig
 from trainer.data import is_holdout, synthetic_samples
 from trainer.evaluate import distinct_n, gate, weighted_margin
 from trainer.refresh import Refresher
-from trainer.registry import AdapterError, LockBusyError, Registry
+from trainer.registry import AdapterError, Registry
 
 from .test_registry import read_announcements
 

@@ -12,12 +12,11 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse.config import LakeConfig
+from toolrec.durable import FileLock, LockBusyError
 from toolrec.kafka import KafkaConfig
 from trainer.config import TrainingConfig
 from trainer.registry import (
     AdapterError,
-    FileLock,
-    LockBusyError,
     ModelRecord,
     Registry,
     RegistryError,

@@ -1,5 +1,7 @@
 """Sink throughput on the configured broker (`toolrec lake bench`), with its ceiling.
 
+A benchmark, not production code: it lives in `bench/` and runs from a source checkout.
+
 Produces N synthetic samples to throw-away topics, measures a bare aiokafka consumer
 reading them (the ceiling), then the sink writing them to a throw-away lake, and prints
 `sink_rows_per_s`, `ceiling_msgs_per_s` and their ratio. Topics and lake are removed after.
@@ -21,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
+from contracts.events import SAMPLE_SCHEMA
 from lakehouse.config import LakeConfig
 from lakehouse.sink import CommitInfo, run_sink
 from toolrec.kafka import KafkaConfig, Topics
@@ -33,7 +36,7 @@ def synthetic_sample(i: int, *, prompt_chars: int = 600) -> dict[str, Any]:
     request, position = f"bench-{i // 3}", i % 3 + 1
     clicked = i % 7 == 0
     return {
-        "schema": "sample/1", "sample_id": f"{request}:{position}", "request_id": request,
+        "schema": SAMPLE_SCHEMA, "sample_id": f"{request}:{position}", "request_id": request,
         "event_id": f"imp-{i // 3}", "user_id": f"p_{i % 997:032x}", "session_id": f"s{i % 50}",
         "impression_ts": _T0 + i, "closed_ts": _T0 + i + 600_000, "model_version": "m1",
         "template_version": "t1", "prompt": "p" * prompt_chars, "completion": f"suggestion {i}",

@@ -2,22 +2,55 @@
 
 `parse_event` turns raw Kafka bytes into a typed event or raises `ValidationError` whose
 `field` names the offending field and whose `reason` is the machine-readable DLQ code.
+`new_impression` / `new_feedback` build a validated event with a fresh event id and the
+current time: serving, the telemetry producer and the simulator build events through them,
+so every producer writes the same shape. `pseudonymize` is the keyed hash that replaces a
+raw user id before any event leaves the process that received it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from toolrec.durable import now_ms
 from toolrec.errors import ValidationError
 
+__all__ = [
+    "FEEDBACK_SCHEMA",
+    "IMPRESSION_SCHEMA",
+    "PSEUDONYM_PREFIX",
+    "SAMPLE_SCHEMA",
+    "Feedback",
+    "FeedbackType",
+    "Id",
+    "Impression",
+    "Sample",
+    "Suggestion",
+    "Text",
+    "TimestampMs",
+    "new_feedback",
+    "new_impression",
+    "parse_event",
+    "pseudonymize",
+    "validate_payload",
+]
+
+# The schema tags; each model's `schema` field is a Literal of its tag (mypy needs the
+# literal spelled out there), and `_SCHEMAS` maps tags to models.
 IMPRESSION_SCHEMA = "impression/1"
 FEEDBACK_SCHEMA = "feedback/1"
 SAMPLE_SCHEMA = "sample/1"
+
+PSEUDONYM_PREFIX = "p_"
+FeedbackType = Literal["click", "execute", "dismiss"]
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=20_000)]
@@ -29,6 +62,9 @@ class _Event(BaseModel):
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
+
+
+E = TypeVar("E", bound=_Event)
 
 
 class Suggestion(_Event):
@@ -73,7 +109,7 @@ class Feedback(_Event):
     request_id: Id
     user_id: Id
     ts: TimestampMs
-    type: Literal["click", "execute", "dismiss"]
+    type: FeedbackType
     position: int = Field(ge=1, le=50)
     success: bool | None = None
 
@@ -170,3 +206,66 @@ def validate_payload(payload: dict[str, Any]) -> Impression | Feedback | Sample:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "<event>"
         raise ValidationError(field, _reason_for(first), f"{first['msg']}") from exc
+
+
+def pseudonymize(raw_user_id: str, key: bytes) -> str:
+    """Stable keyed hash of a raw user id: same user, same key → same pseudonym."""
+    if not raw_user_id:
+        raise ValidationError("user_id", "missing_field", "the raw user id is empty")
+    digest = hmac.new(key, raw_user_id.encode(), hashlib.sha256).hexdigest()
+    return PSEUDONYM_PREFIX + digest[:32]
+
+
+def new_impression(
+    *,
+    request_id: str,
+    user_id: str,
+    session_id: str,
+    model_version: str,
+    template_version: str,
+    prompt: str,
+    query: str,
+    suggestions: Sequence[Mapping[str, Any]],
+    context: Mapping[str, Any] | None = None,
+    decoding: Mapping[str, Any] | None = None,
+    ts: int | None = None,
+    event_id: str | None = None,
+) -> Impression:
+    """A validated impression (`user_id` already pseudonymized); a fresh event id and the
+    current time unless given. Raises ValidationError naming the bad field."""
+    return _new(Impression, event_id, ts, {
+        "request_id": request_id, "user_id": user_id, "session_id": session_id,
+        "model_version": model_version, "template_version": template_version,
+        "prompt": prompt, "query": query, "context": dict(context or {}),
+        "suggestions": [dict(s) for s in suggestions], "decoding": dict(decoding or {}),
+    })
+
+
+def new_feedback(
+    *,
+    request_id: str,
+    user_id: str,
+    type: FeedbackType | str,
+    position: int,
+    success: bool | None = None,
+    ts: int | None = None,
+    event_id: str | None = None,
+) -> Feedback:
+    """A validated feedback event (`user_id` already pseudonymized); a fresh event id and the
+    current time unless given. Raises ValidationError naming the bad field."""
+    return _new(Feedback, event_id, ts, {
+        "request_id": request_id, "user_id": user_id, "type": type, "position": position,
+        "success": success,
+    })
+
+
+def _new(model: type[E], event_id: str | None, ts: int | None, fields: dict[str, Any]) -> E:
+    """Validate `fields` as a `model` event stamped with its schema tag, an id and a time."""
+    schema = model.model_fields["schema_"].default
+    event = validate_payload(
+        {"schema": schema, "event_id": event_id or uuid.uuid4().hex, "ts": ts or now_ms(),
+         **fields}
+    )
+    if not isinstance(event, model):  # cannot happen: the tag names the model
+        raise ValidationError("schema", "wrong_topic", f"expected a {schema} event")
+    return event
