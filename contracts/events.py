@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import secrets
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from toolrec.durable import now_ms
-from toolrec.errors import ValidationError
+from toolrec.errors import ConfigError, ValidationError
 
 __all__ = [
     "FEEDBACK_SCHEMA",
@@ -30,6 +33,7 @@ __all__ = [
     "SAMPLE_SCHEMA",
     "Feedback",
     "FeedbackType",
+    "HasUserIdKey",
     "Id",
     "Impression",
     "Sample",
@@ -38,6 +42,7 @@ __all__ = [
     "TimestampMs",
     "new_feedback",
     "new_impression",
+    "load_user_id_key",
     "parse_event",
     "pseudonymize",
     "validate_payload",
@@ -206,6 +211,30 @@ def validate_payload(payload: dict[str, Any]) -> Impression | Feedback | Sample:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "<event>"
         raise ValidationError(field, _reason_for(first), f"{first['msg']}") from exc
+
+
+class HasUserIdKey(Protocol):
+    """The settings that may carry the pseudonymization key (`streams.config.TelemetryConfig`)."""
+
+    @property
+    def user_id_key(self) -> SecretStr | None: ...
+
+
+def load_user_id_key(telemetry: HasUserIdKey, state_dir: Path) -> bytes:
+    """The configured HMAC key of `pseudonymize` (`streams.telemetry.user_id_key`), or a
+    per-machine random key created once in `<state_dir>/secrets/user_id_key` (mode 0600)."""
+    if telemetry.user_id_key is not None:
+        key = telemetry.user_id_key.get_secret_value().encode()
+        if len(key) < 16:
+            raise ConfigError("streams.telemetry.user_id_key must be at least 16 bytes long")
+        return key
+    path = state_dir / "secrets" / "user_id_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
 
 
 def pseudonymize(raw_user_id: str, key: bytes) -> str:

@@ -142,7 +142,8 @@ class KafkaFeedback:
     the server uses (`load_user_id_key`)."""
 
     def __init__(self, kafka: Any, telemetry: Any, state_dir: Path) -> None:
-        from streams.producer import TelemetryProducer, load_user_id_key
+        from contracts.events import load_user_id_key
+        from streams.producer import TelemetryProducer
 
         key = load_user_id_key(telemetry, state_dir)
         self.producer = TelemetryProducer(kafka, telemetry, key=key)

@@ -8,10 +8,9 @@ bounded queue (`serving.engine`), model hot-swap following the registry and `too
 May import: `contracts` (events and their factories, the pseudonymization, model
 announcements), `generator` (the Generator, prompt, loading lock, settings), `retrieval`'s
 public API (Retriever, DeviceContext) and the `toolrec` core (config, errors, kafka,
-durable). Two edges still run to other stages, both lazily imported: `trainer.registry`
-(the champion lookup, artifact verification and rollback; the registry is the source of
-truth) and `streams.producer.load_user_id_key` (the pseudonymization key file). Only the
-CLI and benchmarks import serving.
+durable). One edge still runs to another stage, lazily imported: `trainer.registry` (the
+champion lookup, artifact verification and rollback; the registry is the source of truth).
+Only the CLI and benchmarks import serving.
 `serving.main` pulls in FastAPI, so it is not imported here (`toolrec.config` imports
 `serving.config`).
 """

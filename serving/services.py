@@ -107,7 +107,7 @@ class Services:
 
     # ------------------------------------------------------------------ running
     def start(self) -> None:
-        from streams.producer import load_user_id_key
+        from contracts.events import load_user_id_key
 
         if self.started:
             return

@@ -58,7 +58,8 @@ def telemetry() -> None:
 @pass_settings
 def send(settings: Settings, path: Path, pseudonymized: bool) -> None:
     """Validate and send the events of a JSONL file (`-` for stdin)."""
-    from streams.producer import TelemetryProducer, load_user_id_key, send_jsonl
+    from contracts.events import load_user_id_key
+    from streams.producer import TelemetryProducer, send_jsonl
 
     key = load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
     lines = sys.stdin if str(path) == "-" else path.open()

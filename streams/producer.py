@@ -1,8 +1,8 @@
 """Telemetry producer for client backends (kafka-python): validated events, keyed by a
 pseudonymous user id, sent with acks=all and retries, batched, flushed on close.
 
-    with TelemetryProducer(kafka, telemetry, key=load_user_id_key(...)) as producer:
-        producer.feedback(raw_user_id="alice", request_id=rid, type="click", position=2)
+    with TelemetryProducer(kafka, telemetry, key=contracts.events.load_user_id_key(...)) as p:
+        p.feedback(raw_user_id="alice", request_id=rid, type="click", position=2)
 
 The raw user id never leaves the process: it is replaced by HMAC-SHA256(key, raw id)
 (`contracts.events.pseudonymize`).
@@ -11,35 +11,16 @@ The raw user id never leaves the process: it is replaced by HMAC-SHA256(key, raw
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import uuid
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 from contracts.events import Feedback, Impression, new_feedback, pseudonymize, validate_payload
 from streams.config import TelemetryConfig
 from toolrec.durable import now_ms
-from toolrec.errors import ConfigError, StreamError, ValidationError
+from toolrec.errors import StreamError, ValidationError
 from toolrec.kafka import KafkaConfig
-
-
-def load_user_id_key(telemetry: TelemetryConfig, state_dir: Path) -> bytes:
-    """The configured HMAC key, or a per-machine random key created once (mode 0600)."""
-    if telemetry.user_id_key is not None:
-        key = telemetry.user_id_key.get_secret_value().encode()
-        if len(key) < 16:
-            raise ConfigError("streams.telemetry.user_id_key must be at least 16 bytes long")
-        return key
-    path = state_dir / "secrets" / "user_id_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
 
 
 class TelemetryProducer:

@@ -41,8 +41,6 @@ SETTINGS_READERS = ("toolrec.config", "toolrec.cli")
 DEBTS: dict[tuple[str, str], str] = {
     ("serving", "trainer.registry"): "serving reads the champion, verifies adapters and "
     "rolls back through the registry; a read-only registry view belongs in lakehouse",
-    ("serving", "streams.producer"): "serving loads the pseudonymization key file with "
-    "streams.producer.load_user_id_key (it takes streams' TelemetryConfig)",
 }
 
 

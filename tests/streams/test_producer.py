@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from contracts.events import pseudonymize
+from contracts.events import load_user_id_key, pseudonymize
 from streams.config import TelemetryConfig
-from streams.producer import TelemetryProducer, load_user_id_key, send_jsonl
+from streams.producer import TelemetryProducer, send_jsonl
 from tests.streams.conftest import read_topic, toolrec_env
 from toolrec.errors import ConfigError, StreamError, ValidationError
 from toolrec.kafka import KafkaConfig
