@@ -19,7 +19,10 @@ Design (affordable on a 2-core CPU; this project's own protocol):
    then trained with the trainer's weighted KTO (`trainer.data.build_training_set`: the
    per-class re-normalization and cap; `trainer.fastkto.train_weighted_kto`: LoRA from the
    SFT adapter, which is also the frozen reference) for `max_steps` optimizer steps, the
-   adapter saved every `eval_every` steps;
+   adapter saved every `eval_every` steps. An arm whose weights leave a class empty (the
+   ToolRec form weighs every skipped tool query 0: with few non-tool suggestions no
+   undesirable weight may remain) is not trained, as a refresh would be skipped: the SFT
+   model stays, and the arm's result is the SFT model's (recorded as `not_trained`);
 3. every checkpoint of every arm (and the SFT baseline, arm `sft`, = step 0 of every
    curve) answers the same fixed evaluation turns with the same decoding seeds; the
    simulator scores them with its hidden truth: ground-truth CTR of the reference user,
@@ -159,9 +162,20 @@ class Experiment:
         if arm == "sft":
             metrics = self._evaluate(sim, self.start.adapter_dir, arm, eval_turns, seed)
             return ArmResult(seed, arm, metrics, curve=[_curve_point(0, metrics)])
+        from trainer.data import InsufficientDataError
+
         samples = replay_samples(logged, self._streams_config(arm), history)
         diagnostics = weight_diagnostics(samples, logged)
-        adapters, training = self._train(samples, seed, arm)
+        try:
+            adapters, training = self._train(samples, seed, arm)
+        except InsufficientDataError as exc:
+            # What production does: the refresh is skipped and the SFT champion keeps serving.
+            self.echo(f"seed {seed} arm {arm}: not trained ({exc}); the SFT model stays")
+            sft = next((r for r in self.results if r.seed == seed and r.arm == "sft"), None)
+            metrics = (dict(sft.metrics) if sft else
+                       self._evaluate(sim, self.start.adapter_dir, arm, eval_turns, seed))
+            return ArmResult(seed, arm, metrics, diagnostics,
+                             {"steps": 0, "not_trained": str(exc)}, [_curve_point(0, metrics)])
         curve, metrics = [], {}
         for step, adapter in adapters.items():
             metrics = self._evaluate(sim, adapter, f"{arm}@{step}", eval_turns, seed)
