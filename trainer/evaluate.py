@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -280,15 +280,19 @@ class ModelEvaluator:
         completions = table.column("completion").to_pylist()
         labels = np.asarray(table.column("label").to_pylist(), dtype=bool)
         weights = np.asarray(table.column("weight").to_pylist(), dtype=np.float64)
+        requests = (table.column("request_id").to_pylist()
+                    if "request_id" in table.column_names else None)
         with use_adapter(model, reference):
-            ref = completion_logps(model, tokenizer, prompts, completions, self.training)
+            ref = completion_logps(model, tokenizer, prompts, completions, self.training,
+                                   requests=requests)
         out: dict[str | None, float] = {}
         for name in dict.fromkeys(adapters):  # each adapter once, in order
             if name == reference:
                 out[name] = 0.0
                 continue
             with use_adapter(model, name):
-                logps = completion_logps(model, tokenizer, prompts, completions, self.training)
+                logps = completion_logps(model, tokenizer, prompts, completions,
+                                         self.training, requests=requests)
             out[name] = weighted_margin(self.training.beta * (logps - ref), labels, weights)
         return out
 
@@ -362,60 +366,45 @@ class ModelEvaluator:
         return float(np.mean(sims))
 
 
+EVAL_BATCH = 32  # samples per scoring forward (no gradients: larger trees share more)
+
+
 def completion_logps(
     model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-    training: TrainingConfig,
+    training: TrainingConfig, *, requests: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Σ log π(completion | prompt) per sample, tokenized as the trainer does (TRL's common
-    prefix; no EOS after a per-suggestion completion), in batches of `batch_size`.
+    prefix; no EOS after a per-suggestion completion; `max_length` truncation).
 
-    Left padding with explicit position ids, so only the last K positions (K = longest
-    completion + 1) need logits: no batch × length × vocabulary tensor is built.
+    Scored with the fast KTO engine's token trees (`trainer.fastkto`): the samples of one
+    request (`requests`; their prompts nest) and the instruction prefix every prompt starts
+    with run once per forward of EVAL_BATCH samples, and the vocabulary head only at
+    completion tokens. A row whose prompt alone fills `max_length` scores 0 (no completion
+    token is left).
     """
-    from trl.data_utils import common_prefix_length
+    import torch
 
-    rows = []
-    for prompt, completion in zip(prompts, completions, strict=True):
-        prompt_ids = tokenizer(text=prompt)["input_ids"]
-        full = tokenizer(text=prompt + completion)["input_ids"][: training.max_length]
-        rows.append((full, min(common_prefix_length(prompt_ids, full), len(full) - 1)))
-    out: list[float] = []
+    from trainer.fastkto import batch_logps, build_batch, plan_batches, tokenize_rows
+
+    ids = requests if requests is not None else [""] * len(prompts)
+    rows = [{"prompt": p, "completion": c, "label": False, "weight": 1.0, "request_id": r}
+            for p, c, r in zip(prompts, completions, ids, strict=True)]
+    samples = tokenize_rows(tokenizer, rows, max_length=None)  # max_length=None: none dropped
+    out = np.zeros(len(samples), dtype=np.float64)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(rows), training.batch_size):
-            out.extend(_batch_logps(model, tokenizer, rows[start : start + training.batch_size]))
+        with torch.no_grad():
+            for batch in plan_batches(samples, EVAL_BATCH, seed=0):
+                plan = replace(build_batch(samples, batch, max_length=training.max_length),
+                               kl_first=[], kl_items=[])  # no KL pairs: the gate needs none
+                if plan.targets:
+                    out[batch] = batch_logps(model, plan, grad=False)[0].double().cpu().numpy()
     finally:
         model.train(was_training)
-    result = np.asarray(out, dtype=np.float64)
-    if not np.all(np.isfinite(result)):
+    if not np.all(np.isfinite(out)):
         raise TrainerError("non-finite log-probabilities on the held-out set; the model is broken")
-    return result
-
-
-def _batch_logps(model: Any, tokenizer: Any, batch: list[tuple[list[int], int]]) -> list[float]:
-    import torch
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(ids) for ids, _ in batch)
-    keep = max(len(ids) - prompt_len for ids, prompt_len in batch) + 1
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    target = torch.zeros((len(batch), width), dtype=torch.bool)
-    for i, (seq, prompt_len) in enumerate(batch):
-        offset = width - len(seq)
-        ids[i, offset:] = torch.tensor(seq)
-        mask[i, offset:] = 1
-        target[i, offset + prompt_len :] = True
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                       use_cache=False, logits_to_keep=keep).logits
-    # logits[:, j] predicts token width - keep + j + 1
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    next_ids = ids[:, width - keep + 1 :]
-    token_logp = logp.gather(-1, next_ids[..., None]).squeeze(-1)
-    return (token_logp * target[:, width - keep + 1 :]).sum(-1).tolist()
+    return out
 
 
 def metric_summary(metrics: dict[str, Any]) -> str:

@@ -203,3 +203,35 @@ def test_the_weight_cap_holds_in_a_refresh_with_two_clicks(
     assert summary["ratio"] == pytest.approx(20 / 100)  # the ratio gave way, as documented
     assert pa.table({"w": [w["weight_calibrated"] for w in weights]}).column("w").to_pylist() \
         == [1.0] * 200
+
+
+def test_held_out_log_probs_from_shared_prefix_trees_equal_one_forward_per_sample(
+    tiny_model_dir: Path, tiny_sft: Any
+) -> None:
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from trl.data_utils import common_prefix_length
+
+    from generator.loading import load_model
+    from trainer.config import TrainingConfig
+    from trainer.evaluate import completion_logps
+
+    model, tokenizer = load_model(tiny_model_dir)
+    model = PeftModel.from_pretrained(model, str(tiny_sft.adapter_dir))
+    rows = synthetic_samples(21, seed=25)  # 7 requests of 3 nested siblings
+    prompts = [r["prompt"] for r in rows]
+    completions = [r["completion"] for r in rows]
+    training = TrainingConfig(max_length=512)
+    tree = completion_logps(model, tokenizer, prompts, completions, training,
+                            requests=[r["request_id"] for r in rows])
+    plain = []
+    with torch.no_grad():
+        for prompt, completion in zip(prompts, completions, strict=True):
+            prompt_ids = tokenizer(text=prompt)["input_ids"]
+            ids = tokenizer(text=prompt + completion)["input_ids"][:512]
+            split = common_prefix_length(prompt_ids, ids)  # where TRL starts the completion
+            logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+            plain.append(sum(float(logp[j - 1, ids[j]]) for j in range(split, len(ids))))
+    np.testing.assert_allclose(tree, plain, rtol=1e-4, atol=1e-4)
+    assert len(set(np.round(tree, 3))) > 10  # real, distinct values
