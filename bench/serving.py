@@ -173,8 +173,10 @@ def phase_interleaved(services: Any, url: str, pairs: int) -> dict[str, Any]:
                     wall_served += sample.latency_s
             print(f"  pair {i + 1}/{pairs}: bare {bare[-1].latency_s:.2f}s, "
                   f"served {served[-1].latency_s:.2f}s", flush=True)
-    rows = {"bare": _summary("bare retrieval+generate c=1", bare, wall_bare),
-            "served": _summary("POST /v1/recommend c=1", served, wall_served)}
+    rows: dict[str, Any] = {
+        "bare": _summary("bare retrieval+generate c=1", bare, wall_bare),
+        "served": _summary("POST /v1/recommend c=1", served, wall_served),
+    }
     rows["breakdown"] = _breakdown("c=1", served)
     same = sum(b.texts == s.texts for b, s in zip(bare, served, strict=True))
     print(f"  same suggestions from the bare call and the API (seeded decoding): "
