@@ -12,6 +12,7 @@ import pytest
 
 from lakehouse.tables import read_table, table_version
 from lakehouse.writer import write_samples
+from trainer.cli import describe_record
 from trainer.config import GateTolerances
 from trainer.data import split_holdout, synthetic_samples
 from trainer.evaluate import Evidence, gate
@@ -99,6 +100,11 @@ def test_not_enough_evidence_keeps_the_champion_records_why_and_the_next_refresh
     assert v2.n_holdout == clicks + nonclicks
     assert v2.metrics["candidate"]["reward_margin"] is None  # not measured on thin evidence
     assert v2.metrics["reference"]["reward_margin"] is None
+    shown = "\n".join(describe_record(v2))  # what `toolrec models show v2` prints
+    assert "gate: not_enough_evidence" in shown and "reason: not enough evidence" in shown
+    assert f"evidence: {clicks} held-out clicks (min 8), {nonclicks} non-clicks (min 8): " \
+           "NOT enough" in shown
+    assert "training weights: clicked: n=" in shown
 
     # the training weights are kept with the run: summary in the row, per sample in a file
     weights = pq.read_table(v2.adapter_dir / WEIGHTS_FILE)
