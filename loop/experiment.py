@@ -524,7 +524,8 @@ def aggregate(results: Sequence[ArmResult], arms: Sequence[str]) -> list[dict[st
                       if v is not None and not math.isnan(v)]
             row[metric] = mean_interval(values) if values else None
         vs = comparisons.get(arm)
-        row["gt_ctr_minus_raw"] = _triple(vs["abs"]) if vs else None
+        row["gt_ctr_minus_raw"] = (_triple(vs["abs"]) if vs and vs["abs"]["lo"] is not None
+                                   else None)
         row["vs_raw"] = vs
         rows.append(row)
     return rows
@@ -599,8 +600,11 @@ def calibration_json(results: Sequence[ArmResult], arms: Sequence[str],
             "curves": curves(results, arms), "wall_s": wall_s, "config": config}
 
 
-def _interval_dict(values: Sequence[float], level: float) -> dict[str, float]:
+def _interval_dict(values: Sequence[float], level: float) -> dict[str, Any]:
+    """Mean and interval; one replicate has no interval (lo = hi = None)."""
     mean, low, high = mean_interval(values, level)
+    if len(values) < 2:
+        return {"mean": mean, "lo": None, "hi": None, "level": level}
     return {"mean": mean, "lo": low, "hi": high, "level": level}
 
 
@@ -668,6 +672,10 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     for arm in ("full", "full_toolrec", "full_position", "activity", "tool", "sft"):
         vs = (by_arm.get(arm) or {}).get("vs_raw")
         if not vs:
+            continue
+        if vs["abs"]["lo"] is None:
+            out.append(f"{arm}: ground-truth CTR {vs['abs']['mean']:+.4f} vs raw-click KTO on "
+                       "a single seed — no interval, no verdict.")
             continue
         mean, low, high = _triple(vs["abs"])
         verdict = ("better than" if low > 0 else "worse than" if high < 0

@@ -267,6 +267,8 @@ def _vs_raw_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         if not value:
             return "–"
         f = (lambda v: f"{v:+.1%}") if pct else (lambda v: f"{v:+.4f}")
+        if value["lo"] is None:
+            return f"{f(value['mean'])} (one seed)"
         return f"{f(value['mean'])} [{f(value['lo'])}, {f(value['hi'])}]"
 
     return [{"arm": ARM_LABELS.get(arm, arm), "seeds": vs["seeds"],
@@ -306,8 +308,9 @@ def _curves_plot(curves: dict[str, list[dict[str, Any]]]) -> str:
             steps = [p["step"] for p in points]
             ax.plot(steps, [p["mean"] for p in points], marker="o",
                     label=ARM_LABELS.get(arm, arm))
-            ax.fill_between(steps, [p["lo"] for p in points], [p["hi"] for p in points],
-                            alpha=0.12)
+            if all(p["lo"] is not None for p in points):
+                ax.fill_between(steps, [p["lo"] for p in points], [p["hi"] for p in points],
+                                alpha=0.12)
         ax.set_xlabel("KTO steps")
         ax.set_ylabel("ground-truth CTR")
         ax.legend(fontsize=8)
@@ -370,7 +373,8 @@ def experiment_markdown(rows: Sequence[dict[str, Any]], results: Sequence[Any],
         for arm, points in record.get("curves", {}).items():
             if arm != "sft" and points:
                 lines.append(f"- {ARM_LABELS.get(arm, arm)}: " + "; ".join(
-                    f"step {p['step']}: {p['mean']:.4f} [{p['lo']:.4f}, {p['hi']:.4f}]"
+                    f"step {p['step']}: {p['mean']:.4f}" + (
+                        f" [{p['lo']:.4f}, {p['hi']:.4f}]" if p["lo"] is not None else "")
                     for p in points))
     lines += ["", "## Findings", "", *[f"- {f}" for f in findings], "", "## Per seed", "",
               "| seed | arm | GT CTR | right-tool | relevance | tool-q | words | utility gap | "
