@@ -244,3 +244,33 @@ def test_usage_quantile_mid_rank() -> None:
 def test_config_names_the_form() -> None:
     with pytest.raises(ValueError, match="form"):
         CalibrationConfig(form="paper")  # type: ignore[arg-type]
+
+
+def test_worker_applies_the_toolrec_form_selected_by_config(kafka, start_worker) -> None:  # type: ignore[no-untyped-def]
+    """The Faust worker on a real broker, `streams.calibration.form = toolrec` set through the
+    environment only: skipped tool queries weigh 0, the clicked tool query max(w_u, w_s)."""
+    import time
+
+    from kafka import KafkaProducer
+
+    from tests.streams.conftest import read_topic, samples_by_id
+    from tests.streams.events import feedback, impression
+
+    start_worker(calibration__form="toolrec")
+    now = int(time.time() * 1000)
+    producer = KafkaProducer(**kafka.client_kwargs(), acks="all", linger_ms=5)
+    producer.send(kafka.topics.impressions, key=b"p_alice",
+                  value=impression("r1", ts=now).to_json_bytes())
+    producer.send(kafka.topics.feedback, key=b"p_alice",
+                  value=feedback("r1", 1, ts=now + 5).to_json_bytes())
+    producer.flush()
+    producer.close()
+    samples = samples_by_id(read_topic(kafka, kafka.topics.samples, until=lambda m: len(m) >= 3))
+    r1 = [samples[f"r1:{k}"] for k in (1, 2, 3)]
+    assert [(s["clicked"], s["is_tool_query"]) for s in r1] == [
+        (True, True), (False, False), (False, True)]
+    # fresh partition: μ = p̄ = 0.1 (warm-up), a fresh user's uctr = p̄ → w_u = 1; the
+    # clicked tool was never used before → p = 0, w_s = 1
+    assert (r1[0]["w_activity"], r1[0]["w_tool"], r1[0]["weight"]) == pytest.approx((1, 1, 1))
+    assert r1[1]["weight"] == pytest.approx(1.0)  # skipped, no tool: min(w_u, 1)
+    assert (r1[2]["w_tool"], r1[2]["weight"]) == (0.0, 0.0)  # skipped tool query
