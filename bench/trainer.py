@@ -33,6 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL = Path("models/smollm2-135m-instruct")
+DEFAULT_CHAMPION = Path("models/smollm2-135m-instruct-sft")  # the bootstrap SFT adapter
 
 
 def _dataset(n: int, *, weighted: bool) -> Any:
@@ -182,6 +183,150 @@ def full_refresh(model_dir: Path, n: int, out: Path) -> Any:
     return result, time.monotonic() - started, config.training
 
 
+def _champion_config(champion: Path) -> Any:
+    """The champion's LoRA config, made trainable (saved configs say inference_mode)."""
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(str(champion))
+    config.inference_mode = False
+    return config
+
+
+def _continue_from(model: Any, champion: Path | None) -> Any:
+    """`model` with a trainable LoRA holding the champion's weights, as a refresh builds it
+    (a fresh LoRA when there is no champion)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    from trainer.config import TrainingConfig
+    from trainer.kto import lora_config
+
+    if champion is None:
+        return get_peft_model(model, lora_config(TrainingConfig()))
+    policy = get_peft_model(model, _champion_config(champion))
+    set_peft_model_state_dict(policy, load_peft_weights(str(champion), device="cpu"))
+    return policy
+
+
+def _stock_on(rows: list[dict[str, Any]], model_dir: Path, champion: Path | None,
+              batch: int, out: Path) -> Any:
+    """The stock-TRL path (`trainer.kto.WeightedKTOTrainer` = TRL's KTOTrainer + weights)
+    from the same champion, which is also its reference (TRL's "ref" adapter)."""
+    import datasets
+    from datasets import Dataset
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from generator.loading import load_model
+    from trainer.config import TrainingConfig
+    from trainer.kto import WeightedKTOTrainer, kto_args, lora_config
+
+    datasets.disable_progress_bars()
+    logging.getLogger("trl.trainer.kto_trainer").setLevel(logging.ERROR)
+    config = TrainingConfig(batch_size=batch, logging_steps=10_000)
+    model, tokenizer = load_model(model_dir)
+    columns = {k: [r[k] for r in rows] for k in ("prompt", "completion", "label", "weight")}
+    peft_config = _champion_config(champion) if champion else lora_config(config)
+    trainer = WeightedKTOTrainer(model=model, args=kto_args(config, out / "stock-engine"),
+                                 train_dataset=Dataset.from_dict(columns),
+                                 processing_class=tokenizer, peft_config=peft_config)
+    peft_model: Any = trainer.model
+    if champion is not None:
+        set_peft_model_state_dict(peft_model, load_peft_weights(str(champion), device="cpu"))
+        peft_model.load_adapter(str(champion), adapter_name="ref")
+        disable_dropout_in_model(peft_model)  # TRL did it at init, before "ref" existed
+    trainer.current_gradient_accumulation_steps = 1  # set by .train() otherwise
+    return trainer
+
+
+def engine_comparison(model_dir: Path, champion: Path | None, batch: int, steps: int,
+                      out: Path) -> dict[str, Any]:
+    """CPU seconds per KTO step, `trainer.fastkto` vs the stock-TRL path, on the same batches
+    (the engine's request-packed batches, fed to the stock trainer in that order), from the
+    same champion, which is the reference of both. Steps alternate (first mover alternating),
+    one warm-up step each; both take an AdamW step, then the stock policy is set to the
+    engine's weights, so every step's two losses are computed on identical weights. The
+    engine's one-time reference precompute (done before the first update, as in training)
+    is added to its steps, per batch."""
+    import pyarrow as pa
+    import torch
+
+    from generator.loading import load_model
+    from trainer import fastkto as fk
+    from trainer.config import TrainingConfig
+    from trainer.data import build_training_set, synthetic_samples
+
+    config = TrainingConfig(batch_size=batch, holdout_share=0.0)
+    table = pa.Table.from_pylist(synthetic_samples(batch * (steps + 1), seed=11))
+    rows = build_training_set(table, None, config, seed=11).table.to_pylist()
+    model, tokenizer = load_model(model_dir)
+    policy = _continue_from(model, champion)
+    policy.eval()
+    cpu0 = time.process_time()
+    samples = fk.tokenize_rows(tokenizer, rows, max_length=config.max_length)
+    order = fk.plan_batches(samples, batch, seed=0)[: steps + 1]
+    plans = [fk.build_batch(samples, idx, max_length=config.max_length) for idx in order]
+    plan_cpu = (time.process_time() - cpu0) / len(plans)
+    ref_cpu, refs = [], []
+    for plan in plans:
+        cpu0 = time.process_time()
+        refs.append(fk.reference_logps(policy, plan))
+        ref_cpu.append(time.process_time() - cpu0 + plan_cpu)
+    stock = _stock_on([rows[i] for idx in order for i in idx], model_dir, champion, batch, out)
+    params = {"ours": [p for p in policy.parameters() if p.requires_grad],
+              "stock": [p for p in stock.model.parameters() if p.requires_grad]}
+    optimizers = {k: torch.optim.AdamW(v, lr=config.learning_rate, weight_decay=0.0)
+                  for k, v in params.items()}
+    loader = iter(stock.get_train_dataloader())
+    cpu: dict[str, list[float]] = {"stock": [], "ours": []}
+    wall: dict[str, list[float]] = {"stock": [], "ours": []}
+    loss_diffs = []
+    for step in range(steps + 1):
+        losses: dict[str, float] = {}
+        for kind in (["ours", "stock"] if step % 2 else ["stock", "ours"]):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            if kind == "stock":
+                losses[kind] = float(stock.training_step(stock.model, next(loader)))
+            else:
+                losses[kind], _ = fk.accumulate_step(policy, [plans[step]], [refs[step]],
+                                                     beta=config.beta)
+            torch.nn.utils.clip_grad_norm_(params[kind], 1.0)
+            optimizers[kind].step()
+            optimizers[kind].zero_grad(set_to_none=True)
+            cpu_s, wall_s = time.process_time() - cpu_started, time.perf_counter() - started
+            if kind == "ours":
+                cpu_s += ref_cpu[step]
+            print(f"  step {step} {kind:<5} {wall_s:6.2f}s wall {cpu_s:6.2f}s cpu "
+                  f"loss {losses[kind]:.6f}", flush=True)
+            if step > 0:  # step 0 warms caches and allocators
+                cpu[kind].append(cpu_s)
+                wall[kind].append(wall_s)
+        loss_diffs.append(abs(losses["ours"] - losses["stock"]))
+        with torch.no_grad():  # same weights for the next step's loss comparison
+            for mine, theirs in zip(params["ours"], params["stock"], strict=True):
+                theirs.copy_(mine)
+    return {"cpu": cpu, "wall": wall, "ref_cpu": ref_cpu[1:], "loss_diffs": loss_diffs,
+            "tokens": [p.n_tokens for p in plans[1:]],
+            "stock_tokens": [p.sequence_tokens for p in plans[1:]]}
+
+
+def _report_engines(result: dict[str, Any], threads: int) -> None:
+    stock = statistics.mean(result["cpu"]["stock"])
+    ours = statistics.mean(result["cpu"]["ours"])
+    load = os.getloadavg()
+    print(f"kto_step_cpu_s stock={stock:.2f} ours={ours:.2f} speedup={stock / ours:.2f} "
+          f"max_loss_diff={max(result['loss_diffs']):.2e}")
+    print(f"  ours includes its one-time reference precompute amortized per step "
+          f"({statistics.mean(result['ref_cpu']):.2f} CPU-s per batch); wall per step "
+          f"stock {statistics.mean(result['wall']['stock']):.2f}s, ours "
+          f"{statistics.mean(result['wall']['ours']):.2f}s (+ precompute); "
+          f"backbone tokens per batch (policy + reference, target + KL) ours "
+          f"{2 * statistics.mean(result['tokens']):.0f} vs stock "
+          f"{statistics.mean(result['stock_tokens']):.0f} (unpadded; its head on every one)")
+    print(f"  torch threads {threads}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -191,6 +336,14 @@ def main() -> None:
     parser.add_argument("--skip-refresh", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--champion", type=Path, default=DEFAULT_CHAMPION,
+                        help="Adapter both engines start from and use as reference in [0] "
+                        "(missing: a fresh LoRA).")
+    parser.add_argument("--skip-engine", action="store_true",
+                        help="Skip [0], the fast engine vs stock comparison.")
+    parser.add_argument("--engine-threads", type=int, default=1,
+                        help="torch threads for [0]: with 1, CPU time measures work; with 2 "
+                        "on a loaded 2-core machine it also counts OpenMP spin-waiting.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for [1] (default: torch's). 1 thread makes CPU "
                         "time a load-independent measure of work on a shared machine.")
@@ -207,6 +360,15 @@ def main() -> None:
           f"{default_threads} in [2] and [3]; cores {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
         out = Path(tmp)
+        if not args.skip_engine:
+            champion = args.champion if (args.champion / "adapter_config.json").is_file() else None
+            print(f"\n[0] KTO step, fast engine vs stock TRL, same batches: batch {args.batch}, "
+                  f"{args.steps} steps each, from {champion or 'a fresh LoRA'}")
+            threads = torch.get_num_threads()
+            torch.set_num_threads(args.engine_threads)
+            _report_engines(engine_comparison(args.model, champion, args.batch, args.steps, out),
+                            args.engine_threads)
+            torch.set_num_threads(threads)
         if not args.skip_throughput:
             print(f"\n[1] interleaved throughput: batch {args.batch}, {args.steps} steps each")
             _report_throughput(interleaved_throughput(args.model, args.batch, args.steps, out))

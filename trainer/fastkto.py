@@ -177,7 +177,7 @@ class BatchPlan:
     kl_items: list[tuple[int, int, int, list[int]]]
     labels: torch.Tensor
     weights: torch.Tensor
-    sequence_tokens: int  # what one sequence per sample would run (for comparison)
+    sequence_tokens: int  # what TRL runs per step: policy + reference, target + KL sequences
 
     @property
     def size(self) -> int:
@@ -238,7 +238,10 @@ def build_batch(samples: Sequence[KTOSample], indices: Sequence[int], *,
         kl_first.append((b, end, kl_ids[0]))
         if len(kl_ids) > 1:
             kl_items.append((b, end, len(prompt), kl_ids))
-    per_sample = sum(2 * len(f) + len(s.completion_ids) for f, s in zip(fulls, items, strict=True))
+    kl_lengths = [len(s.prompt_ids) + len(items[(b - 1) % n].completion_ids)
+                  for b, s in enumerate(items)]
+    per_sample = sum(2 * len(f) + 2 * _capped(k, max_length) for f, k in zip(fulls, kl_lengths,
+                                                                             strict=True))
     return BatchPlan(tree.ids, tree.parents, tree.depths, targets, kl_first, kl_items,
                      torch.tensor([s.label for s in items], dtype=torch.bool),
                      torch.tensor([s.weight for s in items], dtype=torch.float32), per_sample)
@@ -246,6 +249,10 @@ def build_batch(samples: Sequence[KTOSample], indices: Sequence[int], *,
 
 def _truncate(ids: list[int], max_length: int | None) -> list[int]:
     return ids if max_length is None else ids[:max_length]
+
+
+def _capped(length: int, max_length: int | None) -> int:
+    return length if max_length is None else min(length, max_length)
 
 
 # ----------------------------------------------------------------------------- log-probs
