@@ -52,7 +52,10 @@ def _admin(cls: type, kafka: KafkaConfig, timeout_s: float) -> Any:
             return cls(**kafka.client_kwargs(), request_timeout_ms=int(timeout_s * 1000))
         except Exception as exc:  # NoBrokersAvailable while a fresh broker starts
             if time.monotonic() > deadline:
-                raise InfraError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
+                raise InfraError(
+                    f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}; start the local "
+                    "broker (`toolrec infra broker up`) or set kafka.bootstrap_servers"
+                ) from exc
             time.sleep(0.2)
 
 

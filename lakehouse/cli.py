@@ -142,7 +142,8 @@ def sql_cmd(settings: Any, query: str, fmt: str, pins: tuple[str, ...]) -> None:
     for pin in pins:
         name, sep, version = pin.partition("=")
         if not sep or not version.isdigit():
-            raise click.BadParameter(f"{pin!r} is not TABLE=VERSION", param_hint="--at")
+            raise click.BadParameter(f"{pin!r} is not TABLE=VERSION (e.g. samples=12)",
+                                     param_hint="--at")
         versions[name] = int(version)
     click.echo(format_table(sql(settings.lake, query, versions=versions), fmt=fmt))
 

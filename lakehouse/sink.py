@@ -468,7 +468,8 @@ def run_sink(
     if not isinstance(lake, LakeConfig) or not isinstance(kafka, KafkaConfig):
         raise LakeError(
             f"run_sink needs a LakeConfig and a KafkaConfig (or Settings), got "
-            f"{type(lake).__name__} and {type(kafka).__name__}"
+            f"{type(lake).__name__} and {type(kafka).__name__}; pass "
+            "(settings.lake, settings.kafka)"
         )
     stop = stop_event or threading.Event()
     sink = Sink(

@@ -351,7 +351,8 @@ def open_table(config: LakeConfig, name: str, *, version: int | None = None) -> 
     except DeltaError as exc:
         latest = table_version(config, name)
         raise LakeError(
-            f"cannot load table {name!r} at version {version} (latest is {latest}): {exc}"
+            f"cannot load table {name!r} at version {version} (latest is {latest}): {exc}; "
+            "ask for a version at most the latest, or one not yet vacuumed"
         ) from exc
 
 
@@ -424,7 +425,8 @@ def read_table(
             dt.load_as_version(_as_utc(timestamp))
         except DeltaError as exc:
             raise LakeError(
-                f"table {name!r} has no version at or before {timestamp.isoformat()}: {exc}"
+                f"table {name!r} has no version at or before {timestamp.isoformat()}: {exc}; "
+                "ask for a later time (`toolrec lake history` lists the versions)"
             ) from exc
     table = dt.to_pyarrow_table(columns=columns, filters=filters)
     return table if columns is not None else _conform(name, table)

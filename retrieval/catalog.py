@@ -164,7 +164,10 @@ def _read_json(path: Path | None) -> tuple[list[dict[str, Any]], str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RetrievalError(f"catalog {source} is not valid JSON: {exc}") from exc
+        raise RetrievalError(
+            f"catalog {source} is not valid JSON: {exc}; fix the file, or regenerate the "
+            "bundled catalog with `toolrec tools build-catalog`"
+        ) from exc
     records = data.get("tools") if isinstance(data, dict) else data
     if not isinstance(records, list):
         raise RetrievalError(f"catalog {source} must hold a list of tools under 'tools'")

@@ -84,7 +84,8 @@ class ModelFollower:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             consumer.close()
-            raise ServingError(f"topic {topic} does not exist yet")
+            raise ServingError(f"topic {topic} does not exist yet; the follower retries: create "
+                               "it with `toolrec streams topics`")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)

@@ -18,6 +18,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from infra.compat import true_end_offsets
+from toolrec.errors import StreamError
 
 
 class DurableConsumer(faust_aiokafka.Consumer):
@@ -43,7 +44,10 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             return reported
         kafka_config = getattr(self.app, "kafka_config", None)
         if kafka_config is None:
-            raise RuntimeError("the toolrec-tansu:// transport needs app.kafka_config")
+            raise StreamError(
+                "the toolrec-tansu:// transport needs app.kafka_config; build the app with "
+                "streams.app.create_app, which sets it"
+            )
         return cast(
             Mapping[TP, int], await true_end_offsets(kafka_config.client_kwargs(), reported)
         )

@@ -80,4 +80,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
             for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        raise ConfigError(
+            f"invalid configuration: {problems}; fix these fields in the TOML file or the "
+            "TOOLREC_<SECTION>__<FIELD> variables (`toolrec config show` prints the values)"
+        ) from exc
