@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -51,7 +52,11 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # weighted KTO (trainer.kto)
+    # weighted KTO (trainer.fastkto, or trainer.kto on TRL's KTOTrainer)
+    engine: Literal["fast", "trl"] = Field(
+        "fast", description="KTO implementation: 'fast' (trainer.fastkto: the same loss, ≈6× "
+        "less CPU per step here) or 'trl' (trainer.kto, TRL's KTOTrainer + weights)."
+    )
     learning_rate: float = Field(
         2e-4, gt=0.0, le=1e-2, description="AdamW peak LR for LoRA (KTOConfig's 1e-6 is for "
         "full fine-tuning and far too low for LoRA)."
