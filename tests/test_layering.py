@@ -25,11 +25,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "streams": ("contracts", "toolrec", "infra", "generator.prompt"),
     "lakehouse": ("contracts", "toolrec"),
     "trainer": ("contracts", "toolrec", "generator", "retrieval", "lakehouse"),
-    "serving": ("contracts", "toolrec", "generator", "retrieval"),
+    "serving": ("contracts", "toolrec", "generator", "retrieval"),  # retrieval: PUBLIC_ONLY
     "loop": ("contracts", "toolrec", "generator", "infra", "retrieval", "streams", "lakehouse",
              "trainer"),
     "bench": PACKAGES,
 }
+# Importers that may use these packages only through the names their __init__ exports.
+PUBLIC_ONLY: dict[str, tuple[str, ...]] = {"serving": ("retrieval",)}
 # The only imports that run back up the layering: the configuration and CLI aggregators.
 AGGREGATORS: dict[str, tuple[str, ...]] = {
     "toolrec.config": tuple(f"{p}.config" for p in PACKAGES),
@@ -82,6 +84,24 @@ def test_no_stage_imports_outside_its_allowed_edges() -> None:
                   and not any(package == p and _covered(name, (d,)) for p, d in DEBTS)})
     assert not bad, "imports outside the layering table (tests/test_layering.py):\n" + "\n".join(
         bad)
+
+
+def _exports(package: str) -> set[str]:
+    tree = ast.parse((ROOT / package / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+def test_public_only_packages_are_used_through_their_exports() -> None:
+    bad = sorted({f"{module} imports {name}" for module, package, name in _edges()
+                  for public in PUBLIC_ONLY.get(package, ())
+                  if _covered(name, (public,)) and name != public
+                  and name.split(".")[1] not in _exports(public)})
+    assert not bad, "imports past a package's public exports:\n" + "\n".join(bad)
 
 
 def test_no_stage_imports_another_stages_private_names() -> None:
