@@ -115,6 +115,11 @@ def _refresher(settings: Any) -> Any:
     if settings.trainer.training.gate_retrieval:
         parts = retrieval_parts(settings.retrieval,
                                 max_tools=settings.trainer.generator.max_tools)
+    cap, w_max = settings.trainer.training.weight_max, settings.streams.calibration.w_max
+    if cap != w_max:  # DESIGN.md §4: the trainer's renormalisation respects the calibration's cap
+        click.echo(f"warning: trainer.training.weight_max ({cap}) differs from "
+                   f"streams.calibration.w_max ({w_max}); training weights are capped at "
+                   f"{cap}", err=True)
     return Refresher(settings.lake, settings.trainer, settings.kafka, **parts)
 
 

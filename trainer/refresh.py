@@ -9,9 +9,10 @@ One refresh (`Refresher.run`), single-flight across processes (`TrainingConfig.l
 3. build the training set (`trainer.data`: per-request hold-out removed, replay mixed in,
    per-class re-normalized weights capped at `weight_max`, shuffled; the weight
    distribution is logged) and the held-out set;
-4. train weighted KTO with LoRA, continuing from the champion's adapter (its weights loaded
-   into a fresh adapter of the same config; the KTO reference stays the adapter-disabled
-   base); a fresh adapter when there is no champion;
+4. train weighted KTO with LoRA (`training.engine`: `trainer.fastkto` or TRL's trainer in
+   `trainer.kto`), continuing from the champion's adapter (its weights loaded into a fresh
+   adapter of the same config); the KTO reference is the champion, frozen (DESIGN.md §4c);
+   a fresh adapter, whose start is the base model, when there is no champion;
 5. evaluate candidate, champion (or the base) and the fixed SFT baseline
    (`Registry.baseline`) on the same held-out samples and fixed prompts; the reward margin
    only with enough held-out clicks and non-clicks; gate (`trainer.evaluate`);
@@ -231,6 +232,12 @@ class Refresher:
         from lakehouse.tables import read_samples_since, read_table
 
         since = champion.data_version_to if champion else None
+        share = champion.metrics.get("holdout_share") if champion else None
+        if share is not None and share != self.training.holdout_share:
+            log.warning("holdout_share changed from %s (champion %s) to %s: requests the "
+                        "champion trained on may now be held out, which favours it at the gate",
+                        share, champion.version if champion else "-",
+                        self.training.holdout_share)
         new, until = read_samples_since(self.lake, since)
         if new.num_rows < min_new:
             error = InsufficientDataError(
@@ -261,15 +268,14 @@ class Refresher:
         tmp_dir: Path, timings: dict[str, float], max_steps: int | None,
     ) -> tuple[ModelRecord, bool]:
         t0 = time.monotonic()
-        trainer = self._trainer(champion, data.train, tmp_dir / "trainer", max_steps)
-        trainer.train()
+        model, tokenizer, train_loss = self._train(champion, data.train, tmp_dir / "trainer",
+                                                   max_steps)
         self._check_stop("during training")
         timings["train_s"] = time.monotonic() - t0
-        model, tokenizer = trainer.model, trainer.processing_class
         adapter_tmp = tmp_dir / "adapter"
         model.save_pretrained(str(adapter_tmp), selected_adapters=["default"])
         return self._evaluate_and_publish(version, seq, champion, data, (model, tokenizer),
-                                          adapter_tmp, timings, train_loss=_train_loss(trainer))
+                                          adapter_tmp, timings, train_loss=train_loss)
 
     def _evaluate_and_publish(
         self, version: str, seq: int, champion: ModelRecord | None, data: _Data,
@@ -306,14 +312,44 @@ class Refresher:
             metrics={**metrics, "reference_version": sides.reference_version,
                      "baseline_version": sides.baseline_version, "train_loss": train_loss,
                      "train_weights": data.train.weight_summary(),
+                     "holdout_share": self.training.holdout_share,
                      "weights_file": WEIGHTS_FILE, "timings": dict(timings)},
             decision=result.record(),
             status=status,  # type: ignore[arg-type]
         )
         return record, result.promote
 
+    def _train(self, champion: ModelRecord | None, train: TrainingSet, out_dir: Path,
+               max_steps: int | None) -> tuple[Any, Any, float | None]:
+        """Weighted KTO from the champion (reference = the champion) with the configured
+        engine: (model with the trained adapter 'default', tokenizer, mean training loss)."""
+        if self.training.engine == "trl":
+            trainer = self._trainer(champion, train, out_dir, max_steps)
+            trainer.train()
+            return trainer.model, trainer.processing_class, _train_loss(trainer)
+        if self.training.engine != "fast":
+            raise TrainerError(f"unknown trainer.training.engine {self.training.engine!r}; "
+                               "use 'fast' or 'trl'")
+        from peft import get_peft_model
+
+        from generator.loading import load_model
+        from trainer.fastkto import train_weighted_kto
+        from trainer.kto import lora_config
+
+        model, tokenizer = load_model(self.base_model)
+        model = get_peft_model(model, _champion_lora(champion) if champion
+                               else lora_config(self.training))
+        if champion is not None:
+            _load_adapter_weights(model, champion)
+        result = train_weighted_kto(model, tokenizer, train.table.to_pylist(), self.training,
+                                    max_steps=max_steps, stop=self._stop, label="refresh")
+        return model, tokenizer, result.train_loss
+
     def _trainer(self, champion: ModelRecord | None, train: TrainingSet, out_dir: Path,
                  max_steps: int | None) -> Any:
+        """TRL's trainer (engine 'trl') continuing from the champion, whose adapter is also
+        loaded as TRL's reference adapter "ref" (else the reference is the adapter-disabled
+        base, which for a fresh LoRA is the starting point too)."""
         from generator.loading import load_model
         from trainer.kto import ProgressLogCallback, WeightedKTOTrainer, kto_args, lora_config
 
@@ -330,6 +366,7 @@ class Refresher:
         )
         if champion is not None:
             _load_adapter_weights(trainer.model, champion)
+            _load_reference_adapter(trainer.model, champion)
         return trainer
 
     def _sides(self, model: Any, champion: ModelRecord | None) -> _Sides:
@@ -493,6 +530,22 @@ def _load_adapter_weights(model: Any, champion: ModelRecord) -> None:
             f"the champion adapter {champion.adapter_dir} does not fit the base model "
             f"(unexpected keys, e.g. {unexpected[:3]}); check trainer.generator.model_dir"
         )
+
+
+def _load_reference_adapter(model: Any, champion: ModelRecord) -> None:
+    """The champion as TRL's reference adapter "ref", frozen, dropout off like the rest."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from generator.loading import ModelFilesError
+
+    try:
+        model.load_adapter(str(champion.adapter_dir), adapter_name="ref")
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelFilesError(
+            f"cannot load the champion adapter {champion.adapter_dir} as the KTO reference: "
+            f"{exc}; roll back to an earlier version (`toolrec models rollback`)"
+        ) from exc
+    disable_dropout_in_model(model)  # TRL disabled dropout at init, before "ref" existed
 
 
 def _train_loss(trainer: Any) -> float | None:
