@@ -256,16 +256,19 @@ def test_killed_refresh_leaves_the_registry_consistent_and_the_next_run_starts_c
     assert not any(p.name.startswith(".tmp-") for p in registry.artifact_dir.iterdir())
 
 
-def test_refresh_continues_from_the_champion_against_the_adapter_disabled_base(
+def test_refresh_continues_from_the_champion_which_is_the_reference(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
+    """Both engines start from the champion's weights; the TRL engine gets the champion as
+    its frozen reference adapter "ref" (the fast engine's reference is its starting model by
+    construction: tests/trainer/test_fastkto.py)."""
     import pyarrow as pa
     import torch
     from peft.utils import load_peft_weights
 
     from trainer.data import build_training_set
 
-    config = _config(tmp_path, tiny_model_dir)
+    config = _config(tmp_path, tiny_model_dir, engine="trl")
     registry = _with_champion(tmp_path, tiny_model_dir, config)
     champion = registry.champion()
     assert champion is not None
@@ -279,10 +282,20 @@ def test_refresh_continues_from_the_champion_against_the_adapter_disabled_base(
                                config.training)
     trainer = Refresher(_lake(tmp_path), config)._trainer(champion, train, tmp_path / "t", 1)
     model = trainer.model
-    assert list(model.peft_config) == ["default"]  # no frozen "ref" copy: ref = base
-    state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
-    assert len(state) == len(saved)
-    for key, value in saved.items():
-        match = [v for k, v in state.items() if k.replace(".default", "") == key]
-        assert len(match) == 1 and torch.equal(match[0], value), key
-    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    assert list(model.peft_config) == ["default", "ref"]  # the champion, as TRL's reference
+    for adapter, trainable in (("default", True), ("ref", False)):
+        state = {k: p for k, p in model.named_parameters() if f"lora_A.{adapter}." in k
+                 or f"lora_B.{adapter}." in k}
+        assert len(state) == len(saved)
+        for key, value in saved.items():
+            match = [v for k, v in state.items() if k.replace(f".{adapter}", "") == key]
+            assert len(match) == 1 and torch.equal(match[0], value), (adapter, key)
+            assert match[0].requires_grad is trainable, (adapter, key)
+
+    fast = _config(tmp_path, tiny_model_dir, engine="fast")
+    model, _, loss = Refresher(_lake(tmp_path), fast)._train(champion, train, tmp_path / "f", 1)
+    assert list(model.peft_config) == ["default"] and loss is not None
+    state = {k.replace(".default", ""): p for k, p in model.named_parameters() if "lora_" in k}
+    assert all(p.requires_grad for p in state.values())
+    moved = max((state[k].detach() - v).abs().max().item() for k, v in saved.items())
+    assert 0 < moved <= fast.training.learning_rate * 1.01  # one AdamW step from the champion
