@@ -60,6 +60,7 @@ __all__ = [
     "ModelEvaluator",
     "distinct_n",
     "gate",
+    "margin_difference_se",
     "use_adapter",
     "weighted_margin",
 ]
@@ -112,6 +113,28 @@ def weighted_margin(rewards: np.ndarray, labels: np.ndarray, weights: np.ndarray
             f"{w_d:.3g} / {w_u:.3g}); raise trainer.training.holdout_share or collect more data"
         )
     return float((w[labels] * r[labels]).sum() / w_d - (w[~labels] * r[~labels]).sum() / w_u)
+
+
+def margin_difference_se(rewards_a: np.ndarray, rewards_b: np.ndarray, labels: np.ndarray,
+                         weights: np.ndarray, requests: Sequence[str]) -> float:
+    """Standard error of weighted_margin(a) − weighted_margin(b) on the same samples,
+    clustered by request (sibling suggestions share a prompt, so they are not independent):
+    the margin difference is Σ_i c_i·d_i with d = a − b and c_i = w_i/Σ_D w for clicks,
+    −w_i/Σ_U w otherwise; its variance is estimated as Σ_requests (Σ_i c_i·(d_i − d̄_class))².
+    Informational: the gate reports it beside the margins, it does not test with it."""
+    labels = np.asarray(labels, dtype=bool)
+    w = np.asarray(weights, dtype=np.float64)
+    d = np.asarray(rewards_a, dtype=np.float64) - np.asarray(rewards_b, dtype=np.float64)
+    w_d, w_u = w[labels].sum(), w[~labels].sum()
+    if w_d <= 0 or w_u <= 0:
+        raise TrainerError("the margin's standard error needs weighted clicks and non-clicks")
+    c = np.where(labels, w / w_d, -w / w_u)
+    mean = np.where(labels, (c * d)[labels].sum(), -(c * d)[~labels].sum())
+    contributions = c * (d - mean)
+    clusters: dict[str, float] = {}
+    for request, value in zip(requests, contributions, strict=True):
+        clusters[request] = clusters.get(request, 0.0) + float(value)
+    return float(np.sqrt(sum(v * v for v in clusters.values())))
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float | None:
@@ -276,24 +299,31 @@ class ModelEvaluator:
                 ) -> dict[str | None, float]:
         """The held-out weighted reward margin of each adapter against the `reference`
         adapter (None: the adapter-disabled base), whose own margin is 0."""
-        prompts = table.column("prompt").to_pylist()
-        completions = table.column("completion").to_pylist()
+        rewards = self.rewards(model, tokenizer, table, adapters, reference=reference)
         labels = np.asarray(table.column("label").to_pylist(), dtype=bool)
         weights = np.asarray(table.column("weight").to_pylist(), dtype=np.float64)
+        return {name: weighted_margin(r, labels, weights) for name, r in rewards.items()}
+
+    def rewards(self, model: Any, tokenizer: Any, table: pa.Table,
+                adapters: Sequence[str | None], *, reference: str | None = None,
+                ) -> dict[str | None, np.ndarray]:
+        """Per held-out sample, each adapter's implied reward β·(log π − log π_reference)."""
+        prompts = table.column("prompt").to_pylist()
+        completions = table.column("completion").to_pylist()
         requests = (table.column("request_id").to_pylist()
                     if "request_id" in table.column_names else None)
         with use_adapter(model, reference):
             ref = completion_logps(model, tokenizer, prompts, completions, self.training,
                                    requests=requests)
-        out: dict[str | None, float] = {}
+        out: dict[str | None, np.ndarray] = {}
         for name in dict.fromkeys(adapters):  # each adapter once, in order
             if name == reference:
-                out[name] = 0.0
+                out[name] = np.zeros_like(ref)
                 continue
             with use_adapter(model, name):
                 logps = completion_logps(model, tokenizer, prompts, completions,
                                          self.training, requests=requests)
-            out[name] = weighted_margin(self.training.beta * (logps - ref), labels, weights)
+            out[name] = self.training.beta * (logps - ref)
         return out
 
     def generation_metrics(self, model: Any, tokenizer: Any, *, version: str) -> dict[str, Any]:

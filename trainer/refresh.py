@@ -399,7 +399,8 @@ class Refresher:
     def _metrics(self, loaded: tuple[Any, Any], held_out: pa.Table, version: str,
                  sides: _Sides) -> tuple[dict[str, dict[str, Any]], Evidence]:
         """Generation metrics of candidate, champion and baseline, and their held-out reward
-        margins (against the baseline) when the evidence suffices."""
+        margins (against the baseline) when the evidence suffices, with the standard errors
+        of the candidate's margin differences."""
         from trainer.evaluate import Evidence, ModelEvaluator, use_adapter
 
         model, tokenizer = loaded
@@ -407,10 +408,9 @@ class Refresher:
                                    encoder=self.encoder, tool_search=self.tool_search)
         evidence = Evidence.of(held_out, self.training)
         margins: dict[str | None, float] = {}
+        errors: dict[str, float] = {}
         if evidence.enough and evidence.measurable:
-            margins = evaluator.margins(model, tokenizer, held_out,
-                                        ["default", sides.reference, sides.baseline],
-                                        reference=sides.baseline)
+            margins, errors = _margins(evaluator, loaded, held_out, sides)
         else:
             log.info("reward margin not measured: %s", evidence.reason())
         out: dict[str, dict[str, Any]] = {}
@@ -423,6 +423,7 @@ class Refresher:
             with use_adapter(model, adapter):
                 out[side] = evaluator.generation_metrics(model, tokenizer, version=name)
             out[side]["reward_margin"] = margins.get(adapter)
+        out["candidate"].update(errors)
         return out, evidence
 
     def _finish(self, record: ModelRecord, champion: ModelRecord | None, data: _Data,
@@ -443,6 +444,28 @@ class Refresher:
         log.info("refresh %s: %s (%s) in %.1fs", record.version, outcome, reason,
                  timings.get("total_s", 0.0))
         return RefreshResult(outcome, reason, record, data.new.num_rows, announced, timings)
+
+
+def _margins(evaluator: Any, loaded: tuple[Any, Any], held_out: pa.Table, sides: _Sides,
+             ) -> tuple[dict[str | None, float], dict[str, float]]:
+    """Held-out margins (reference: the baseline) of candidate, champion and baseline, and the
+    request-clustered standard errors of the candidate's differences to the other two."""
+    import numpy as np
+
+    from trainer.evaluate import margin_difference_se, weighted_margin
+
+    model, tokenizer = loaded
+    rewards = evaluator.rewards(model, tokenizer, held_out,
+                                ["default", sides.reference, sides.baseline],
+                                reference=sides.baseline)
+    labels = np.asarray(held_out.column("label").to_pylist(), dtype=bool)
+    weights = np.asarray(held_out.column("weight").to_pylist(), dtype=np.float64)
+    requests = held_out.column("request_id").to_pylist()
+    margins = {name: weighted_margin(r, labels, weights) for name, r in rewards.items()}
+    errors = {f"reward_margin_se_vs_{side}": margin_difference_se(
+        rewards["default"], rewards[adapter], labels, weights, requests)
+        for side, adapter in (("champion", sides.reference), ("baseline", sides.baseline))}
+    return margins, errors
 
 
 def _log_gate(version: str, sides: _Sides, metrics: dict[str, dict[str, Any]],

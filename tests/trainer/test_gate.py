@@ -15,7 +15,7 @@ from lakehouse.writer import write_samples
 from trainer.cli import describe_record
 from trainer.config import GateTolerances
 from trainer.data import split_holdout, synthetic_samples
-from trainer.evaluate import Evidence, gate
+from trainer.evaluate import Evidence, gate, margin_difference_se
 from trainer.refresh import WEIGHTS_FILE, Refresher
 from trainer.registry import Registry
 
@@ -61,6 +61,27 @@ def test_too_little_evidence_withholds_promotion_but_not_a_rejection() -> None:
     assert worse.outcome == "reject"  # a measured regression is a rejection regardless
     enough = Evidence(clicks=10, nonclicks=30, min_clicks=10, min_nonclicks=30)
     assert gate(metrics, dict(metrics), TOL, evidence=enough).outcome == "promote"
+
+
+def test_the_margin_difference_standard_error_is_clustered_by_request() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.array([True] * 6 + [False] * 10)
+    weights = np.ones(16)
+    a, b = rng.normal(size=16), rng.normal(size=16)
+    alone = [f"r{i}" for i in range(16)]
+    assert margin_difference_se(a, a, labels, weights, alone) == 0.0
+    d = a - b  # independent requests, equal weights: the textbook two-sample SE
+    expected = np.sqrt(d[labels].var() / 6 + d[~labels].var() / 10)
+    assert margin_difference_se(a, b, labels, weights, alone) == pytest.approx(expected)
+    # two clicks of one request that move together count as one piece of evidence
+    paired = alone.copy()
+    paired[1] = "r0"
+    b2 = b.copy()
+    b2[1] = a[1] - (a[0] - b[0])  # same difference as its sibling
+    assert margin_difference_se(a, b2, labels, weights, paired) > margin_difference_se(
+        a, b2, labels, weights, alone)
 
 
 # --------------------------------------------------------------------------- refreshes
@@ -128,6 +149,7 @@ def test_not_enough_evidence_keeps_the_champion_records_why_and_the_next_refresh
     assert v3.decision["evidence"]["heldout_nonclicks"] == more_nonclicks >= 8
     assert v3.n_holdout == more_clicks + more_nonclicks > v2.n_holdout
     assert v3.metrics["candidate"]["reward_margin"] is not None  # measured now
+    assert v3.metrics["candidate"]["reward_margin_se_vs_champion"] > 0
     assert second.outcome == "promoted" and v3.decision["outcome"] == "promote"
     assert registry.champion().version == "v3"  # type: ignore[union-attr]
 
