@@ -2,14 +2,23 @@
 
     python -m bench.trainer [--model models/smollm2-135m-instruct] [--steps 6] [--batch 8]
                             [--refresh-samples 1000] [--skip-refresh] [--skip-rss]
+                            [--skip-engine] [--skip-throughput] [--engine-threads 1]
 
+0. The fast engine (`trainer.fastkto`) against the stock-TRL path on the same batches, from
+   the same champion adapter (the bootstrap SFT one when present), which is the reference
+   of both: CPU seconds per step, interleaved, first mover alternating, the engine's
+   one-time reference precompute amortized into its steps, and the largest loss difference
+   (both policies hold the same weights at every step). One torch thread by default
+   (`--engine-threads`): CPU time then measures work, not OpenMP spin-waiting on a loaded
+   machine. Prints `kto_step_cpu_s stock=… ours=… speedup=… max_loss_diff=…`.
 1. Throughput, interleaved in one process: the weighted trainer (`trainer.kto`) and TRL's
    stock `KTOTrainer` on the same batches (the stock one without the weight column), one
    training step (collate + forward + backward) of each in turn, first mover alternating,
    so drifting load on a shared machine hits both alike. Prints samples/s of each and the
    weighting overhead (target <= 5%).
 2. Peak RSS: each trainer's full `.train()` of the same steps in its own spawned process
-   (ru_maxrss), with its samples/s from the HF loop (optimizer included).
+   (ru_maxrss), with its samples/s from the HF loop (optimizer included); the fast engine's
+   `train_weighted_kto` likewise.
 3. Wall time of a full refresh (`trainer.refresh`) of N synthetic samples on a fresh Delta
    lake, evaluation and registration included (announcement off: no broker needed).
 
@@ -134,11 +143,31 @@ def added_work(trainer: Any, batch: int, reps: int = 200) -> dict[str, float]:
 
 
 def _rss_child(kind: str, model_dir: str, batch: int, steps: int, out: str, queue: Any) -> None:
+    if kind == "fast":
+        queue.put(_fast_run(Path(model_dir), batch, steps))
+        return
     trainer = _trainer(kind, Path(model_dir), batch, steps, Path(out))
     metrics = trainer.train().metrics
     queue.put({"kind": kind, "samples_per_s": metrics["train_samples_per_second"],
                "runtime_s": metrics["train_runtime"],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _fast_run(model_dir: Path, batch: int, steps: int) -> dict[str, Any]:
+    """`trainer.fastkto.train_weighted_kto` on the same rows and fresh LoRA as the HF-loop
+    runs; its samples/s include tokenization and the reference precompute."""
+    from generator.loading import load_model
+    from trainer.config import TrainingConfig
+    from trainer.fastkto import train_weighted_kto
+
+    model, tokenizer = load_model(model_dir)
+    policy = _continue_from(model, None)
+    config = TrainingConfig(batch_size=batch, max_steps=steps)
+    rows = _dataset(batch * steps, weighted=True).to_list()
+    result = train_weighted_kto(policy, tokenizer, rows, config, label="rss")
+    return {"kind": "fast", "samples_per_s": result.steps * batch / result.seconds,
+            "runtime_s": result.seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def peak_rss(model_dir: Path, batch: int, steps: int, out: Path) -> dict[str, dict[str, float]]:
@@ -147,7 +176,7 @@ def peak_rss(model_dir: Path, batch: int, steps: int, out: Path) -> dict[str, di
 
     context = multiprocessing.get_context("spawn")
     results: dict[str, dict[str, float]] = {}
-    for kind in ("stock", "weighted"):
+    for kind in ("stock", "weighted", "fast"):
         queue = context.Queue()
         process = context.Process(target=_rss_child,
                                   args=(kind, str(model_dir), batch, steps, str(out), queue))
@@ -381,6 +410,9 @@ def main() -> None:
                   f"(ratio {w['peak_rss_mb'] / s['peak_rss_mb']:.3f})")
             print(f"HF-loop samples/s: weighted {w['samples_per_s']:.3f}, stock "
                   f"{s['samples_per_s']:.3f} (ratio {w['samples_per_s'] / s['samples_per_s']:.3f})")
+            f = rss["fast"]
+            print(f"fast engine: peak RSS {f['peak_rss_mb']:.0f} MB, {f['samples_per_s']:.3f} "
+                  f"samples/s (tokenization and reference precompute included)")
         if not args.skip_refresh:
             n = args.refresh_samples
             print(f"\n[3] full refresh of {n} samples (train + evaluate + register)")
