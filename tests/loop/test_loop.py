@@ -21,8 +21,11 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("single_torch_th
 
 # This test is about the loop's plumbing (a refresh yields a candidate, a promotion swaps
 # the served version), not the tiny model's quality: every gate tolerance is wide open, and
-# a refresh may train on a single click (a dozen tiny-model requests give only a few).
-OPEN_GATE = {"trainer": {"training": {"min_per_class": 1, "holdout_share": 0.0, "gate": {
+# a refresh may train on a single click (a dozen tiny-model requests give only a few), and
+# the held-out reward margin is optional (no held-out set: no minimum evidence).
+OPEN_GATE = {"trainer": {"training": {
+    "min_per_class": 1, "holdout_share": 0.0, "min_heldout_clicks": 0,
+    "min_heldout_nonclicks": 0, "gate": {
     "reward_margin": 10.0, "format_valid_rate": 1.0, "tool_grounded_share": 1.0,
     "duplicate_rate": 1.0, "distinct_2": 1.0, "length_drift": 10.0, "relevance": 2.0,
 }}}}
