@@ -480,11 +480,29 @@ def train_weighted_kto(
 ) -> FastKTOResult:
     """Train the trainable (LoRA) parameters of `model` with weighted KTO on `rows`
     (prompt, completion, label, weight[, sample_id | request_id]); the reference is `model`
-    as passed in. Stops after the step during which `stop` gets set (result.stopped)."""
+    as passed in. Stops after the step during which `stop` gets set (result.stopped).
+    Runs on `config.threads` torch threads (restored afterwards)."""
     if config.bf16:
         raise TrainerError("trainer.training.bf16=true is not supported by the fast engine "
                            "(fp32 only: bf16 measured no faster on this CPU); set bf16=false "
                            "or engine='trl'")
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(model, tokenizer, rows, config, max_steps=max_steps, stop=stop,
+                      on_step=on_step, completion_eos=completion_eos, label=label,
+                      log_every_s=log_every_s)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    model: Any, tokenizer: Any, rows: Iterable[Mapping[str, Any]], config: TrainingConfig, *,
+    max_steps: int | None, stop: threading.Event | None,
+    on_step: Callable[[int, float], None] | None, completion_eos: bool, label: str,
+    log_every_s: float,
+) -> FastKTOResult:
     started, cpu_started = time.monotonic(), time.process_time()
     torch.manual_seed(config.seed)
     samples = tokenize_rows(tokenizer, rows, max_length=config.max_length,
