@@ -6,9 +6,11 @@ Owns
   by tests (loading them is `generator.loading`'s job);
 - the bootstrap SFT that teaches a base model to emit well-formed, tool-grounded lists
   (`trainer.sft_data`, `trainer.sft`);
-- sample-weighted KTO, incremental refresh, the evaluation gate, the model registry and the
-  retraining daemon (`trainer.kto`, `trainer.refresh`, `trainer.evaluate`,
-  `trainer.registry`, `trainer.daemon`).
+- sample-weighted KTO (`trainer.fastkto`, the default engine: shared request prefixes as
+  one token-tree forward, reference = the starting adapter; `trainer.kto`: the same loss on
+  TRL's KTOTrainer), incremental refresh, the evaluation gate, the model registry and the
+  retraining daemon (`trainer.refresh`, `trainer.evaluate`, `trainer.registry`,
+  `trainer.daemon`).
 
 May import: `generator` (prompt, parser, loading, the Generator and its settings),
 `contracts`, `toolrec` core (errors, kafka, durable), the public functions of

@@ -115,6 +115,9 @@ def tokenize_rows(
             completion_ids.pop()
         if max_length is not None and split >= max_length:
             continue  # TRL drops it: no completion token would survive truncation
+        if not completion_ids:
+            log.warning("row %d has an empty completion; it is left out (nothing to score)", i)
+            continue
         samples.append(KTOSample(tuple(full_ids[:split]), tuple(completion_ids),
                                  bool(row["label"]), weight, _request_key(row, prompt)))
     return samples
