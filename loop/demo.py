@@ -26,14 +26,14 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loop.config import DemoConfig
 from loop.errors import LoopError
-from loop.metrics import Record, summarize
+from loop.metrics import Record, mean_interval, summarize
 from loop.models import StartModel
 from loop.stack import OFFLINE_ENV, LoopStack, settings_env, thread_env
 
@@ -56,13 +56,26 @@ class RoundResult:
 
     def row(self) -> dict[str, Any]:
         s = summarize(self.records)
+        _, low, high = gt_ctr_interval(self.records)
         return {"round": self.round, "model_version": ",".join(self.versions),
                 "requests": s["requests"], "samples": self.samples,
                 "obs_ctr": s["obs_ctr"], "gt_ctr": s["gt_ctr"],
+                "gt_ctr_lo": low, "gt_ctr_hi": high,
                 "gt_right_tool_share": s["gt_right_tool_share"],
                 "tool_query_share": s["tool_query_share"], "relevance": s["relevance"],
                 "seconds": round(self.seconds, 1), "failures": self.failures,
                 "refresh": self.refresh}
+
+
+def gt_ctr_interval(records: Sequence[Record]) -> tuple[float | None, float | None,
+                                                       float | None]:
+    """Ground-truth CTR of these requests with a 95 % Student-t interval over requests (each
+    request's reference-user P(any click) is one value; a user's requests are treated as
+    independent, so with few users the interval is somewhat too narrow)."""
+    values = [r.judgement.ref_ctr for r in records]
+    if len(values) < 2:
+        return (values[0] if values else None, None, None)
+    return mean_interval(values)
 
 
 @dataclass
@@ -112,7 +125,10 @@ def run_overrides(state: Path, *, servers: str, api_port: int, cfg: DemoConfig,
                           "bootstrap_adapter_dir": start.adapter_dir,
                           **start.generator_overrides},
             "training": {"artifact_dir": state / "artifacts", "lock_path": state / "trainer.lock",
-                         "max_steps": cfg.max_steps, "eval_prompts": cfg.eval_prompts,
+                         "max_steps": cfg.max_steps, "epochs": cfg.epochs,
+                         "holdout_share": cfg.holdout_share,
+                         "max_eval_samples": cfg.max_eval_samples,
+                         "eval_prompts": cfg.eval_prompts,
                          "min_new_samples": min_new, "interval_s": cfg.daemon_interval_s,
                          "gate": {"reward_margin": cfg.gate_reward_margin},
                          **start.training_overrides},
@@ -456,14 +472,23 @@ def _round_line(round_: RoundResult) -> str:
                                                if "swap_s" in refresh else ""))
     return (f"round {row['round']}: version {row['model_version']}, {row['requests']} requests, "
             f"{row['samples']} samples, observed CTR {_fmt(row['obs_ctr'])}, ground-truth CTR "
-            f"{_fmt(row['gt_ctr'])}, right-tool click share {_fmt(row['gt_right_tool_share'])}, "
+            f"{_ci(row)}, right-tool click share {_fmt(row['gt_right_tool_share'])}, "
             f"{row['seconds']}s{after}")
 
 
+def _ci(row: Mapping[str, Any]) -> str:
+    """'0.312 [0.270, 0.354]': the round's ground-truth CTR with its 95 % interval."""
+    if row.get("gt_ctr_lo") is None:
+        return _fmt(row.get("gt_ctr"))
+    return f"{_fmt(row['gt_ctr'])} [{_fmt(row['gt_ctr_lo'])}, {_fmt(row['gt_ctr_hi'])}]"
+
+
 def round_table(result: DemoResult) -> str:
-    """The round table printed at the end (plain text)."""
+    """The round table printed at the end (plain text): the learning curve of the run —
+    each round's ground-truth CTR (reference user) with its 95 % interval over requests."""
     header = (f"{'round':>5} {'version':>8} {'requests':>8} {'samples':>7} {'obs CTR':>8} "
-              f"{'GT CTR':>7} {'tool-click':>10} {'tool-q':>7} {'refresh after':<28}")
+              f"{'GT CTR [95% interval]':>22} {'tool-click':>10} {'tool-q':>7} "
+              f"{'refresh after':<28}")
     lines = [header, "-" * len(header)]
     for round_ in result.rounds:
         row = round_.row()
@@ -471,7 +496,7 @@ def round_table(result: DemoResult) -> str:
         after = f"{refresh['version'] or '-'} {refresh['status']}" if refresh else ""
         lines.append(
             f"{row['round']:>5} {row['model_version']:>8} {row['requests']:>8} "
-            f"{row['samples']:>7} {_fmt(row['obs_ctr']):>8} {_fmt(row['gt_ctr']):>7} "
+            f"{row['samples']:>7} {_fmt(row['obs_ctr']):>8} {_ci(row):>22} "
             f"{_fmt(row['gt_right_tool_share']):>10} {_fmt(row['tool_query_share']):>7} "
             f"{after:<28}")
     return "\n".join(lines)

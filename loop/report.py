@@ -165,14 +165,44 @@ def _refresh_text(refresh: dict[str, Any]) -> str:
             f"{swap})")
 
 
+def round_curve_plot(series: dict[str, Sequence[dict[str, Any]]]) -> str:
+    """The learning curve of a loop run: per round the ground-truth CTR of what was served
+    (`gt_ctr`, with `gt_ctr_lo`/`gt_ctr_hi` as a 95 % interval), one line per series (a
+    demo has one; the closed-loop experiment one per arm), each point labelled with the
+    served model version."""
+    def draw(ax: Any) -> None:
+        for i, (name, rows) in enumerate(series.items()):
+            xs = [r["round"] + (i - (len(series) - 1) / 2) * 0.06 for r in rows]
+            means = [r["gt_ctr"] if r["gt_ctr"] is not None else float("nan") for r in rows]
+            err = [[m - r["gt_ctr_lo"] if r.get("gt_ctr_lo") is not None else 0.0
+                    for m, r in zip(means, rows, strict=True)],
+                   [r["gt_ctr_hi"] - m if r.get("gt_ctr_hi") is not None else 0.0
+                    for m, r in zip(means, rows, strict=True)]]
+            ax.errorbar(xs, means, yerr=err, marker="o", capsize=4, label=name)
+            for x, m, r in zip(xs, means, rows, strict=True):
+                ax.annotate(str(r.get("model_version", "")), (x, m), fontsize=7,
+                            textcoords="offset points", xytext=(4, 4))
+        ax.set_xticks(sorted({r["round"] for rows in series.values() for r in rows}))
+        ax.set_xlabel("round (each served by the model the previous refreshes left)")
+        ax.set_ylabel("ground-truth CTR (95 % interval)")
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+
+    return png(draw, size=(8, 4.0))
+
+
 def demo_report(result: Any, table_text: str) -> str:
     """The demo's HTML report (`loop.demo.DemoResult`)."""
     rows = [r.row() for r in result.rounds]
+    curve = round_curve_plot({"demo": rows})
     for row in rows:
         row["refresh_after"] = _refresh_text(row.pop("refresh") or {})
+        row["gt_ctr_ci"] = (f"[{fmt(row['gt_ctr_lo'])}, {fmt(row['gt_ctr_hi'])}]"
+                            if row.get("gt_ctr_lo") is not None else None)
     columns = [("round", "round"), ("model_version", "served version"),
                ("requests", "requests"), ("samples", "samples in Delta"),
                ("obs_ctr", "observed CTR"), ("gt_ctr", "ground-truth CTR"),
+               ("gt_ctr_ci", "95 % interval"),
                ("gt_right_tool_share", "right-tool click share"),
                ("tool_query_share", "tool-query share"), ("relevance", "relevance"),
                ("seconds", "seconds"), ("refresh_after", "refresh after the round")]
@@ -184,6 +214,11 @@ def demo_report(result: Any, table_text: str) -> str:
         f"{timings.get('wall_s')} s (start-up {timings.get('startup_s')} s). Ground truth "
         "comes from the simulator only; the system saw requests and feedback.</p>",
         "<h2>Rounds</h2>", table(rows, columns, left=("model_version", "refresh_after")),
+        "<h2>Learning curve</h2>",
+        "<p class='note'>Ground-truth CTR of the reference user per round, with its 95 % "
+        "Student-t interval over the round's requests. Each round is served by the model "
+        "the refreshes before it left; a round's requests are new turns of the same "
+        "users, so rounds differ by the model and by the draw of turns.</p>", curve,
         "<h2>Registry</h2>",
         table(result.registry, [("version", "version"), ("status", "status"),
                                 ("parent", "parent"), ("n_train", "trained on"),

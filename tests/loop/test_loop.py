@@ -127,3 +127,7 @@ def test_round_table_and_report(demo_result: DemoResult, tmp_path: Path) -> None
     html = demo_report(demo_result, text)
     assert html.count("<img src='data:image/png;base64,") >= 4
     assert "Ground-truth CTR by model version" in html
+    assert "Learning curve" in html and "GT CTR [95% interval]" in text
+    for round_ in demo_result.rounds:  # each round's GT CTR with its interval over requests
+        row = round_.row()
+        assert row["gt_ctr_lo"] <= row["gt_ctr"] <= row["gt_ctr_hi"]
