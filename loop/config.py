@@ -117,15 +117,22 @@ class SimulatorConfig(BaseModel):
 
 
 class DemoConfig(BaseModel):
-    """`toolrec demo`: sized so the default finishes in ≤ 20 min with SmolLM2 on 2 cores.
+    """`toolrec demo`: sized so the default finishes in ≈20 min with SmolLM2 on 2 cores and
+    every refresh is a real one: ≥ 20 KTO steps and enough held-out evidence for the gate.
 
-    Where the time goes with SmolLM2 here (2 cores): a request ≈3 s (one generation of
-    four suggestions), a KTO step of 8 samples ≈30–40 CPU-s (≈180-token prompts; policy and
-    reference forwards of the batch and of its KL pairs, one backward), the gate ≈30 s.
-    The default (3 rounds × 24 requests, 2 refreshes of 4 steps) took 14 min 17 s and
-    15 min 10 s wall with `make demo` at load 2–5 (loop/RESULTS.md). Rounds and refreshes
-    never overlap (the demo holds the refresh lock during a round), so the API and the
-    trainer daemon may each use both cores."""
+    What drives the size: the gate measures the held-out reward margin only with ≥ 10
+    held-out clicks and ≥ 30 held-out non-clicks (`trainer.training.min_heldout_*`; fewer:
+    "not enough evidence", the champion stays). Simulated users click in ≈0.3 of their
+    requests, so with half the requests held out a round needs ≈100 requests for ≈15
+    held-out clicks at the first refresh (later refreshes also hold out the earlier
+    rounds' requests). The other half (≈180 samples of 4 suggestions per request, ≈23
+    batches of 8) gives 20 KTO steps in one epoch through the fast engine
+    (`trainer.training.engine = "fast"`, ≈4–5 CPU-s per step with SmolLM2).
+    Where the time goes with SmolLM2 (2 cores): a request ≈2–3 s (one generation of four
+    suggestions), a refresh (20 steps, a gate on ≤ 64 held-out samples and 2 prompts per
+    model, the hot-swap) ≈3 min. Rounds and refreshes never overlap (the demo holds the
+    refresh lock during a round), so the API and the trainer daemon may each use both
+    cores. Measured times: loop/RESULTS.md."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -134,17 +141,30 @@ class DemoConfig(BaseModel):
     )
     rounds: int = Field(3, ge=1, le=100, description="Rounds of traffic; a refresh after each "
                         "but the last.")
-    users: int = Field(8, ge=1, le=10_000, description="Simulated users.")
-    requests_per_user: int = Field(3, ge=1, le=1000, description="Requests per user per round.")
+    users: int = Field(20, ge=1, le=10_000, description="Simulated users.")
+    requests_per_user: int = Field(5, ge=1, le=1000, description="Requests per user per round.")
     concurrency: int = Field(2, ge=1, le=64, description="Simulated users in flight at once.")
-    max_steps: int = Field(4, ge=1, le=100_000, description="KTO steps per refresh.")
+    max_steps: int = Field(20, ge=1, le=100_000, description="KTO steps per refresh.")
+    epochs: float = Field(
+        2.0, gt=0, le=100, description="Upper bound of passes over a refresh's samples: the "
+        "steps stop at max_steps first when a round brought enough samples."
+    )
+    holdout_share: float = Field(
+        0.5, ge=0, le=0.5, description="Share of requests held out for the gate (the "
+        "trainer's default 0.2 would need ≈2.5× the traffic per round for the same evidence)."
+    )
+    max_eval_samples: int = Field(
+        64, ge=2, le=100_000, description="Held-out samples scored per model at the gate "
+        "(clicks first, up to half): enough for the evidence minimums, half the trainer's "
+        "default cost."
+    )
     eval_prompts: int = Field(
         2, ge=1, le=500, description="Gate generation prompts per model (≈3 s each)."
     )
     gate_reward_margin: float = Field(
         0.1, ge=0, le=10, description="Gate tolerance of the held-out reward margin. A demo "
-        "round holds out only ≈10 samples, whose margin moves by ±0.1 by chance; the "
-        "trainer's own default (0) would reject most demo refreshes on noise."
+        "refresh scores only a few dozen held-out samples, whose margin moves by chance; the "
+        "trainer's own default (0) would reject refreshes on noise."
     )
     api_threads: int = Field(2, ge=1, le=64, description="torch threads of the API process.")
     trainer_threads: int = Field(
@@ -161,6 +181,37 @@ class DemoConfig(BaseModel):
     feedback: Literal["kafka", "api"] = Field(
         "kafka", description="kafka: the telemetry producer; api: POST /v1/feedback."
     )
+
+
+LoopArm = Literal["raw", "activity", "tool", "full", "full_position", "full_toolrec"]
+
+
+class ClosedLoopConfig(BaseModel):
+    """`toolrec experiment closed-loop` (`loop.closedloop`): the demo's whole stack once per
+    arm — the same simulated population (same seed, same turns), the same start model, the
+    streams worker's calibration switched per arm — over `rounds` rounds of traffic →
+    refresh → hot-swap, so each model trains on the traffic its predecessor served. The
+    other run settings (gate tolerance, held-out share, threads, timeouts) are
+    `loop.demo`'s."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out_dir: Path = Field(Path(".toolrec/closed-loop"), description="Per arm its run "
+                          "directory (wiped at the start), closed_loop.json and report.html.")
+    model: Literal["smollm2", "tiny"] = Field(
+        "smollm2", description="smollm2: the real run; tiny: a quick run on the tiny Llama."
+    )
+    arms: tuple[LoopArm, ...] = Field(
+        ("raw", "full"), min_length=1, description="Calibration of each run (the switches "
+        "of loop.experiment.ARM_SWITCHES); 'raw' first makes it the paired reference."
+    )
+    rounds: int = Field(4, ge=2, le=100, description="Rounds of traffic per arm (a refresh "
+                        "after each but the last).")
+    users: int = Field(20, ge=1, le=10_000, description="Simulated users.")
+    requests_per_user: int = Field(5, ge=1, le=1000, description="Requests per user per round.")
+    max_steps: int = Field(20, ge=1, le=100_000, description="KTO steps per refresh.")
+    seed: int = Field(0, ge=0, description="Simulator seed: the population and its turns, "
+                      "the same in every arm.")
 
 
 Arm = Literal["sft", "raw", "activity", "tool", "full", "full_position", "full_toolrec"]
@@ -215,3 +266,4 @@ class LoopConfig(BaseModel):
     simulator: SimulatorConfig = SimulatorConfig()
     demo: DemoConfig = DemoConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    closed_loop: ClosedLoopConfig = ClosedLoopConfig()
