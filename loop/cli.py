@@ -223,13 +223,20 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
               default=None, help="Results directory (default: loop.experiment.out_dir).")
 @click.option("--publish", is_flag=True, help="Also write loop/results/calibration.json and "
               "the experiment section of loop/RESULTS.md.")
+@click.option("--merge", "merge_dirs", multiple=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Results directories of runs over other seeds (same settings otherwise), "
+              "e.g. seeds split across processes; merged into --out's results.json first.")
 @pass_settings
-def experiment_report_cmd(settings: Any, out_dir: Path | None, publish: bool) -> None:
+def experiment_report_cmd(settings: Any, out_dir: Path | None, publish: bool,
+                          merge_dirs: tuple[Path, ...]) -> None:
     """Re-render report.html, results.md and calibration.json from an experiment's
     results.json (also a partial one); --publish also writes the committed record."""
-    from loop.experiment import aggregate, findings, load_results, write_outputs
+    from loop.experiment import aggregate, findings, load_results, merge_results, write_outputs
 
     out = out_dir or settings.loop.experiment.out_dir
+    if merge_dirs:
+        merge_results([d / "results.json" for d in merge_dirs], out / "results.json")
     data = json.loads((out / "results.json").read_text())
     results = load_results(out / "results.json")
     cfg = type(settings.loop.experiment).model_validate(

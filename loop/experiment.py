@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.config import ExperimentConfig
+from loop.errors import LoopError
 from loop.metrics import Record, holm, mean_interval, paired_p, summarize
 from loop.models import StartModel
 from loop.simulator import Reaction, Shown, Simulator, Turn
@@ -621,6 +622,38 @@ def _value(result: ArmResult, metric: str) -> float | None:
 def load_results(path: Path) -> list[ArmResult]:
     data = json.loads(Path(path).read_text())
     return [ArmResult(**r) for r in data["results"]]
+
+
+_MERGE_IGNORES = ("seeds", "out_dir", "publish")
+
+
+def merge_results(parts: Sequence[Path], target: Path) -> None:
+    """One results.json from runs over disjoint seeds with otherwise equal settings (seeds
+    split across processes). Refuses a settings mismatch or a seed run twice. `wall_s` is the
+    longest part's: the parts ran side by side."""
+    loaded = [json.loads(Path(p).read_text()) for p in parts]
+    if target.exists():
+        loaded.insert(0, json.loads(target.read_text()))
+    first = loaded[0]
+
+    def settings(data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in data["config"].items() if k not in _MERGE_IGNORES}
+
+    seeds: list[int] = []
+    for data in loaded:
+        if settings(data) != settings(first):
+            raise LoopError("cannot merge experiment runs with different settings: "
+                            f"{settings(data)} vs {settings(first)}; rerun with the same flags")
+        part_seeds = sorted({r["seed"] for r in data["results"]})
+        if set(part_seeds) & set(seeds):
+            raise LoopError(f"seeds {sorted(set(part_seeds) & set(seeds))} appear in more than "
+                            "one run; merge runs over disjoint seeds only")
+        seeds += part_seeds
+    merged = {**first, "config": {**first["config"], "seeds": sorted(seeds)},
+              "wall_s": max(float(d.get("wall_s") or 0) for d in loaded),
+              "results": [r for d in loaded for r in d["results"]]}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(merged, indent=2, default=str))
 
 
 def write_outputs(results: Sequence[ArmResult], cfg: ExperimentConfig,

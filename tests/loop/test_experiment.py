@@ -3,7 +3,9 @@ the streaming stage's own window + calibration functions, and the aggregation.""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +237,28 @@ def test_experiment_runs_end_to_end_on_the_tiny_model(tmp_path_factory) -> None:
     assert [p["step"] for p in record["curves"]["full"]] == [0, 1, 2]
     assert "Learning curves" in paths["report"].read_text()
     assert "## Calibration experiment" in paths["published_markdown"].read_text()
+
+
+def test_merge_results_joins_disjoint_seeds_and_refuses_overlap_or_mismatch(
+    tmp_path: Path,
+) -> None:
+    from loop.errors import LoopError
+    from loop.experiment import merge_results
+
+    def part(name: str, seed: int, wall: float, users: int = 3) -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps({
+            "config": {"seeds": [seed], "users": users, "out_dir": name, "publish": False},
+            "wall_s": wall, "results": [{"seed": seed, "arm": "sft", "metrics": {}}]}))
+        return path
+
+    target = tmp_path / "merged" / "results.json"
+    merge_results([part("a.json", 0, 5.0), part("b.json", 1, 7.0)], target)
+    merged = json.loads(target.read_text())
+    assert merged["config"]["seeds"] == [0, 1]
+    assert merged["wall_s"] == 7.0  # side by side: the longest part
+    assert [r["seed"] for r in merged["results"]] == [0, 1]
+    with pytest.raises(LoopError, match="more than one run"):
+        merge_results([part("c.json", 1, 1.0)], target)
+    with pytest.raises(LoopError, match="different settings"):
+        merge_results([part("d.json", 2, 1.0, users=4)], target)
