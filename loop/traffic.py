@@ -95,8 +95,10 @@ class TrafficRunner:
                       judgement, reaction, served.latency_s)
 
     def _user(self, user: int, first: int, count: int, round_no: int,
-              sink: Callable[[Record | str], None]) -> None:
+              sink: Callable[[Record | str], None], stop: threading.Event) -> None:
         for index in range(first, first + count):
+            if stop.is_set():  # the run was interrupted: no new requests
+                return
             try:
                 sink(self.one(user, index, round_no))
             except ApiError as exc:
@@ -122,11 +124,20 @@ class TrafficRunner:
                 raise LoopError(f"{len(failures)} requests failed (more than "
                                 f"{self.max_failures}); last: {failures[-1]}")
 
+        stop = threading.Event()
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="sim-user") as pool:
             futures = [pool.submit(self._user, u, first_index, requests_per_user, round_no,
-                                   sink) for u in users]
-            for future in as_completed(futures):
-                future.result()
+                                   sink, stop) for u in users]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                # Ctrl-C / SIGTERM / a failure: leaving the pool waits for its threads, so
+                # they must stop after their request in flight, not finish the round
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
         records.sort(key=lambda r: (r.turn.user.index, r.turn.index))
         return TrafficResult(records, failures, time.monotonic() - started)
