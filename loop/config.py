@@ -128,11 +128,14 @@ class DemoConfig(BaseModel):
     rounds' requests). The other half (≈180 samples of 4 suggestions per request, ≈23
     batches of 8) gives 20 KTO steps in one epoch through the fast engine
     (`trainer.training.engine = "fast"`, ≈4–5 CPU-s per step with SmolLM2).
-    Where the time goes with SmolLM2 (2 cores): a request ≈2–3 s (one generation of four
-    suggestions), a refresh (20 steps, a gate on ≤ 64 held-out samples and 2 prompts per
-    model, the hot-swap) ≈3 min. Rounds and refreshes never overlap (the demo holds the
-    refresh lock during a round), so the API and the trainer daemon may each use both
-    cores. Measured times: loop/RESULTS.md."""
+    Measured with SmolLM2 on the shared 2-core machine at load ≈4 (2026-12-02, about half
+    of it other sessions): start-up 17 s, round 1 313 s (100 requests, ≈3.1 s each; 23
+    held-out clicks and 41 non-clicks at the gate), its refresh 263 s (reference log-probs
+    68 s, 20 KTO steps ≈150 s, gate ≈35 s) + hot-swap 2 s. So the default 3 rounds ≈25 min
+    at that load, less on an idle machine; `--requests 4` saves ≈1 min per round at some
+    risk of "not enough evidence" at the first refresh. Rounds and refreshes never overlap
+    (the demo holds the refresh lock during a round), so the API and the trainer daemon may
+    each use both cores."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
