@@ -115,9 +115,6 @@ def tokenize_rows(
             completion_ids.pop()
         if max_length is not None and split >= max_length:
             continue  # TRL drops it: no completion token would survive truncation
-        if not completion_ids:
-            log.warning("row %d has an empty completion; it is left out (nothing to score)", i)
-            continue
         samples.append(KTOSample(tuple(full_ids[:split]), tuple(completion_ids),
                                  bool(row["label"]), weight, _request_key(row, prompt)))
     return samples
@@ -226,7 +223,8 @@ def build_batch(samples: Sequence[KTOSample], indices: Sequence[int], *,
     paths: list[list[int]] = [[] for _ in items]
     targets: list[tuple[int, int, int]] = []
     for b in sorted(range(len(items)), key=lambda k: (-len(fulls[k]), k)):
-        paths[b] = tree.path(fulls[b][:-1])  # the last token is only predicted
+        # the last token is only predicted, but a KL pair needs the prompt's last node
+        paths[b] = tree.path(fulls[b][: max(len(fulls[b]) - 1, len(items[b].prompt_ids))])
         start = max(len(items[b].prompt_ids), 1)
         targets.extend((b, paths[b][j - 1], fulls[b][j]) for j in range(start, len(fulls[b])))
     kl_first, kl_items = [], []
@@ -337,9 +335,11 @@ def batch_logps(model: Any, plan: BatchPlan, *, grad: bool) -> tuple[torch.Tenso
             use_cache=bool(plan.kl_items),
         )
         hidden = out.last_hidden_state[0]
-        items, nodes, tokens = zip(*plan.targets, strict=True)
-        logps = torch.zeros(plan.size, device=device).index_add(
-            0, torch.tensor(items, device=device), _scores(head, hidden[list(nodes)], tokens))
+        logps = torch.zeros(plan.size, device=device)
+        if plan.targets:  # an empty completion (TRL keeps it) scores 0
+            items, nodes, tokens = zip(*plan.targets, strict=True)
+            logps = logps.index_add(0, torch.tensor(items, device=device),
+                                    _scores(head, hidden[list(nodes)], tokens))
     with torch.no_grad():
         kl_logps = torch.zeros(plan.size, device=device)
         if plan.kl_first:
@@ -530,9 +530,11 @@ def _train(
 def _precompute(model: Any, plans: list[BatchPlan], used: list[int],
                 label: str) -> dict[int, ReferenceLogps]:
     started = time.monotonic()
+    cpu_started = time.process_time()
     refs = {b: reference_logps(model, plans[b]) for b in used}
-    log.info("%s reference log-probs of %d batches (%d samples) in %.1fs", label, len(used),
-             sum(plans[b].size for b in used), time.monotonic() - started)
+    log.info("%s reference log-probs of %d batches (%d samples) in %.1fs (%.1f CPU-s)", label,
+             len(used), sum(plans[b].size for b in used), time.monotonic() - started,
+             time.process_time() - cpu_started)
     return refs
 
 
@@ -576,7 +578,8 @@ def accumulate_step(model: Any, plans: Sequence[BatchPlan], refs: Sequence[Refer
     for plan, ref in zip(plans, refs, strict=True):
         logps, kl_logps = batch_logps(model, plan, grad=True)
         parts = kto_loss(logps, kl_logps, ref, plan, beta=beta)
-        (parts.loss / len(plans)).backward()
+        if parts.loss.requires_grad:  # not when no item of the batch has a completion token
+            (parts.loss / len(plans)).backward()
         total += parts.loss.item() / len(plans)
         kl_total += parts.kl / len(plans)
     return total, kl_total

@@ -147,6 +147,14 @@ def test_one_class_batches_equal_the_stock_trainer(
     _compare_with_stock(tiny_model_dir, champion, rows, tmp_path)
 
 
+def test_an_empty_completion_scores_zero_as_in_the_stock_trainer(
+    tiny_model_dir: Path, champion: Path, tmp_path: Path
+) -> None:
+    rows = _rows(6)
+    rows[2] = {**rows[2], "completion": ""}
+    _compare_with_stock(tiny_model_dir, champion, rows, tmp_path)
+
+
 def test_tokenization_is_trls(tiny_model_dir: Path, champion: Path, tmp_path: Path) -> None:
     rows = _rows(9)
     stock = _stock(tiny_model_dir, champion, rows, tmp_path)
