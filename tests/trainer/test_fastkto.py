@@ -304,3 +304,18 @@ def test_training_is_deterministic_for_a_seed(tiny_model_dir: Path, champion: Pa
         runs.append((result.losses, params))
     assert runs[0][0] == runs[1][0]
     assert torch.equal(runs[0][1], runs[1][1])
+
+
+def test_bf16_starts_at_its_reference_and_stays_near_fp32(
+    tiny_model_dir: Path, champion: Path
+) -> None:
+    """bf16 autocast covers the reference too, so the first step is still exactly at it;
+    later losses stay within bf16 rounding of the fp32 run's."""
+    rows = _rows(12)
+    runs = {}
+    for bf16 in (False, True):
+        policy, tokenizer = _policy(tiny_model_dir, champion)
+        config = CONFIG.model_copy(update={"bf16": bf16, "max_steps": 2})
+        runs[bf16] = fk.train_weighted_kto(policy, tokenizer, rows, config)
+    assert runs[True].losses[0] == pytest.approx(runs[False].losses[0], abs=1e-6)  # 0.5·mean w
+    assert runs[True].losses[1] == pytest.approx(runs[False].losses[1], abs=2e-2)
