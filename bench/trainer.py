@@ -3,6 +3,7 @@
     python -m bench.trainer [--model models/smollm2-135m-instruct] [--steps 6] [--batch 8]
                             [--refresh-samples 1000] [--skip-refresh] [--skip-rss]
                             [--skip-engine] [--skip-throughput] [--engine-threads 1]
+                            [--engine-bf16]
 
 0. The fast engine (`trainer.fastkto`) against the stock-TRL path on the same batches, from
    the same champion adapter (the bootstrap SFT one when present), which is the reference
@@ -270,14 +271,14 @@ def _stock_on(rows: list[dict[str, Any]], model_dir: Path, champion: Path | None
 
 
 def engine_comparison(model_dir: Path, champion: Path | None, batch: int, steps: int,
-                      out: Path) -> dict[str, Any]:
+                      out: Path, *, bf16: bool = False) -> dict[str, Any]:
     """CPU seconds per KTO step, `trainer.fastkto` vs the stock-TRL path, on the same batches
     (the engine's request-packed batches, fed to the stock trainer in that order), from the
     same champion, which is the reference of both. Steps alternate (first mover alternating),
     one warm-up step each; both take an AdamW step, then the stock policy is set to the
     engine's weights, so every step's two losses are computed on identical weights. The
     engine's one-time reference precompute (done before the first update, as in training)
-    is added to its steps, per batch."""
+    is added to its steps, per batch. `bf16`: the engine under bf16 autocast (stock fp32)."""
     import pyarrow as pa
     import torch
 
@@ -300,7 +301,7 @@ def engine_comparison(model_dir: Path, champion: Path | None, batch: int, steps:
     ref_cpu, refs = [], []
     for plan in plans:
         cpu0 = time.process_time()
-        refs.append(fk.reference_logps(policy, plan))
+        refs.append(fk.reference_logps(policy, plan, bf16=bf16))
         ref_cpu.append(time.process_time() - cpu0 + plan_cpu)
     stock = _stock_on([rows[i] for idx in order for i in idx], model_dir, champion, batch, out)
     params = {"ours": [p for p in policy.parameters() if p.requires_grad],
@@ -319,7 +320,7 @@ def engine_comparison(model_dir: Path, champion: Path | None, batch: int, steps:
                 losses[kind] = float(stock.training_step(stock.model, next(loader)))
             else:
                 losses[kind], _ = fk.accumulate_step(policy, [plans[step]], [refs[step]],
-                                                     beta=config.beta)
+                                                     beta=config.beta, bf16=bf16)
             torch.nn.utils.clip_grad_norm_(params[kind], 1.0)
             optimizers[kind].step()
             optimizers[kind].zero_grad(set_to_none=True)
@@ -340,11 +341,12 @@ def engine_comparison(model_dir: Path, champion: Path | None, batch: int, steps:
             "stock_tokens": [p.sequence_tokens for p in plans[1:]]}
 
 
-def _report_engines(result: dict[str, Any], threads: int) -> None:
+def _report_engines(result: dict[str, Any], threads: int, *, bf16: bool = False) -> None:
     stock = statistics.mean(result["cpu"]["stock"])
     ours = statistics.mean(result["cpu"]["ours"])
     load = os.getloadavg()
-    print(f"kto_step_cpu_s stock={stock:.2f} ours={ours:.2f} speedup={stock / ours:.2f} "
+    name = "kto_step_cpu_s_ours_bf16" if bf16 else "kto_step_cpu_s"
+    print(f"{name} stock={stock:.2f} ours={ours:.2f} speedup={stock / ours:.2f} "
           f"max_loss_diff={max(result['loss_diffs']):.2e}")
     print(f"  ours includes its one-time reference precompute amortized per step "
           f"({statistics.mean(result['ref_cpu']):.2f} CPU-s per batch); wall per step "
@@ -370,6 +372,8 @@ def main() -> None:
                         "(missing: a fresh LoRA).")
     parser.add_argument("--skip-engine", action="store_true",
                         help="Skip [0], the fast engine vs stock comparison.")
+    parser.add_argument("--engine-bf16", action="store_true",
+                        help="Run the fast engine in [0] under bf16 autocast (stock stays fp32).")
     parser.add_argument("--engine-threads", type=int, default=1,
                         help="torch threads for [0]: with 1, CPU time measures work; with 2 "
                         "on a loaded 2-core machine it also counts OpenMP spin-waiting.")
@@ -395,8 +399,9 @@ def main() -> None:
                   f"{args.steps} steps each, from {champion or 'a fresh LoRA'}")
             threads = torch.get_num_threads()
             torch.set_num_threads(args.engine_threads)
-            _report_engines(engine_comparison(args.model, champion, args.batch, args.steps, out),
-                            args.engine_threads)
+            _report_engines(engine_comparison(args.model, champion, args.batch, args.steps, out,
+                                              bf16=args.engine_bf16),
+                            args.engine_threads, bf16=args.engine_bf16)
             torch.set_num_threads(threads)
         if not args.skip_throughput:
             print(f"\n[1] interleaved throughput: batch {args.batch}, {args.steps} steps each")
