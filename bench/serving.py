@@ -317,7 +317,9 @@ def _wait_ready(url: str, timeout_s: float = 1800) -> dict[str, Any]:
     raise SystemExit(f"the API was not ready within {timeout_s} s: {response.text}")
 
 
-def _run(args: argparse.Namespace, on_ready: Callable[[Any, str], dict[str, Any]]) -> dict:
+def _run(
+    args: argparse.Namespace, on_ready: Callable[[Any, str], dict[str, Any]]
+) -> dict[str, Any]:
     from infra.broker import LocalStack
     from infra.processes import free_port
     from infra.topics import ensure_topics

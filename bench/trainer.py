@@ -60,7 +60,7 @@ def _dataset(n: int, *, weighted: bool) -> Any:
 
 def _trainer(kind: str, model_dir: Path, batch: int, steps: int, out_dir: Path) -> Any:
     import datasets
-    from trl import KTOTrainer
+    from trl.trainer.kto_trainer import KTOTrainer
 
     from generator.loading import load_model
     from trainer.config import TrainingConfig

@@ -87,7 +87,8 @@ def load_model(
         ) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    # transformers leaves PreTrainedModel.eval unannotated.
+    model.eval()  # type: ignore[no-untyped-call]
     return model, tokenizer
 
 

@@ -192,7 +192,7 @@ class FastParser:
         ok = pa.array([True] * table.num_rows, pa.bool_())
         for check in self.checks:
             ok = pc.and_(ok, pc.fill_null(check(table), False))
-        passed = ok.to_pylist()
+        passed: list[bool] = ok.to_pylist()
         for name, key in self._nullable_required:
             for row in pc.indices_nonzero(pc.is_null(table[name])).to_pylist():
                 if passed[row] and not key.search(raws[accepted[row]] or b""):

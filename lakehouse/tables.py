@@ -234,7 +234,8 @@ class RowBuffer:
         )
 
     def __len__(self) -> int:
-        return len(self.columns[self.spec.key]) + sum(c.num_rows for c in self._chunks)
+        chunked: int = sum(c.num_rows for c in self._chunks)
+        return len(self.columns[self.spec.key]) + chunked
 
     def add_arrow(
         self, contract: pa.Table, *, topic: str, partition: int, offsets: list[int],

@@ -615,7 +615,8 @@ def _triple(value: dict[str, float]) -> tuple[float, float, float]:
 
 def _value(result: ArmResult, metric: str) -> float | None:
     if metric in result.metrics:
-        return result.metrics[metric]
+        value: float | None = result.metrics[metric]
+        return value
     return result.diagnostics.get(metric)
 
 

@@ -106,7 +106,7 @@ def reference_user(cfg: ClickModelConfig) -> ClickParams:
 
 
 def examine(position: int, eta: float) -> float:
-    return float(position) ** -eta
+    return math.pow(position, -eta)
 
 
 def cascade(utilities: Sequence[float], params: ClickParams, eta: float) -> list[float]:

@@ -301,7 +301,9 @@ def _vs_raw_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     def cell(value: dict[str, float] | None, pct: bool) -> str:
         if not value:
             return "–"
-        f = (lambda v: f"{v:+.1%}") if pct else (lambda v: f"{v:+.4f}")
+        def f(v: float) -> str:
+            return f"{v:+.1%}" if pct else f"{v:+.4f}"
+
         if value["lo"] is None:
             return f"{f(value['mean'])} (one seed)"
         return f"{f(value['mean'])} [{f(value['lo'])}, {f(value['hi'])}]"

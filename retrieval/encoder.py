@@ -99,7 +99,8 @@ class Encoder:
             tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
             tokenizer.enable_truncation(self.max_seq_length)
             tokenizer.enable_padding()
-            hf_logging.disable_progress_bar()
+            # transformers leaves its logging helpers unannotated.
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
             self._tokenizer, self._model = tokenizer, model
             log.debug("encoder loaded from %s", path)

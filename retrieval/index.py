@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class ToolIndex:
     centroids: np.ndarray  # (n_tools, DIM) normalized
     phrase_ann: object
     centroid_ann: object
-    meta: dict
+    meta: dict[str, Any]
     rebuilt: bool = False
 
     @property
@@ -79,7 +80,7 @@ class ToolIndex:
         return cls._build(catalog, encoder, directory, params, want)
 
     @classmethod
-    def _load(cls, directory: Path, meta: dict, params: IndexParams) -> ToolIndex:
+    def _load(cls, directory: Path, meta: dict[str, Any], params: IndexParams) -> ToolIndex:
         data = np.load(directory / "vectors.npz")
         phrases, owner, starts = data["phrases"], data["owner"], data["starts"]
         centroids = data["centroids"]
@@ -90,7 +91,7 @@ class ToolIndex:
     @classmethod
     def _build(
         cls, catalog: Catalog, encoder: Encoder, directory: Path, params: IndexParams,
-        want: dict,
+        want: dict[str, Any],
     ) -> ToolIndex:
         started = time.perf_counter()
         texts, owner, starts = _phrasings(catalog)
@@ -183,16 +184,17 @@ def _load_ann(path: Path, size: int, params: IndexParams) -> object:
     return index
 
 
-def _read_meta(directory: Path) -> dict | None:
+def _read_meta(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / "meta.json").read_text())
+        meta = json.loads((directory / "meta.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return meta if isinstance(meta, dict) else None  # not an object: as if missing, rebuilt
 
 
 def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np.ndarray,
              centroids: np.ndarray, phrase_ann: object, centroid_ann: object,
-             meta: dict, texts: list[str]) -> None:
+             meta: dict[str, Any], texts: list[str]) -> None:
     """Write into a temp dir, then swap it in, so readers never see half an index."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))

@@ -81,4 +81,5 @@ class BM25:
         if not rows:
             return np.zeros(self.n_docs, dtype=np.float32)
         ceiling = float(sum(self.idf[r] for r in rows)) * (self.k1 + 1)
-        return self.weights[rows].sum(axis=0) / ceiling
+        summed: np.ndarray = self.weights[rows].sum(axis=0)
+        return summed / ceiling

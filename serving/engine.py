@@ -33,7 +33,7 @@ import threading
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from generator.loading import MODEL_LOAD_LOCK
 from serving.config import ServingConfig
@@ -314,7 +314,8 @@ class RecommendEngine:
 
     def _served(self, job: Job, result: GenerationResult, hits: list[Any], started: float,
                 timing: dict[str, float]) -> Served:
-        suggestions, source = result.shown(), cast(Source, "model")
+        suggestions = result.shown()
+        source: Source = "model"
         if not suggestions and self.fallback:
             suggestions = _fallback(hits, job)
             source = "retrieval_fallback" if suggestions else "none"

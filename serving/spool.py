@@ -125,7 +125,7 @@ def _torn_at(path: Path, position: int) -> bool:
         return True
     if len(rest) < HEADER.size:
         return True
-    _, _, length, _ = HEADER.unpack(rest[:HEADER.size])
+    length: int = HEADER.unpack(rest[:HEADER.size])[2]
     return HEADER.size + length >= len(rest)
 
 

@@ -150,7 +150,7 @@ def toolrec_tool_weight(clicked: bool, is_tool_query: bool, quantile: float,
     if not clicked:
         return 0.0
     p = clip(quantile, 0.0, 1.0)
-    return (1.0 + cfg.toolrec_gamma) ** (p**cfg.toolrec_k)
+    return math.pow(1.0 + cfg.toolrec_gamma, math.pow(p, cfg.toolrec_k))
 
 
 def _toolrec(clicked: bool, is_tool_query: bool, user_ctr: float, w_position: float,

@@ -28,7 +28,7 @@ class DurableConsumer(faust_aiokafka.Consumer):
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
         await self.app.producer.flush()
-        return cast(bool, await super()._commit_offsets(offsets, start_new_transaction))
+        return await super()._commit_offsets(offsets, start_new_transaction)
 
 
 class Transport(faust_aiokafka.Transport):

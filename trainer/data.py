@@ -174,7 +174,7 @@ def _capped_class(weights: np.ndarray, total: float, cap: float | None) -> np.nd
     """`weights` scaled to sum to `total`, none above `cap`: capped weights are set to the cap
     and the excess is spread over the others in proportion (water-filling). When even all at
     the cap cannot reach `total`, all are at the cap (the sum is then below `total`)."""
-    scaled = weights * (total / weights.sum())
+    scaled: np.ndarray = weights * (total / weights.sum())
     if cap is None or scaled.max() <= cap:
         return scaled
     at_cap = np.zeros(weights.shape, dtype=bool)

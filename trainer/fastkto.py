@@ -276,7 +276,7 @@ def _parts(model: Any) -> tuple[Any, Any]:
 
 def _scores(head: Any, hidden: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
     """log p(token) from hidden states [P, H], the head run only at these P positions."""
-    logits = head(hidden).float()
+    logits: torch.Tensor = head(hidden).float()
     target = torch.tensor(list(tokens), dtype=torch.long, device=logits.device)
     return logits.log_softmax(-1).gather(-1, target[:, None]).squeeze(-1)
 
@@ -582,7 +582,7 @@ def accumulate_step(model: Any, plans: Sequence[BatchPlan], refs: Sequence[Refer
         logps, kl_logps = batch_logps(model, plan, grad=True, bf16=bf16)
         parts = kto_loss(logps, kl_logps, ref, plan, beta=beta)
         if parts.loss.requires_grad:  # not when no item of the batch has a completion token
-            (parts.loss / len(plans)).backward()
+            torch.autograd.backward(parts.loss / len(plans))
         total += parts.loss.item() / len(plans)
         kl_total += parts.kl / len(plans)
     return total, kl_total

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
-from trl import KTOConfig, KTOTrainer
-from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
+from trl.trainer.kto_config import KTOConfig
+from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference, KTOTrainer
 
 from toolrec.errors import TrainerError
 
@@ -111,7 +111,8 @@ class WeightedKTOTrainer(KTOTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep `weight` through `remove_unused_columns`."""
-        super()._set_signature_columns_if_needed()
+        # TRL leaves this method unannotated.
+        super()._set_signature_columns_if_needed()  # type: ignore[no-untyped-call]
         columns: list[str] = list(self._signature_columns or [])
         if WEIGHT_COLUMN not in columns:
             self._signature_columns = [*columns, WEIGHT_COLUMN]  # type: ignore[assignment]
@@ -132,7 +133,10 @@ class WeightedKTOTrainer(KTOTrainer):
                 "and keep the default WeightedUnpairedCollator"
             )
         with self._per_sample_class_weights(weights, inputs["label"]):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # TRL leaves this method unannotated.
+            return super().compute_loss(  # type: ignore[no-untyped-call]
+                model, inputs, return_outputs, num_items_in_batch
+            )
 
     @contextmanager
     def _per_sample_class_weights(self, weights: torch.Tensor, labels: Any) -> Iterator[None]:

@@ -134,7 +134,8 @@ def bootstrap_smollm2(
             "and check that the `gguf` package is installed"
         ) from exc
     _drop_quantizer(model)
-    model = model.float()
+    # transformers leaves PreTrainedModel.float unannotated.
+    model = model.float()  # type: ignore[no-untyped-call]
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     with atomic_output_dir(out_dir) as tmp_dir:
@@ -231,7 +232,8 @@ def _train_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer)
-    fast = PreTrainedTokenizerFast(
+    # transformers leaves this __init__ unannotated.
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
@@ -295,7 +297,8 @@ def build_tiny_model(
     # (≈2.6 here): a LoRA over a frozen tiny model could then never become confident.
     # A wider embedding gives the frozen head the range a trained model's head has.
     torch.nn.init.normal_(model.model.embed_tokens.weight, std=embedding_std)
-    model.generation_config = GenerationConfig(
+    # transformers leaves this __init__ unannotated.
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -162,7 +162,8 @@ class Refresher:
         versions = [r.data_version_to for r in self.registry.records()
                     if r.data_version_to is not None]
         new, _ = read_samples_since(self.lake, max(versions) if versions else None)
-        return new.num_rows
+        rows: int = new.num_rows
+        return rows
 
     # ------------------------------------------------------------------ the refresh
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import deeplink, intent, launch, p, tool
+from ._dsl import Json, deeplink, intent, launch, p, tool
 
 # key -> (display name, package, what it is, extra phrasing, context hints)
 _APPS: dict[str, tuple[str, str, str, str, list[str]]] = {
@@ -339,7 +339,7 @@ _APPS: dict[str, tuple[str, str, str, str, list[str]]] = {
 }
 
 
-def _launch_tool(key: str) -> dict:
+def _launch_tool(key: str) -> Json:
     name, package, what, extra, hints = _APPS[key]
     short = name.split(" (")[0]
     return tool(

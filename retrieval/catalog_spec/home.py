@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ._dsl import deeplink, intent, launch, matter, p, tool
+from ._dsl import Json, deeplink, intent, launch, matter, p, tool
 
 _TRACK = "vnd.google.fitness.TRACK"
 _VIEW = "vnd.google.fitness.VIEW"
 _HC = "android.health.connect.action."
 
 
-def _workout(kind: str, label: str, desc: str, examples: list[str], hints: list[str]) -> dict:
+def _workout(kind: str, label: str, desc: str, examples: list[str], hints: list[str]) -> Json:
     return tool(
         f"health.workout.{kind}",
         f"Start {label}",
@@ -24,7 +24,7 @@ def _workout(kind: str, label: str, desc: str, examples: list[str], hints: list[
     )
 
 
-def _view(key: str, name: str, data_type: str, desc: str, examples: list[str]) -> dict:
+def _view(key: str, name: str, data_type: str, desc: str, examples: list[str]) -> Json:
     return tool(
         f"health.{key}",
         name,
@@ -303,11 +303,11 @@ def _home(
     desc: str,
     examples: list[str],
     command: str,
-    params: list[dict] | None = None,
+    params: list[Json] | None = None,
     hints: list[str] | None = None,
     confirm: bool = False,
     **args: str,
-) -> dict:
+) -> Json:
     params = params if params is not None else [_ROOM]
     target_args = {q["name"]: "{" + q["name"] + "}" for q in params}
     return tool(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import api, intent, p, panel, setting, settings, settings_raw, tool
+from ._dsl import Json, api, intent, p, panel, setting, settings, settings_raw, tool
 
 # stream -> (AudioManager constant, noun, what it controls, hints)
 _STREAMS = {
@@ -142,7 +142,7 @@ _OPS = {
 }
 
 
-def _volume_tool(stream: str, op: str) -> dict:
+def _volume_tool(stream: str, op: str) -> Json:
     const, noun, what, hints = _STREAMS[stream]
     verb, desc, args, target = _OPS[op]
     fmt = {"noun": noun, "what": what, "const": const}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._dsl import (
+    Json,
     api,
     deeplink,
     global_action,
@@ -16,7 +17,7 @@ from ._dsl import (
 )
 
 
-def _a11y_service(component: str) -> dict:
+def _a11y_service(component: str) -> Json:
     return settings(
         "ACCESSIBILITY_DETAILS_SETTINGS", extras={"android.intent.extra.COMPONENT_NAME": component}
     )
