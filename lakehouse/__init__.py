@@ -21,6 +21,7 @@ from typing import Any
 
 _EXPORTS = {
     "SAMPLES_SCHEMA": "lakehouse.tables",
+    "ModelsTable": "lakehouse.models",
     "EVENTS_SCHEMA": "lakehouse.tables",
     "table_uri": "lakehouse.tables",
     "table_version": "lakehouse.tables",

@@ -6,10 +6,11 @@ bounded queue (`serving.engine`), model hot-swap following the registry and `too
 (`serving.spool`, `serving.publisher`), Prometheus metrics and the admin endpoints.
 
 May import: `contracts` (events and their factories, the pseudonymization, model
-announcements), `generator` (the Generator, prompt, loading lock, settings), `retrieval`'s
-public API (Retriever, DeviceContext) and the `toolrec` core (config, errors, kafka,
-durable). One edge still runs to another stage, lazily imported: `trainer.registry` (the
-champion lookup, artifact verification and rollback; the registry is the source of truth).
+announcements, the registry record and the adapter manifest check), `generator` (the
+Generator, prompt, loading lock, settings), `retrieval`'s public API (Retriever,
+DeviceContext), `lakehouse`'s public API (`ModelsTable`: the registry table, the source of
+truth for the champion, and the admin rollback) and the `toolrec` core (config, errors,
+kafka, durable). Never `trainer`, `streams` or `loop`.
 Only the CLI and benchmarks import serving.
 `serving.main` pulls in FastAPI, so it is not imported here (`toolrec.config` imports
 `serving.config`).

@@ -26,7 +26,13 @@ from serving.engine import NotReady, Overloaded
 from serving.hotswap import NothingToRollBack
 from serving.schemas import ErrorBody, FieldProblem
 from serving.spool import SpoolError
-from toolrec.errors import GeneratorError, ServingError, TrainerError, ValidationError
+from toolrec.errors import (
+    GeneratorError,
+    RegistryError,
+    ServingError,
+    TrainerError,
+    ValidationError,
+)
 
 __all__ = ["AdminDenied", "BodyTooLarge", "Conflict", "install_error_handlers"]
 
@@ -123,8 +129,6 @@ async def _serving(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to its status and `ErrorBody` (most specific first)."""
-    from trainer.registry import RegistryError
-
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ValidationError, _contract)
     app.add_exception_handler(BodyTooLarge, _too_large)

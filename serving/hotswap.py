@@ -27,16 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from contracts.models import BASE_VERSION
+from contracts.models import BASE_VERSION, verify_artifact
 from generator.loading import MODEL_LOAD_LOCK
 from serving.config import ServingConfig
 from serving.metrics import Metrics
-from toolrec.errors import ServingError
+from toolrec.errors import AnnounceError, ServingError
 
 if TYPE_CHECKING:
     from generator.config import GeneratorConfig
     from generator.generator import Generator
-    from trainer.registry import Registry
+    from lakehouse import ModelsTable
 
 __all__ = [
     "LoadedModel",
@@ -109,12 +109,12 @@ class ModelManager:
         generator_config: GeneratorConfig,
         *,
         metrics: Metrics,
-        registry: Registry | None = None,
+        registry: ModelsTable | None = None,
         linker: Any = None,
     ) -> None:
         if config.follow == "registry" and registry is None:
-            raise ServingError("follow='registry' needs a Registry; pass one or set "
-                               "serving.follow='static'")
+            raise ServingError("follow='registry' needs the registry table (ModelsTable); "
+                               "pass one or set serving.follow='static'")
         self.config = config
         self.generator_config = generator_config
         self.metrics = metrics
@@ -192,8 +192,6 @@ class ModelManager:
         from generator.config import DecodingConfig
         from generator.generator import Generator
         from generator.prompt import PromptInputs
-        from trainer.registry import verify_artifact
-
         if target.adapter_dir is not None and target.source != "static":
             verify_artifact(target.adapter_dir, version=target.version)
         with MODEL_LOAD_LOCK:
@@ -277,8 +275,6 @@ class ModelManager:
                         f"no previous model {to or ''} in memory to roll back to (static mode "
                         "keeps only the last one); reload with the wanted model_dir instead")
                 return self._swap(previous, self.version, "admin rollback", reused=True)
-        from trainer.registry import AnnounceError
-
         assert self.registry is not None
         try:
             self.registry.rollback(to=to)

@@ -92,9 +92,11 @@ class Services:
         retriever = retriever or Retriever(settings.retrieval)
         registry = None
         if config.follow == "registry":
-            from trainer.registry import Registry
+            from lakehouse import ModelsTable
 
-            registry = Registry(settings.lake, settings.trainer.training, settings.kafka)
+            training = settings.trainer.training
+            registry = ModelsTable(settings.lake, training.registry_table, training.artifact_dir,
+                                   settings.kafka if training.announce else None)
         generator_config = settings.trainer.generator
         manager = ModelManager(config, generator_config, metrics=metrics, registry=registry,
                                linker=retriever)

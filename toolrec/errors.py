@@ -19,7 +19,8 @@ ToolrecError
 │   ├── RefreshCancelled       a refresh was stopped on request (trainer.refresh)
 │   ├── RegistryError          the registry is unreadable or refuses the change
 │   ├── AdapterError           an adapter does not match its manifest
-│   └── AnnounceError          the champion changed but was not announced (trainer.registry)
+│   └── AnnounceError          the champion changed but was not announced
+│                              (these three here: lakehouse.models and serving raise them too)
 ├── ServingError           the API cannot serve (no model, failed swap)
 │   ├── Overloaded, NotReady   answered 503 with Retry-After (serving.engine)
 │   ├── NothingToRollBack      (serving.hotswap)
@@ -80,6 +81,18 @@ class GeneratorError(ToolrecError):
 
 class TrainerError(ToolrecError):
     pass
+
+
+class RegistryError(TrainerError):
+    """The registry table is unreadable or an operation is not allowed in its state."""
+
+
+class AdapterError(TrainerError):
+    """A model's adapter directory is missing or does not match its manifest."""
+
+
+class AnnounceError(TrainerError):
+    """The registry changed but the announcement on toolrec.models failed."""
 
 
 class ServingError(ToolrecError):

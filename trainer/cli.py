@@ -262,8 +262,8 @@ def models_rollback(settings: Any, target: str | None) -> None:
 def models_announce(settings: Any) -> None:
     """Re-announce the current champion on toolrec.models (after a broker outage)."""
     message = _registry(settings).announce_champion()
-    click.echo(f"announced: {message}" if message else "nothing announced (no champion or "
-               "announcements off)")
+    click.echo(f"announced: {message.model_dump(by_alias=True)}" if message else
+               "nothing announced (no champion or announcements off)")
 
 
 @models.command("register")
