@@ -49,8 +49,9 @@ DEFAULT_CHAMPION = Path("models/smollm2-135m-instruct-sft")  # the bootstrap SFT
 def _dataset(n: int, *, weighted: bool) -> Any:
     import pyarrow as pa
 
+    from bench.samples import synthetic_samples
     from trainer.config import TrainingConfig
-    from trainer.data import build_training_set, synthetic_samples, to_kto_dataset
+    from trainer.data import build_training_set, to_kto_dataset
 
     table = pa.Table.from_pylist(synthetic_samples(n, seed=11))
     train = build_training_set(table, None, TrainingConfig(holdout_share=0.0), seed=11)
@@ -190,11 +191,11 @@ def peak_rss(model_dir: Path, batch: int, steps: int, out: Path) -> dict[str, di
 
 def full_refresh(model_dir: Path, n: int, out: Path) -> Any:
     """One refresh of `n` synthetic samples on a fresh lake, default training settings."""
+    from bench.samples import synthetic_samples
     from generator.config import GeneratorConfig
     from lakehouse.config import LakeConfig
     from lakehouse.writer import write_samples
     from trainer.config import TrainerConfig, TrainingConfig
-    from trainer.data import synthetic_samples
     from trainer.refresh import Refresher
 
     lake = LakeConfig(root=str(out / "lake"))
@@ -282,10 +283,11 @@ def engine_comparison(model_dir: Path, champion: Path | None, batch: int, steps:
     import pyarrow as pa
     import torch
 
+    from bench.samples import synthetic_samples
     from generator.loading import load_model
     from trainer import fastkto as fk
     from trainer.config import TrainingConfig
-    from trainer.data import build_training_set, synthetic_samples
+    from trainer.data import build_training_set
 
     config = TrainingConfig(batch_size=batch, holdout_share=0.0)
     table = pa.Table.from_pylist(synthetic_samples(batch * (steps + 1), seed=11))

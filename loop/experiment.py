@@ -83,8 +83,8 @@ class Logged:
     """One seed's logged traffic: the events the system saw and the simulator's truth."""
 
     records: list[Record]
-    impressions: list[Any]  # streams.schemas.Impression, time order
-    feedback: list[Any]  # streams.schemas.Feedback, time order
+    impressions: list[Any]  # contracts.events.Impression, time order
+    feedback: list[Any]  # contracts.events.Feedback, time order
     utility: dict[str, float]  # sample_id -> true utility
     cohort: dict[str, str]  # request_id -> activity cohort
 
@@ -355,7 +355,7 @@ def build_logged(sim: Simulator, turns: Sequence[Turn], shown: Sequence[tuple[Sh
                  prompts: Sequence[str], decoding: Any) -> Logged:
     """Impressions and feedback as serving and the telemetry producer would send them, plus
     the simulator's hidden truth about each (kept apart)."""
-    from contracts.events import Feedback, Impression, pseudonymize
+    from contracts.events import new_feedback, new_impression, pseudonymize
     from generator.prompt import TEMPLATE_VERSION
 
     records: list[Record] = []
@@ -373,21 +373,21 @@ def build_logged(sim: Simulator, turns: Sequence[Turn], shown: Sequence[tuple[Sh
             continue
         ts = T0_MS + i * 1_000
         user_id = pseudonymize(turn.request.raw_user_id, USER_KEY)
-        impressions.append(Impression.model_validate({
-            "schema": "impression/1", "event_id": f"e-{request_id}", "request_id": request_id,
-            "user_id": user_id, "session_id": turn.request.session_id, "ts": ts,
-            "model_version": "sft", "template_version": TEMPLATE_VERSION, "prompt": prompt,
-            "query": turn.request.query, "context": dict(turn.request.context),
-            "suggestions": [{"position": s.position, "text": s.text, "tool_id": s.tool_id}
-                            for s in items],
-            "decoding": {"temperature": decoding.temperature, "top_p": decoding.top_p},
-        }))
+        impressions.append(new_impression(
+            event_id=f"e-{request_id}", request_id=request_id, user_id=user_id,
+            session_id=turn.request.session_id, ts=ts, model_version="sft",
+            template_version=TEMPLATE_VERSION, prompt=prompt, query=turn.request.query,
+            context=turn.request.context,
+            suggestions=[{"position": s.position, "text": s.text, "tool_id": s.tool_id}
+                         for s in items],
+            decoding={"temperature": decoding.temperature, "top_p": decoding.top_p},
+        ))
         for k, event in enumerate(reaction.events):
-            feedback.append(Feedback.model_validate({
-                "schema": "feedback/1", "event_id": f"f-{request_id}-{k}",
-                "request_id": request_id, "user_id": user_id, "ts": ts + 200 + k,
-                "type": event.type, "position": event.position, "success": event.success,
-            }))
+            feedback.append(new_feedback(
+                event_id=f"f-{request_id}-{k}", request_id=request_id, user_id=user_id,
+                ts=ts + 200 + k, type=event.type, position=event.position,
+                success=event.success,
+            ))
         for s, u in zip(items, judgement.utility, strict=True):
             utility[f"{request_id}:{s.position}"] = u
     return Logged(records, impressions, feedback, utility, cohort)
@@ -402,7 +402,7 @@ def history_events(sim: Simulator, logged: Logged, per_user: int,
     lists have the true utilities of random logged lists (what the baseline shows) and
     clicks drawn from the user's own click model. Only counts reach the calibration state,
     so the placeholder texts do not matter."""
-    from contracts.events import Feedback, Impression, pseudonymize
+    from contracts.events import new_feedback, new_impression, pseudonymize
     from loop.population import draw_click
 
     rng = random.Random(f"history:{seed}")
@@ -417,20 +417,18 @@ def history_events(sim: Simulator, logged: Logged, per_user: int,
             request_id = f"h{seed}-{user.index:05d}-{j:04d}"
             ts = T0_MS - (per_user - j) * 600_000 - user.index
             utilities = rng.choice(pool)
-            impressions.append(Impression.model_validate({
-                "schema": "impression/1", "event_id": f"e-{request_id}",
-                "request_id": request_id, "user_id": user_id, "session_id": f"h-{user_id}",
-                "ts": ts, "model_version": "history", "template_version": "history",
-                "prompt": "history", "query": "history",
-                "suggestions": [{"position": k, "text": f"earlier suggestion {k}"}
-                                for k in range(1, len(utilities) + 1)],
-            }))
+            impressions.append(new_impression(
+                event_id=f"e-{request_id}", request_id=request_id, user_id=user_id,
+                session_id=f"h-{user_id}", ts=ts, model_version="history",
+                template_version="history", prompt="history", query="history",
+                suggestions=[{"position": k, "text": f"earlier suggestion {k}"}
+                             for k in range(1, len(utilities) + 1)],
+            ))
             k = draw_click(utilities, user.params, sim.config.click.eta, rng)
             if k is not None:
-                feedback.append(Feedback.model_validate({
-                    "schema": "feedback/1", "event_id": f"f-{request_id}",
-                    "request_id": request_id, "user_id": user_id, "ts": ts + 200,
-                    "type": "click", "position": k}))
+                feedback.append(new_feedback(
+                    event_id=f"f-{request_id}", request_id=request_id, user_id=user_id,
+                    ts=ts + 200, type="click", position=k))
     return impressions, feedback
 
 

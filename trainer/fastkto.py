@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-ASSISTANT_TURN = "<|im_start|>assistant\n"  # where the rendered prompt ends (trainer.prompt)
+ASSISTANT_TURN = "<|im_start|>assistant\n"  # where the rendered prompt ends (generator.prompt)
 
 
 # ----------------------------------------------------------------------------- samples

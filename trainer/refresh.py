@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow.parquet as pq
 from transformers import TrainerCallback
 
-from contracts.models import BASE_VERSION
+from contracts.models import BASE_VERSION, version_name
 from toolrec.durable import FileLock, now_ms
 from toolrec.errors import TrainerError
 from trainer.data import (
@@ -198,7 +198,7 @@ class Refresher:
         timings["read_s"] = time.monotonic() - started
         self._check_stop("before training")
         seq = self.registry.next_seq()
-        version = f"v{seq}"
+        version = version_name(seq)
         tmp_dir = self.registry.artifact_dir / f"{TMP_PREFIX}{version}-{os.getpid()}"
         tmp_dir.mkdir(parents=True)
         try:

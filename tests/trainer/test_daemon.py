@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.samples import synthetic_samples
 from lakehouse.writer import write_samples
 from trainer.daemon import TrainerDaemon
-from trainer.data import synthetic_samples
 from trainer.refresh import Refresher
 
 from .test_refresh import (

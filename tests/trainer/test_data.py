@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from bench.samples import synthetic_samples
 from contracts.events import validate_payload
 from trainer.config import TrainingConfig
 from trainer.data import (
@@ -16,7 +17,6 @@ from trainer.data import (
     is_holdout,
     renormalize_class_weights,
     split_holdout,
-    synthetic_samples,
     to_kto_dataset,
     weight_summary,
 )

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bench.samples import synthetic_samples
 from generator.config import DecodingConfig, GeneratorConfig
 from lakehouse.config import LakeConfig
 from lakehouse.tables import table_version
@@ -20,7 +21,7 @@ from lakehouse.writer import write_samples
 from toolrec.errors import LockBusyError
 from toolrec.kafka import KafkaConfig
 from trainer.config import GateTolerances, TrainerConfig, TrainingConfig
-from trainer.data import is_holdout, synthetic_samples
+from trainer.data import is_holdout
 from trainer.evaluate import distinct_n, gate, weighted_margin
 from trainer.refresh import Refresher
 from trainer.registry import AdapterError, Registry

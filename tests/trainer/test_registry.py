@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
+from contracts.models import version_name
 from lakehouse.config import LakeConfig
 from toolrec.durable import FileLock, LockBusyError
 from toolrec.kafka import KafkaConfig
@@ -61,7 +62,7 @@ def _publish(registry: Registry, version: str) -> Path:
 
 def _record(registry: Registry, parent: str | None, **kw: Any) -> ModelRecord:
     seq = registry.next_seq()
-    version = f"v{seq}"
+    version = version_name(seq)
     path = _publish(registry, version)
     return ModelRecord(version=version, seq=seq, parent=parent, base_model="models/base",
                        adapter_path=str(path), data_version_from=None, data_version_to=seq,
