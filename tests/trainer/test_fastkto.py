@@ -18,10 +18,11 @@ import pytest
 import torch
 from datasets import Dataset
 
+from bench.samples import synthetic_samples
 from generator.loading import load_model
 from trainer import fastkto as fk
 from trainer.config import TrainingConfig
-from trainer.data import build_training_set, synthetic_samples
+from trainer.data import build_training_set
 from trainer.kto import WeightedKTOTrainer, kto_args, lora_config
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
