@@ -1,7 +1,9 @@
 """lakehouse: the Delta tables of toolrec and everything that writes or maintains them.
 
 Owns the `events` and `samples` tables (explicit Arrow schemas in `lakehouse.tables`), the
-exactly-once-in-effect sink from Kafka (`lakehouse.sink`), idempotent appends
+exactly-once-in-effect sink from Kafka (`lakehouse.sink`), the model registry's table
+(`lakehouse.models.ModelsTable`: champion reads, status MERGEs, rollback, announcements;
+the trainer's registry builds on it, serving reads it), idempotent appends
 (`lakehouse.writer`), maintenance (`lakehouse.maintenance`: optimize, vacuum, history), SQL
 for analysts (`lakehouse.sql`, DuckDB over Arrow) and the `toolrec lake` CLI.
 

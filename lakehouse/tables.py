@@ -104,7 +104,7 @@ EVENTS_SCHEMA = pa.schema(
     ]
 )
 
-# The model registry (written by trainer.registry only, with MERGE on `version`; not by the
+# The model registry (written through lakehouse.models only, MERGE on `version`; not by the
 # lake writer, so no batch_id and no date partition). One row per model version.
 MODELS_SCHEMA = pa.schema(
     [
@@ -167,7 +167,7 @@ SPECS: dict[str, TableSpec] = {
         description="One calibrated sample per shown suggestion, from toolrec.samples.",
     ),
 }
-# Not in SPECS: the lake writer never writes it (trainer.registry does, MERGE on `version`).
+# Not in SPECS: the lake writer never writes it (lakehouse.models does, MERGE on `version`).
 MODELS_SPEC = TableSpec(
     name="models",
     schema=MODELS_SCHEMA,
