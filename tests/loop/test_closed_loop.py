@@ -6,7 +6,6 @@ hot-swap in between; then the per-round table, paired differences, JSON and repo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,6 @@ OPEN_GATE = {"trainer": {"training": {
         "reward_margin": 10.0, "format_valid_rate": 1.0, "tool_grounded_share": 1.0,
         "duplicate_rate": 1.0, "distinct_2": 1.0, "length_drift": 10.0, "relevance": 2.0,
     }}}}
-
-
-@pytest.fixture(scope="module")
-def single_torch_thread() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny_start(tmp_path_factory: pytest.TempPathFactory) -> StartModel:
-    from loop.models import tiny
-
-    return tiny(tmp_path_factory.mktemp("closed-loop-tiny"))
 
 
 @pytest.fixture(scope="module")

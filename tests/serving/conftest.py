@@ -84,19 +84,18 @@ def _teach_list_format(model_dir: Path, catalog_path: Path, steps: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, catalog_path: Path) -> Path:
-    """The tiny Llama (seed 0) after a few format-teaching steps; read-only for tests."""
-    import torch
+def model_dir(tmp_path_factory: pytest.TempPathFactory, catalog_path: Path,
+              tiny_model_dir: Path) -> Path:
+    """The session's tiny Llama (tests/conftest.py), copied, after a few format-teaching
+    steps; read-only for tests."""
+    import shutil
 
-    from trainer.models import build_tiny_model
+    from tests.conftest import one_torch_thread
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        path = build_tiny_model(tmp_path_factory.mktemp("serving-model") / "tiny", seed=0)
+    path = tmp_path_factory.mktemp("serving-model") / "tiny"
+    shutil.copytree(tiny_model_dir, path)
+    with one_torch_thread():
         _teach_list_format(path, catalog_path, FORMAT_STEPS)
-    finally:
-        torch.set_num_threads(threads)
     return path
 
 
