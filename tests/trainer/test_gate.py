@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.samples import synthetic_samples
 from lakehouse.tables import read_table, table_version
 from lakehouse.writer import write_samples
 from trainer.cli import describe_record
 from trainer.config import GateTolerances
-from trainer.data import split_holdout, synthetic_samples
+from trainer.data import split_holdout
 from trainer.evaluate import Evidence, gate, margin_difference_se
 from trainer.refresh import WEIGHTS_FILE, Refresher
 from trainer.registry import Registry
