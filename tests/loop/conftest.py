@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 
 from loop.config import SimulatorConfig
 from loop.simulator import Simulator
+
+# Plumbing tests of the loop (a refresh yields a candidate, a promotion swaps the served
+# version), not the tiny model's quality: every gate tolerance is wide open, a refresh may train
+# on a single click, and the held-out reward margin is optional (no held-out set, no minimum
+# evidence), so that round 1's refresh promotes v2.
+_OPEN_GATE = {"trainer": {"training": {
+    "min_per_class": 1, "holdout_share": 0.0, "min_heldout_clicks": 0,
+    "min_heldout_nonclicks": 0, "gate": {
+        "reward_margin": 10.0, "format_valid_rate": 1.0, "tool_grounded_share": 1.0,
+        "duplicate_rate": 1.0, "distinct_2": 1.0, "length_drift": 10.0, "relevance": 2.0,
+    }}}}
+
+
+@pytest.fixture(scope="session")
+def open_gate() -> dict[str, Any]:
+    """Settings overrides that open the trainer's gate (see the comment above)."""
+    return copy.deepcopy(_OPEN_GATE)
 
 
 def hashing_encode(texts: Sequence[str], dim: int = 512) -> np.ndarray:

@@ -19,19 +19,10 @@ from loop.models import StartModel
 # Two stacks of ≈60–80 s each on an idle 2-core machine; the timeout leaves room for a busy one.
 pytestmark = [pytest.mark.timeout(1200), pytest.mark.usefixtures("single_torch_thread")]
 
-# Plumbing, not the tiny model's quality (as in test_loop): the gate is wide open and needs
-# no held-out evidence, so that both arms promote v2 after round 1.
-OPEN_GATE = {"trainer": {"training": {
-    "min_per_class": 1, "holdout_share": 0.0, "min_heldout_clicks": 0,
-    "min_heldout_nonclicks": 0, "gate": {
-        "reward_margin": 10.0, "format_valid_rate": 1.0, "tool_grounded_share": 1.0,
-        "duplicate_rate": 1.0, "distinct_2": 1.0, "length_drift": 10.0, "relevance": 2.0,
-    }}}}
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory,
-        tiny_start: StartModel) -> tuple[ClosedLoop, dict[str, Any], dict[str, Path]]:
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_start: StartModel,
+        open_gate: dict[str, Any]) -> tuple[ClosedLoop, dict[str, Any], dict[str, Path]]:
     from toolrec.config import load_settings
 
     out = tmp_path_factory.mktemp("closed-loop") / "out"
@@ -42,7 +33,7 @@ def run(tmp_path_factory: pytest.TempPathFactory,
     clicky = SimulatorConfig(click=ClickModelConfig(rare_share=0.0, heavy_share=1.0))
     lines: list[str] = []
     loop = ClosedLoop(load_settings(), cfg, tiny_start, echo=lines.append,
-                      simulator_config=clicky, demo_config=demo, extra_overrides=OPEN_GATE)
+                      simulator_config=clicky, demo_config=demo, extra_overrides=open_gate)
     results = loop.run()
     data = summary(results, cfg, loop.wall_s)
     return loop, data, write_outputs(data, out)

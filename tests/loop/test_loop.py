@@ -18,20 +18,10 @@ from loop.models import StartModel
 # machine, so it runs in the default `make test`. The timeout leaves room for a busy one.
 pytestmark = [pytest.mark.timeout(900), pytest.mark.usefixtures("single_torch_thread")]
 
-# This test is about the loop's plumbing (a refresh yields a candidate, a promotion swaps
-# the served version), not the tiny model's quality: every gate tolerance is wide open, and
-# a refresh may train on a single click (a dozen tiny-model requests give only a few), and
-# the held-out reward margin is optional (no held-out set: no minimum evidence).
-OPEN_GATE = {"trainer": {"training": {
-    "min_per_class": 1, "holdout_share": 0.0, "min_heldout_clicks": 0,
-    "min_heldout_nonclicks": 0, "gate": {
-    "reward_margin": 10.0, "format_valid_rate": 1.0, "tool_grounded_share": 1.0,
-    "duplicate_rate": 1.0, "distinct_2": 1.0, "length_drift": 10.0, "relevance": 2.0,
-}}}}
-
 
 @pytest.fixture(scope="module")
-def demo_result(tmp_path_factory: pytest.TempPathFactory, tiny_start: StartModel) -> DemoResult:
+def demo_result(tmp_path_factory: pytest.TempPathFactory, tiny_start: StartModel,
+                open_gate: dict[str, Any]) -> DemoResult:
     from toolrec.config import load_settings
 
     state = tmp_path_factory.mktemp("loop-demo") / "run"
@@ -42,7 +32,7 @@ def demo_result(tmp_path_factory: pytest.TempPathFactory, tiny_start: StartModel
     clicky = SimulatorConfig(click=ClickModelConfig(rare_share=0.0, heavy_share=1.0))
     lines: list[str] = []
     result = Demo(load_settings(), cfg, tiny_start, echo=lines.append,
-                  simulator_config=clicky, extra_overrides=OPEN_GATE).run()
+                  simulator_config=clicky, extra_overrides=open_gate).run()
     result.config["echo"] = lines
     return result
 
