@@ -45,6 +45,11 @@ class GateTolerances(BaseModel):
     relevance: float = Field(
         0.05, ge=0.0, le=2.0, description="Allowed drop of mean cosine(suggestion, query+resp)."
     )
+    suggestions_per_request: float = Field(
+        0.5, ge=0.0, le=100.0, description="Allowed drop of the mean number of valid "
+        "suggestions per request (a demo refresh once passed every other check while serving "
+        "≈1.2 suggestions per request instead of ≈3.5)."
+    )
 
 
 class TrainingConfig(BaseModel):

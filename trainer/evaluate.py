@@ -27,7 +27,9 @@ The gate (`gate`) has three outcomes:
   the reward margin (see above): nothing is promoted, the champion stays, and the next
   refresh re-reads everything since the champion, so the held-out set grows;
 - `promote` — otherwise.
-`length_drift` = |mean_length_cand / mean_length_ref − 1| has an absolute bound. A metric
+`length_drift` = |mean_length_cand / mean_length_ref − 1| has an absolute bound;
+`suggestions_per_request` (valid suggestions per generated list) may drop by at most its
+tolerance. A metric
 either side could not measure (None) is reported and not guarded.
 """
 
@@ -206,7 +208,7 @@ class GateResult:
 
 
 _HIGHER_IS_BETTER = ("reward_margin", "format_valid_rate", "tool_grounded_share",
-                     "distinct_2", "relevance")
+                     "distinct_2", "relevance", "suggestions_per_request")
 
 
 def gate(candidate: dict[str, Any], reference: dict[str, Any], tol: GateTolerances, *,

@@ -23,6 +23,7 @@ _OPEN_GATE = {"trainer": {"training": {
     "min_heldout_nonclicks": 0, "gate": {
         "reward_margin": 10.0, "format_valid_rate": 1.0, "tool_grounded_share": 1.0,
         "duplicate_rate": 1.0, "distinct_2": 1.0, "length_drift": 10.0, "relevance": 2.0,
+        "suggestions_per_request": 100.0,
     }}}}
 
 

@@ -31,7 +31,8 @@ from .test_registry import read_announcements
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 LOOSE = GateTolerances(reward_margin=10, format_valid_rate=1, tool_grounded_share=1,
-                       duplicate_rate=1, distinct_2=1, length_drift=10, relevance=2)
+                       duplicate_rate=1, distinct_2=1, length_drift=10, relevance=2,
+                       suggestions_per_request=100)
 
 
 def _config(tmp_path: Path, model_dir: Path, generator: GeneratorConfig | None = None,
@@ -101,6 +102,15 @@ def test_gate_promotes_within_tolerance_and_names_each_regression() -> None:
                                                       "length_drift"]
     assert result.checks["relevance"]["ok"] is None  # unmeasured: reported, not guarded
     assert result.checks["length_drift"]["candidate"] == pytest.approx(8.1 / 4 - 1)
+
+
+def test_gate_rejects_a_candidate_that_suggests_fewer_per_request() -> None:
+    reference = {"format_valid_rate": 1.0, "suggestions_per_request": 3.5}
+    tol = GateTolerances()
+    assert gate({**reference, "suggestions_per_request": 3.0}, reference, tol).promote
+    fewer = gate({**reference, "suggestions_per_request": 1.2}, reference, tol)
+    assert not fewer.promote
+    assert fewer.reasons[0].startswith("suggestions_per_request regressed")
 
 
 # --------------------------------------------------------------------------- refreshes
