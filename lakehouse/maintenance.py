@@ -26,7 +26,14 @@ from deltalake import CommitProperties
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from lakehouse.config import LakeConfig
-from lakehouse.tables import SPECS, TABLE_NAME, open_table, table_exists, table_uri
+from lakehouse.tables import (
+    MODELS_SPEC,
+    SPECS,
+    TABLE_NAME,
+    open_table,
+    table_exists,
+    table_uri,
+)
 from toolrec.errors import LakeError
 
 __all__ = ["describe", "history", "list_tables", "optimize", "vacuum"]
@@ -36,7 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _FULL_VACUUM_MIN_HOURS = 1
 # Tables other stages keep under the same root (read-only here): the trainer's registry.
-KNOWN_TABLES = (*SPECS, "models")
+KNOWN_TABLES = (*SPECS, MODELS_SPEC.name)
 
 
 def _retrying(what: str, retries: int, action: Callable[[], T]) -> T:
