@@ -251,7 +251,10 @@ class ExperimentConfig(BaseModel):
         "steps stop at max_steps first when the data suffice)."
     )
     batch_size: int = Field(8, ge=2, le=256, description="KTO batch size.")
-    learning_rate: float = Field(2e-4, gt=0, le=1, description="KTO LoRA learning rate.")
+    learning_rate: float = Field(
+        5e-5, gt=0, le=1, description="KTO LoRA learning rate. 2e-4 pushed every trained arm "
+        "below SFT in the 5-seed run; 5e-5 kept them at or above it (loop/RESULTS.md)."
+    )
     generation_batch: int = Field(8, ge=1, le=64, description="Requests per generate call.")
     publish: bool = Field(
         False, description="Also write publish_json and the experiment section of "

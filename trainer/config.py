@@ -68,8 +68,9 @@ class TrainingConfig(BaseModel):
         "wall on 1 thread, 15–22 s on 2 (OpenMP threads spin while the other core is busy)."
     )
     learning_rate: float = Field(
-        2e-4, gt=0.0, le=1e-2, description="AdamW peak LR for LoRA (KTOConfig's 1e-6 is for "
-        "full fine-tuning and far too low for LoRA)."
+        5e-5, gt=0.0, le=1e-2, description="AdamW peak LR for LoRA (KTOConfig's 1e-6 is for "
+        "full fine-tuning and far too low for LoRA; 2e-4 pushed every calibration arm below "
+        "the SFT start in 20 steps, 5e-5 did not: loop/RESULTS.md)."
     )
     beta: float = Field(0.1, gt=0.0, le=10.0, description="KTO β: higher stays closer to ref.")
     batch_size: int = Field(
