@@ -25,6 +25,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "streams": ("contracts", "toolrec", "infra", "generator.prompt"),
     "lakehouse": ("contracts", "toolrec"),
     "trainer": ("contracts", "toolrec", "generator", "retrieval", "lakehouse"),
+    # serving reads the model registry (lakehouse.ModelsTable, public API only): a hot-swap
+    # must check an announced model against the registry's path and checksum, never trust
+    # the announcement alone, and the registry is a lake table.
     "serving": ("contracts", "toolrec", "generator", "retrieval", "lakehouse"),  # PUBLIC_ONLY
     "loop": ("contracts", "toolrec", "generator", "infra", "retrieval", "streams", "lakehouse",
              "trainer"),
