@@ -32,6 +32,7 @@ __all__ = [
     "ModelRecord",
     "Status",
     "file_sha256",
+    "manifest_sha256",
     "parse_announcement",
     "verify_artifact",
     "version_name",
@@ -76,6 +77,11 @@ class ModelRecord:
     promoted_ts: int | None = None
     updated_ts: int = 0
     note: str | None = None
+    # Checksums serving verifies before it loads anything (SHA-256 of the manifest.json of
+    # the adapter directory and of the serving-engine conversion made at promotion).
+    artifact_sha256: str | None = None
+    engine_path: str | None = None
+    engine_sha256: str | None = None
 
     @property
     def adapter_dir(self) -> Path:
@@ -107,6 +113,12 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def manifest_sha256(artifact_dir: Path) -> str:
+    """The SHA-256 of an artifact's `manifest.json` (which holds every file's SHA-256): the
+    one checksum the registry row keeps for the whole directory."""
+    return file_sha256(Path(artifact_dir) / MANIFEST)
 
 
 def verify_artifact(adapter_dir: Path, *, version: str = "?") -> Path:

@@ -121,6 +121,7 @@ class ModelsTable:
             table.merge(
                 source, predicate="t.version = s.version", source_alias="s", target_alias="t",
                 commit_properties=properties,
+                merge_schema=True,  # a registry written before a column was added gains it
             )
             .when_matched_update_all()
             .when_not_matched_insert_all()

@@ -128,6 +128,9 @@ MODELS_SCHEMA = pa.schema(
         pa.field("promoted_ts", pa.int64()),
         _required("updated_ts", pa.int64()),
         pa.field("note", pa.string()),
+        pa.field("artifact_sha256", pa.string()),  # SHA-256 of the adapter's manifest.json
+        pa.field("engine_path", pa.string()),  # the serving engine's conversion (promotion)
+        pa.field("engine_sha256", pa.string()),  # SHA-256 of that conversion's manifest.json
     ]
 )
 
