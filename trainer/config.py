@@ -181,6 +181,12 @@ class TrainingConfig(BaseModel):
         900.0, ge=1.0, le=7 * 86400.0, description="Daemon: seconds between refresh checks."
     )
     announce: bool = Field(True, description="Announce promotions/rollbacks on toolrec.models.")
+    engine_quantization: Literal["int8", "int8_float32", "float32", "none"] = Field(
+        "int8",
+        description="At promotion the champion's LoRA is merged into the base and converted "
+        "once for serving's fast engine (CTranslate2) in <artifact_dir>/<version>/engine/, "
+        "its checksum in the registry row; 'none': no conversion (serving uses PyTorch).",
+    )
 
     @model_validator(mode="after")
     def _ratio_bounds_ordered(self) -> TrainingConfig:
