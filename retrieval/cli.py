@@ -134,14 +134,17 @@ def validate(settings: Any, catalog_path: Path | None, no_duplicates: bool) -> N
 
 @tools.command("eval")
 @click.option("--recall-floor", type=click.FloatRange(0, 1), default=0.87,
-              show_default=True, help="Dev recall the link threshold must keep.")
+              show_default=True, help="Tuning-split recall the chosen link threshold must keep.")
+@click.option("--set", "sets", multiple=True, type=click.Choice(["catalog", "spoken"]),
+              help="Evaluate only this set (repeatable; default: both, side by side).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
-def eval_cmd(settings: Any, recall_floor: float, as_json: bool) -> None:
-    """Evaluate retrieval (Recall@1/5/10, MRR) and linking on the labelled set."""
+def eval_cmd(settings: Any, recall_floor: float, sets: tuple[str, ...], as_json: bool) -> None:
+    """Evaluate retrieval (Recall@1/5/10, MRR) and linking on both labelled sets."""
     from retrieval.evaluate import evaluate, format_report
 
-    report = evaluate(_retriever(settings), recall_floor=recall_floor)
+    report = evaluate(_retriever(settings), recall_floor=recall_floor,
+                      sets=sets or ("catalog", "spoken"))
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 

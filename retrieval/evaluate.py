@@ -1,8 +1,16 @@
-"""Evaluation of retrieval and tool linking on the labelled set shipped with the package.
+"""Evaluation of retrieval and tool linking on the labelled sets shipped with the package.
 
-`retrieval/data/eval.jsonl` holds utterances written independently of the catalog's
-examples: each has `text`, `gold` (a tool id, or null for questions, chit-chat and web
-lookups that invoke no tool) and `split` (dev / test, fixed by a hash of the text).
+Two sets, written by different procedures, are reported side by side:
+- `catalog` (`retrieval/data/eval.jsonl`): utterances written beside the catalog, in
+  its own voice, and looked at while tuning; `split` dev / test.
+- `spoken` (`retrieval/data/eval_spoken.jsonl`): terse, spoken, misrecognised (ASR-style),
+  fragmentary and question forms, plus requests that need no tool, written from an
+  audit of what people ask a phone before the retriever's answers on them were looked at;
+  each row also has a `kind`; `split` tune / report (hash of the text). Tuning may look at
+  `tune` only; `report` is the held-out half. A gold id the catalog lacks counts as a miss
+  (the set names everyday actions before the catalog has them).
+Each row has `text`, `gold` (a tool id, or null for questions, chit-chat and web lookups
+that invoke no tool) and `split`.
 
 Metrics (query only, no context):
 - retrieval on the gold rows: Recall@1/5/10 (gold among the top k) and MRR;
@@ -10,9 +18,9 @@ Metrics (query only, no context):
   = correct / linked (wrong tools and links of no-tool rows count against it), recall =
   correct / gold rows; plus the binary "invokes a tool" precision/recall and the false-link
   rate on the no-tool rows.
-The link threshold is chosen on the dev split, precision first: the most precise threshold
-whose dev recall stays ≥ `recall_floor` (0.87: the 0.85 target plus room for dev→test
-variance); it is reported on the test split, so the test numbers are held out.
+The link threshold is chosen on a set's tuning split, precision first: the most precise
+threshold whose tuning recall stays ≥ `recall_floor`; it is reported on the held-out split.
+The configured threshold (what serving uses) is reported on both sets too.
 """
 
 from __future__ import annotations
@@ -29,7 +37,23 @@ import numpy as np
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
 
-EVAL_RESOURCE = "eval.jsonl"
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One labelled set: its file, which split may be tuned on and which is held out."""
+
+    name: str
+    resource: str
+    tune: str
+    held_out: str
+    strict: bool  # every gold id must exist in the catalog
+
+
+EVAL_SETS = {
+    "catalog": EvalSpec("catalog", "eval.jsonl", "dev", "test", strict=True),
+    "spoken": EvalSpec("spoken", "eval_spoken.jsonl", "tune", "report", strict=False),
+}
+EVAL_RESOURCE = EVAL_SETS["catalog"].resource
 
 
 @dataclass(frozen=True)
@@ -38,20 +62,24 @@ class EvalRow:
     text: str
     gold: str | None
     split: str
+    kind: str = ""
 
 
-def load_eval_set() -> list[EvalRow]:
-    """The labelled utterances shipped with the package."""
-    ref = resources.files("retrieval.data").joinpath(EVAL_RESOURCE)
+def load_eval_set(name: str = "catalog") -> list[EvalRow]:
+    """The labelled utterances of one shipped set (`catalog` or `spoken`)."""
+    if name not in EVAL_SETS:
+        raise RetrievalError(f"unknown eval set {name!r}; choose one of {sorted(EVAL_SETS)}")
+    resource = EVAL_SETS[name].resource
+    ref = resources.files("retrieval.data").joinpath(resource)
     rows = []
     for n, line in enumerate(ref.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             d = json.loads(line)
-            rows.append(EvalRow(d["id"], d["text"], d["gold"], d["split"]))
+            rows.append(EvalRow(d["id"], d["text"], d["gold"], d["split"], d.get("kind", "")))
         except (json.JSONDecodeError, KeyError) as exc:
-            raise RetrievalError(f"{EVAL_RESOURCE} line {n} is malformed: {exc}") from exc
+            raise RetrievalError(f"{resource} line {n} is malformed: {exc}") from exc
     return rows
 
 
@@ -117,54 +145,89 @@ def independence(retriever: Retriever, rows: list[EvalRow]) -> dict[str, float]:
             "share_cos_ge_0.95": float(np.mean(nearest >= 0.95))}
 
 
-def evaluate(retriever: Retriever, *, recall_floor: float = 0.87) -> dict[str, Any]:
-    """The full report: ranking, linking (threshold from dev), per category, leakage."""
-    rows = load_eval_set()
-    unknown = {r.gold for r in rows if r.gold is not None and r.gold not in retriever.catalog}
-    if unknown:
-        raise RetrievalError(f"eval set names tools missing from the catalog: {sorted(unknown)}")
-    retriever.encode([r.text for r in rows])  # one batched pass fills the encoder cache
-    ranks, best, conf = [], [], []
-    for r in rows:
-        hits = retriever.search(r.text, k=10) if r.gold else []
-        ids = [h.tool_id for h in hits]
-        ranks.append(ids.index(r.gold) + 1 if r.gold in ids else 0)
-    for link in retriever.link_many([r.text for r in rows]):
-        best.append(link.best_id)
-        conf.append(link.score)
+def evaluate(retriever: Retriever, *, recall_floor: float = 0.87,
+             sets: tuple[str, ...] = ("catalog", "spoken")) -> dict[str, Any]:
+    """The full report of each set: ranking, linking (threshold from its tuning split and
+    the configured one), per category and kind, leakage."""
+    return {"sets": {name: evaluate_set(retriever, EVAL_SETS[name], recall_floor=recall_floor)
+                     for name in sets}}
+
+
+def evaluate_set(retriever: Retriever, spec: EvalSpec, *,
+                 recall_floor: float) -> dict[str, Any]:
+    """One set's report (see `evaluate`)."""
+    rows = load_eval_set(spec.name)
+    unknown = sorted({r.gold for r in rows if r.gold is not None
+                      and r.gold not in retriever.catalog})
+    if unknown and spec.strict:
+        raise RetrievalError(f"eval set {spec.name} names tools missing from the catalog: "
+                             f"{unknown}")
+    ranks, best, conf = _run(retriever, rows)
     by_split: dict[str, list[int]] = defaultdict(list)
     for r, rank in zip(rows, ranks, strict=True):
         if r.gold:
             by_split[r.split].append(rank)
             by_split["all"].append(rank)
-    report: dict[str, Any] = {
+    return {
+        "name": spec.name, "tune_split": spec.tune, "held_out_split": spec.held_out,
         "rows": len(rows), "gold_rows": sum(r.gold is not None for r in rows),
         "no_tool_rows": sum(r.gold is None for r in rows),
+        "gold_missing_from_catalog": unknown,
         "categories_covered": len({r.gold.split(".")[0] for r in rows if r.gold}),
         "catalog_categories": len(retriever.catalog.categories),
         "retrieval": {s: ranking_metrics(v) for s, v in sorted(by_split.items())},
+        "linking": _linking(rows, best, conf, spec, recall_floor,
+                            retriever.config.link_threshold),
+        "per_category_recall@5": _per_category(rows, ranks),
+        "per_kind": _per_kind(rows, ranks, best, conf, retriever.config.link_threshold),
+        "independence": independence(retriever, rows),
     }
-    report["linking"] = _linking(rows, best, conf, recall_floor,
-                                 retriever.config.link_threshold)
-    report["per_category_recall@5"] = _per_category(rows, ranks)
-    report["independence"] = independence(retriever, rows)
-    return report
+
+
+def _run(retriever: Retriever,
+         rows: list[EvalRow]) -> tuple[list[int], list[str | None], list[float]]:
+    """Rank of the gold tool in the top 10 (0 = absent), best linked id and confidence."""
+    retriever.encode([r.text for r in rows])  # one batched pass fills the encoder cache
+    ranks = []
+    for r in rows:
+        hits = retriever.search(r.text, k=10) if r.gold else []
+        ids = [h.tool_id for h in hits]
+        ranks.append(ids.index(r.gold) + 1 if r.gold in ids else 0)
+    links = retriever.link_many([r.text for r in rows])
+    return ranks, [lk.best_id for lk in links], [lk.score for lk in links]
 
 
 def _linking(rows: list[EvalRow], best: list[str | None], conf: list[float],
-             target: float, configured: float) -> dict[str, Any]:
+             spec: EvalSpec, target: float, configured: float) -> dict[str, Any]:
     def part(split: str) -> tuple[list[EvalRow], list[str | None], list[float]]:
         keep = [i for i, r in enumerate(rows) if split == "all" or r.split == split]
         return [rows[i] for i in keep], [best[i] for i in keep], [conf[i] for i in keep]
 
-    dev = part("dev")
-    chosen = choose_threshold(*dev, target)
+    chosen = choose_threshold(*part(spec.tune), target)
+    splits = (spec.tune, spec.held_out, "all")
     return {
-        "recall_floor": target, "threshold_chosen_on_dev": chosen,
+        "recall_floor": target, "threshold_chosen_on_tune": chosen,
         "configured_threshold": configured,
-        "at_chosen": {s: link_metrics(*part(s), chosen) for s in ("dev", "test", "all")},
-        "at_configured": {s: link_metrics(*part(s), configured) for s in ("test", "all")},
+        "at_chosen": {s: link_metrics(*part(s), chosen) for s in splits},
+        "at_configured": {s: link_metrics(*part(s), configured) for s in splits},
     }
+
+
+def _per_kind(rows: list[EvalRow], ranks: list[int], best: list[str | None],
+              conf: list[float], threshold: float) -> dict[str, dict[str, float]]:
+    """R@1 / R@5 of the gold rows and the linked share of each kind (spoken set)."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in sorted({r.kind for r in rows if r.kind}):
+        idx = [i for i, r in enumerate(rows) if r.kind == kind]
+        gold = [i for i in idx if rows[i].gold]
+        m = link_metrics([rows[i] for i in idx], [best[i] for i in idx],
+                         [conf[i] for i in idx], threshold)
+        out[kind] = {"n": len(idx), "recall@1": float(np.mean([ranks[i] == 1 for i in gold]))
+                     if gold else 0.0,
+                     "recall@5": float(np.mean([0 < ranks[i] <= 5 for i in gold]))
+                     if gold else 0.0,
+                     "link_precision": m["precision"], "link_recall": m["recall"]}
+    return out
 
 
 def _per_category(rows: list[EvalRow], ranks: list[int]) -> dict[str, float]:
@@ -176,37 +239,74 @@ def _per_category(rows: list[EvalRow], ranks: list[int]) -> dict[str, float]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The report as aligned text (the `toolrec tools eval` output)."""
+    """The report as aligned text (the `toolrec tools eval` output): the sets side by side
+    on their held-out splits, then each set's details."""
+    sets = report["sets"]
+    lines = _side_by_side(sets)
+    for rep in sets.values():
+        lines += ["", *_set_details(rep)]
+    return "\n".join(lines)
+
+
+def _side_by_side(sets: dict[str, Any]) -> list[str]:
+    names = list(sets)
+    head = "".join(f"{n + ' (' + sets[n]['held_out_split'] + ')':>22}" for n in names)
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(label: str, get: Any) -> None:
+        rows.append((label, [get(sets[n]) for n in names]))
+
+    add("gold rows (held-out)", lambda r: str(r["retrieval"][r["held_out_split"]]["n"]))
+    add("gold / no-tool rows (all)", lambda r: f"{r['gold_rows']} / {r['no_tool_rows']}")
+    for key, label in (("recall@1", "R@1"), ("recall@5", "R@5"), ("mrr", "MRR")):
+        add(label, lambda r, k=key: f"{r['retrieval'][r['held_out_split']][k]:.3f}")
+    conf = lambda r: r["linking"]["at_configured"][r["held_out_split"]]  # noqa: E731
+    add("link precision (configured)", lambda r: f"{conf(r)['precision']:.3f}")
+    add("link recall (configured)", lambda r: f"{conf(r)['recall']:.3f}")
+    add("no-tool false-link rate", lambda r: f"{conf(r)['false_link_rate_no_tool']:.1%}")
+    chosen = lambda r: r["linking"]["at_chosen"][r["held_out_split"]]  # noqa: E731
+    add("link P / R (thr from tune)", lambda r: f"{chosen(r)['precision']:.3f} / "
+        f"{chosen(r)['recall']:.3f}")
+    add("gold ids not in catalog", lambda r: str(len(r["gold_missing_from_catalog"])))
+    return [f"{'held-out split':<30}{head}",
+            *(f"{label:<30}" + "".join(f"{v:>22}" for v in vals) for label, vals in rows)]
+
+
+def _set_details(report: dict[str, Any]) -> list[str]:
     lines = [
-        f"eval set: {report['rows']} utterances = {report['gold_rows']} with a gold tool "
-        f"({report['categories_covered']}/{report['catalog_categories']} categories) "
+        f"== {report['name']}: {report['rows']} utterances = {report['gold_rows']} with a gold "
+        f"tool ({report['categories_covered']}/{report['catalog_categories']} categories) "
         f"+ {report['no_tool_rows']} no-tool",
-        "",
         "retrieval (query only)     n   R@1    R@5    R@10   MRR",
     ]
     for split, m in report["retrieval"].items():
         lines.append(f"  {split:<20}{m['n']:>6}  {m['recall@1']:.3f}  {m['recall@5']:.3f}  "
                      f"{m['recall@10']:.3f}  {m['mrr']:.3f}")
     lk = report["linking"]
-    lines += ["", f"tool linking (threshold chosen on dev: most precise with recall >= "
-                  f"{lk['recall_floor']}: {lk['threshold_chosen_on_dev']:.4f}; "
-                  f"configured: {lk['configured_threshold']:.4f})",
-              "  split  threshold  precision  recall  wrong-tool  false-links(no-tool)  "
+    lines += [f"tool linking (threshold chosen on {report['tune_split']}: most precise with "
+              f"recall >= {lk['recall_floor']}: {lk['threshold_chosen_on_tune']:.4f}; "
+              f"configured: {lk['configured_threshold']:.4f})",
+              "  split   threshold  precision  recall  wrong-tool  false-links(no-tool)  "
               "detect-P  detect-R"]
     for label, group in (("chosen", lk["at_chosen"]), ("config", lk["at_configured"])):
         for split, m in group.items():
             lines.append(
-                f"  {split:<5}  {m['threshold']:.4f}     {m['precision']:.3f}      "
+                f"  {split:<6}  {m['threshold']:.4f}     {m['precision']:.3f}      "
                 f"{m['recall']:.3f}   {m['wrong_tool']:>5}       {m['false_links_no_tool']:>3} "
                 f"({m['false_link_rate_no_tool']:.1%})          {m['detect_precision']:.3f}"
                 f"     {m['detect_recall']:.3f}   [{label}]")
+    if report["per_kind"]:
+        lines.append("per kind (all splits, configured threshold): n  R@1  R@5  link-P  link-R")
+        for kind, m in report["per_kind"].items():
+            lines.append(f"  {kind:<10}{m['n']:>5}  {m['recall@1']:.3f}  {m['recall@5']:.3f}  "
+                         f"{m['link_precision']:.3f}  {m['link_recall']:.3f}")
     ind = report["independence"]
-    lines += ["", "independence of the eval set from catalog examples: "
-              f"{ind['exact_overlap']} exact overlaps; nearest-example cosine mean "
-              f"{ind['nearest_example_cos_mean']:.3f}, p90 {ind['nearest_example_cos_p90']:.3f}, "
+    lines += [f"independence from catalog examples: {ind['exact_overlap']} exact overlaps; "
+              f"nearest-example cosine mean {ind['nearest_example_cos_mean']:.3f}, "
+              f"p90 {ind['nearest_example_cos_p90']:.3f}, "
               f"share >= 0.95: {ind['share_cos_ge_0.95']:.1%}",
-              "", "recall@5 per category (all splits):"]
+              "recall@5 per category (all splits):"]
     cats = list(report["per_category_recall@5"].items())
     for i in range(0, len(cats), 4):
         lines.append("  " + "  ".join(f"{c:<14}{v:.2f}" for c, v in cats[i:i + 4]))
-    return "\n".join(lines)
+    return lines
