@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from contracts.config import PrivacyConfig
 from infra.config import InfraConfig
 from lakehouse.config import LakeConfig
 from loop.config import LoopConfig
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalConfig = RetrievalConfig()
     trainer: TrainerConfig = TrainerConfig()
     serving: ServingConfig = ServingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     loop: LoopConfig = LoopConfig()
 
     @classmethod
