@@ -5,7 +5,9 @@
 `new_impression` / `new_feedback` build a validated event with a fresh event id and the
 current time: serving, the telemetry producer and the simulator build events through them,
 so every producer writes the same shape. `pseudonymize` is the keyed hash that replaces a
-raw user id before any event leaves the process that received it.
+raw identifier before any event leaves the process that received it; its output carries a
+MAC (`is_pseudonym`), so a value that claims to be a pseudonym is verified, and hashing is
+idempotent (`pseudonymize_ids` may be applied by every stage an event passes).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ __all__ = [
     "SAMPLE_SCHEMA",
     "Feedback",
     "FeedbackType",
+    "CONTEXT_ID_FIELDS",
     "HasUserIdKey",
+    "ID_FIELDS",
     "Id",
     "Impression",
     "Sample",
@@ -42,9 +46,13 @@ __all__ = [
     "TimestampMs",
     "new_feedback",
     "new_impression",
+    "is_local_endpoint",
+    "is_pseudonym",
     "load_user_id_key",
     "parse_event",
     "pseudonymize",
+    "pseudonymize_ids",
+    "require_shared_key",
     "validate_payload",
 ]
 
@@ -222,7 +230,9 @@ class HasUserIdKey(Protocol):
 
 def load_user_id_key(telemetry: HasUserIdKey, state_dir: Path) -> bytes:
     """The configured HMAC key of `pseudonymize` (`streams.telemetry.user_id_key`), or a
-    per-machine random key created once in `<state_dir>/secrets/user_id_key` (mode 0600)."""
+    per-machine random key created once in `<state_dir>/secrets/user_id_key` (mode 0600).
+    A per-machine key is for one local process only: `require_shared_key` refuses it for
+    several replicas or a non-local deployment (two keys split one user in two)."""
     if telemetry.user_id_key is not None:
         key = telemetry.user_id_key.get_secret_value().encode()
         if len(key) < 16:
@@ -237,12 +247,100 @@ def load_user_id_key(telemetry: HasUserIdKey, state_dir: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
-def pseudonymize(raw_user_id: str, key: bytes) -> str:
-    """Stable keyed hash of a raw user id: same user, same key → same pseudonym."""
-    if not raw_user_id:
-        raise ValidationError("user_id", "missing_field", "the raw user id is empty")
-    digest = hmac.new(key, raw_user_id.encode(), hashlib.sha256).hexdigest()
-    return PSEUDONYM_PREFIX + digest[:32]
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True when every part of `endpoint` is on this machine: loopback hosts
+    (`127.0.0.1:9092,localhost:9093`, `[::1]:80`) or a `file://` URL. A URL with another
+    scheme (`s3://bucket`) or any other host (`0.0.0.0`, `broker:9092`) is not local. (Pass a
+    plain directory path as `file://PATH`.)"""
+    for part in (p.strip() for p in endpoint.split(",") if p.strip()):
+        if "://" in part:
+            scheme, rest = part.split("://", 1)
+            if scheme == "file":
+                continue
+            part = rest.split("/", 1)[0]
+        if part.startswith("["):
+            host = part[1:part.find("]")]
+        else:
+            host = part.rsplit(":", 1)[0] if part.count(":") == 1 else part
+        if host not in _LOCAL_HOSTS:
+            return False
+    return True
+
+
+def require_shared_key(telemetry: HasUserIdKey, *, replicas: int,
+                       endpoints: Mapping[str, str]) -> None:
+    """Refuse to start without a configured `streams.telemetry.user_id_key` when more than one
+    replica pseudonymizes, or any endpoint (broker, lake, bind address) is not local.
+    Raises ConfigError naming the reason."""
+    if telemetry.user_id_key is not None:
+        return
+    remote = {name: value for name, value in endpoints.items() if not is_local_endpoint(value)}
+    if replicas > 1 or remote:
+        why = f"{replicas} replicas" if replicas > 1 else \
+            ", ".join(f"{k}={v}" for k, v in sorted(remote.items())) + " is not local"
+        raise ConfigError(
+            f"no shared pseudonymization key is configured and {why}: every process that "
+            "pseudonymizes must use the same key or one user becomes several; set "
+            "streams.telemetry.user_id_key (TOOLREC_STREAMS__TELEMETRY__USER_ID_KEY, >= 16 "
+            "bytes) from your secret store on every replica")
+
+
+# p_ + 24 hex digest (96 bits: no collision among billions of ids) + 8 hex MAC of the digest
+# (a forged value verifies with p = 2^-32 per try, online only: the key never leaves the
+# server). 34 characters, the length pseudonyms always had.
+_DIGEST_HEX = 24
+_TAG_HEX = 8
+
+
+def _mac(key: bytes, label: bytes, data: bytes) -> str:
+    return hmac.new(key, label + b"\x00" + data, hashlib.sha256).hexdigest()
+
+
+def is_pseudonym(value: str, key: bytes) -> bool:
+    """True only for a value `pseudonymize` made with this `key`: `p_` + 24 hex digest + a
+    MAC of the digest. A client cannot forge one without the key, so an already
+    pseudonymized value is verified, never trusted by a flag."""
+    if len(value) != len(PSEUDONYM_PREFIX) + _DIGEST_HEX + _TAG_HEX or \
+            not value.startswith(PSEUDONYM_PREFIX):
+        return False
+    digest, tag = value[len(PSEUDONYM_PREFIX):-_TAG_HEX], value[-_TAG_HEX:]
+    return hmac.compare_digest(tag, _mac(key, b"tag", digest.encode())[:_TAG_HEX])
+
+
+def pseudonymize(raw_id: str, key: bytes) -> str:
+    """Stable keyed hash of an identifier (user, session, device, client request id): same
+    id, same key → same pseudonym. Idempotent: a verified pseudonym of this key is returned
+    unchanged, anything else (a raw id, a forged `p_…`) is hashed."""
+    if not raw_id:
+        raise ValidationError("user_id", "missing_field", "the raw id is empty")
+    if is_pseudonym(raw_id, key):
+        return raw_id
+    digest = hmac.new(key, raw_id.encode(), hashlib.sha256).hexdigest()[:_DIGEST_HEX]
+    return PSEUDONYM_PREFIX + digest + _mac(key, b"tag", digest.encode())[:_TAG_HEX]
+
+
+# Fields of an event payload that can lead back to a person (DESIGN.md §3).
+ID_FIELDS = ("user_id", "session_id", "request_id")
+CONTEXT_ID_FIELDS = ("device_id", "install_id", "advertising_id")
+
+
+def pseudonymize_ids(payload: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """A copy of an impression / feedback payload with every identifier pseudonymized
+    (`ID_FIELDS`, and device ids in `context`); non-string or empty values are left for
+    validation to refuse. Idempotent, so every stage may apply it."""
+    out = dict(payload)
+    for name in ID_FIELDS:
+        value = out.get(name)
+        if isinstance(value, str) and value:
+            out[name] = pseudonymize(value, key)
+    context = out.get("context")
+    if isinstance(context, Mapping) and any(k in context for k in CONTEXT_ID_FIELDS):
+        out["context"] = {k: pseudonymize(v, key) if k in CONTEXT_ID_FIELDS
+                          and isinstance(v, str) and v else v for k, v in context.items()}
+    return out
 
 
 def new_impression(
@@ -292,7 +390,7 @@ def _new(model: type[E], event_id: str | None, ts: int | None, fields: dict[str,
     """Validate `fields` as a `model` event stamped with its schema tag, an id and a time."""
     schema = model.model_fields["schema_"].default
     event = validate_payload(
-        {"schema": schema, "event_id": event_id or uuid.uuid4().hex, "ts": ts or now_ms(),
+        {"schema": schema, "event_id": event_id or uuid.uuid4().hex, "ts": now_ms() if ts is None else ts,
          **fields}
     )
     if not isinstance(event, model):  # cannot happen: the tag names the model

@@ -1,0 +1,90 @@
+"""The PII policy on free text and the verifiable pseudonyms (pure functions, fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.config import PrivacyConfig
+from contracts.events import (
+    is_local_endpoint,
+    is_pseudonym,
+    pseudonymize,
+    pseudonymize_ids,
+    require_shared_key,
+)
+from contracts.privacy import PiiPolicy, find_pii, redact
+from streams.config import TelemetryConfig
+from toolrec.errors import ConfigError
+
+POLICY = PiiPolicy()
+KEY = b"k" * 32
+
+PII = {
+    "email": ("mail alice.smith@example.com please", "alice.smith@example.com"),
+    "us phone": ("call me at (415) 555-0132", "555-0132"),
+    "uk phone": ("or +44 20 7946 0958 tonight", "7946 0958"),
+    "card": ("card 4111 1111 1111 1111 thanks", "4111 1111"),
+    "ssn": ("my ssn is 123-45-6789", "123-45-6789"),
+    "uk nino": ("NI number AB 12 34 56 C", "12 34 56"),
+    "iban": ("iban GB82 WEST 1234 5698 7654 32", "GB82"),
+    "full address": ("I live at 1600 Amphitheatre Parkway, Mountain View, CA 94043",
+                     "Amphitheatre"),
+    "street line": ("send it to 12 Elm Street tomorrow", "Elm Street"),
+}
+
+NOT_PII = ["set an alarm for 7:30 tomorrow", "turn brightness to 50%", "call mom",
+           "remind me at 10 on 2026-12-02", "order 3 pizzas for 19.99", "set volume to 7",
+           "timer 25 minutes", "card 4111 1111 1111 1112 is not a valid number"]
+
+
+@pytest.mark.parametrize("case", sorted(PII))
+def test_each_kind_of_personal_data_is_redacted(case: str) -> None:
+    text, needle = PII[case]
+    out = redact(text, POLICY)
+    assert needle not in out and "[" in out, out
+
+
+@pytest.mark.parametrize("text", NOT_PII)
+def test_ordinary_assistant_text_is_left_alone(text: str) -> None:
+    assert redact(text, POLICY) == text
+
+
+def test_the_policy_narrows_kinds_and_reports_spans() -> None:
+    text = "mail bob@example.com or call (415) 555-0132"
+    assert redact(text, PiiPolicy(kinds=("email",))) == "mail [email] or call (415) 555-0132"
+    assert redact(text, PiiPolicy(kinds=())) == text
+    assert [kind for _, _, kind in find_pii(text, POLICY)] == ["email", "phone"]
+    assert PrivacyConfig().pii == POLICY
+
+
+def test_pseudonyms_are_verified_not_trusted() -> None:
+    alice = pseudonymize("alice", KEY)
+    assert is_pseudonym(alice, KEY) and not is_pseudonym(alice, b"x" * 32)
+    assert pseudonymize(alice, KEY) == alice  # idempotent under the same key
+    forged = "p_" + "0" * 32
+    assert not is_pseudonym(forged, KEY) and pseudonymize(forged, KEY) != forged
+    assert pseudonymize(alice, b"x" * 32) != alice  # another key's pseudonym is hashed again
+    assert len(alice) == 34
+
+
+def test_every_identifier_of_a_payload_is_pseudonymized() -> None:
+    payload = {"user_id": "carol@example.net", "session_id": "carol@example.net:session-3",
+               "request_id": "r1", "context": {"device_id": "imei-1", "battery": 5},
+               "query": "hi"}
+    out = pseudonymize_ids(payload, KEY)
+    assert all(is_pseudonym(out[f], KEY) for f in ("user_id", "session_id", "request_id"))
+    assert is_pseudonym(out["context"]["device_id"], KEY) and out["context"]["battery"] == 5
+    assert pseudonymize_ids(out, KEY) == out and out["query"] == "hi"
+
+
+def test_a_fleet_refuses_to_start_without_a_shared_key() -> None:
+    local = {"kafka": "127.0.0.1:9092", "lake": "file:///tmp/lake", "bind": "127.0.0.1"}
+    require_shared_key(TelemetryConfig(), replicas=1, endpoints=local)
+    with pytest.raises(ConfigError, match="2 replicas"):
+        require_shared_key(TelemetryConfig(), replicas=2, endpoints=local)
+    with pytest.raises(ConfigError, match="kafka=broker:9092"):
+        require_shared_key(TelemetryConfig(), replicas=1,
+                           endpoints={**local, "kafka": "broker:9092"})
+    require_shared_key(TelemetryConfig(user_id_key="s" * 20), replicas=3,
+                       endpoints={"lake": "s3://bucket/lake"})
+    assert not is_local_endpoint("0.0.0.0") and is_local_endpoint("[::1]:8080")
