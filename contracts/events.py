@@ -390,8 +390,8 @@ def _new(model: type[E], event_id: str | None, ts: int | None, fields: dict[str,
     """Validate `fields` as a `model` event stamped with its schema tag, an id and a time."""
     schema = model.model_fields["schema_"].default
     event = validate_payload(
-        {"schema": schema, "event_id": event_id or uuid.uuid4().hex, "ts": now_ms() if ts is None else ts,
-         **fields}
+        {"schema": schema, "event_id": event_id or uuid.uuid4().hex,
+         "ts": now_ms() if ts is None else ts, **fields}
     )
     if not isinstance(event, model):  # cannot happen: the tag names the model
         raise ValidationError("schema", "wrong_topic", f"expected a {schema} event")

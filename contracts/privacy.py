@@ -6,13 +6,16 @@ or a prompt anywhere (spool, Kafka, Delta), as one pure function.
 Each kind is found by a maintained detector where one exists, and by a small pattern
 validated by a checksum or a registry otherwise:
 
-| kind | detector | why this one |
-|---|---|---|
-| phone | `phonenumbers.PhoneNumberMatcher` (Google's libphonenumber metadata) per configured region, plus every `+<country>` number | knows every country's numbering plan; regex would redact dates and prices |
-| email | one RFC 5322 "practical subset" regex | an address is lexical; no library adds precision |
-| card | 13-19 digits (spaces/dashes allowed) that pass `stdnum.luhn` | the Luhn check removes most digit runs that are not cards |
-| national_id | US SSN `ddd-dd-dddd` / `ddd dd dddd` valid by `stdnum.us.ssn`; UK NI numbers; IBANs valid by `stdnum.iban` | the checks refuse 000/666/9xx areas, bad IBAN checksums |
-| address | `pyap` (pyap2: US, CA, GB full addresses) plus a street-line pattern (number, up to 4 capitalised words, a street type) | pyap needs a city or postcode; users say "I live at 12 Elm Street" |
+- phone: `phonenumbers.PhoneNumberMatcher` (Google's libphonenumber metadata) for each
+  configured region, so '+44 20 7946 0958' and '(415) 555-0132' go but times, prices and
+  percentages stay (a regex cannot tell them apart);
+- email: one practical-subset regex (an address is lexical: no library adds precision);
+- card: 13-19 digits (spaces or dashes allowed) that pass `stdnum.luhn`;
+- national_id: US SSNs `ddd-dd-dddd` valid by `stdnum.us.ssn` (no 000/666/9xx areas), UK
+  National Insurance numbers, IBANs valid by `stdnum.iban`;
+- address: `pyap` (the maintained pyap2 fork: full US, CA and GB addresses) plus a
+  street-line pattern (a number, up to 4 capitalised words, a street type), because pyap
+  needs a city or postcode and users say "I live at 12 Elm Street".
 
 Presidio was considered and refused: it loads spaCy models at run time (no downloads here).
 Redaction is on by default for every kind; `PiiPolicy.kinds` narrows it.
