@@ -172,7 +172,7 @@ class Generator:
             rng = random.Random(decoding.seed) if decoding.seed is not None else self._rng
             settings = resolve_decoding(decoding, rng)
             prompts = [self.render(inputs, n) for inputs in batch]
-            texts, complete, counts = self._sample(prompts, settings)
+            texts, complete, counts = self._sample(prompts, settings, n)
             generated = time.perf_counter()
             results = [
                 self._result(batch[i], prompts[i], texts[i], complete[i], settings, n)
@@ -220,9 +220,11 @@ class Generator:
         )
 
     def _sample(
-        self, prompts: list[str], settings: dict[str, Any]
+        self, prompts: list[str], settings: dict[str, Any], lines: int = 0
     ) -> tuple[list[list[str]], list[list[bool]], dict[str, float]]:
-        """Generate `num_candidates` texts per prompt: (texts, ended-on-its-own, counts)."""
+        """Generate `num_candidates` texts per prompt: (texts, ended-on-its-own, counts).
+        `lines` (the suggestions asked for) lets an engine stop a finished list early; this
+        PyTorch path stops only at a stop token or the token cap."""
         import torch
 
         encoded = self.tokenizer(

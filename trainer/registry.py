@@ -59,6 +59,7 @@ from contracts.models import (
     ModelRecord,
     Status,
     file_sha256,
+    manifest_sha256,
     verify_artifact,
     version_name,
 )
@@ -86,6 +87,7 @@ log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("candidate", "champion", "rejected", "retired", "rolled_back")
 TMP_PREFIX = ".tmp-"
+ENGINE_DIR = "engine"  # <artifact_dir>/<version>/engine/: the serving-engine conversion
 
 
 # ------------------------------------------------------------------------- artifacts
@@ -97,6 +99,10 @@ def publish_artifact(tmp_dir: Path, final_dir: Path, *, info: dict[str, Any]) ->
     files = sorted(p for p in tmp_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
     if not any(p.name == "adapter_config.json" for p in files):
         raise AdapterError(f"{tmp_dir} holds no adapter_config.json; nothing to publish")
+    return _publish(tmp_dir, final_dir, files, info)
+
+
+def _publish(tmp_dir: Path, final_dir: Path, files: list[Path], info: dict[str, Any]) -> Path:
     manifest = {
         **info,
         "files": {
@@ -116,6 +122,29 @@ def publish_artifact(tmp_dir: Path, final_dir: Path, *, info: dict[str, Any]) ->
     tmp_dir.rename(final_dir)
     fsync_dir(final_dir.parent)
     return final_dir
+
+
+def publish_engine(record: ModelRecord, quantization: str) -> ModelRecord:
+    """Convert `record`'s model for serving's fast engine (LoRA merged into the base, then
+    CTranslate2 `quantization`) into `<adapter dir>/engine/` with its own manifest, and return
+    the record with `engine_path` and `engine_sha256`. Idempotent: an existing, intact
+    conversion is kept. Raises ModelFilesError / AdapterError when the conversion fails."""
+    from generator.fast import convert_model
+
+    final = record.adapter_dir / ENGINE_DIR
+    if not (final / MANIFEST).is_file():
+        tmp = record.adapter_dir.parent / f"{TMP_PREFIX}{record.version}-engine-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            convert_model(Path(record.base_model), record.adapter_dir, tmp,
+                          quantization=quantization)  # type: ignore[arg-type]
+            files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST)
+            _publish(tmp, final, files, {"version": record.version, "engine": "ctranslate2",
+                                          "quantization": quantization, "created_ts": now_ms()})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    verify_artifact(final, version=f"{record.version} (engine)")
+    return replace(record, engine_path=str(final), engine_sha256=manifest_sha256(final))
 
 
 # -------------------------------------------------------------------------- registry
@@ -153,6 +182,21 @@ class Registry(ModelsTable):
     def artifact_path(self, version: str) -> Path:
         return self.artifact_dir / version
 
+    def with_engine(self, record: ModelRecord) -> ModelRecord:
+        """`record` with its serving-engine conversion (made now unless it exists) and the
+        adapter checksum. A failed conversion is logged and the record kept without one:
+        serving then runs this version on PyTorch (slower, same suggestions)."""
+        record = replace(record, artifact_sha256=manifest_sha256(record.adapter_dir))
+        quantization = self.training.engine_quantization
+        if quantization == "none" or (record.engine_path and record.engine_sha256):
+            return record
+        try:
+            return publish_engine(record, quantization)
+        except Exception as exc:  # the champion must still be promotable
+            log.warning("could not convert %s for the fast serving engine (%s: %s); it "
+                        "will serve on PyTorch", record.version, type(exc).__name__, exc)
+            return record
+
     # ------------------------------------------------------------------ writing
 
     def register(self, record: ModelRecord, *, promote: bool) -> ModelRecord:
@@ -160,6 +204,8 @@ class Registry(ModelsTable):
         becomes champion in the same commit, unless the champion changed since the
         candidate was evaluated against it (`record.parent`): then it stays a candidate."""
         verify_artifact(record.adapter_dir, version=record.version)
+        record = (self.with_engine(record) if promote else
+                  replace(record, artifact_sha256=manifest_sha256(record.adapter_dir)))
         with self.write_lock.held(timeout_s=60):
             if any(r.version == record.version for r in self.records()):
                 raise RegistryError(f"version {record.version} is already registered")
@@ -180,11 +226,14 @@ class Registry(ModelsTable):
 
     def promote(self, version: str) -> ModelRecord:
         """Make `version` the champion (its adapter is verified first) and announce it."""
+        record = self.get(version)
+        if record.status == "champion":
+            raise RegistryError(f"{version} is already the champion")
+        verify_artifact(record.adapter_dir, version=version)
+        record = self.with_engine(record)  # converted outside the lock (≈20–35 s)
         with self.write_lock.held(timeout_s=60):
-            record = self.get(version)
-            if record.status == "champion":
+            if self.get(version).status == "champion":
                 raise RegistryError(f"{version} is already the champion")
-            verify_artifact(record.adapter_dir, version=version)
             previous = self.champion()
             ts = now_ms()
             self.merge(self.promotion(record, ts), "promote")
