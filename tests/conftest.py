@@ -7,7 +7,7 @@ and the one fixture layer of models, each built once per test run:
 - `tiny_sft`: the bootstrap SFT run on it over two catalog categories (an adapter, its report).
 - `tiny_start`: the tiny model with the production tiny SFT recipe (`loop.models.tiny`: every
   catalog tool, `trainer.models.TINY_SFT`), what the loop tests serve first.
-- tests/serving derives its list-writing model from `tiny_model_dir` (`model_dir` there).
+- tests/serving serves `tiny_start` with its adapter merged in (`model_dir` there).
 """
 
 from __future__ import annotations
