@@ -349,6 +349,17 @@ class ModelEvaluator:
         metrics["generation_s"] = round(time.perf_counter() - started, 3)
         return metrics
 
+    def score_generator(self, generator: Any) -> tuple[dict[str, Any], list[Any]]:
+        """The same metrics for a ready generator of any engine (serving's fast engine is
+        compared with PyTorch on these prompts): (metrics, the GenerationResults)."""
+        from generator.config import DecodingConfig
+
+        inputs = self.eval_inputs()
+        greedy = DecodingConfig(temperature=0.0, num_candidates=1, explore_rate=0.0, seed=0,
+                                max_new_tokens=self.generator_config.decoding.max_new_tokens)
+        results = generator.generate_batch(inputs, decoding=greedy)
+        return self._score(inputs, results), results
+
     def eval_inputs(self) -> list[Any]:
         """The fixed prompt inputs (the same for every model this evaluator scores)."""
         from generator.prompt import PromptInputs, PromptTool, prompt_tools
