@@ -29,7 +29,7 @@ ParamType = Literal[
 ]
 ActionKind = Literal[
     "settings", "panel", "intent", "deeplink", "launch", "api", "setting", "media_key",
-    "global_action", "matter",
+    "global_action", "matter", "capability",
 ]
 
 
@@ -56,7 +56,9 @@ class Action(BaseModel):
     URI), `launch` (an app's launcher intent), `api` (a platform service call available to
     the privileged assistant), `setting` (a `Settings.System/Secure/Global` write),
     `media_key`, `global_action` (AccessibilityService), `matter` (a smart-home cluster
-    command). `{param}` placeholders are filled from params; `$NAME` tokens are runtime
+    command), `capability` (a provider-neutral capability from `data/actions.json`,
+    resolved at run time to whichever installed app provides it: any ride-hailing app,
+    the user's banking app). `{param}` placeholders are filled from params; `$NAME` tokens are runtime
     values the executor resolves (e.g. `$LAST_SENDER`).
     """
 

@@ -4,6 +4,9 @@ Structural checks need nothing but the catalog: schema (already enforced when lo
 unique ids, id/category agreement, non-empty one-sentence descriptions, at least three
 distinct examples owned by one tool only, parameter sanity (types, enum values, ranges,
 every `{placeholder}` declared and every param used by the action), action shape per kind,
+known action targets (`retrieval/data/actions.json`: Android platform classes for `api`,
+SDK namespaces or listed app-exported actions for `intent`, Matter clusters for `matter`,
+registered provider-neutral capabilities for `capability`; no `$PLACEHOLDER` packages),
 known context hints, and the catalog's size. The near-duplicate check embeds every
 description and reports pairs whose cosine reaches the threshold (0.95 by default: the
 paraphrased descriptions it was set against score 0.97-0.98, distinct sibling tools such as
@@ -12,9 +15,13 @@ lock / unlock at most 0.94).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +38,8 @@ _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]*$")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DOTTED = re.compile(r"^[A-Za-z][\w]*(\.[\w]+)+$")
-_PACKAGE = re.compile(r"^([A-Za-z][\w]*(\.[\w]+)+|\$[A-Z_]+)$")
+_PACKAGE = re.compile(r"^[A-Za-z][\w]*(\.[\w]+)+$")
+ACTIONS_RESOURCE = "actions.json"
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:")
 _TARGETS = {
     "settings": _DOTTED,
@@ -44,6 +52,7 @@ _TARGETS = {
     "media_key": re.compile(r"^KeyEvent\.KEYCODE_[A-Z_]+$"),
     "global_action": re.compile(r"^AccessibilityService\.GLOBAL_ACTION_[A-Z_]+$"),
     "matter": re.compile(r"^[A-Z]\w*(\.\w+)*$"),
+    "capability": re.compile(r"^[a-z]+(\.[a-z_]+)+$"),
 }
 
 
@@ -157,7 +166,46 @@ def _action(tool: Tool) -> list[str]:
         out.append(f"deeplink needs a URI with a scheme, got {a.uri!r}")
     if a.kind in ("settings", "panel") and a.constant is None:
         out.append(f"{a.kind} action should name its Java constant")
+    if a.package is not None and a.kind != "launch" and not _PACKAGE.match(a.package):
+        out.append(f"package {a.package!r} is not an Android package name; a provider chosen "
+                   "at run time is a `capability` action")
+    unknown = unknown_target(a.kind, a.target)
+    if unknown:
+        out.append(unknown)
     return out
+
+
+@cache
+def known_actions() -> dict[str, Any]:
+    """The registry of known action targets (`retrieval/data/actions.json`)."""
+    text = resources.files("retrieval.data").joinpath(ACTIONS_RESOURCE).read_text("utf-8")
+    registry: dict[str, Any] = json.loads(text)
+    return registry
+
+
+def unknown_target(kind: str, target: str) -> str | None:
+    """Why the target is not a known action of its kind (None when it is known)."""
+    reg = known_actions()
+    if kind == "api":
+        cls = target.rsplit(".", 1)[0]
+        if cls not in reg["api_classes"]:
+            return (f"api target {target!r}: {cls!r} is not a known Android platform class; "
+                    f"add it to {ACTIONS_RESOURCE} with its documentation, or use a "
+                    "documented intent or a capability")
+    elif kind == "intent":
+        if not (target.startswith(tuple(reg["intent_namespaces"]))
+                or target in reg["app_actions"]):
+            return (f"intent target {target!r} is neither in an Android SDK namespace nor a "
+                    f"listed app-exported action in {ACTIONS_RESOURCE}")
+    elif kind == "matter":
+        if target.split(".", 1)[0] not in reg["matter_clusters"]:
+            return (f"matter target {target!r}: {target.split('.', 1)[0]!r} is not a known "
+                    "Matter cluster")
+    elif kind == "capability":
+        if target not in reg["capabilities"]:
+            return (f"capability {target!r} is not registered in {ACTIONS_RESOURCE}; register "
+                    "it with how it is resolved at run time")
+    return None
 
 
 def _action_text(tool: Tool) -> str:

@@ -6,11 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import apps, connectivity, device, display, home, media, personal, places, sound, system
+from . import (
+    apps,
+    connectivity,
+    device,
+    display,
+    everyday,
+    home,
+    media,
+    personal,
+    places,
+    sound,
+    system,
+)
 from .hint_weights import PRIMARY, weigh
 from .more_examples import more_examples
 
-MODULES = (connectivity, display, sound, device, system, personal, media, places, apps, home)
+MODULES = (connectivity, display, sound, device, system, personal, media, places, apps, home,
+           everyday)
 
 
 def build() -> list[dict[str, Any]]:

@@ -153,3 +153,9 @@ def global_action(name: str) -> Json:
 def matter(command: str, **args: Any) -> Json:
     """A Matter cluster command sent through the Home APIs to a device or room."""
     return _clean({"kind": "matter", "target": command, "args": args})
+
+
+def capability(name: str, /, **args: Any) -> Json:
+    """A provider-neutral capability (`retrieval/data/actions.json`), resolved at run time
+    to an installed app that provides it, never one hard-wired brand."""
+    return _clean({"kind": "capability", "target": name, "args": args})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import Json, deeplink, intent, launch, p, tool
+from ._dsl import Json, capability, deeplink, intent, launch, p, tool
 
 # key -> (display name, package, what it is, extra phrasing, context hints)
 _APPS: dict[str, tuple[str, str, str, str, list[str]]] = {
@@ -293,13 +293,6 @@ _APPS: dict[str, tuple[str, str, str, str, list[str]]] = {
         "launch paypal",
         [],
     ),
-    "bank": (
-        "Banking app",
-        "$DEFAULT_BANKING_APP",
-        "your bank's mobile app",
-        "open my bank app",
-        [],
-    ),
     "news": (
         "Google News",
         "com.google.android.apps.magazines",
@@ -353,6 +346,14 @@ def _launch_tool(key: str) -> Json:
 
 
 LAUNCH = [_launch_tool(k) for k in _APPS]
+# Which bank is the user's is known only on the device: a capability, not a package.
+LAUNCH.append(tool(
+    "apps.open.bank",
+    "Open Banking app",
+    "Launches the user's own banking app, whichever bank it is.",
+    ["open banking app", "start banking app for me", "open my bank app"],
+    capability("banking.open"),
+))
 
 FEATURES = [
     tool(
@@ -588,7 +589,7 @@ FEATURES = [
         "Order food",
         "Searches a food delivery app for a dish or restaurant.",
         ["order pizza", "get sushi delivered", "I want thai food delivered"],
-        deeplink("https://www.ubereats.com/search?q={query}", package="com.ubercab.eats"),
+        capability("food.order", query="{query}"),
         params=[p("query", "string", "dish or restaurant", required=True)],
         confirm=True,
         context=["evening"],
@@ -656,7 +657,7 @@ FEATURES = [
         "Ride status",
         "Shows where your booked ride is.",
         ["where is my uber", "how far is the driver", "track my ride"],
-        deeplink("uber://?action=rideStatus", package="com.ubercab"),
+        capability("ride.status"),
         context=["app:navigation"],
     ),
     tool(

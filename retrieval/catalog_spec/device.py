@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._dsl import (
     api,
+    capability,
     deeplink,
     global_action,
     intent,
@@ -165,7 +166,7 @@ BATTERY = [
         "Battery Share",
         "Turns on reverse wireless charging to top up earbuds or another phone.",
         ["battery share", "charge my earbuds with my phone", "reverse wireless charging"],
-        api("WirelessChargerManager.setReverseCharging", enabled=True),
+        capability("device.reverse_charging", enabled=True),
         context=["headset"],
     ),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import Json, deeplink, intent, launch, matter, p, tool
+from ._dsl import Json, capability, deeplink, intent, launch, matter, p, tool
 
 _TRACK = "vnd.google.fitness.TRACK"
 _VIEW = "vnd.google.fitness.VIEW"
@@ -308,14 +308,18 @@ def _home(
     confirm: bool = False,
     **args: str,
 ) -> Json:
+    """A smart-home tool: a Matter cluster command, or `cap:<name>` for a capability of the
+    user's smart-home app where Matter has no cluster (security systems, speaker groups)."""
     params = params if params is not None else [_ROOM]
     target_args = {q["name"]: "{" + q["name"] + "}" for q in params}
+    action = (capability(command[4:], **target_args, **args) if command.startswith("cap:")
+              else matter(command, **target_args, **args))
     return tool(
         tool_id,
         name,
         desc,
         examples,
-        matter(command, **target_args, **args),
+        action,
         params=params,
         context=hints or [],
         confirm=confirm,
@@ -330,6 +334,7 @@ SMART_HOME = [
         ["lights on", "turn on the kitchen lights", "switch on the living room lamp"],
         "OnOff.On",
         hints=["evening", "night"],
+        device_type="OnOffLight",
     ),
     _home(
         "home.lights.off",
@@ -338,6 +343,7 @@ SMART_HOME = [
         ["lights off", "turn off the bedroom light", "switch off all the lamps"],
         "OnOff.Off",
         hints=["night"],
+        device_type="OnOffLight",
     ),
     _home(
         "home.lights.dim",
@@ -450,9 +456,10 @@ SMART_HOME = [
         "home.plug.on",
         "Turn on a smart plug",
         "Turns on a smart plug and what is plugged in.",
-        ["turn on the coffee machine", "switch on the heater plug", "power on the fan outlet"],
+        ["turn on the kettle plug", "switch on the heater plug", "power on the fan outlet"],
         "OnOff.On",
         params=[p("device", "string", "plug name", required=True)],
+        device_type="OnOffPlugInUnit",
         hints=["morning"],
     ),
     _home(
@@ -462,6 +469,7 @@ SMART_HOME = [
         ["turn off the iron", "switch off the space heater", "kill power to the tv plug"],
         "OnOff.Off",
         params=[p("device", "string", "plug name", required=True)],
+        device_type="OnOffPlugInUnit",
     ),
     _home(
         "home.fan.on",
@@ -556,8 +564,9 @@ SMART_HOME = [
         "Arm the security system",
         "Arms the home alarm system.",
         ["arm the alarm", "set the security system to away", "turn on home security"],
-        "SecurityMode.Arm",
+        "cap:home.security",
         params=[p("mode", "enum", "mode", required=True, values=["home", "away", "night"])],
+        operation="arm",
         hints=["night"],
         confirm=True,
     ),
@@ -566,8 +575,9 @@ SMART_HOME = [
         "Disarm the security system",
         "Disarms the home alarm system.",
         ["disarm the alarm", "turn off home security", "I'm home, disable the alarm"],
-        "SecurityMode.Disarm",
+        "cap:home.security",
         params=[],
+        operation="disarm",
         confirm=True,
     ),
     _home(
@@ -577,6 +587,7 @@ SMART_HOME = [
         ["turn on the tv", "tv on", "switch on the television"],
         "OnOff.On",
         params=[_DEVICE],
+        device_type="BasicVideoPlayer",
         hints=["evening"],
     ),
     _home(
@@ -586,6 +597,7 @@ SMART_HOME = [
         ["turn off the tv", "tv off", "switch off the television"],
         "OnOff.Off",
         params=[_DEVICE],
+        device_type="BasicVideoPlayer",
         hints=["night"],
     ),
     _home(
@@ -601,8 +613,9 @@ SMART_HOME = [
         "Play on all speakers",
         "Groups speakers to play audio everywhere.",
         ["play music in every room", "speaker group", "audio on all speakers"],
-        "GroupcastJoinGroup",
+        "cap:home.speakers",
         params=[p("group", "string", "speaker group")],
+        operation="group_play",
         hints=["app:media"],
     ),
     _home(
@@ -610,7 +623,7 @@ SMART_HOME = [
         "Good night routine",
         "Runs the good night scene: lights off, doors locked, thermostat down.",
         ["good night", "bedtime routine for the house", "I'm heading to bed, shut the house down"],
-        "Scenes.RecallScene",
+        "ScenesManagement.RecallScene",
         params=[],
         hints=["night"],
         scene="good_night",
@@ -620,7 +633,7 @@ SMART_HOME = [
         "Leaving home routine",
         "Runs the away scene: lights off, alarm armed, thermostat eco.",
         ["I'm leaving", "away mode for the house", "everyone's out"],
-        "Scenes.RecallScene",
+        "ScenesManagement.RecallScene",
         params=[],
         hints=["morning"],
         scene="leaving",
@@ -630,7 +643,7 @@ SMART_HOME = [
         "Arriving home routine",
         "Runs the welcome scene: lights on, alarm off, heating up.",
         ["I'm home", "welcome home scene", "arriving home routine"],
-        "Scenes.RecallScene",
+        "ScenesManagement.RecallScene",
         params=[],
         hints=["evening", "driving"],
         scene="arriving",
@@ -640,7 +653,7 @@ SMART_HOME = [
         "Movie night scene",
         "Dims lights and turns on the TV for a movie.",
         ["movie time", "movie night scene", "set the mood for a film"],
-        "Scenes.RecallScene",
+        "ScenesManagement.RecallScene",
         params=[],
         hints=["evening"],
         scene="movie",
@@ -694,8 +707,9 @@ SMART_HOME = [
         "Broadcast to speakers",
         "Broadcasts a voice message to the home's smart speakers.",
         ["broadcast dinner is ready", "announce to the house", "tell everyone at home I'm back"],
-        "Broadcast.Announce",
+        "cap:home.speakers",
         params=[p("message", "string", "announcement", required=True)],
+        operation="broadcast",
     ),
     _home(
         "home.hot_water",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import api, deeplink, intent, key, launch, p, tool
+from ._dsl import api, capability, deeplink, intent, key, launch, p, tool
 
 _STILL = "android.media.action.STILL_IMAGE_CAMERA"
 _VIDEO = "android.media.action.VIDEO_CAMERA"
@@ -135,7 +135,7 @@ CAMERA = [
         "Zoom the camera",
         "Sets the camera zoom level.",
         ["zoom in 5x", "camera zoom 2x", "zoom out the camera"],
-        api("CameraControl.setZoomRatio", ratio="{ratio}"),
+        capability("camera.control", control="zoom", ratio="{ratio}"),
         params=[p("ratio", "number", "zoom ratio", required=True, lo=0.5, hi=30)],
         context=["app:camera"],
     ),
@@ -144,7 +144,7 @@ CAMERA = [
         "Camera flash mode",
         "Sets the camera flash to on, off or auto.",
         ["turn on the flash", "flash off for photos", "auto flash"],
-        api("ImageCapture.setFlashMode", mode="{mode}"),
+        capability("camera.control", control="flash", mode="{mode}"),
         params=[p("mode", "enum", "flash mode", required=True, values=["on", "off", "auto"])],
         context=["app:camera", "night"],
     ),
@@ -153,7 +153,7 @@ CAMERA = [
         "Switch camera",
         "Switches between the front and back camera.",
         ["flip the camera", "switch to back camera", "use the other camera"],
-        api("CameraSelector.switch"),
+        capability("camera.control", control="switch_lens"),
         context=["app:camera"],
     ),
     tool(
@@ -793,7 +793,7 @@ FILES = [
         "Compress files",
         "Compresses files into a zip archive.",
         ["zip these files", "compress the folder", "make a zip"],
-        api("FilesApp.compress", uri="{file}"),
+        capability("files.archive", operation="compress", uri="{file}"),
         params=[p("file", "url", "content:// uri", required=True)],
     ),
     tool(
@@ -801,7 +801,7 @@ FILES = [
         "Extract a zip",
         "Extracts a zip archive.",
         ["unzip the file", "extract this archive", "open the zip"],
-        api("FilesApp.extract", uri="{file}"),
+        capability("files.archive", operation="extract", uri="{file}"),
         params=[p("file", "url", "content:// uri", required=True)],
     ),
     tool(
@@ -813,7 +813,7 @@ FILES = [
             "transfer files to the memory card",
             "free space by moving to sd",
         ],
-        api("FilesApp.move", uri="{file}", destination="sdcard"),
+        api("DocumentsContract.moveDocument", uri="{file}", destination="$SD_CARD_ROOT"),
         params=[p("file", "url", "content:// uri", required=True)],
     ),
     tool(
@@ -957,7 +957,7 @@ BROWSER = [
         "Translate this page",
         "Translates the web page you're reading.",
         ["translate this page", "this website is in german, translate it", "page translation"],
-        api("ChromeTab.translate", target="{target_language}"),
+        capability("browser.translate", target="{target_language}"),
         params=[p("target_language", "string", "language code")],
         context=["app:browser", "non_english"],
     ),
@@ -966,7 +966,7 @@ BROWSER = [
         "Read page aloud",
         "Reads the web page aloud.",
         ["read this article to me", "listen to this page", "read the page out loud"],
-        api("ChromeTab.readAloud"),
+        capability("browser.read_aloud"),
         context=["app:browser", "headset", "driving"],
     ),
     tool(
@@ -974,7 +974,7 @@ BROWSER = [
         "Find in page",
         "Finds a word on the current page.",
         ["find on page", "search this page for price", "where does it say refund"],
-        api("ChromeTab.findInPage", query="{query}"),
+        capability("browser.find", query="{query}"),
         params=[p("query", "string", "text to find", required=True)],
         context=["app:browser"],
     ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import api, deeplink, intent, launch, p, settings, tool
+from ._dsl import api, capability, deeplink, intent, launch, p, settings, tool
 
 _ALARM = "android.intent.extra.alarm."
 _DESK = "com.android.deskclock.action."
@@ -205,7 +205,7 @@ CLOCK = [
         "Current time",
         "Tells the current time.",
         ["what time is it", "current time", "tell me the time"],
-        api("System.currentTimeMillis", speak=True),
+        capability("assistant.time", speak=True),
     ),
 ]
 
@@ -1167,7 +1167,8 @@ PRODUCTIVITY = [
         "Convert units",
         "Converts between units: length, weight, temperature, currency.",
         ["convert 5 miles to km", "how many ounces in a cup", "100 dollars in euros"],
-        api("UnitConverter.convert", value="{value}", unit="{from_unit}", to="{to_unit}"),
+        intent("android.intent.action.WEB_SEARCH",
+               extras={"query": "{value} {from_unit} in {to_unit}"}),
         params=[
             p("value", "number", "amount", required=True),
             p("from_unit", "string", "unit of the amount", required=True),

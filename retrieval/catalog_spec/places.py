@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._dsl import api, deeplink, intent, launch, p, settings, tool
+from ._dsl import api, capability, deeplink, intent, launch, p, settings, tool
 
 _MAPS = "com.google.android.apps.maps"
 _DEST = [p("destination", "string", "address or place", required=True)]
@@ -104,7 +104,7 @@ NAVIGATION = [
         "Share ETA",
         "Shares your arrival time and live trip progress with a contact.",
         ["share my eta with anna", "tell jake when I'll arrive", "send my arrival time"],
-        api("Maps.shareTripProgress", contact="{contact}"),
+        capability("navigation.share_eta", contact="{contact}"),
         params=[p("contact", "contact", "who", required=True)],
         context=["driving", "app:navigation"],
     ),
@@ -113,7 +113,7 @@ NAVIGATION = [
         "Stop navigation",
         "Ends the current navigation.",
         ["stop navigation", "end directions", "cancel the route"],
-        api("Maps.stopNavigation"),
+        capability("navigation.stop"),
         context=["driving", "app:navigation"],
     ),
     tool(
@@ -121,7 +121,7 @@ NAVIGATION = [
         "Add a stop",
         "Adds a stop along the current route, like a gas station.",
         ["add a stop for gas", "stop at a supermarket on the way", "add a detour to mcdonalds"],
-        api("Maps.addWaypoint", query="{stop}"),
+        capability("navigation.add_stop", query="{stop}"),
         params=[p("stop", "string", "stop", required=True)],
         context=["driving"],
     ),
@@ -130,7 +130,7 @@ NAVIGATION = [
         "Mute voice guidance",
         "Mutes spoken navigation instructions.",
         ["mute navigation voice", "stop the directions talking", "silence guidance"],
-        api("Maps.setVoiceGuidance", mode="muted"),
+        capability("navigation.voice_guidance", mode="muted"),
         context=["driving", "app:navigation"],
     ),
     tool(
@@ -138,7 +138,7 @@ NAVIGATION = [
         "Save parking location",
         "Saves where you parked the car.",
         ["remember where I parked", "save my parking spot", "I parked here"],
-        api("Maps.saveParking"),
+        capability("navigation.save_parking"),
         context=["driving"],
     ),
     tool(
@@ -169,7 +169,7 @@ NAVIGATION = [
         "Travel time to a place",
         "Tells how long it takes to get somewhere and how far it is.",
         ["how far is the airport", "how long to drive to boston", "distance to the stadium"],
-        api("Maps.computeRoutes", destination="{destination}", speak=True),
+        capability("navigation.route_time", destination="{destination}", speak=True),
         params=_DEST,
         context=["driving"],
     ),
@@ -185,10 +185,7 @@ NAVIGATION = [
         "Book a ride",
         "Requests a taxi or ride-hailing car to a destination.",
         ["get me an uber to the station", "book a taxi", "order a ride home"],
-        deeplink(
-            "uber://?action=setPickup&pickup=my_location&dropoff[formatted_address]={destination}",
-            package="com.ubercab",
-        ),
+        capability("ride.request", destination="{destination}"),
         params=_DEST,
         confirm=True,
     ),
@@ -197,7 +194,7 @@ NAVIGATION = [
         "Speedometer",
         "Shows the speed limit and your speed during navigation.",
         ["show speed limit", "speedometer", "how fast am I going"],
-        api("Maps.setSpeedometer", enabled=True),
+        capability("navigation.speedometer", enabled=True),
         context=["driving"],
     ),
     tool(

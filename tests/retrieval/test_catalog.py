@@ -119,3 +119,33 @@ def test_catalog_file_loads_from_a_path(tmp_path, catalog: Catalog) -> None:
     assert load_catalog(path).get("phone.call").confirm
     with pytest.raises(RetrievalError, match="does not exist"):
         load_catalog(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("action, why", [
+    ({"kind": "api", "target": "FilesApp.compress"}, "not a known Android platform class"),
+    ({"kind": "api", "target": "Maps.stopNavigation"}, "not a known Android platform class"),
+    ({"kind": "intent", "target": "com.example.app.DO_IT"}, "neither in an Android SDK"),
+    ({"kind": "matter", "target": "SecurityMode.Arm"}, "not a known Matter cluster"),
+    ({"kind": "capability", "target": "uber.book"}, "is not registered"),
+    ({"kind": "launch", "target": "android.intent.action.MAIN",
+      "package": "$DEFAULT_BANKING_APP"}, "launch needs an Android package name"),
+])
+def test_validator_rejects_unknown_action_targets(catalog: Catalog, action: dict[str, str],
+                                                  why: str) -> None:
+    rec = records(catalog, ["system.screenshot"])[0]
+    rec["action"] = action
+    problems = check_catalog(parse_records([rec], source="t"), min_tools=1, min_categories=1)
+    assert any(p.code == "action" and why in p.message for p in problems), problems
+
+
+def test_every_action_is_a_known_target_or_capability(catalog: Catalog) -> None:
+    """Issue 14: no pseudo-targets, no placeholder packages, no hard-wired provider brands
+    for provider-neutral requests."""
+    kinds = Counter(t.action.kind for t in catalog.tools)
+    assert kinds["capability"] >= 30
+    assert not [t.id for t in catalog.tools if (t.action.package or "").startswith("$")]
+    for tool_id in ("navigation.ride", "apps.uber_eats.order", "apps.open.bank"):
+        assert catalog.get(tool_id).action.kind == "capability", tool_id
+    on = {catalog.get(i).action.args.get("device_type")
+          for i in ("home.lights.on", "home.plug.on", "home.tv.on")}
+    assert len(on) == 3  # one OnOff command, three device types
