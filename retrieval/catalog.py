@@ -58,8 +58,8 @@ class Action(BaseModel):
     `media_key`, `global_action` (AccessibilityService), `matter` (a smart-home cluster
     command), `capability` (a provider-neutral capability from `data/actions.json`,
     resolved at run time to whichever installed app provides it: any ride-hailing app,
-    the user's banking app). `{param}` placeholders are filled from params; `$NAME` tokens are runtime
-    values the executor resolves (e.g. `$LAST_SENDER`).
+    the user's banking app). `{param}` placeholders are filled from params; `$NAME` tokens
+    are runtime values the executor resolves (e.g. `$LAST_SENDER`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -184,28 +184,26 @@ def known_actions() -> dict[str, Any]:
 
 
 def unknown_target(kind: str, target: str) -> str | None:
-    """Why the target is not a known action of its kind (None when it is known)."""
+    """Why the target is not a known action of its kind (None when it is known). Kinds
+    whose targets the patterns in `_TARGETS` already pin down are not listed."""
     reg = known_actions()
-    if kind == "api":
-        cls = target.rsplit(".", 1)[0]
-        if cls not in reg["api_classes"]:
-            return (f"api target {target!r}: {cls!r} is not a known Android platform class; "
-                    f"add it to {ACTIONS_RESOURCE} with its documentation, or use a "
-                    "documented intent or a capability")
-    elif kind == "intent":
-        if not (target.startswith(tuple(reg["intent_namespaces"]))
-                or target in reg["app_actions"]):
-            return (f"intent target {target!r} is neither in an Android SDK namespace nor a "
-                    f"listed app-exported action in {ACTIONS_RESOURCE}")
-    elif kind == "matter":
-        if target.split(".", 1)[0] not in reg["matter_clusters"]:
-            return (f"matter target {target!r}: {target.split('.', 1)[0]!r} is not a known "
-                    "Matter cluster")
-    elif kind == "capability":
-        if target not in reg["capabilities"]:
-            return (f"capability {target!r} is not registered in {ACTIONS_RESOURCE}; register "
-                    "it with how it is resolved at run time")
-    return None
+    head = target.rsplit(".", 1)[0] if kind == "api" else target.split(".", 1)[0]
+    checks = {
+        "api": (head in reg["api_classes"],
+                f"{head!r} is not a known Android platform class; add it to "
+                f"{ACTIONS_RESOURCE} with its documentation, or use an intent or a capability"),
+        "intent": (target.startswith(tuple(reg["intent_namespaces"]))
+                   or target in reg["app_actions"],
+                   "is neither in an Android SDK namespace nor a listed app-exported action "
+                   f"in {ACTIONS_RESOURCE}"),
+        "matter": (head in reg["matter_clusters"], f"{head!r} is not a known Matter cluster"),
+        "capability": (target in reg["capabilities"],
+                       f"is not registered in {ACTIONS_RESOURCE}; register it with how it is "
+                       "resolved at run time"),
+    }
+    if kind not in checks or checks[kind][0]:
+        return None
+    return f"{kind} target {target!r}: {checks[kind][1]}"
 
 
 def _action_text(tool: Tool) -> str:
