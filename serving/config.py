@@ -40,6 +40,42 @@ class ServingConfig(BaseModel):
         description="Larger request bodies are refused with 413 before parsing.",
     )
 
+    max_admin_body_bytes: int = Field(
+        4096, ge=256, le=1024 * 1024,
+        description="Larger bodies on /v1/admin/* are refused with 413 before parsing.",
+    )
+    max_json_depth: int = Field(
+        32, ge=4, le=512,
+        description="JSON nested deeper than this is refused with 400 before it is parsed.",
+    )
+    feedback_max_skew_s: float = Field(
+        300.0, ge=0, le=86400,
+        description="Feedback whose ts is further ahead of the server clock is refused (422 "
+        "ts_out_of_range): one skewed clock must not move the stream's event time.",
+    )
+    feedback_max_age_s: float = Field(
+        7 * 86400.0, ge=60, le=365 * 86400.0,
+        description="Feedback whose ts is older than this is refused (422 ts_out_of_range).",
+    )
+    feedback_rate_per_s: float = Field(
+        20.0, ge=0, le=100_000,
+        description="Sustained feedback requests per second per client address (token "
+        "bucket); beyond it 429 with Retry-After. 0: no limit.",
+    )
+    feedback_burst: int = Field(
+        40, ge=1, le=1_000_000, description="Feedback requests a client may send at once."
+    )
+    rate_limit_clients: int = Field(
+        10_000, ge=1, le=10_000_000,
+        description="Client buckets kept in memory (least recently seen dropped first): the "
+        "limiter's own memory is bounded whatever the number of addresses.",
+    )
+    replicas: int = Field(
+        1, ge=1, le=10_000,
+        description="Serving replicas behind one address. More than 1 (or a non-local broker, "
+        "lake or bind address) requires a shared streams.telemetry.user_id_key.",
+    )
+
     # --- generation: queue, batching, threads
     max_pending: int = Field(
         16, ge=1, le=10_000,

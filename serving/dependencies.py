@@ -1,5 +1,6 @@
 """Checks shared by routes, as FastAPI dependencies (tests swap them with
-`app.dependency_overrides`)."""
+`app.dependency_overrides`). Body size, UTF-8 and JSON depth are checked before routing by
+`serving.guard.BodyGuard`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from serving.errors import AdminDenied, BodyTooLarge
+from serving.errors import AdminDenied, RateLimited
+from serving.guard import RateLimiter
 from serving.services import Services
 
-__all__ = ["API_KEY_HEADER", "ServicesDep", "get_services", "limit_body", "require_admin"]
+__all__ = ["API_KEY_HEADER", "ServicesDep", "get_limiter", "get_services", "limit_feedback_rate",
+           "require_admin"]
 
 API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
@@ -28,20 +31,26 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def limit_body(request: Request, services: ServicesDep) -> None:
-    """Refuse bodies over `max_body_bytes` with 413 before they are validated. (FastAPI has
-    read the body by then: this bounds validation work and gives a clear answer; memory
-    limits for hostile clients belong to the proxy in front.)"""
-    limit = services.config.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body has {declared} bytes; the limit is {limit} "
-                           "(serving.max_body_bytes)")
-    if declared is None:  # chunked: read it (cached for the body parser) and measure
-        size = len(await request.body())
-        if size > limit:
-            raise BodyTooLarge(f"the body has {size} bytes; the limit is {limit} "
-                               "(serving.max_body_bytes)")
+def get_limiter(request: Request) -> RateLimiter:
+    """The feedback rate limiter of this app (built by the app factory)."""
+    limiter: RateLimiter = request.app.state.feedback_limiter
+    return limiter
+
+
+async def limit_feedback_rate(
+    request: Request, limiter: Annotated[RateLimiter, Depends(get_limiter)]
+) -> None:
+    """Per client address: at most serving.feedback_rate_per_s sustained (burst
+    serving.feedback_burst), else 429 with Retry-After. Behind a proxy every client has the
+    proxy's address: limit there, or raise the rate."""
+    client = request.client.host if request.client is not None else "unknown"
+    wait = limiter.acquire(client)
+    if wait > 0:
+        retry = RateLimiter.retry_after(wait)
+        raise RateLimited(f"more than {limiter.rate:g} feedback requests per second from "
+                          f"{client} (serving.feedback_rate_per_s, burst "
+                          f"serving.feedback_burst={limiter.burst}); retry after {retry} s",
+                          retry_after_s=retry)
 
 
 def require_admin(

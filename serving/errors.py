@@ -4,13 +4,17 @@
 |---|---|---|
 | `RequestValidationError` (missing, wrong type, too long, bad context) | 422 | invalid_request |
 | `toolrec.errors.ValidationError` (event contract, e.g. feedback) | 422 | invalid_request |
-| `BodyTooLarge` | 413 | body_too_large |
+| `BodyTooLarge` (and `serving.guard.BodyGuard`, before parsing) | 413 | body_too_large |
+| not UTF-8 / nested deeper than max_json_depth (`serving.guard.BodyGuard`) | 400 | invalid_body |
+| `RateLimited` (feedback over its per-client rate) | 429 + Retry-After | rate_limited |
+| Starlette's `HTTPException` (404 path, 405 method, 400 body) | its status | not_found, … |
 | `AdminDenied` | 401 missing key / 403 wrong key or admin disabled | unauthorized / forbidden |
 | `Overloaded` | 503 + Retry-After | overloaded |
 | `NotReady` | 503 + Retry-After | not_ready |
 | `SpoolError` (an event could not be stored: disk full) | 503 + Retry-After | spool_unavailable |
 | `RegistryError`, `NothingToRollBack`, `Conflict` | 409 | conflict |
 | any other `ServingError` | 500 | serving_error |
+| anything else (a bug) | 500 | internal_error (details only in the log) |
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.engine import NotReady, Overloaded
 from serving.hotswap import NothingToRollBack
@@ -34,7 +39,7 @@ from toolrec.errors import (
     ValidationError,
 )
 
-__all__ = ["AdminDenied", "BodyTooLarge", "Conflict", "install_error_handlers"]
+__all__ = ["AdminDenied", "BodyTooLarge", "Conflict", "RateLimited", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,18 @@ class BodyTooLarge(ServingError):
 
 class Conflict(ServingError):
     """The request cannot be applied in the current state (e.g. nothing to roll back)."""
+
+
+class RateLimited(ServingError):
+    """A client sent more than its configured rate; it may retry after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               413: "body_too_large", 415: "unsupported_media_type"}
 
 
 class AdminDenied(ServingError):
@@ -118,6 +135,29 @@ async def _spool(request: Request, exc: Exception) -> JSONResponse:
     return _answer(503, "spool_unavailable", str(exc), headers={"Retry-After": "5"})
 
 
+async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    return _answer(429, "rate_limited", str(exc),
+                   headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (unknown path, wrong method, unparsable body) in our shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see /docs or /openapi.json"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return _answer(exc.status_code, code, message, headers=dict(exc.headers or {}))
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s raised", request.method, request.url.path, exc_info=exc)
+    return _answer(500, "internal_error", "internal error; the server log has the details")
+
+
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return _answer(409, "conflict", str(exc))
 
@@ -132,6 +172,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ValidationError, _contract)
     app.add_exception_handler(BodyTooLarge, _too_large)
+    app.add_exception_handler(RateLimited, _rate_limited)
+    app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(AdminDenied, _denied)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(NotReady, _not_ready)
@@ -142,3 +184,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServingError, _serving)
     app.add_exception_handler(TrainerError, _serving)
     app.add_exception_handler(GeneratorError, _serving)
+    app.add_exception_handler(Exception, _internal)

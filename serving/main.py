@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from contracts.events import require_shared_key
 from serving.errors import install_error_handlers
+from serving.guard import BodyGuard, RateLimiter
 from serving.metrics import MetricsMiddleware
 from serving.routers import admin, feedback, health, metrics, recommend
 from serving.schemas import recommend_request_model
@@ -31,7 +33,9 @@ API_VERSION = "1.0.0"
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
     """The API for `settings` (tests: a tiny model, a tmp spool, a real broker). Services
-    start when the app's lifespan starts and stop when it ends."""
+    start when the app's lifespan starts and stop when it ends. Refuses (ConfigError) a
+    fleet or non-local deployment without a shared pseudonymization key."""
+    _require_shared_key(settings)
     services = services or Services.build(settings)
 
     @asynccontextmanager
@@ -49,6 +53,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         lifespan=lifespan,
     )
     app.state.services = services
+    config = settings.serving
+    app.state.feedback_limiter = RateLimiter(rate=config.feedback_rate_per_s,
+                                             burst=config.feedback_burst,
+                                             max_clients=config.rate_limit_clients)
+    # Added first, so it runs inside the metrics middleware: rejected bodies are counted.
+    app.add_middleware(BodyGuard, max_body_bytes=config.max_body_bytes,
+                       max_admin_body_bytes=config.max_admin_body_bytes,
+                       max_json_depth=config.max_json_depth)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     install_error_handlers(app)
     request_model = recommend_request_model(settings.serving, services.n_default)
@@ -58,6 +70,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(metrics.router)
     app.include_router(admin.router)
     return app
+
+
+def _require_shared_key(settings: Settings) -> None:
+    """Several replicas, or a broker, lake or bind address beyond this machine, need the one
+    shared pseudonymization key (else each replica would split its users)."""
+    lake = settings.lake.root if "://" in settings.lake.root else f"file://{settings.lake.root}"
+    require_shared_key(settings.streams.telemetry, replicas=settings.serving.replicas,
+                       endpoints={"kafka.bootstrap_servers": settings.kafka.bootstrap_servers,
+                                  "lake.root": lake, "serving.host": settings.serving.host})
 
 
 def openapi_schema(settings: Settings) -> dict[str, Any]:

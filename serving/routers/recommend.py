@@ -10,13 +10,13 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body
 from starlette.concurrency import run_in_threadpool
 
-from contracts.events import pseudonymize
-from serving.dependencies import ServicesDep, limit_body
+from contracts.privacy import PiiPolicy, redact
+from serving.dependencies import ServicesDep
 from serving.engine import Job, Overloaded, Served
-from serving.events import build_impression, to_record
+from serving.events import build_impression, new_request_id, to_record
 from serving.schemas import (
     ErrorBody,
     RecommendRequest,
@@ -32,7 +32,10 @@ __all__ = ["build_router"]
 log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes."},
+    400: {"model": ErrorBody, "description": "The body is not UTF-8, not JSON, or nests "
+          "deeper than max_json_depth (checked before parsing)."},
+    413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes "
+          "(refused before it is parsed)."},
     422: {"model": ErrorBody, "description": "A field is missing, too long, of the wrong "
           "type or out of range; `fields` names each."},
     503: {"model": ErrorBody, "description": "Overloaded or still loading; see Retry-After."},
@@ -41,7 +44,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def build_router(request_model: type[RecommendRequest]) -> APIRouter:
     """The recommend router for a request model with this configuration's limits."""
-    router = APIRouter(tags=["recommend"], dependencies=[Depends(limit_body)])
+    router = APIRouter(tags=["recommend"])
 
     @router.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS,
                  summary="Follow-up suggestions for one assistant turn")
@@ -49,15 +52,18 @@ def build_router(request_model: type[RecommendRequest]) -> APIRouter:
         body: Annotated[request_model, Body()],  # type: ignore[valid-type]
         services: ServicesDep,
     ) -> RecommendResponse:
-        """Retrieval → prompt → generator → parser on the serving model. The answer is
-        logged durably as an impression (sent to Kafka in the background)."""
+        """Retrieval → prompt → generator → parser on the serving model. Personal data in
+        the free text (emails, phone, card and id numbers, street addresses: the
+        `[privacy.pii]` policy) is redacted before the model sees it; the answer is logged
+        durably as an impression with every identifier pseudonymized (sent to Kafka in the
+        background)."""
         started = time.perf_counter()
-        request: RecommendRequest = body
+        request = _redacted(body, services.settings.privacy.pii)
         job = Job(query=request.query, response=request.response,
                   recent=tuple(request.recent_queries), context=request.context,
                   n=int(request.n or services.n_default), arm=services.engine.draw_arm())
         served = await _answer(services, job)
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id(uuid.uuid4().hex, services.user_key)
         spool_ms = await _log_impression(services, request, served, request_id)
         timing = Timing(total_ms=round((time.perf_counter() - started) * 1000, 2),
                         spool_ms=spool_ms, **served.timings)
@@ -67,6 +73,16 @@ def build_router(request_model: type[RecommendRequest]) -> APIRouter:
         )
 
     return router
+
+
+def _redacted(request: RecommendRequest, policy: PiiPolicy) -> RecommendRequest:
+    """The request with its free text redacted (the same object when nothing was found)."""
+    query, response = redact(request.query, policy), redact(request.response, policy)
+    recent = [redact(q, policy) for q in request.recent_queries]
+    if (query, response, recent) == (request.query, request.response, request.recent_queries):
+        return request
+    return request.model_copy(update={"query": query, "response": response,
+                                      "recent_queries": recent})
 
 
 async def _answer(services: Services, job: Job) -> Served:
@@ -89,9 +105,10 @@ async def _log_impression(services: Services, request: RecommendRequest, served:
         services.metrics.empty.inc()
         return 0.0
     impression = build_impression(
+        key=services.user_key,
         request_id=request_id,
-        user_id=pseudonymize(request.user_id, services.user_key),
-        session_id=request.session_id,
+        raw_user_id=request.user_id,
+        raw_session_id=request.session_id,
         query=request.query,
         context=request.context.model_dump(exclude_none=True),
         served=served,

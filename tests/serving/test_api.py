@@ -5,6 +5,7 @@ pinned OpenAPI schema, health, readiness and metrics."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts.events import Feedback, Impression, parse_event, pseudonymize
+from contracts.events import Feedback, Impression, is_pseudonym, parse_event, pseudonymize
 from generator.prompt import TEMPLATE_VERSION
 from tests.serving.conftest import (
     BASE_REQUEST,
@@ -59,7 +60,9 @@ def test_recommend_answers_with_the_documented_shape(api: SimpleNamespace) -> No
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"request_id", "model_version", "suggestions", "timing"}
-    assert len(body["request_id"]) == 32 and body["model_version"] == "t1"
+    # the request id is a pseudonym serving issued, so feedback quoting it verifies
+    assert is_pseudonym(body["request_id"], api.services.user_key)
+    assert body["model_version"] == "t1"
     assert 1 <= len(body["suggestions"]) <= 3
     assert [s["position"] for s in body["suggestions"]] == list(
         range(1, len(body["suggestions"]) + 1))
@@ -99,7 +102,8 @@ def test_impressions_arrive_on_the_broker_with_the_documented_schema(
     for request_id, event in found.items():
         answer = wanted[request_id]
         assert event.user_id == pseudonymize("alice", key) != "alice"
-        assert event.session_id == "s-1" and event.model_version == answer["model_version"]
+        assert event.session_id == pseudonymize("s-1", key) != "s-1"
+        assert event.model_version == answer["model_version"]
         assert event.template_version == TEMPLATE_VERSION
         assert event.query in event.prompt
         assert [s.model_dump() for s in event.suggestions] == answer["suggestions"]
@@ -156,6 +160,17 @@ BAD_RECOMMEND = {
         {**BASE_REQUEST, "context": {"hour": 3, "time_of_day": "morning"}}, "context"),
     "context not an object": ({**BASE_REQUEST, "context": "battery low"}, "context"),
     "body not an object": (["my battery is low"], "<body>"),
+    "battery as string": ({**BASE_REQUEST, "context": {"battery": "50"}}, "context.battery"),
+    "charging as string": ({**BASE_REQUEST, "context": {"charging": "true"}},
+                           "context.charging"),
+    "hour as float": ({**BASE_REQUEST, "context": {"hour": 7.0}}, "context.hour"),
+    "query of zero-width spaces": ({**BASE_REQUEST, "query": "\u200b\u200b\u200b"}, "query"),
+    "query of a BOM and a joiner": ({**BASE_REQUEST, "query": "\ufeff\u200d "}, "query"),
+    "recent query of spaces": ({**BASE_REQUEST, "recent_queries": ["\u3000 \t"]},
+                               "recent_queries.0"),
+    "user id with a space": ({**BASE_REQUEST, "user_id": "alice smith"}, "user_id"),
+    "session id with a zero-width space": ({**BASE_REQUEST, "session_id": "s\u200b1"},
+                                           "session_id"),
 }
 
 
@@ -179,6 +194,50 @@ def test_malformed_json_and_oversized_bodies(api: SimpleNamespace) -> None:
     assert huge.status_code == 413 and huge.json()["error"] == "body_too_large"
 
 
+ERROR_BODY_KEYS = {"error", "message", "fields"}
+
+
+@pytest.mark.parametrize("case", ["invalid utf-8", "1000-deep json", "10 MB malformed",
+                                  "chunked 10 MB", "admin 1 MB", "unknown path",
+                                  "wrong method", "unknown admin path"])
+def test_every_refusal_has_the_error_body_shape(api: SimpleNamespace, case: str) -> None:
+    """Each refusal comes before parsing where it can, with a specific status and code, in
+    the one ErrorBody shape (Starlette's own 404/405 included)."""
+    json_type = {"content-type": "application/json"}
+    sends: dict[str, tuple[str, str, Any, int, str]] = {
+        "invalid utf-8": ("POST", "/v1/recommend", b'{"user_id": "\xff\xfe"}', 400,
+                          "invalid_body"),
+        "1000-deep json": ("POST", "/v1/feedback", b"[" * 1000 + b"]" * 1000, 400,
+                           "invalid_body"),
+        "10 MB malformed": ("POST", "/v1/recommend", b"{" * 10_000_000, 413, "body_too_large"),
+        "chunked 10 MB": ("POST", "/v1/feedback", iter([b"{" * 1_000_000] * 10), 413,
+                          "body_too_large"),
+        "admin 1 MB": ("POST", "/v1/admin/reload", b"{" + b" " * 1_000_000 + b"}", 413,
+                       "body_too_large"),
+        "unknown path": ("GET", "/v2/nothing", None, 404, "not_found"),
+        "wrong method": ("GET", "/v1/recommend", None, 405, "method_not_allowed"),
+        "unknown admin path": ("POST", "/v1/admin/nothing", b"{}", 404, "not_found"),
+    }
+    method, path, content, status, code = sends[case]
+    response = api.client.request(method, path, content=content, headers=json_type)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == ERROR_BODY_KEYS and body["error"] == code and body["message"], body
+
+
+def test_no_refusal_is_a_server_error(api: SimpleNamespace) -> None:
+    """A few hostile bodies at once: every answer is a 4xx in the ErrorBody shape."""
+    hostile = [b"", b"null", b"[]", b'"x"', b"{}", b'{"user_id": 1e999}', b"\x00" * 100,
+               b'{"user_id": "a", "user_id": "b"}', b'{"query": "\ud800"}',
+               json.dumps({**BASE_REQUEST, "context": {"battery": 1e308}}).encode()]
+    for path in ("/v1/recommend", "/v1/feedback", "/v1/admin/rollback"):
+        for content in hostile:
+            response = api.client.post(path, content=content,
+                                       headers={"content-type": "application/json"})
+            assert 400 <= response.status_code < 500, (path, content, response.text)
+            assert set(response.json()) == ERROR_BODY_KEYS
+
+
 BAD_FEEDBACK = {
     "unknown type": ({"type": "like"}, "type"),
     "position zero": ({"position": 0}, "position"),
@@ -187,6 +246,12 @@ BAD_FEEDBACK = {
     "missing request_id": ({"request_id": None}, "request_id"),
     "empty user": ({"user_id": ""}, "user_id"),
     "negative ts": ({"ts": -5}, "ts"),
+    "zero ts": ({"ts": 0}, "ts"),
+    "ts in the year 5138": ({"ts": 99999999999999}, "ts"),
+    "ts a day ahead": ({"ts": int(time.time() * 1000) + 86_400_000}, "ts"),
+    "ts a year old": ({"ts": int(time.time() * 1000) - 365 * 86_400_000}, "ts"),
+    "ts as string": ({"ts": "1700000000000"}, "ts"),
+    "user id of zero-width spaces": ({"user_id": "\u200b\u200b"}, "user_id"),
     "unknown field": ({"clicked": True}, "clicked"),
 }
 
@@ -238,7 +303,17 @@ def test_openapi_schema_is_pinned(tmp_path: Path, model_dir: Path, catalog_path:
     request = schema["components"]["schemas"]["RecommendRequest"]
     assert request["properties"]["query"]["maxLength"] == 500
     assert request["properties"]["n"]["maximum"] == 8 and request["additionalProperties"] is False
-    assert set(paths["/v1/recommend"]["post"]["responses"]) == {"200", "413", "422", "503"}
+    assert set(paths["/v1/recommend"]["post"]["responses"]) == {"200", "400", "413", "422",
+                                                                "503"}
+    assert {"400", "413", "422", "429"} <= set(paths["/v1/feedback"]["post"]["responses"])
+    assert {"400", "413", "422"} <= set(paths["/v1/admin/reload"]["post"]["responses"])
+    props = request["properties"]
+    assert props["user_id"]["pattern"] == "^[!-~]+$" and props["query"]["pattern"]
+    context = schema["components"]["schemas"]["StrictDeviceContext"]["properties"]
+    assert "pattern" in context["foreground_app"]["anyOf"][0]
+    ts = schema["components"]["schemas"]["FeedbackRequest"]["properties"]["ts"]["anyOf"][0]
+    assert ts["minimum"] > 0 and "ts_out_of_range" in \
+        schema["components"]["schemas"]["FeedbackRequest"]["properties"]["ts"]["description"]
 
 
 def test_cli_prints_the_pinned_schema() -> None:
