@@ -195,6 +195,7 @@ class EventPublisher:
 
     def _send(self, records: Sequence[OutRecord]) -> dict[str, int]:
         """Produce and wait for every ack; {topic:partition: next offset}. Raises SendFailed."""
+        records = [r for r in records if r.topic]  # erased by Spool.forget: ack, never send
         producer = self._producer_or_new()
         futures = [
             (record, producer.send(record.topic, key=record.key.encode(),

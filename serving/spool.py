@@ -21,6 +21,10 @@ Sequences in (acked, inflight] are *uncertain* after a crash or a failed send: t
 checks them against the topic before sending them again, so none is sent twice.
 `offsets` holds, per `topic:partition`, an offset at or below the first uncertain record
 (where that check starts reading). Segments whose records are all acked are deleted.
+
+Forgetting a user (`Spool.forget`) rewrites each of the user's records in place as an
+erased record of the same length (empty topic, key and value; new checksum); the sender
+skips erased records. Events are keyed by the pseudonymous user, so the key finds them.
 """
 
 from __future__ import annotations
@@ -114,6 +118,11 @@ def _read_record(handle: IO[bytes], path: Path) -> tuple[int, OutRecord] | None:
     return seq, OutRecord.decode(payload)
 
 
+def _pread(handle: IO[bytes], position: int, size: int) -> bytes:
+    handle.seek(position)
+    return handle.read(size)
+
+
 def _torn_at(path: Path, position: int) -> bool:
     """Whether a bad record at `position` is the remains of an interrupted last append: it
     is the last record of the file, or only zero bytes follow (a crash can leave the file
@@ -138,6 +147,10 @@ class Spool:
         self.fsync = fsync
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)
+        # Held by `forget` while it rewrites records and by readers around each record read;
+        # `erasures` tells a reader to drop its buffered bytes (they may predate a rewrite).
+        self.erase_lock = threading.Lock()
+        self.erasures = 0
         self._handle: IO[bytes] | None = None
         self._active: Path | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -295,6 +308,46 @@ class Spool:
                 _, path = self._segments.pop(0)
                 path.unlink(missing_ok=True)
 
+    # ------------------------------------------------------------------ erasing
+    def forget(self, key: str) -> int:
+        """Erase every record keyed by `key` (a pseudonymous user) in place: its payload
+        becomes an `OutRecord` with empty topic, key and value (padded to the same length,
+        new checksum), which the sender acknowledges without sending. Sent records still on
+        disk are erased too. Returns how many records were erased."""
+        erased = 0
+        with self._lock, self.erase_lock:
+            if self._handle is not None:
+                self._handle.flush()
+            for _, path in list(self._segments):
+                erased += self._erase_in(path, key)
+            self.erasures += 1
+        if erased:
+            log.info("spool: erased %d records of one forgotten user", erased)
+        return erased
+
+    def _erase_in(self, path: Path, key: str) -> int:
+        positions: list[tuple[int, int, OutRecord]] = []
+        with path.open("rb") as handle:
+            while True:
+                start = handle.tell()
+                record = _read_record(handle, path)
+                if record is None:
+                    break
+                if record[1].key == key:
+                    positions.append((start, record[0], record[1]))
+        if not positions:
+            return 0
+        with path.open("r+b") as handle:
+            for start, seq, found in positions:
+                length = HEADER.unpack(_pread(handle, start, HEADER.size))[2]
+                payload = OutRecord(id=found.id, topic="", key="", value="").encode()
+                payload = payload.ljust(length, b" ")  # JSON allows trailing spaces
+                handle.seek(start)
+                handle.write(HEADER.pack(MAGIC, seq, length, zlib.crc32(payload)) + payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return len(positions)
+
     # ------------------------------------------------------------------ reading
     def reader(self, start_seq: int) -> SpoolReader:
         """A sequential reader from `start_seq` (inclusive)."""
@@ -321,6 +374,7 @@ class SpoolReader:
         self.next_seq = max(start_seq, 1)
         self._path: Path | None = None
         self._handle: IO[bytes] | None = None
+        self._erasures = spool.erasures
 
     def _segment_of(self, seq: int) -> Path | None:
         """The segment that holds `seq` (the last one starting at or before it)."""
@@ -358,8 +412,15 @@ class SpoolReader:
 
     def _next_in_segment(self) -> tuple[int, OutRecord] | None:
         assert self._handle is not None and self._path is not None
-        position = self._handle.tell()
-        record = _read_record(self._handle, self._path)
+        with self.spool.erase_lock:
+            if self._erasures != self.spool.erasures:  # buffered bytes may predate an erasure
+                position = self._handle.tell()
+                self._handle.close()
+                self._handle = self._path.open("rb")
+                self._handle.seek(position)
+                self._erasures = self.spool.erasures
+            position = self._handle.tell()
+            record = _read_record(self._handle, self._path)
         if record is None:
             self._handle.seek(position)  # the writer may still be appending
         return record

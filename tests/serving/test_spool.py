@@ -212,3 +212,31 @@ def test_broker_outage_under_traffic_loses_nothing_and_sends_nothing_twice(
     assert [json.loads(m.value)["event_id"] for m in fb] == [feedback.json()["event_id"]]
     assert client.get("/readyz").json()["spool_depth"] == 0
     client.close()
+
+
+def test_forget_erases_a_users_records_in_place_and_the_log_stays_readable(
+        tmp_path: Path) -> None:
+    """Issue 16: a forgotten user's events leave the spool (sent or not); the other records,
+    their order and the reader that follows the log are untouched."""
+    from serving.spool import OutRecord, Spool, read_spool
+
+    spool = Spool(tmp_path / "spool", segment_bytes=4096, fsync=False)
+    records = [OutRecord(id=f"e{i}", topic="toolrec.feedback", key="p_carol" if i % 3 == 0
+                         else "p_other", value='{"user_id": "p_carol", "q": "secret"}'
+                         if i % 3 == 0 else "{}") for i in range(60)]
+    reader = spool.reader(1)
+    spool.append(records[:30])
+    first = reader.read(10)  # a live reader, mid-segment, with buffered bytes
+    spool.append(records[30:])
+    assert spool.forget("p_carol") == 20
+    rest = first + reader.read(100)
+    assert [seq for seq, _ in rest] == list(range(1, 61))
+    for seq, record in rest[10:] + read_spool(tmp_path / "spool"):
+        if (seq - 1) % 3 == 0:
+            assert (record.topic, record.key, record.value) == ("", "", "")
+        else:
+            assert record.key == "p_other"
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("seg-*.log"))
+    assert b"p_carol" not in raw and b"secret" not in raw
+    assert spool.forget("p_carol") == 0
+    spool.close()
