@@ -30,6 +30,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "models": "trainer.cli:models",
     "trainer": "trainer.cli:trainer",
     "serve": "serving.cli:serve",
+    "privacy": "serving.cli:privacy",
     "simulate": "loop.cli:simulate",
     "demo": "loop.cli:demo",
     "experiment": "loop.cli:experiment",
