@@ -4,7 +4,8 @@ Owns the `events` and `samples` tables (explicit Arrow schemas in `lakehouse.tab
 exactly-once-in-effect sink from Kafka (`lakehouse.sink`), the model registry's table
 (`lakehouse.models.ModelsTable`: champion reads, status MERGEs, rollback, announcements;
 the trainer's registry builds on it, serving reads it), idempotent appends
-(`lakehouse.writer`), maintenance (`lakehouse.maintenance`: optimize, vacuum, history), SQL
+(`lakehouse.writer`), maintenance (`lakehouse.maintenance`: optimize, vacuum, history),
+erasure and retention (`lakehouse.privacy`: forget a user, audit table), SQL
 for analysts (`lakehouse.sql`, DuckDB over Arrow) and the `toolrec lake` CLI.
 
 May import: `toolrec` core (errors, kafka, durable) and `contracts` (the events,
@@ -40,6 +41,8 @@ _EXPORTS = {
     "vacuum": "lakehouse.maintenance",
     "history": "lakehouse.maintenance",
     "sql": "lakehouse.sql",
+    "forget_user": "lakehouse.privacy",
+    "apply_retention": "lakehouse.privacy",
 }
 
 __all__ = sorted(_EXPORTS)

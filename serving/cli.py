@@ -39,3 +39,36 @@ def serve(settings: Any, host: str | None, port: int | None, print_openapi: bool
     app = create_app(settings)
     uvicorn.run(app, host=host or config.host, port=port or config.port, log_level=log_level,
                 log_config=None, timeout_graceful_shutdown=int(config.drain_timeout_s) + 5)
+
+
+@click.group("privacy")
+def privacy() -> None:
+    """Erasure and retention of personal data (see the README's privacy policy)."""
+
+
+@privacy.command("forget")
+@click.argument("user_id")
+@click.option("--no-state", is_flag=True, help="Skip the stream-state tombstones (no broker).")
+@pass_settings
+def forget_cmd(settings: Any, user_id: str, no_state: bool) -> None:
+    """Erase USER_ID (raw id or its pseudonym) from every Delta table (delete, vacuum, audit
+    row), the serving spool (stop the server first, or use POST /v1/admin/forget) and the
+    stream state. Prints what was removed and what cannot be erased."""
+    from contracts.events import load_user_id_key
+    from serving.privacy import forget
+
+    key = load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
+    click.echo(json.dumps(forget(settings, user_id, key, state=not no_state), indent=2))
+
+
+@privacy.command("retention")
+@pass_settings
+def retention_cmd(settings: Any) -> None:
+    """Delete rows older than each table's retention ([privacy.retention]), then vacuum."""
+    from lakehouse import apply_retention
+
+    days = settings.privacy.retention
+    removed = apply_retention(settings.lake, {"events": days.events_days,
+                                              "samples": days.samples_days,
+                                              "privacy_audit": days.privacy_audit_days})
+    click.echo(json.dumps(removed))

@@ -1,4 +1,5 @@
-"""POST /v1/admin/reload and /v1/admin/rollback, behind the X-API-Key dependency."""
+"""POST /v1/admin/reload, /v1/admin/rollback and /v1/admin/forget, behind the X-API-Key
+dependency."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.dependencies import ServicesDep, require_admin
 from serving.hotswap import SwapOutcome
-from serving.schemas import ErrorBody, ReloadRequest, RollbackRequest, SwapResult
+from serving.privacy import forget as forget_user
+from serving.schemas import (
+    ErrorBody,
+    ForgetRequest,
+    ForgetResult,
+    ReloadRequest,
+    RollbackRequest,
+    SwapResult,
+)
 from toolrec.errors import ServingError
 
 __all__ = ["router"]
@@ -71,3 +80,15 @@ async def rollback(
     to = body.to if body is not None else None
     outcome = await _bounded(services, services.manager.rollback, to)
     return _answer(outcome)
+
+
+@router.post("/forget", response_model=ForgetResult, responses=RESPONSES,
+             summary="Erase a user from the lake, the spool and the stream state")
+async def forget(services: ServicesDep, body: ForgetRequest) -> ForgetResult:
+    """Pseudonymize `user_id` with the shared key (a verified pseudonym is taken as is),
+    then delete the user's rows from every Delta table (then vacuum, with an audit row of
+    pseudonym and time), erase their records in this server's spool and write tombstones to
+    the stream state's changelogs. `not_erased` says what this cannot reach."""
+    result = await run_in_threadpool(forget_user, services.settings, body.user_id,
+                                     services.user_key, spool=services.publisher.spool)
+    return ForgetResult(**result)
