@@ -1,28 +1,32 @@
-"""Benchmark of the recommendation API with SmolLM2 on this CPU.
+"""Benchmark of the recommendation API with SmolLM2 on this CPU, both inference engines.
 
     python -m bench.serving [--model models/smollm2-135m-instruct] [--adapter DIR |
-                            --no-adapter] [--pairs 10] [--concurrency 4,16]
-                            [--requests 12,32] [--max-batch N] [--skip-swap]
+                            --no-adapter] [--pairs 8] [--concurrency 1,4,8]
+                            [--requests 8,16,24] [--engines ctranslate2,torch]
+                            [--batch-probe 4] [--swap-steady-s 20] [--skip-swap]
 
-One process, one run: the API (uvicorn in a thread, real tansu broker for impressions,
-real retrieval over the full SysToolKit) and its clients (httpx threads). It serves the
-bootstrap SFT adapter when `toolrec models bootstrap --sft` has written it (the first
-champion), else the base model. Exits 2 when SmolLM2 is not at --model.
+One process, one run: one API per engine (uvicorn in threads, real tansu broker for
+impressions, real retrieval over the full SysToolKit, shared), and their clients (httpx
+threads), on the same prompts. It serves the bootstrap SFT adapter when `toolrec models
+bootstrap --sft` has written it (the first champion), else the base model; the fast engine
+converts it once at start (LoRA merged, CTranslate2 int8: what promotion does). Exits 2
+when SmolLM2 is not at --model.
 
-1. Concurrency 1, interleaved: for each query, the *bare* call — `Retriever.search` +
-   `Generator.generate` on the very generator the server holds — then the same query
-   through `POST /v1/recommend`, alternating which goes first, so drifting load on a
-   shared machine hits both alike. Decoding is seeded, so both generate the same tokens.
-   Prints p50 / p99 / requests/s of each and the serving overhead ratio (target <= 1.10).
-2. Concurrency 4 and 16 (default): p50 / p99 latency and requests/s through the API
-   (requests queue and are batched up to `serving.max_batch`).
-3. A swap under load (`--swap-steady-s`): concurrency 4 while `POST /v1/admin/reload
-   {"force": true}` loads, warms up and swaps a fresh copy of the model; latency of the
-   requests overlapping the swap against the steady-state ones, and failures (target 0).
+1. Quality on the gate's prompts (`trainer.evaluate`, greedy): format-valid rate,
+   relevance, suggestions per request, identical lists; CPU seconds of each engine.
+2. API overhead of the default engine at concurrency 1, interleaved: the *bare* call —
+   `Retriever.search` + `Generator.generate` on the generator the server holds — then the
+   same query through `POST /v1/recommend`, alternating which goes first.
+3. Each concurrency level (1, 4, 8), the engines alternating level by level, so drifting
+   load hits both alike: p50 / p99 / requests/s, then the ratio fast / PyTorch.
+4. Dynamic batching probe (`--batch-probe N`): the fast engine at the highest concurrency
+   with `serving.max_batch = N` against 1.
+5. A swap under load on the default engine (`--swap-steady-s`): concurrency 4 while
+   `POST /v1/admin/reload {"force": true}` loads, warms up and swaps a fresh copy.
 
-Where the time goes: every answer carries its server-side timing (queue, retrieval,
-generate, parse, spool); the rest of the client-measured latency is HTTP + JSON + the
-event loop. The means are printed per phase.
+The last three lines are the default engine's `recommend_p50_s_c1 <s>`,
+`recommend_rps_c8 <r>` and `api_overhead_ratio <x>`. Every answer carries its server-side
+timing (queue, retrieval, generate, parse, spool); the rest is HTTP + JSON + event loop.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,10 +235,12 @@ def _load(url: str, concurrency: int, total: int | None, *, stop: threading.Even
     return samples, time.perf_counter() - started
 
 
-def phase_concurrency(url: str, concurrency: int, total: int) -> dict[str, Any]:
+def phase_concurrency(url: str, concurrency: int, total: int, *,
+                      label: str | None = None) -> dict[str, Any]:
+    label = label or f"c={concurrency}"
     samples, wall = _load(url, concurrency, total)
-    row = _summary(f"POST /v1/recommend c={concurrency}", samples, wall)
-    row["breakdown"] = _breakdown(f"c={concurrency}", samples)
+    row = _summary(f"POST /v1/recommend {label}", samples, wall)
+    row["breakdown"] = _breakdown(label, samples)
     return row
 
 
@@ -279,8 +284,8 @@ def phase_swap(url: str, concurrency: int, steady_s: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- set-up
 
 
-def _settings(model_dir: Path, adapter: Path | None, tmp: Path, kafka: Any,
-              max_batch: int | None) -> Any:
+def _settings(args: argparse.Namespace, tmp: Path, kafka: Any, *, engine: str,
+              max_batch: int | None = None) -> Any:
     from generator.config import GeneratorConfig
     from infra.config import InfraConfig
     from serving.config import ServingConfig
@@ -290,14 +295,14 @@ def _settings(model_dir: Path, adapter: Path | None, tmp: Path, kafka: Any,
     base = Settings()
     decoding = base.trainer.generator.decoding.model_copy(update={"seed": 0})
     generator = GeneratorConfig(**{**base.trainer.generator.model_dump(),
-                                   "model_dir": model_dir, "decoding": decoding})
+                                   "model_dir": args.model, "decoding": decoding})
     serving = ServingConfig(**{
         **base.serving.model_dump(exclude={"admin_api_key"}),
-        "follow": "static", "model_dir": model_dir, "adapter_dir": adapter,
-        "explore_share": 0.0,
-        "spool_dir": tmp / "spool", "admin_api_key": ADMIN_KEY, "max_pending": 64,
-        "queue_timeout_s": 600, "request_timeout_s": 1800,  # measure latency, shed nothing
-        "max_batch": max_batch or base.serving.max_batch,
+        "follow": "static", "model_dir": args.model, "adapter_dir": args.adapter,
+        "explore_share": 0.0, "engine": engine, "engine_cache_dir": tmp / "engines",
+        "spool_dir": tmp / f"spool-{engine}-{max_batch}", "admin_api_key": ADMIN_KEY,
+        "max_pending": 64, "queue_timeout_s": 600, "request_timeout_s": 1800,  # shed nothing
+        "max_batch": max_batch or args.max_batch or base.serving.max_batch,
     })
     return base.model_copy(update={
         "kafka": kafka, "serving": serving, "infra": InfraConfig(state_dir=tmp / "state"),
@@ -317,48 +322,78 @@ def _wait_ready(url: str, timeout_s: float = 1800) -> dict[str, Any]:
     raise SystemExit(f"the API was not ready within {timeout_s} s: {response.text}")
 
 
-def _run(
-    args: argparse.Namespace, on_ready: Callable[[Any, str], dict[str, Any]]
-) -> dict[str, Any]:
-    from infra.broker import LocalStack
+@dataclass
+class Api:
+    """One running API of the benchmark."""
+
+    name: str
+    services: Any
+    url: str
+    server: Any
+
+
+def _start(name: str, settings: Any, retriever: Any) -> Api:
     from infra.processes import free_port
-    from infra.topics import ensure_topics
     from serving.main import create_app
     from serving.server import ThreadedServer
     from serving.services import Services
 
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmpdir:
-        tmp = Path(tmpdir)
-        with LocalStack(tmp / "broker") as stack:
-            kafka = stack.kafka_config()
-            ensure_topics(kafka)
-            settings = _settings(args.model, args.adapter, tmp, kafka, args.max_batch)
-            services = Services.build(settings)
-            print("starting the API (loads SmolLM2; the first run also builds the tool "
-                  "index)…", flush=True)
-            started = time.perf_counter()
-            with ThreadedServer(create_app(settings, services=services),
-                                port=free_port()) as server:
-                state = _wait_ready(server.url)
-                print(f"ready in {time.perf_counter() - started:.1f}s: {state}", flush=True)
-                results = on_ready(services, server.url)
-                drained = services.publisher.wait_drained(60)
-                results["impressions_drained"] = drained
-            results["sources"] = _sources(tmp / "spool")
-            return results
+    services = Services.build(settings, retriever=retriever)
+    server = ThreadedServer(create_app(settings, services=services), port=free_port()).start()
+    started = time.perf_counter()
+    state = _wait_ready(server.url)
+    print(f"{name}: ready in {time.perf_counter() - started:.1f}s "
+          f"(model {state['model_version']})", flush=True)
+    return Api(name, services, server.url, server)
 
 
-def _sources(spool_dir: Path) -> dict[str, int]:
-    """How the logged answers were made: by the model, or the retrieval fallback."""
-    from collections import Counter
+def phase_quality(apis: dict[str, Api]) -> dict[str, Any]:
+    """The gate's generation metrics of each engine's serving generator, greedy."""
+    from trainer.config import TrainingConfig
+    from trainer.evaluate import ModelEvaluator
 
-    from serving.spool import read_spool
+    first = next(iter(apis.values())).services
+    evaluator = ModelEvaluator(TrainingConfig(), first.generator_config,
+                               linker=first.retriever, encoder=first.retriever.encode)
+    rows: dict[str, Any] = {}
+    lists: dict[str, list[list[str]]] = {}
+    for name, api in apis.items():
+        cpu = time.process_time()
+        metrics, results = evaluator.score_generator(api.services.manager.snapshot())
+        metrics["cpu_s"] = time.process_time() - cpu
+        lists[name] = [[s.text for s in r.suggestions] for r in results]
+        rows[name] = metrics
+        print(f"quality {name:<12} format_valid={metrics['format_valid_rate']:.3f} "
+              f"relevance={metrics['relevance'] or float('nan'):.4f} "
+              f"suggestions/request={metrics['suggestions_per_request']:.2f} "
+              f"cpu={metrics['cpu_s']:.2f}s", flush=True)
+    names = list(apis)
+    if len(names) == 2:
+        a, b = (rows[n] for n in names)
+        same = sum(x == y for x, y in zip(lists[names[0]], lists[names[1]], strict=True))
+        rows["format_valid_diff"] = a["format_valid_rate"] - b["format_valid_rate"]
+        rows["relevance_diff"] = (a["relevance"] or 0.0) - (b["relevance"] or 0.0)
+        rows["identical_lists"] = f"{same}/{len(lists[names[0]])}"
+        print(f"quality {names[0]} - {names[1]}: format_valid {rows['format_valid_diff']:+.3f}, "
+              f"relevance {rows['relevance_diff']:+.4f} (parity: within 0.01), identical "
+              f"greedy lists {rows['identical_lists']}; CPU ratio "
+              f"{a['cpu_s'] / max(b['cpu_s'], 1e-9):.2f}", flush=True)
+    return rows
 
-    counts = Counter(json.loads(r.value)["decoding"]["source"] for _, r in read_spool(spool_dir)
-                     if r.topic == "toolrec.impressions")
-    print(f"answers by source: {dict(counts)} (retrieval_fallback = the model wrote no "
-          "usable line)", flush=True)
-    return dict(counts)
+
+def phase_levels(apis: dict[str, Api], levels: list[int], totals: list[int]) -> dict[str, Any]:
+    """Each level on every engine, alternating engines level by level."""
+    rows: dict[str, Any] = {}
+    for level, total in zip(levels, totals, strict=True):
+        for name, api in apis.items():
+            row = phase_concurrency(api.url, level, total, label=f"{name} c={level}")
+            rows[f"{name}/c{level}"] = row
+        names = list(apis)
+        if len(names) == 2:
+            a, b = (rows[f"{n}/c{level}"] for n in names)
+            print(f"ratio {names[0]}/{names[1]} c={level}: p50 {a['p50_s'] / b['p50_s']:.3f}, "
+                  f"requests/s {a['req_per_s'] / b['req_per_s']:.2f}", flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,13 +402,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", type=Path, default=None,
                         help=f"LoRA adapter to serve (default: {DEFAULT_ADAPTER} if present).")
     parser.add_argument("--no-adapter", action="store_true", help="Serve the base model.")
-    parser.add_argument("--pairs", type=int, default=10, help="Interleaved c=1 pairs.")
-    parser.add_argument("--swap-steady-s", type=float, default=60.0,
+    parser.add_argument("--pairs", type=int, default=8, help="Interleaved c=1 overhead pairs.")
+    parser.add_argument("--engines", default="ctranslate2,torch",
+                        help="Engines to compare; the first is the default engine.")
+    parser.add_argument("--swap-steady-s", type=float, default=20.0,
                         help="Seconds of load before the swap (half as long after it).")
-    parser.add_argument("--concurrency", default="4,16", help="Concurrency levels above 1.")
-    parser.add_argument("--requests", default="12,32", help="Requests per level above 1.")
+    parser.add_argument("--concurrency", default="1,4,8", help="Concurrency levels.")
+    parser.add_argument("--requests", default="8,16,24", help="Requests per level.")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="serving.max_batch (default: the configured one).")
+    parser.add_argument("--batch-probe", type=int, default=4,
+                        help="Also run the highest level on the first engine with this "
+                        "max_batch (0: skip).")
     parser.add_argument("--skip-swap", action="store_true")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
@@ -385,27 +425,102 @@ def main(argv: list[str] | None = None) -> int:
         args.adapter = DEFAULT_ADAPTER
     if args.no_adapter:
         args.adapter = None
+    engines = [e for e in args.engines.split(",") if e]
     levels = [int(c) for c in args.concurrency.split(",") if c]
     totals = [int(n) for n in args.requests.split(",") if n]
     if len(totals) != len(levels):
         parser.error("--requests needs one number per --concurrency level")
 
-    def phases(services: Any, url: str) -> dict[str, Any]:
-        results: dict[str, Any] = {"c1": phase_interleaved(services, url, args.pairs)}
-        for level, total in zip(levels, totals, strict=True):
-            results[f"c{level}"] = phase_concurrency(url, level, total)
-        if not args.skip_swap:
-            results["swap"] = phase_swap(url, 4, args.swap_steady_s)
-        return results
-
     import torch
 
-    print(f"bench.serving: model {args.model} + adapter {args.adapter}, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
+    print(f"bench.serving: model {args.model} + adapter {args.adapter}, engines {engines}, "
+          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
-    results = _run(args, phases)
+    results = _run(args, engines, levels, totals)
     print("RESULT " + json.dumps(results, default=float, sort_keys=True), flush=True)
+    default = engines[0]
+    c1 = results["levels"].get(f"{default}/c1", {}).get("p50_s", float("nan"))
+    top = results["levels"].get(f"{default}/c8", {}).get("req_per_s", float("nan"))
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (a loaded machine: the ratios "
+          "hold, the absolute numbers are upper bounds)", flush=True)
+    print(f"recommend_p50_s_c1 {c1:.3f}")
+    print(f"recommend_rps_c8 {top:.2f}")
+    print(f"api_overhead_ratio {results['overhead']['overhead_ratio_own']:.4f}")
     return 0
+
+
+def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
+         totals: list[int]) -> dict[str, Any]:
+    from infra.broker import LocalStack
+    from infra.topics import ensure_topics
+    from retrieval import Retriever
+    from toolrec.config import Settings
+
+    results: dict[str, Any] = {"load_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmpdir:
+        tmp = Path(tmpdir)
+        with LocalStack(tmp / "broker") as stack:
+            kafka = stack.kafka_config()
+            ensure_topics(kafka)
+            retriever = Retriever(Settings().retrieval).warm()
+            apis: dict[str, Api] = {}
+            try:
+                for engine in engines:
+                    apis[engine] = _start(engine, _settings(args, tmp, kafka, engine=engine),
+                                          retriever)
+                results["quality"] = phase_quality(apis)
+                default = apis[engines[0]]
+                results["overhead"] = phase_interleaved(default.services, default.url,
+                                                        args.pairs)
+                results["levels"] = phase_levels(apis, levels, totals)
+                if args.batch_probe > 1:
+                    results["batch_probe"] = _batch_probe(args, tmp, kafka, retriever,
+                                                          engines[0], levels[-1], totals[-1],
+                                                          results["levels"])
+                if not args.skip_swap:
+                    results["swap"] = phase_swap(default.url, 4, args.swap_steady_s)
+                for api in apis.values():
+                    api.services.publisher.wait_drained(60)
+            finally:
+                for api in apis.values():
+                    api.server.stop()
+            results["sources"] = {name: _sources(tmp / f"spool-{name}-None")
+                                  for name in apis}
+    results["load_end"] = os.getloadavg()[0]
+    return results
+
+
+def _batch_probe(args: argparse.Namespace, tmp: Path, kafka: Any, retriever: Any, engine: str,
+                 level: int, total: int, levels: dict[str, Any]) -> dict[str, Any]:
+    """Dynamic batching: the same level with max_batch = N, against max_batch = 1."""
+    settings = _settings(args, tmp, kafka, engine=engine, max_batch=args.batch_probe)
+    api = _start(f"{engine} max_batch={args.batch_probe}", settings, retriever)
+    try:
+        row = phase_concurrency(api.url, level, total,
+                                label=f"{engine} c={level} batch={args.batch_probe}")
+    finally:
+        api.server.stop()
+    single = levels[f"{engine}/c{level}"]
+    ratio = row["req_per_s"] / single["req_per_s"]
+    print(f"dynamic batching ({engine}, c={level}): max_batch={args.batch_probe} gives "
+          f"{ratio:.2f}x the requests/s of max_batch=1 "
+          f"({'cheaper' if ratio > 1.05 else 'not cheaper'} per request)", flush=True)
+    return {"row": row, "rps_ratio_vs_single": ratio}
+
+
+def _sources(spool_dir: Path) -> dict[str, int]:
+    """How the logged answers were made: by the model, or the retrieval fallback."""
+    from collections import Counter
+
+    from serving.spool import read_spool
+
+    if not spool_dir.is_dir():
+        return {}
+    counts = Counter(json.loads(r.value)["decoding"]["source"] for _, r in read_spool(spool_dir)
+                     if r.topic == "toolrec.impressions")
+    print(f"answers by source ({spool_dir.name}): {dict(counts)} (retrieval_fallback = the "
+          "model wrote no usable line)", flush=True)
+    return dict(counts)
 
 
 if __name__ == "__main__":

@@ -223,8 +223,8 @@ class FastGenerator(Generator):
         states = [[0, 0] for _ in rows]
 
         def enough_lines(step: Any) -> bool:  # stop a row once its n-th line is complete
-            state = states[step.batch_id]
-            self._count_line(step.token_id, state)
+            state = states[int(step.batch_id)]
+            self._count_line(int(step.token_id), state)
             return state[0] >= lines
 
         if settings["seed"] is not None:

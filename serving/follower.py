@@ -1,5 +1,7 @@
 """Follow `toolrec.models`: every champion announcement asks the `ModelManager` to
-reconcile with the registry (the announcement itself is only a hint, see `serving.hotswap`).
+reconcile with the registry. The announcement is only a trigger: its paths are logged,
+never loaded (`serving.hotswap` reads the registry, and keeps the current model when the
+registry cannot be read).
 
 The follower reads without a consumer group (every serving replica sees every message)
 from the end of the topic at start — the champion at start comes from the registry
@@ -97,13 +99,8 @@ class ModelFollower:
         for batch in consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000)).values():
             for message in batch:
                 self.seen += 1
-                hint = _announcement(message.value)
-                log.info("model follower: %s of %s announced", hint.get("action"),
-                         hint.get("version"))
-                self.manager.request("announcement", hint=hint or None)
-
-
-def _announcement(value: bytes | None) -> dict[str, Any]:
-    """The message as a hint for the manager ({} when it is not a valid announcement)."""
-    announcement = parse_announcement(value)
-    return {} if announcement is None else announcement.model_dump(by_alias=True)
+                announcement = parse_announcement(message.value)
+                log.info("model follower: %s of %s announced",
+                         announcement.action if announcement else "an unreadable message",
+                         announcement.version if announcement else "?")
+                self.manager.request("announcement")

@@ -35,6 +35,7 @@ def _import_model_libraries() -> None:
     the model manager (generator) start loading at the same time, and transformers' lazy
     module is not safe to initialize from two threads at once ("cannot import name
     'AutoModel'")."""
+    import ctranslate2  # noqa: F401
     import peft  # noqa: F401
     import sentence_transformers  # noqa: F401
     import torch  # noqa: F401

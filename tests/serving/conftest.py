@@ -2,9 +2,9 @@
 a small real SysToolKit subset with its index, settings that point everything (spool,
 lake, registry artifacts, state) into tmp dirs, and a server running in a thread.
 
-Costs are paid once per session: the tiny model (a few seconds), a handful of full-weight
-steps on SFT examples so that it writes `- …` lines (the untrained model writes only
-newlines), and the index over ~50 tools.
+Costs are paid once per session: the tiny model and its SFT (`tiny_start` in
+tests/conftest.py, shared with the loop tests) merged into one checkpoint, and the index over
+~30 tools.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CATEGORIES = ("battery", "connectivity", "clock", "display", "sound", "dnd")
 TOOLS_PER_CATEGORY = 5
 GENERATOR = dict(n_suggestions=3, max_tools=3, max_recent=1, max_suggestion_words=8)
-FORMAT_STEPS = 24
 
 
 @pytest.fixture(scope="session")
@@ -52,50 +51,20 @@ def retriever(catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> A
     return Retriever(config).warm()
 
 
-def _teach_list_format(model_dir: Path, catalog_path: Path, steps: int) -> None:
-    """A few full-weight steps on SFT examples: enough for `- …` lines, not for sense."""
-    import torch
-
-    from generator.config import GeneratorConfig
-    from generator.loading import load_model
-    from retrieval.catalog import load_catalog
-    from trainer.sft_data import build_sft_examples
-
-    examples = build_sft_examples(load_catalog(catalog_path).tools, 48,
-                                  config=GeneratorConfig(**GENERATOR))
-    model, tokenizer = load_model(model_dir)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=8e-3)
-    torch.manual_seed(0)
-    for step in range(steps):
-        chunk = [examples[(step * 8 + i) % len(examples)] for i in range(8)]
-        enc = tokenizer([e.prompt + e.completion for e in chunk], return_tensors="pt",
-                        padding=True, padding_side="right", add_special_tokens=False)
-        labels = enc["input_ids"].clone()
-        labels[enc["attention_mask"] == 0] = -100
-        for row, example in enumerate(chunk):
-            prompt_len = len(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
-            labels[row, :prompt_len] = -100
-        model(**enc, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    model.save_pretrained(model_dir)
-
-
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, catalog_path: Path,
-              tiny_model_dir: Path) -> Path:
-    """The session's tiny Llama (tests/conftest.py), copied, after a few format-teaching
-    steps; read-only for tests."""
-    import shutil
-
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_start: Any) -> Path:
+    """The session's tiny model with its SFT adapter (`tiny_start`, tests/conftest.py: the
+    one recipe that teaches the tiny model the list format) merged in and saved as a plain
+    checkpoint, so each hot-swap version can be a LoRA on top of it; read-only for tests."""
+    from generator.loading import apply_adapter, load_model
     from tests.conftest import one_torch_thread
 
     path = tmp_path_factory.mktemp("serving-model") / "tiny"
-    shutil.copytree(tiny_model_dir, path)
     with one_torch_thread():
-        _teach_list_format(path, catalog_path, FORMAT_STEPS)
+        model, tokenizer = load_model(tiny_start.model_dir)
+        merged = apply_adapter(model, tiny_start.adapter_dir, merge=True)
+        merged.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
     return path
 
 
@@ -132,6 +101,7 @@ def make_settings(tmp_path: Path, base_model_dir: Path, catalog_path: Path, *,
     training = TrainingConfig(artifact_dir=tmp_path / "artifacts")
     defaults: dict[str, Any] = dict(
         follow="static", spool_dir=tmp_path / "spool", torch_threads=1, max_pending=32,
+        engine_cache_dir=tmp_path / "engines",
         registry_poll_s=0.0, drain_timeout_s=5.0 if kafka else 0.2,
         send_timeout_s=3.0 if kafka else 0.5,
         retry_backoff_s=0.2,

@@ -166,25 +166,152 @@ def test_failed_loads_keep_the_current_model_and_rollback_goes_through_the_regis
     client.close()
 
 
-def test_an_unreadable_registry_falls_back_to_fresh_announcements_only(
-        settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+def _manager(settings: Any, registry: Any) -> Any:
     from serving.hotswap import ModelManager
     from serving.metrics import Metrics
-    from toolrec.durable import now_ms
+
+    return ModelManager(settings.serving, settings.trainer.generator, metrics=Metrics(),
+                        registry=registry)
+
+
+def test_an_unreadable_registry_keeps_the_current_model_whatever_is_announced(
+        kafka: Any, settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+    """Issue 16: a path in a Kafka announcement is never loaded, even when the registry is
+    unreadable; the current model keeps serving and the reason is recorded."""
+    from serving.follower import ModelFollower
+
+    settings = settings_factory(kafka=kafka, follow="registry", warmup_tokens=0)
+    registry = _registry(settings)
+    v1 = _promote_new(registry, model_dir, tmp_path, 1)
+    v2 = registry.import_adapter(make_lora(model_dir, tmp_path / "a2", 2), model_dir,
+                                 promote=False)
+    manager = _manager(settings, registry)
+    assert manager.reconcile().version == v1
+    follower = ModelFollower(kafka, manager, poll_timeout_s=0.2)
+    manager.start()
+    follower.start()
+    try:
+        for log_file in (Path(registry.uri) / "_delta_log").glob("*.json"):
+            log_file.write_text("not a delta log")
+        registry.announce(v2, "promote", previous=v1)  # a fresh announcement of another path
+        deadline = time.monotonic() + 30
+        while manager.last_outcome is None or manager.last_outcome.action != "failed":
+            assert time.monotonic() < deadline, "the announcement was not followed"
+            time.sleep(0.1)
+    finally:
+        follower.stop()
+        manager.stop()
+    assert manager.version == v1 and follower.seen >= 1
+    assert "cannot read the model registry" in (manager.last_error or "")
+
+
+def test_model_paths_only_under_the_artifact_dir_and_with_the_registry_checksum(
+        settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import json as jsonlib
 
     settings = settings_factory(follow="registry", warmup_tokens=0)
     registry = _registry(settings.model_copy(update={"kafka": None}))
     v1 = _promote_new(registry, model_dir, tmp_path, 1)
-    v2 = registry.import_adapter(make_lora(model_dir, tmp_path / "a2", 2), model_dir,
-                                 promote=False)
-    manager = ModelManager(settings.serving, settings.trainer.generator, metrics=Metrics(),
-                           registry=registry)
+    manager = _manager(settings, registry)
     assert manager.reconcile().version == v1
-    for log_file in (Path(registry.uri) / "_delta_log").glob("*.json"):
-        log_file.write_text("not a delta log")
-    hint = {"version": v2.version, "adapter_path": v2.adapter_path,
-            "base_model": str(model_dir), "action": "promote"}
-    stale = manager.reconcile(hint={**hint, "ts": 1})
-    assert stale.action == "failed" and manager.version == v1  # an old message is ignored
-    fresh = manager.reconcile(hint={**hint, "ts": now_ms()})
-    assert fresh.action == "swapped" and manager.version == v2.version
+    record = registry.champion()
+
+    def serve_row(**changes: Any) -> Any:
+        registry.merge([dataclasses.replace(record, **changes)], "test")
+        return manager.reconcile(force=True)
+
+    outside = make_lora(model_dir, tmp_path / "outside", 5)  # not under the artifact dir
+    (outside / "manifest.json").write_text((record.adapter_dir / "manifest.json").read_text())
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("outside the artifact directory", dict(adapter_path=str(outside))),
+        ("outside the artifact directory",
+         dict(adapter_path=str(registry.artifact_dir / ".." / "outside"))),
+        ("no artifact checksum", dict(artifact_sha256=None)),
+        ("SHA-256", dict(artifact_sha256="0" * 64)),
+        ("not the configured base model", dict(base_model=str(tmp_path))),
+        ("no checksum for", dict(engine_sha256=None)),
+    ]
+    for expected, changes in cases:
+        outcome = serve_row(**changes)
+        assert outcome.action == "failed" and manager.version == v1, (expected, outcome)
+        assert expected in (outcome.error or ""), (expected, outcome.error)
+
+    # files replaced together with a manifest that matches them: the registry's checksum
+    # of the manifest still tells
+    registry.merge([record], "test")
+    manifest = jsonlib.loads((record.adapter_dir / "manifest.json").read_text())
+    manifest["note"] = "rewritten"
+    (record.adapter_dir / "manifest.json").write_text(jsonlib.dumps(manifest))
+    outcome = manager.reconcile(force=True)
+    assert outcome.action == "failed" and "the files were replaced" in (outcome.error or "")
+    assert manager.version == v1
+
+
+def test_a_swap_holds_current_and_new_only_and_uses_the_fast_engine(
+        settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    from generator.fast import FastGenerator
+    from generator.generator import Generator
+
+    settings = settings_factory(follow="registry", warmup_tokens=0)
+    registry = _registry(settings.model_copy(update={"kafka": None}))
+    _promote_new(registry, model_dir, tmp_path, 1)
+    manager = _manager(settings, registry)
+    manager.reconcile()
+    assert registry.champion().engine_path and registry.champion().engine_sha256
+    assert isinstance(manager.snapshot(), FastGenerator)
+    loaded = [weakref.ref(manager.snapshot())]
+    for seed in (2, 3):
+        _promote_new(registry, model_dir, tmp_path, seed)
+        assert manager.reconcile().action == "swapped"
+        loaded.append(weakref.ref(manager.snapshot()))
+    gc.collect()
+    # neither the first model nor a "previous" one is kept: only the one serving
+    assert [ref() is not None for ref in loaded] == [False, False, True]
+
+    torch_settings = settings_factory(follow="registry", warmup_tokens=0, engine="torch")
+    torch_manager = _manager(torch_settings, registry)
+    assert torch_manager.reconcile().action == "swapped"
+    assert type(torch_manager.snapshot()) is Generator
+
+
+def test_an_admin_rollback_reports_its_own_swap_when_its_announcement_is_followed_at_once(
+        settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+    """The race behind a flaky 'unchanged' rollback answer: the rollback's own announcement
+    woke the background reconcile, which could load v1 between the registry change and the
+    admin's reconcile; the admin then found v1 serving and answered 'unchanged'. The admin
+    rollback now holds the reconcile lock across both steps, so the announcement's
+    reconcile waits and finds nothing to do."""
+    settings = settings_factory(follow="registry", warmup_tokens=0)
+    registry = _registry(settings.model_copy(update={"kafka": None}))
+    v1 = _promote_new(registry, model_dir, tmp_path, 1)
+    v2 = _promote_new(registry, model_dir, tmp_path, 2)
+    manager = _manager(settings, registry)
+    manager.start()
+    deadline = time.monotonic() + 60
+    while manager.version != v2:
+        assert time.monotonic() < deadline, manager.last_outcome
+        time.sleep(0.1)
+    rollback = registry.rollback
+
+    def rollback_announced_and_followed(to: str | None = None) -> Any:
+        reinstated = rollback(to=to)
+        manager.request("announcement")  # what the follower does with the message
+        time.sleep(1.5)  # the background reconcile gets every chance to run first
+        return reinstated
+
+    registry.rollback = rollback_announced_and_followed
+    try:
+        outcome = manager.rollback(to=v1)
+        assert (outcome.action, outcome.version, outcome.previous) == ("swapped", v1, v2)
+        deadline = time.monotonic() + 30
+        while manager.last_outcome is outcome:  # then the announcement's reconcile runs
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert manager.last_outcome.action == "unchanged" and manager.version == v1
+        assert manager.swaps == 2
+    finally:
+        manager.stop()

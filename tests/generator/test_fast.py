@@ -1,0 +1,160 @@
+"""The fast engine (CTranslate2, `generator.fast`) against the PyTorch engine on the gate's
+prompts, with the session's tiny model and its SFT (`tiny_start`, tests/conftest.py).
+
+- float32 conversion: greedy suggestions identical to PyTorch, prompt by prompt.
+- int8 conversion (what serving runs): greedy can differ in a few tokens (quantized
+  weights change near-tied logits), so the test holds it to the gate's metrics instead:
+  format-valid rate and relevance within 0.01 of PyTorch.
+- Exploration keeps working: sampled candidates, seeded runs reproducible, the decoding
+  recorded; rows stop once the asked-for lines are complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_start: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from generator.config import GeneratorConfig
+    from generator.fast import FastGenerator, convert_model
+    from generator.generator import Generator
+
+    config = GeneratorConfig(model_dir=tiny_start.model_dir, **tiny_start.generator_overrides)
+    out = tmp_path_factory.mktemp("engines")
+    built: dict[str, Any] = {"config": config, "torch": Generator.load(
+        tiny_start.model_dir, tiny_start.adapter_dir, config=config, model_version="v1")}
+    for quantization in ("float32", "int8"):
+        path = convert_model(tiny_start.model_dir, tiny_start.adapter_dir,
+                             out / quantization, quantization=quantization)
+        built[quantization] = FastGenerator.load_converted(
+            path, config=config, model_version="v1", compute_type=quantization, threads=1)
+    return built
+
+
+@pytest.fixture(scope="module")
+def evaluator(engines: dict[str, Any]) -> Any:
+    from retrieval import RetrievalConfig, Retriever
+    from trainer.config import TrainingConfig
+    from trainer.evaluate import ModelEvaluator
+
+    retriever = Retriever(RetrievalConfig())
+    return ModelEvaluator(TrainingConfig(eval_prompts=16), engines["config"],
+                          encoder=retriever.encode)
+
+
+def _texts(results: list[Any]) -> list[list[str]]:
+    return [[s.text for s in r.suggestions] for r in results]
+
+
+def _raw(results: list[Any]) -> list[tuple[str, ...]]:
+    return [r.raw_texts for r in results]
+
+
+def test_float32_conversion_is_greedy_identical_to_pytorch(
+        engines: dict[str, Any], evaluator: Any) -> None:
+    reference, ref_results = evaluator.score_generator(engines["torch"])
+    fast, fast_results = evaluator.score_generator(engines["float32"])
+    assert _raw(fast_results) == _raw(ref_results)  # token for token
+    assert _texts(fast_results) == _texts(ref_results)
+    assert fast["format_valid_rate"] == reference["format_valid_rate"]
+
+
+def _assert_quality_parity(reference: dict[str, Any], fast: dict[str, Any]) -> None:
+    assert abs(fast["format_valid_rate"] - reference["format_valid_rate"]) <= 0.01, (
+        fast, reference)
+    if reference["relevance"] is None or fast["relevance"] is None:
+        # the tiny model's greedy lists hold no usable line (its SFT teaches the format,
+        # not when to write text): then neither side has suggestions to score
+        assert fast["suggestions_per_request"] == reference["suggestions_per_request"] == 0
+        return
+    assert abs(fast["relevance"] - reference["relevance"]) <= 0.01, (fast, reference)
+
+
+def test_int8_engine_matches_pytorch_quality_on_the_gate_prompts(
+        engines: dict[str, Any], evaluator: Any) -> None:
+    reference, ref_results = evaluator.score_generator(engines["torch"])
+    fast, fast_results = evaluator.score_generator(engines["int8"])
+    _assert_quality_parity(reference, fast)
+    same = sum(a == b for a, b in zip(_raw(fast_results), _raw(ref_results), strict=True))
+    assert same >= len(ref_results) // 2  # most greedy outputs are the same to the token
+
+
+SMOLLM2 = Path("models/smollm2-135m-instruct")
+SMOLLM2_SFT = Path("models/smollm2-135m-instruct-sft")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SMOLLM2 / "config.json").is_file()
+                    or not (SMOLLM2_SFT / "adapter_config.json").is_file(),
+                    reason="SmolLM2 and its SFT adapter are not in models/ (toolrec models "
+                    "bootstrap --sft)")
+def test_smollm2_int8_engine_matches_pytorch_quality_on_the_gate_prompts(
+        tmp_path: Path) -> None:
+    """The served model itself (≈1 min: one conversion, two engines over 6 prompts).
+    Measured 2026-12-02: format-valid 1.0 / 1.0, relevance 0.305 (PyTorch) vs 0.314
+    (int8), 2 of 6 greedy lists identical (int8 flips near-tied tokens)."""
+    from generator.config import GeneratorConfig
+    from generator.fast import FastGenerator, convert_model
+    from generator.generator import Generator
+    from retrieval import RetrievalConfig, Retriever
+    from trainer.config import TrainingConfig
+    from trainer.evaluate import ModelEvaluator
+
+    config = GeneratorConfig(model_dir=SMOLLM2)
+    evaluator = ModelEvaluator(TrainingConfig(), config,
+                               encoder=Retriever(RetrievalConfig()).encode)
+    reference, _ = evaluator.score_generator(Generator.load(SMOLLM2, SMOLLM2_SFT, config=config))
+    path = convert_model(SMOLLM2, SMOLLM2_SFT, tmp_path / "int8", quantization="int8")
+    fast, _ = evaluator.score_generator(FastGenerator.load_converted(path, config=config))
+    _assert_quality_parity(reference, fast)
+
+
+def test_exploration_samples_candidates_reproducibly_and_logs_its_decoding(
+        engines: dict[str, Any]) -> None:
+    from generator.config import DecodingConfig
+    from generator.prompt import PromptInputs
+
+    fast = engines["int8"]
+    explore = DecodingConfig(temperature=1.0, num_candidates=2, explore_rate=1.0,
+                             explore_temperature=1.2, explore_candidates=3, seed=7,
+                             max_new_tokens=24)
+    inputs = PromptInputs(query="my battery is low", response="Your battery is at 12%.")
+    first = fast.generate(inputs, decoding=explore)
+    again = fast.generate(inputs, decoding=explore)
+    assert first.decoding["explore"] is True and first.decoding["temperature"] == 1.2
+    assert first.decoding["num_candidates"] == 3 and len(first.raw_texts) == 3
+    assert first.raw_texts == again.raw_texts  # one seed, one draw
+    other = fast.generate(inputs, decoding=explore.model_copy(update={"seed": 8}))
+    assert other.raw_texts != first.raw_texts
+
+
+def test_rows_stop_once_the_asked_lines_are_complete(engines: dict[str, Any]) -> None:
+    from generator.config import DecodingConfig
+    from generator.prompt import PromptInputs
+
+    long = DecodingConfig(temperature=0.0, max_new_tokens=120)
+    inputs = PromptInputs(query="turn on wifi", response="Wi-Fi is on.")
+    for n in (1, 2):
+        result = engines["int8"].generate(inputs, n=n, decoding=long)
+        lines = [line for line in result.raw_text.split("\n") if line.strip()]
+        assert len(lines) <= n, result.raw_text
+        assert result.timings["new_tokens"] < 120
+        assert result.timings["static_prefix_tokens"] > 0
+
+
+def test_a_missing_or_broken_conversion_fails_with_a_clear_error(tmp_path: Path) -> None:
+    from generator.fast import FastGenerator
+    from generator.loading import ModelFilesError
+
+    with pytest.raises(ModelFilesError, match="no CTranslate2 model"):
+        FastGenerator.load_converted(tmp_path)
+    for name in ("model.bin", "config.json", "engine.json"):
+        (tmp_path / name).write_text("garbage")
+    with pytest.raises(ModelFilesError, match="corrupt"):
+        FastGenerator.load_converted(tmp_path)
