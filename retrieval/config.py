@@ -77,6 +77,12 @@ class RetrievalConfig(BaseModel):
         description="discount on the match of the app-generic query ('uninstall this app') "
         "for tools taking an app parameter",
     )
+    w_respelled: float = Field(
+        0.85, ge=0, le=1,
+        description="factor on the match of the query with sound-alike words respelled to "
+        "catalog words ('why fi' -> 'wifi'; retrieval.respell); a tool keeps the better of "
+        "heard and respelled; 0 turns respelling off",
+    )
     w_response: float = Field(
         0.5, ge=0, le=10, description="weight of similarity to the assistant's response"
     )

@@ -45,6 +45,7 @@ from retrieval.encoder import Encoder, default_model_dir
 from retrieval.index import IndexParams, ToolIndex, encoder_identity
 from retrieval.lexical import BM25, is_question
 from retrieval.polarity import text_sides, tool_side
+from retrieval.respell import Respeller
 from toolrec.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class _Signals:
     recent_vecs: list[np.ndarray]
     generic_vec: np.ndarray | None = None  # the query with its app name made generic
     generic: str | None = None
+    respelled_vec: np.ndarray | None = None  # the query with sound-alike words respelled
+    respelled: str | None = None
 
     @property
     def has_text(self) -> bool:
@@ -118,6 +121,7 @@ class Retriever:
         self._tool_pair = np.zeros(0, dtype=np.int64)
         self._tool_sideval = np.zeros(0, dtype=np.int64)
         self._apps: AppNames | None = None
+        self._respeller: Respeller | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lazy state
@@ -155,6 +159,7 @@ class Retriever:
         self._takes_app = np.array([any(p.type == "app" for p in t.params)
                                     for t in catalog.tools])
         self._apps = AppNames.from_catalog(catalog)
+        self._respeller = Respeller(text for t in catalog.tools for text in t.texts())
         self._hints = [_split_hints(t.context) for t in catalog.tools]
         self._boost, self._penalty = _hint_matrices(self._hints)
         pairs = sorted({side[0] for side in self._sides if side is not None})
@@ -228,12 +233,18 @@ class Retriever:
         if not live:
             return results
         generic = {i: self._generic(clipped[i]) for i in live}
+        respelled = {i: self._respell(clipped[i]) for i in live}
         extra = [i for i in live if generic[i]]
-        texts_in = [clipped[i] for i in live] + [generic[i] or "" for i in extra]
+        extra_r = [i for i in live if respelled[i]]
+        texts_in = ([clipped[i] for i in live] + [generic[i] or "" for i in extra]
+                    + [respelled[i] or "" for i in extra_r])
         vectors = self.encoder.encode(texts_in)
-        gvec = dict(zip(extra, vectors[len(live):], strict=True))
+        gvec = dict(zip(extra, vectors[len(live):len(live) + len(extra)], strict=True))
+        rvec = dict(zip(extra_r, vectors[len(live) + len(extra):], strict=True))
         for i, vec in zip(live, vectors, strict=False):
-            results[i] = self._link_one(clipped[i], vec, gvec.get(i), generic[i])
+            signals = _Signals(clipped[i], vec, None, [], gvec.get(i), generic[i],
+                               rvec.get(i), respelled[i])
+            results[i] = self._link_one(signals)
         return results
 
     # ------------------------------------------------------------------ internals
@@ -243,17 +254,28 @@ class Retriever:
         history = [_clip(r) for r in recent if isinstance(r, str) and r.strip()]
         history = history[-self.config.max_recent:] if self.config.max_recent else []
         generic = self._generic(query)
-        texts = [t for t in (query, generic or "", response) if t.strip()] + history
+        respelled = self._respell(query)
+        texts = [t for t in (query, generic or "", respelled or "", response)
+                 if t.strip()] + history
         vecs = list(self.encoder.encode(texts)) if texts else []
         q = vecs.pop(0) if query.strip() else None
         g = vecs.pop(0) if generic else None
+        rs = vecs.pop(0) if respelled else None
         r = vecs.pop(0) if response.strip() else None
-        return _Signals(query, q, r, vecs, g, generic)
+        return _Signals(query, q, r, vecs, g, generic, rs, respelled)
 
     def _generic(self, query: str) -> str | None:
         _ = self.index
         assert self._apps is not None
         return self._apps.generic(query) if query.strip() else None
+
+    def _respell(self, query: str) -> str | None:
+        """The query with sound-alike words respelled (None: nothing to respell or off)."""
+        _ = self.index
+        assert self._respeller is not None
+        if self.config.w_respelled <= 0 or not query.strip():
+            return None
+        return self._respeller.respell(query)
 
     def _candidates(self, s: _Signals, hints: Mapping[str, float] | None = None) -> np.ndarray:
         """Tool positions worth scoring: everything (exact) or the union of ANN neighbours,
@@ -261,18 +283,19 @@ class Retriever:
         index = self.index
         if self.config.search_mode == "exact":
             return np.arange(index.n_tools)
-        vectors = [v for v in (s.query_vec, s.response_vec) if v is not None] + s.recent_vecs
+        vectors = [v for v in (s.query_vec, s.respelled_vec, s.response_vec)
+                   if v is not None] + s.recent_vecs
         mat = np.stack(vectors)
         k_phr = min(self.config.candidates, len(index.phrases))
         k_cen = min(max(self.config.candidates // 2, 5), index.n_tools)
         phr, _ = index.phrase_ann.knn_query(mat, k=k_phr)  # type: ignore[attr-defined]
         cen, _ = index.centroid_ann.knn_query(mat, k=k_cen)  # type: ignore[attr-defined]
         found = [index.owner[phr.ravel()], cen.ravel()]
-        if s.query:
-            assert self._bm25 is not None
-            lex = self._bm25.scores(s.query)
-            best = np.argsort(-lex)[:LEXICAL_CANDIDATES]
-            found.append(best[lex[best] > 0])
+        for text in (s.query, s.respelled):
+            if text:
+                lex = self._lexical(text)
+                best = np.argsort(-lex)[:LEXICAL_CANDIDATES]
+                found.append(best[lex[best] > 0])
         for hint in hints or {}:
             for table in (self._boost, self._penalty):
                 if hint in table:
@@ -302,7 +325,8 @@ class Retriever:
         cfg, zeros = self.config, np.zeros(len(cand), dtype=np.float32)
         parts: dict[str, np.ndarray] = {"query": zeros, "lexical": zeros, "polarity": zeros,
                                         "response": zeros, "recent": zeros}
-        named = {"query": s.query_vec, "generic": s.generic_vec, "response": s.response_vec}
+        named = {"query": s.query_vec, "generic": s.generic_vec,
+                 "respelled": s.respelled_vec, "response": s.response_vec}
         present = [n for n, v in named.items() if v is not None]
         vectors = [named[n] for n in present] + list(s.recent_vecs)
         computed = self.sims([v for v in vectors if v is not None], cand)
@@ -313,8 +337,12 @@ class Retriever:
             if "generic" in sim_of:  # tools taking an app: match "<verb> this app"
                 generic = sim_of["generic"] - cfg.generic_discount
                 sim = np.where(self._takes_app[cand], np.maximum(sim, generic), sim)
+            if "respelled" in sim_of:  # the better of heard and respelled, discounted
+                sim = np.maximum(sim, cfg.w_respelled * sim_of["respelled"])
             parts["query"] = cfg.w_query * sim
             lexical = self._lexical(s.query)[cand]
+            if s.respelled is not None:
+                lexical = np.maximum(lexical, cfg.w_respelled * self._lexical(s.respelled)[cand])
             if s.generic is not None:
                 generic_lex = self._lexical(s.generic)[cand] - cfg.generic_discount
                 lexical = np.where(self._takes_app[cand], np.maximum(lexical, generic_lex),
@@ -375,9 +403,8 @@ class Retriever:
                         {**empty, "context": round(float(ctx[i]), 6)}, tools[i])
                 for i in order]
 
-    def _link_one(self, text: str, vec: np.ndarray, generic_vec: np.ndarray | None,
-                  generic: str | None) -> LinkResult:
-        signals = _Signals(text, vec, None, [], generic_vec, generic)
+    def _link_one(self, signals: _Signals) -> LinkResult:
+        text = signals.query
         cand = self._candidates(signals)
         score = cast(np.ndarray, sum(self._text_parts(signals, cand).values()))
         top = np.argsort(-score)[:2]
