@@ -299,7 +299,7 @@ def test_openapi_schema_is_pinned(tmp_path: Path, model_dir: Path, catalog_path:
     assert schema == pinned, "the OpenAPI schema changed; see this test's docstring"
     paths = schema["paths"]
     assert set(paths) == {"/v1/recommend", "/v1/feedback", "/healthz", "/readyz", "/metrics",
-                          "/v1/admin/reload", "/v1/admin/rollback"}
+                          "/v1/admin/reload", "/v1/admin/rollback", "/v1/admin/forget"}
     request = schema["components"]["schemas"]["RecommendRequest"]
     assert request["properties"]["query"]["maxLength"] == 500
     assert request["properties"]["n"]["maximum"] == 8 and request["additionalProperties"] is False
