@@ -18,11 +18,40 @@ everything there is of a partition sends itself a tick with the wall clock every
 `tick_interval_s`, which advances both, so idle partitions close too; while it catches up
 (after a restart, a rebalance or a burst) it sends no ticks, so replayed events are judged
 by their own times, never as late.
+
+Hostile input (issue 15) — the rules:
+- *Event time you can trust.* An event's arrival is its record's timestamp (the producing
+  server's clock, or the broker's under LogAppendTime), capped at the worker's clock. An
+  event more than `max_future_skew_s` ahead of its arrival is `future_timestamp`, more than
+  `event_horizon_s` behind is `stale_timestamp`: both go to the DLQ and touch nothing. An
+  event moves the watermark only to min(ts, arrival), so no single clock — however skewed
+  within the allowed skew — pushes it past the time the broker saw the event.
+- *The watermark survives restarts.* It is persisted in the partition's state (at every
+  close batch and every tick) and restored as a floor, so an impression that was late
+  before a restart is late after it (`late_impression`, DLQ) instead of being accepted and
+  then skipped at close. Events held in serving's spool through an outage are anchored at
+  their arrival when they are at most `spool_grace_s` old (`streams.window.deadline_of`).
+- *Bounded state.* See `streams.window`: orphan feedback, closed ids and the user's record
+  are bounded; what does not fit is dead-lettered with its reason.
+- *A request is (user, request_id).* The impression lives in its user's entry. A second
+  user's impression with a request id that is open for another user of the partition is
+  `request_id_collision` (DLQ): its samples would share sample ids with the first user's.
+  (Users on different partitions cannot be compared here; serving assigns request ids.)
+- *No crash loop on data.* An event that raises while it is processed is dead-lettered
+  with the exception as its reason (`processing_error`), a window whose close raises has
+  its impression dead-lettered the same way, and the worker goes on; the event's offset is
+  committed only after its dead letter is on the broker (it is attached to the event).
+- *Nothing dropped without a record.* Every event ends as state, as samples, or in the DLQ;
+  the only events that produce neither are replays of events already applied, duplicate
+  clicks and dismissals (counted in the progress line), and a close that the partition's
+  state already counted — which only a crash between the two state writes of a close
+  batch produces, after its samples were on the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import heapq
 import json
 import logging
@@ -43,13 +72,16 @@ from streams.window import (
     Orphan,
     UserState,
     close,
+    copy_user,
     deadlines,
     expire_orphans,
+    implausible_time,
     new_global_state,
     new_user_state,
     on_feedback,
     on_impression,
     release_orphans,
+    state_bytes,
 )
 from toolrec.durable import now_ms
 from toolrec.errors import ValidationError
@@ -57,13 +89,19 @@ from toolrec.kafka import KafkaConfig
 
 log = logging.getLogger(__name__)
 
+# Outcomes dead-lettered, with the field each one blames.
 ERROR_OUTCOMES = {
-    "duplicate_impression",
-    "late_impression",
-    "unknown_impression",
-    "expired_impression",
-    "position_not_shown",
+    "duplicate_impression": "request_id",
+    "late_impression": "ts",
+    "unknown_impression": "request_id",
+    "expired_impression": "request_id",
+    "position_not_shown": "position",
+    "orphan_overflow": "user_id",
+    "user_state_full": "user_id",
+    "request_id_collision": "request_id",
 }
+# Outcomes that changed the user's state (so it is written).
+STATE_CHANGES = {"accepted", "counted", "held"}
 
 
 # Topics whose keys and values we read and write as raw bytes (we validate ourselves).
@@ -83,6 +121,7 @@ class Source(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int | None = None  # the record's timestamp (ms), None when unknown
 
 
 class ToolrecApp(faust.App):
@@ -102,7 +141,7 @@ class Processor:
         self.cfg = cfg
         self.kafka = kafka
         self.topics = kafka.topics
-        # Keys u:<user>, g:<partition>, r:<request>; values JSON (the app's default codec).
+        # Keys u:<user>, g:<partition>; values JSON (the app's default codec).
         self.table = app.Table("state", default=None, partitions=kafka.partitions, key_type=str)
         self.samples = app.topic(kafka.topics.samples, **RAW_BYTES)
         self.dlq = app.topic(kafka.topics.dlq, **RAW_BYTES)
@@ -111,34 +150,73 @@ class Processor:
         self.committed: dict[tuple[str, int], int] = {}  # group offsets at assignment
         self.last_close: dict[int, float] = {}  # partition -> monotonic time of last batch
         self.deadlines: dict[int, list[tuple[int, str, str]]] = {}  # partition -> heap
+        self.owners: dict[int, dict[str, str]] = {}  # partition -> open request id -> user
+        self.floor: dict[int, int] = {}  # partition -> persisted watermark
         self.stats: Counter[str] = Counter()
         self._dead_letters: list[Any] = []  # sends of the current event, awaited in handle
         self._last_report = (time.monotonic(), 0)
 
     # -- entry point ---------------------------------------------------------------------
     async def handle(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int | None = None,
     ) -> None:
+        """Process one source record (`timestamp`: the record's, in ms), then close what
+        is due; returns once its dead letters are on their way (attached to the event)."""
         self._ensure_index(partition)
         if topic in (self.topics.impressions, self.topics.feedback):
             for record in await self._skipped_records(topic, partition, offset):
-                self._process(Source(topic, partition, record.offset, record.key, record.value))
-            self._process(Source(topic, partition, offset, key, value))
+                self._guarded(Source(topic, partition, record.offset, record.key,
+                                     record.value, record.timestamp))
+            self._guarded(Source(topic, partition, offset, key, value, timestamp))
         else:  # a tick: wall-clock progress for idle partitions
             tick = int(json.loads(value or b"{}").get("ts", 0))
             self._advance(partition, tick, self.topics.impressions, self.topics.feedback)
+            self._persist_watermark(partition)
         await self._close_due(partition)
         for send in self._dead_letters:
             await send
         self._dead_letters.clear()
 
+    def _guarded(self, source: Source) -> None:
+        """Process one event; one that raises is dead-lettered and the worker goes on (a
+        crash would restart on the same event for ever). Its state is untouched: the
+        transitions work on a copy (`streams.window.copy_user`)."""
+        try:
+            self._process(source)
+        except Exception as exc:
+            log.exception("%s[%d]@%d raised; dead-lettered", source.topic, source.partition,
+                          source.offset)
+            self.stats["processing_error"] += 1
+            self._reject(source, "processing_error", "<event>", f"{type(exc).__name__}: {exc}")
+
     def _process(self, source: Source) -> None:
         self.positions[(source.topic, source.partition)] = source.offset
         self.stats["events"] += 1
         event = self._validate(source)
-        if event is not None:
-            self._advance(source.partition, event.ts, source.topic)
-            self._apply(event, source)
+        if event is None:
+            return
+        arrival = self._arrival(source)
+        verdict = implausible_time(event.ts, arrival, self.cfg)
+        if verdict is not None:
+            self.stats[verdict] += 1
+            self._reject(source, verdict, "ts", f"ts {event.ts} against arrival {arrival} "
+                         f"(allowed: {self.cfg.max_future_skew_s:g} s ahead, "
+                         f"{self.cfg.event_horizon_s:g} s behind)")
+            return
+        self._advance(source.partition, min(event.ts, arrival), source.topic)
+        self._apply(event, source, arrival)
+
+    @staticmethod
+    def _arrival(source: Source) -> int:
+        """When the broker got the event: its record time, never later than our clock."""
+        now = now_ms()
+        return now if not source.timestamp or source.timestamp <= 0 else min(source.timestamp, now)
 
     async def _skipped_records(self, topic: str, partition: int, offset: int) -> list[Any]:
         """Records of this partition before `offset` that Faust never handed over
@@ -182,31 +260,46 @@ class Processor:
             self._reject(source, exc.reason, exc.field, str(exc))
             return None
 
-    def _apply(self, event: Impression | Feedback, source: Source) -> None:
+    def _apply(self, event: Impression | Feedback, source: Source, arrival: int) -> None:
         partition, user_key = source.partition, f"u:{event.user_id}"
-        user: UserState = self.table.get(user_key) or new_user_state(partition)
+        stored: UserState | None = self.table.get(user_key)
+        user = copy_user(stored) if stored else new_user_state(partition)
+        raw = (source.value or b"").decode()
         if isinstance(event, Impression):
-            outcome: str = on_impression(
-                user, event, source.offset, self.watermark(partition), self.cfg
-            )
-            if outcome == "accepted":
-                self.table[f"r:{event.request_id}"] = event.model_dump_json(by_alias=True)
-                self._watch(partition, user["pending"][event.request_id]["deadline"], event)
-                for held_outcome, orphan in release_orphans(user, event.request_id):
-                    self._count(held_outcome, self._orphan_source(source, orphan, event.user_id))
+            outcome: str = self._open(user, event, source, raw, arrival)
         else:
-            raw = (source.value or b"").decode()
-            outcome = on_feedback(user, event, source.offset, raw, self.cfg)
+            outcome = on_feedback(user, event, source.offset, raw, self.cfg, arrival=arrival)
             if outcome == "held":
                 self._watch(partition, user["orphans"][-1]["deadline"], event)
         self._count(outcome, source)
-        if outcome != "replayed":
+        if outcome in STATE_CHANGES:
             self.table[user_key] = user
+
+    def _open(
+        self, user: UserState, event: Impression, source: Source, raw: str, arrival: int
+    ) -> str:
+        """Open the impression's window in `user` (a copy), or say why not."""
+        partition, rid = source.partition, event.request_id
+        owner = self.owners[partition].get(rid)
+        if owner is not None and owner != event.user_id:
+            return "replayed" if source.offset <= user["impression_offset"] else (
+                "request_id_collision")
+        outcome = on_impression(user, event, source.offset, self.watermark(partition),
+                                self.cfg, raw=raw, arrival=arrival)
+        if outcome != "accepted":
+            return outcome
+        if state_bytes(user) > self.cfg.max_user_state_bytes:
+            return "user_state_full"  # the copy is dropped: the stored state is unchanged
+        self.owners[partition][rid] = event.user_id
+        self._watch(partition, user["pending"][rid]["deadline"], event)
+        for held_outcome, orphan in release_orphans(user, rid):
+            self._count(held_outcome, self._orphan_source(source, orphan, event.user_id))
+        return outcome
 
     def _count(self, outcome: str, source: Source) -> None:
         self.stats[outcome] += 1
         if outcome in ERROR_OUTCOMES:
-            self._reject(source, outcome, "request_id", outcome.replace("_", " "))
+            self._reject(source, outcome, ERROR_OUTCOMES[outcome], outcome.replace("_", " "))
 
     def _watch(self, partition: int, deadline: int, event: Impression | Feedback) -> None:
         heapq.heappush(self.deadlines[partition], (deadline, event.request_id, event.user_id))
@@ -226,8 +319,22 @@ class Processor:
             seen[topic] = max(seen.get(topic, 0), ts)
 
     def watermark(self, partition: int) -> int:
+        """min over the two source topics of the latest trusted time, never below the
+        watermark persisted before a restart."""
         seen = self.seen.get(partition, {})
-        return min(seen.get(self.topics.impressions, 0), seen.get(self.topics.feedback, 0))
+        live = min(seen.get(self.topics.impressions, 0), seen.get(self.topics.feedback, 0))
+        return max(live, self.floor.get(partition, 0))
+
+    def _persist_watermark(self, partition: int) -> None:
+        """Write the watermark into the partition's state when it moved (on ticks)."""
+        watermark = self.watermark(partition)
+        if watermark <= self.floor.get(partition, 0):
+            return
+        glob: GlobalState = self.table.get(f"g:{partition}") or new_global_state()
+        glob = copy.deepcopy(glob)
+        glob["watermark"] = watermark
+        self.table[f"g:{partition}"] = glob
+        self.floor[partition] = watermark
 
     def caught_up(self, partition: int, highwater: Callable[[TP], int | None]) -> bool | None:
         """Has this worker handled everything the broker had on both source partitions?
@@ -261,38 +368,57 @@ class Processor:
         if now - self.last_close.get(partition, 0.0) < self.cfg.close_interval_s:
             return
         self.last_close[partition] = now
-        glob: GlobalState = self.table.get(f"g:{partition}") or new_global_state()
+        stored: GlobalState | None = self.table.get(f"g:{partition}")
+        glob = copy.deepcopy(stored) if stored else new_global_state()
         users: dict[str, UserState] = {}
-        closed: list[str] = []
         deliveries = []
         while heap and heap[0][0] <= watermark:
             _, request_id, user_id = heapq.heappop(heap)
-            user = users.get(user_id) or self.table.get(f"u:{user_id}")
-            if user is None:
-                continue
-            users[user_id] = user
+            if user_id not in users:
+                found: UserState | None = self.table.get(f"u:{user_id}")
+                if found is None:
+                    continue
+                users[user_id] = copy_user(found)
+            user = users[user_id]
             pending = user["pending"].get(request_id)
             if pending is not None and pending["deadline"] <= watermark:
-                impression = Impression.model_validate_json(self.table[f"r:{request_id}"])
-                deliveries += [await self._emit(s) for s in close(user, glob, impression, self.cfg)]
-                closed.append(request_id)
+                deliveries += await self._close_one(user, user_id, glob, request_id, partition)
             for orphan in expire_orphans(user, watermark):
-                source = Source(
-                    self.topics.feedback,
-                    partition,
-                    orphan["offset"],
-                    user_id.encode(),
-                    orphan["raw"].encode(),
-                )
-                self._count("unknown_impression", source)
+                self._count("unknown_impression", self._orphan_source(
+                    Source(self.topics.feedback, partition, -1, None, None), orphan, user_id))
         # The broker has the samples before any state says they were emitted.
         await asyncio.gather(*deliveries)
+        glob["watermark"] = max(glob.get("watermark", 0), watermark)
+        self.floor[partition] = max(self.floor.get(partition, 0), glob["watermark"])
         self.table[f"g:{partition}"] = glob  # before the users: see the module docstring
         for user_id, user in users.items():
             self.table[f"u:{user_id}"] = user
-        for request_id in closed:
-            del self.table[f"r:{request_id}"]
         self.stats["samples"] += len(deliveries)
+
+    async def _close_one(
+        self, user: UserState, user_id: str, glob: GlobalState, request_id: str, partition: int
+    ) -> list[Any]:
+        """Close one window: its samples' deliveries. A window whose close raises has its
+        impression dead-lettered and is dropped from the user's state (a crash here would
+        come back to the same window after every restart). `close` builds the samples
+        before it counts anything, so what raises leaves the counts as they were."""
+        pending = user["pending"][request_id]
+        if self.owners[partition].get(request_id) == user_id:
+            del self.owners[partition][request_id]
+        try:
+            impression = Impression.model_validate_json(pending["impression"])
+            samples = close(user, glob, impression, self.cfg)
+        except Exception as exc:
+            log.exception("closing %s of partition %d raised; its impression is dead-lettered",
+                          request_id, partition)
+            user["pending"].pop(request_id, None)
+            self.stats["processing_error"] += 1
+            source = Source(self.topics.impressions, partition, pending.get("offset", -1),
+                            user_id.encode(), pending.get("impression", "").encode())
+            self._reject(source, "processing_error", "<event>",
+                         f"at close: {type(exc).__name__}: {exc}")
+            return []
+        return [await self._emit(s) for s in samples]
 
     async def _emit(self, sample: Sample) -> Any:
         return await self.samples.send(
@@ -302,12 +428,16 @@ class Processor:
     def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:
         """Dead-letter the raw bytes unchanged; where they came from and why in headers."""
         self.stats["dead_letters"] += 1
+        value, limit = source.value, self.cfg.max_event_bytes
+        truncated = value is not None and len(value) > limit
+        if truncated:  # an oversized record plus headers could pass the broker's limit
+            value = (value or b"")[:limit]
         letter = DeadLetter(reason=reason, field=field, detail=detail, stage="streams",
                             source_topic=source.topic, source_partition=source.partition,
-                            source_offset=source.offset)
+                            source_offset=source.offset, truncated=truncated)
         # Attached to the event being processed: Faust publishes it before committing it.
         self._dead_letters.append(
-            self.dlq.send(key=source.key, value=source.value, headers=dict(letter.headers()))
+            self.dlq.send(key=source.key, value=value, headers=dict(letter.headers()))
         )
 
     # -- the deadline index is derived state, rebuilt from the table ---------------------
@@ -315,11 +445,16 @@ class Processor:
         if partition in self.deadlines:
             return
         heap: list[tuple[int, str, str]] = []
+        owners: dict[str, str] = {}
         for key, state in self.table.items():
             if key.startswith("u:") and state and state["partition"] == partition:
                 heap.extend((deadline, rid, key[2:]) for deadline, rid in deadlines(state))
+                owners.update(dict.fromkeys(state["pending"], key[2:]))
         heapq.heapify(heap)
         self.deadlines[partition] = heap
+        self.owners[partition] = owners
+        glob: GlobalState | None = self.table.get(f"g:{partition}")
+        self.floor[partition] = glob.get("watermark", 0) if glob else 0
         if heap:
             log.info("partition %d: %d open windows restored", partition, len(heap))
 
@@ -347,6 +482,8 @@ class Processor:
                 self.positions.pop((topic, partition), None)
                 self.committed.pop((topic, partition), None)
             self.deadlines.pop(partition, None)
+            self.owners.pop(partition, None)
+            self.floor.pop(partition, None)
             self.seen.pop(partition, None)
 
 
@@ -410,7 +547,8 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
         async for event in stream.events():
             message = event.message
             await processor.handle(
-                message.topic, message.partition, message.offset, event.key, event.value
+                message.topic, message.partition, message.offset, event.key, event.value,
+                int(message.timestamp * 1000) if message.timestamp else None,
             )
 
     # faust types app.timer's decorator as a bare Callable.

@@ -116,5 +116,54 @@ class StreamsConfig(BaseModel):
     commit_interval_s: float = Field(1.0, gt=0, le=60)
     standby_replicas: int = Field(1, ge=0, le=3, description="Warm table copies on peers.")
     session_timeout_s: float = Field(6.0, gt=0, description="tansu joins take ~half of it.")
+    # -- hostile input (streams.window / streams.app docstrings: the rules) --------------
+    max_future_skew_s: float = Field(
+        300.0, ge=0, le=86_400, description="An event whose ts is more than this ahead of "
+        "its arrival at the broker goes to the DLQ (future_timestamp). 5 min tolerates phone "
+        "clocks; the watermark never runs ahead of arrival times anyway."
+    )
+    event_horizon_s: float = Field(
+        7 * 86_400.0, gt=0, description="An event whose ts is more than this behind its "
+        "arrival goes to the DLQ (stale_timestamp). 7 days: far beyond any window, spool or "
+        "outage this project plans for."
+    )
+    spool_grace_s: float = Field(
+        3600.0, ge=0, description="An event that reached the broker up to this long after "
+        "its ts (held in serving's spool through an outage) has its window anchored at its "
+        "arrival, so it is not dead-lettered as late; 1 h covers the broker outages the "
+        "fault drills take. Older events are judged by their own ts."
+    )
+    max_orphans_per_user: int = Field(
+        32, ge=1, le=10_000, description="Feedback held per user for impressions not seen "
+        "yet; more is orphan_overflow (DLQ). A click overtakes its impression by a few events "
+        "at most, so 32 is ample for real users and cheap under a flood."
+    )
+    max_orphan_bytes_per_user: int = Field(
+        16_384, ge=1024, description="Bytes of held feedback per user (≈ 64 feedback events "
+        "of ≈ 250 B); more is orphan_overflow (DLQ)."
+    )
+    max_closed_per_user: int = Field(
+        256, ge=1, description="Recently closed request ids remembered per user (to name a "
+        "late click expired_impression); older ones are forgotten (then unknown_impression)."
+    )
+    max_user_state_bytes: int = Field(
+        262_144, ge=4096, description="A user's state record is kept under this (an "
+        "impression that would pass it is user_state_full, DLQ). A quarter of Kafka's default "
+        "1 MB message limit, so a changelog record can never be refused by the broker."
+    )
     calibration: CalibrationConfig = CalibrationConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> StreamsConfig:
+        if self.max_user_state_bytes < 2 * self.max_event_bytes:
+            raise ValueError(
+                f"max_user_state_bytes ({self.max_user_state_bytes}) must be at least twice "
+                f"max_event_bytes ({self.max_event_bytes}): a user must fit two impressions"
+            )
+        if self.spool_grace_s > self.event_horizon_s:
+            raise ValueError(
+                f"spool_grace_s ({self.spool_grace_s}) must be <= event_horizon_s "
+                f"({self.event_horizon_s})"
+            )
+        return self

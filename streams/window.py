@@ -1,15 +1,34 @@
 """The attribution window as pure state transitions over JSON-able dicts.
 
-The Faust worker keeps three kinds of keys in one table (one table, so that one changelog
+The Faust worker keeps two kinds of keys in one table (one table, so that one changelog
 partition orders all writes of a partition — see `streams.app`):
 
 - ``u:<user_id>`` → `UserState`: decayed counts of *closed* impressions (shown suggestions
-  and clicks), the open impressions of the user with their outcomes so far, recently
-  closed request ids (to tell an expired click from an unknown one) and the last applied
-  source offsets (replays after a crash are recognised and skipped);
+  and clicks), the open impressions of the user with their outcomes so far *and the
+  impression itself* (`Pending.impression`), feedback held for impressions not seen yet,
+  recently closed request ids (to tell an expired click from an unknown one) and the last
+  applied source offsets (replays after a crash are recognised and skipped);
 - ``g:<partition>`` → `GlobalState`: the partition's decayed click rate p̄ and per-position
-  click rates (for the examination propensity θ_k), plus the last closed impression;
-- ``r:<request_id>`` → the validated impression itself, written once, read at close.
+  click rates (for the examination propensity θ_k), the last closed impression and the
+  partition's watermark (persisted, so a restart does not reset it).
+
+A request is identified by (user, request_id) everywhere: its impression lives in its
+user's entry, never under a key of its own, so two users' equal request ids cannot touch
+each other's state (the worker dead-letters the second one: `streams.app`).
+
+Bounded state (hostile input must not grow one record toward the broker's message limit):
+held orphan feedback is bounded per user in count (`max_orphans_per_user`) and bytes
+(`max_orphan_bytes_per_user`) — more is `orphan_overflow` — and in time by its deadline;
+recently closed request ids are capped at `max_closed_per_user` (the oldest are forgotten:
+a click on one of them is then `unknown_impression` instead of `expired_impression`, both
+dead-lettered); the worker refuses an impression that would take the user's record past
+`max_user_state_bytes` (`user_state_full`, `state_bytes` estimates the record's size).
+
+Deadlines and the spool rule (`deadline_of`): a window closes at its impression's time +
+window + lateness. An event that reached the broker late — held in serving's spool through
+an outage — but by at most `spool_grace_s` is anchored at its arrival instead (the window
+runs until `arrival + allowed_lateness`, at least until the usual deadline), so it is not
+judged late for the outage; beyond the grace it is judged by its own time (late → DLQ).
 
 An impression's outcome is counted into the user's and the partition's state when its
 window closes, in deadline order. The state used for its samples is the state just before
@@ -43,6 +62,10 @@ class Pending(TypedDict):
     n: int
     clicks: list[int]
     executed: list[int]
+    # the impression's JSON, kept in its user's entry (the worker always stores it; pure
+    # replays such as the tests' and the experiment's pass the impression to `close`)
+    impression: NotRequired[str]
+    offset: NotRequired[int]  # the impression's source offset (for a DLQ record)
 
 
 class Orphan(TypedDict):
@@ -73,6 +96,7 @@ class GlobalState(TypedDict):
     position_shown: dict[str, list[float]]
     position_clicks: dict[str, list[float]]
     last_closed: list[Any]  # [deadline, request_id]: closes run in this order
+    watermark: NotRequired[int]  # the partition's watermark when last written (ms)
     # form "toolrec" only (streams.calibration): per-user CTR sketch, decayed tool usage
     ctr_sketch: NotRequired[dict[str, int]]
     tool_uses: NotRequired[dict[str, list[float]]]
@@ -87,7 +111,11 @@ FeedbackOutcome = Literal[
     "unknown_impression",
     "expired_impression",
     "position_not_shown",
+    "orphan_overflow",
 ]
+TimeVerdict = Literal["future_timestamp", "stale_timestamp"]
+# Per-entry overhead of the JSON record beyond the strings `state_bytes` counts.
+ENTRY_OVERHEAD_BYTES = 96
 
 
 def new_user_state(partition: int) -> UserState:
@@ -109,54 +137,110 @@ def new_global_state() -> GlobalState:
     )
 
 
-def deadline_of(ts: int, cfg: StreamsConfig) -> int:
-    return ts + int((cfg.attribution_window_s + cfg.allowed_lateness_s) * 1000)
+def deadline_of(ts: int, cfg: StreamsConfig, arrival: int | None = None) -> int:
+    """When the window of an event at `ts` closes: ts + window + lateness; for an event
+    that arrived (`arrival`, the broker's time) later than `ts` by at most `spool_grace_s`,
+    no earlier than arrival + lateness (the spool rule, module docstring)."""
+    lateness = int(cfg.allowed_lateness_s * 1000)
+    anchor = ts + int(cfg.attribution_window_s * 1000)
+    if arrival is not None and 0 < arrival - ts <= cfg.spool_grace_s * 1000:
+        anchor = max(anchor, arrival)
+    return anchor + lateness
+
+
+def implausible_time(ts: int, arrival: int, cfg: StreamsConfig) -> TimeVerdict | None:
+    """Why an event time cannot be trusted against its arrival time, or None.
+
+    More than `max_future_skew_s` ahead of arrival: a skewed or forged clock (one such event
+    would otherwise drag the watermark ahead and close every open window). More than
+    `event_horizon_s` behind: too old to join anything, and it would read as a replay of
+    long-closed state.
+    """
+    if ts > arrival + cfg.max_future_skew_s * 1000:
+        return "future_timestamp"
+    if ts < arrival - cfg.event_horizon_s * 1000:
+        return "stale_timestamp"
+    return None
+
+
+def state_bytes(user: UserState) -> int:
+    """An upper estimate of the user's record size as JSON (the strings it holds plus a
+    fixed overhead per entry); the worker keeps it under `max_user_state_bytes`."""
+    pending = sum(len(p.get("impression", "")) for p in user["pending"].values())
+    orphans = sum(len(o["raw"]) for o in user["orphans"])
+    entries = len(user["pending"]) + len(user["orphans"]) + len(user["closed"])
+    return 512 + pending + orphans + ENTRY_OVERHEAD_BYTES * entries
 
 
 def on_impression(
-    user: UserState, impression: Impression, offset: int, watermark: int, cfg: StreamsConfig
+    user: UserState,
+    impression: Impression,
+    offset: int,
+    watermark: int,
+    cfg: StreamsConfig,
+    *,
+    raw: str | None = None,
+    arrival: int | None = None,
 ) -> ImpressionOutcome:
-    """Open the attribution window of `impression` (mutates `user`)."""
+    """Open the attribution window of `impression` (mutates `user` when accepted).
+
+    `raw` (the impression's JSON) is kept in the pending entry; `arrival` anchors the
+    deadline (`deadline_of`). A rejected impression leaves the state untouched, so the
+    worker need not write it (a replay judges it again the same way).
+    """
     if offset <= user["impression_offset"]:
         return "replayed"
-    user["impression_offset"] = offset
     rid = impression.request_id
     if rid in user["pending"] or rid in user["closed"]:
         return "duplicate_impression"
-    deadline = deadline_of(impression.ts, cfg)
+    deadline = deadline_of(impression.ts, cfg, arrival)
     if deadline <= watermark:
         return "late_impression"
+    user["impression_offset"] = offset
     user["pending"][rid] = Pending(
         ts=impression.ts, deadline=deadline, n=len(impression.suggestions), clicks=[], executed=[]
     )
+    if raw is not None:
+        user["pending"][rid]["impression"] = raw
+        user["pending"][rid]["offset"] = offset
     return "accepted"
 
 
 def on_feedback(
-    user: UserState, feedback: Feedback, offset: int, raw: str, cfg: StreamsConfig
+    user: UserState,
+    feedback: Feedback,
+    offset: int,
+    raw: str,
+    cfg: StreamsConfig,
+    *,
+    arrival: int | None = None,
 ) -> FeedbackOutcome:
-    """Attribute a click / execute / dismiss to its open impression (mutates `user`).
+    """Attribute a click / execute / dismiss to its open impression (mutates `user` when
+    the outcome is "counted" or "held"; every other outcome leaves it untouched).
 
     Feedback for an impression not seen yet is held: the two topics are consumed
     independently, so a click can overtake its impression. It is applied when the
     impression arrives (`release_orphans`) or dead-lettered when its window has passed
-    (`expire_orphans`).
+    (`expire_orphans`); past the per-user bounds it is `orphan_overflow` right away.
     """
     if offset <= user["feedback_offset"]:
         return "replayed"
-    user["feedback_offset"] = offset
     pending = user["pending"].get(feedback.request_id)
     if pending is not None:
-        return attribute(pending, feedback)
+        outcome = attribute(pending, feedback)
+        if outcome == "counted":
+            user["feedback_offset"] = offset
+        return outcome
     if feedback.request_id in user["closed"]:
         return "expired_impression"
-    orphan = Orphan(
-        request_id=feedback.request_id,
-        offset=offset,
-        raw=raw,
-        deadline=deadline_of(feedback.ts, cfg),
-    )
-    user["orphans"].append(orphan)
+    held = user["orphans"]
+    if len(held) >= cfg.max_orphans_per_user or (
+        sum(len(o["raw"]) for o in held) + len(raw) > cfg.max_orphan_bytes_per_user
+    ):
+        return "orphan_overflow"
+    user["feedback_offset"] = offset
+    held.append(Orphan(request_id=feedback.request_id, offset=offset, raw=raw,
+                       deadline=deadline_of(feedback.ts, cfg, arrival)))
     return "held"
 
 
@@ -190,6 +274,24 @@ def expire_orphans(user: UserState, watermark: int) -> list[Orphan]:
     expired = [o for o in user["orphans"] if o["deadline"] <= watermark]
     user["orphans"] = [o for o in user["orphans"] if o["deadline"] > watermark]
     return expired
+
+
+def copy_user(user: UserState) -> UserState:
+    """A copy that the transitions can mutate without touching `user` (they replace the
+    lists and dicts they change, except a pending entry's outcome lists, copied here), so
+    a failure half-way leaves the stored state as it was."""
+    copied = user.copy()
+    copied["pending"] = {rid: _copy_pending(p) for rid, p in user["pending"].items()}
+    copied["orphans"] = list(user["orphans"])
+    copied["closed"] = dict(user["closed"])
+    return copied
+
+
+def _copy_pending(pending: Pending) -> Pending:
+    copied = pending.copy()
+    copied["clicks"] = list(pending["clicks"])
+    copied["executed"] = list(pending["executed"])
+    return copied
 
 
 def deadlines(user: UserState) -> list[tuple[int, str]]:
@@ -255,11 +357,15 @@ def close(
     samples = [] if already_counted else build_samples(user, glob, impression, pending, cfg)
     count_outcome(user, None if already_counted else glob, impression, pending, cfg)
     glob["last_closed"] = max(order, glob["last_closed"])
-    # Remember recent closes for a while, to tell expired clicks from unknown ones.
+    # Remember recent closes for a while (and at most max_closed_per_user of them), to
+    # tell expired clicks from unknown ones.
     closed_at = pending["deadline"]
     user["closed"][rid] = closed_at
     retention_ms = 2 * deadline_of(0, cfg)
-    user["closed"] = {r: t for r, t in user["closed"].items() if t >= closed_at - retention_ms}
+    kept = [(t, r) for r, t in user["closed"].items() if t >= closed_at - retention_ms]
+    if len(kept) > cfg.max_closed_per_user:
+        kept = sorted(kept)[-cfg.max_closed_per_user:]
+    user["closed"] = {r: t for t, r in kept}
     return samples
 
 

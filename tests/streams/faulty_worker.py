@@ -1,0 +1,33 @@
+"""`python -m tests.streams.faulty_worker streams worker …`: the real `toolrec` CLI with a
+fault injected into the worker's processing, for the crash-loop tests (test_hostile.py).
+
+Feedback whose request id starts with "boom" raises inside the agent while it is applied,
+and a window whose request id starts with "boomclose" raises when it closes — stand-ins for
+any bug that a contract-valid event could trigger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streams.app as worker_app
+from toolrec.cli import main
+
+_on_feedback, _close = worker_app.on_feedback, worker_app.close
+
+
+def exploding_feedback(user: Any, feedback: Any, *args: Any, **kwargs: Any) -> Any:
+    if feedback.request_id.startswith("boom") and not feedback.request_id.startswith("boomclose"):
+        raise RuntimeError(f"injected fault on {feedback.request_id}")
+    return _on_feedback(user, feedback, *args, **kwargs)
+
+
+def exploding_close(user: Any, glob: Any, impression: Any, cfg: Any) -> Any:
+    if impression.request_id.startswith("boomclose"):
+        raise RuntimeError(f"injected fault closing {impression.request_id}")
+    return _close(user, glob, impression, cfg)
+
+
+worker_app.on_feedback = exploding_feedback  # type: ignore[assignment]
+worker_app.close = exploding_close  # type: ignore[assignment]
+main()
