@@ -15,6 +15,15 @@ Exactly-once in effect, without Kafka transactions:
 
 Committed offsets are also sent to the consumer group `lake.group_id`, best effort, so lag
 dashboards work; resuming never reads them. End offsets are never used (tansu's are wrong).
+
+A topic that was recreated (or truncated) under the sink restarts below the offset a table
+records as consumed: its log ends below it (the high watermark of a fetch response) or the
+consumer falls back to the start of the log and hands over lower offsets. The sink stops
+with a `LakeError` then, instead of dropping those records as replays: the operator
+decides, and re-ingests the new topic by setting `lake.sink_app_id` to a new value (rows
+already in the table stay; equal keys are dropped as duplicates). A recreated topic that
+has already grown past the recorded offset cannot be told apart this way (Kafka's topic
+ids are not exposed by the client).
 """
 
 from __future__ import annotations
@@ -220,6 +229,7 @@ class Sink:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
+                self.positions[tp] = offset  # a record below it means the log restarted
             log.info("sink: %s[%d] resumes at %s", tp.topic, tp.partition, offset or "start")
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
@@ -245,6 +255,7 @@ class Sink:
         while not self.stop_event.is_set():
             room = self.lake.batch_max_rows - max(len(b.rows) for b in self.buffers.values())
             batches = await consumer.getmany(timeout_ms=200, max_records=max(room, 1))
+            self._check_highwaters(consumer)
             now = time.monotonic()
             batches = {tp: records for tp, records in batches.items() if records}
             if batches:
@@ -267,9 +278,35 @@ class Sink:
     def _note(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Count and position bookkeeping (in the loop thread, which also reads it)."""
         for tp, records in batches.items():
+            self._check_not_rewound(tp, records[0].offset)
             self.stats.records += len(records)
             self.positions[tp] = records[-1].offset + 1
             self.buffers[self.routes[tp.topic].table].note(tp, records)
+
+    def _check_highwaters(self, consumer: AIOKafkaConsumer) -> None:
+        """A log that ends below what a table records as consumed was recreated (a fetch
+        response's high watermark is right even where a broker's end offsets are not)."""
+        for tp, expected in self.positions.items():
+            end = consumer.highwater(tp)
+            if end is not None and end < expected:
+                self._rewound(tp, end, expected)
+
+    def _check_not_rewound(self, tp: TopicPartition, first: int) -> None:
+        """Offsets only move forward here (seeks go forward too): a record below the next
+        expected offset means the topic was recreated or truncated under the sink."""
+        expected = self.positions.get(tp)
+        if expected is not None and first < expected:
+            self._rewound(tp, first, expected)
+
+    def _rewound(self, tp: TopicPartition, found: int, expected: int) -> None:
+        table = self.routes[tp.topic].table
+        raise LakeError(
+            f"{tp.topic}[{tp.partition}] restarts at offset {found}, below offset {expected} "
+            f"that table {table!r} records as consumed under lake.sink_app_id="
+            f"{self.lake.sink_app_id!r}: the topic was recreated or truncated. Nothing was "
+            "written. To ingest the new topic, set lake.sink_app_id to a new value (rows "
+            "already in the table stay; equal keys are dropped as duplicates)"
+        )
 
     def _ingest_all(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in batches.items():

@@ -260,3 +260,32 @@ def test_a_sink_per_table_writes_only_its_table(kafka: KafkaConfig, tmp_path: Pa
     stats = run_sink(lake, kafka, tables=["events"], idle_exit_s=1.0)
     assert stats.rows == {"samples": 0, "events": 30}
     assert table_version(lake, "samples") is None  # not this sink's table
+
+
+def test_a_recreated_topic_stops_the_sink_until_its_app_id_changes(
+    kafka: KafkaConfig, tmp_path: Path
+) -> None:
+    """Offsets below the recorded ones mean a new log: fail loudly, never drop as replays."""
+    from infra.broker import LocalStack
+    from infra.topics import ensure_topics
+    from toolrec.errors import LakeError
+
+    lake = _lake(tmp_path)
+    produce(kafka, kafka.topics.samples, [sample(i) for i in range(40)])
+    run_sink(lake, kafka, tables=["samples"], idle_exit_s=1.0)
+    # The same topics recreated (a fresh broker: every offset starts at 0 again), fewer records.
+    with LocalStack(tmp_path / "recreated", storage="memory") as stack:
+        recreated = stack.kafka_config()
+        ensure_topics(recreated)
+        produce(recreated, recreated.topics.samples, [sample(i) for i in range(40, 50)])
+        try:
+            run_sink(lake, recreated, tables=["samples"], idle_exit_s=2.0)
+        except LakeError as exc:
+            assert "recreated" in str(exc) and "lake.sink_app_id" in str(exc)
+        else:
+            raise AssertionError("the sink dropped a recreated topic's records silently")
+        _assert_samples_exactly(lake, range(40))  # nothing written
+        fresh = lake.model_copy(update={"sink_app_id": "after-recreation"})
+        stats = run_sink(fresh, recreated, tables=["samples"], idle_exit_s=1.0)
+    assert (stats.rows_total, stats.replayed) == (10, 0)
+    _assert_samples_exactly(lake, range(50))
