@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from kafka.errors import KafkaError
+
 from contracts.events import pseudonymize
 from serving.spool import Spool
 
@@ -55,10 +57,16 @@ def forget(settings: Settings, user_id: str, key: bytes, *,
     pseudonym = pseudonymize(user_id, key)
     removed: dict[str, int] = dict(forget_user(settings.lake, pseudonym))
     removed["spool"] = _forget_in_spool(settings, pseudonym, spool)
+    not_erased = list(NOT_ERASED)
     if state:
-        removed["stream_state_tombstones"] = tombstone_state(settings.kafka,
-                                                             settings.streams.app_id, pseudonym)
-    return {"pseudonym": pseudonym, "removed": removed, "not_erased": NOT_ERASED}
+        try:
+            removed["stream_state_tombstones"] = tombstone_state(
+                settings.kafka, settings.streams.app_id, pseudonym)
+        except KafkaError as exc:  # the lake and spool are done: say what is left, plainly
+            log.error("forget %s: stream state not reached: %s", pseudonym, exc)
+            not_erased.insert(0, f"the stream state: the broker was unreachable ({exc!r}); "
+                              "run the forget again when it is up")
+    return {"pseudonym": pseudonym, "removed": removed, "not_erased": not_erased}
 
 
 def _forget_in_spool(settings: Settings, pseudonym: str, spool: Spool | None) -> int:
