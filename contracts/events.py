@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from contracts.privacy import PiiPolicy, redact
 from toolrec.durable import now_ms
 from toolrec.errors import ConfigError, ValidationError
 
@@ -50,6 +51,7 @@ __all__ = [
     "is_pseudonym",
     "load_user_id_key",
     "parse_event",
+    "protect_event",
     "pseudonymize",
     "pseudonymize_ids",
     "require_shared_key",
@@ -162,6 +164,8 @@ class Sample(_Event):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+
+ProtectedT = TypeVar("ProtectedT", "Impression", "Feedback")
 
 _SCHEMAS: dict[str, type[_Event]] = {
     IMPRESSION_SCHEMA: Impression,
@@ -341,6 +345,24 @@ def pseudonymize_ids(payload: Mapping[str, Any], key: bytes) -> dict[str, Any]:
         out["context"] = {k: pseudonymize(v, key) if k in CONTEXT_ID_FIELDS
                           and isinstance(v, str) and v else v for k, v in context.items()}
     return out
+
+
+def protect_event(event: ProtectedT, key: bytes, policy: PiiPolicy | None = None) -> ProtectedT:
+    """The event as it may leave a process: every identifier pseudonymized (a verified
+    pseudonym stays, anything else is hashed: never trusted by a flag) and, for an
+    impression, the free text (query, prompt, suggestion texts) redacted by `policy` (default:
+    the default `PiiPolicy`). Returns `event` itself when nothing changes."""
+    payload = event.model_dump(by_alias=True)
+    protected = pseudonymize_ids(payload, key)
+    if isinstance(event, Impression):
+        policy = policy or PiiPolicy()
+        protected["query"] = redact(protected["query"], policy)
+        protected["prompt"] = redact(protected["prompt"], policy)
+        protected["suggestions"] = [{**s, "text": redact(s["text"], policy)}
+                                    for s in protected["suggestions"]]
+    if protected == payload:
+        return event
+    return type(event).model_validate(protected)
 
 
 def new_impression(

@@ -88,3 +88,23 @@ def test_a_fleet_refuses_to_start_without_a_shared_key() -> None:
     require_shared_key(TelemetryConfig(user_id_key="s" * 20), replicas=3,
                        endpoints={"lake": "s3://bucket/lake"})
     assert not is_local_endpoint("0.0.0.0") and is_local_endpoint("[::1]:8080")
+
+
+def test_protect_event_pseudonymizes_and_redacts_whatever_the_caller_claims() -> None:
+    from contracts.events import new_feedback, new_impression, protect_event
+
+    impression = new_impression(
+        request_id="carol-req-1", user_id="carol@example.net",
+        session_id="carol@example.net:session-3", model_version="v", template_version="t",
+        prompt="User: call me at (415) 555-0132\nAssistant:", query="call me at (415) 555-0132",
+        suggestions=[{"position": 1, "text": "mail carol@example.net"}],
+        context={"device_id": "imei-35-209900-176148-1"})
+    safe = protect_event(impression, KEY)
+    text = safe.model_dump_json()
+    for raw in ("carol", "555-0132", "imei-35", "carol-req-1"):
+        assert raw not in text, raw
+    assert is_pseudonym(safe.user_id, KEY) and protect_event(safe, KEY) is safe
+    click = new_feedback(request_id=safe.request_id, user_id="carol@example.net",
+                         type="click", position=1)
+    protected = protect_event(click, KEY)
+    assert (protected.user_id, protected.request_id) == (safe.user_id, safe.request_id)
