@@ -76,7 +76,12 @@ class TelemetryProducer:
 
     # -- sending -------------------------------------------------------------------------
     def send(self, event: Impression | Feedback) -> Any:
-        """Send an already validated event to its topic, keyed by its (pseudonymous) user."""
+        """Send an already validated event to its topic, keyed by its (pseudonymous) user.
+        Identifiers are pseudonymized and impression text redacted here whatever the caller
+        (or `--pseudonymized`) claims: `protect_event` verifies a pseudonym, never trusts it."""
+        from contracts.events import protect_event
+
+        event = protect_event(event, self.key)
         topic = (
             self.kafka.topics.impressions
             if isinstance(event, Impression)
