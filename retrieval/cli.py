@@ -85,14 +85,16 @@ def show(settings: Any, tool_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def link(settings: Any, texts: tuple[str, ...], as_json: bool) -> None:
-    """The tool each TEXT invokes, or none (threshold: retrieval.link_threshold)."""
-    results = _retriever(settings).link_many(list(texts))
+    """The tool each TEXT invokes, or none (the fitted linker's probability threshold, or
+    retrieval.link_threshold when set)."""
+    retriever = _retriever(settings)
+    results = retriever.link_many(list(texts))
     if as_json:
         click.echo(json.dumps([{"text": t, "tool_id": r.tool_id, "score": r.score,
                                 "best_id": r.best_id, "margin": r.margin}
                                for t, r in zip(texts, results, strict=True)], indent=2))
         return
-    threshold = settings.retrieval.link_threshold
+    threshold = retriever.link_threshold
     for text, r in zip(texts, results, strict=True):
         verdict = r.tool_id or f"none (best {r.best_id})"
         click.echo(f"{text!r} -> {verdict}  confidence {r.score:.3f} "
@@ -146,6 +148,28 @@ def eval_cmd(settings: Any, recall_floor: float, sets: tuple[str, ...], as_json:
     report = evaluate(_retriever(settings), recall_floor=recall_floor,
                       sets=sets or ("catalog", "spoken"))
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@tools.command("fit-linker")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write (default: the packaged retrieval/data/linker.json).")
+@click.option("--l2", type=click.FloatRange(0, 1000), default=1.0, show_default=True,
+              help="L2 penalty of the logistic linker.")
+@pass_settings
+def fit_linker_cmd(settings: Any, out: Path | None, l2: float) -> None:
+    """Fit the tool linker on the eval sets' tuning splits (never the held-out ones)."""
+    from retrieval.evaluate import fit_linker
+    from retrieval.linker import FEATURES
+
+    cfg = settings.retrieval
+    model = fit_linker(_retriever(settings), target_precision=cfg.link_target_precision, l2=l2)
+    target = out or Path(__file__).parent / "data" / "linker.json"
+    target.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
+    click.echo(f"fitted on {model.meta['rows']} tuning rows ({model.meta['positives']} "
+               f"correct best tools); threshold {model.threshold:.4f} -> {target}")
+    for name, weight in sorted(zip(FEATURES, model.weights, strict=True),
+                               key=lambda p: -abs(p[1])):
+        click.echo(f"  {name:<20}{weight:+.3f}")
 
 
 @tools.command("index")

@@ -109,18 +109,19 @@ class RetrievalConfig(BaseModel):
         20, ge=1, le=100, description="battery percent at or below which battery_low is active"
     )
     # --- linking and validation
-    link_margin_weight: float = Field(
-        0.5, ge=0, le=10,
-        description="link confidence = best text score + this × (best − runner-up)",
+    linker_path: Path | None = Field(
+        None, description="fitted linker JSON (retrieval.linker); None = the packaged "
+        "data/linker.json, fitted by `toolrec tools fit-linker` on the tuning splits",
     )
-    link_question_penalty: float = Field(
-        0.1, ge=0, le=10,
-        description="subtracted from the link confidence of a question ('what ...', '?')",
+    link_threshold: float | None = Field(
+        None, ge=0, le=1,
+        description="min link probability for a text to invoke its best tool; None = the "
+        "fitted linker's threshold (out-of-fold precision >= link_target_precision)",
     )
-    link_threshold: float = Field(
-        0.717, ge=-1, le=2,
-        description="min link confidence for a text to invoke a tool; chosen on the dev "
-        "split by `toolrec tools eval` (most precise with dev recall >= 0.87: 0.7171)",
+    link_target_precision: float = Field(
+        0.92, ge=0.5, le=1,
+        description="precision the fitted threshold must reach on out-of-fold tuning rows "
+        "(0.90 target plus room for tuning -> held-out variance)",
     )
     near_duplicate_threshold: float = Field(
         0.95, ge=0, le=1,

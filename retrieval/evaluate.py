@@ -25,6 +25,7 @@ The configured threshold (what serving uses) is reported on both sets too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.linker import LinkModel, features, fit_link_model
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
 
@@ -177,9 +179,9 @@ def evaluate_set(retriever: Retriever, spec: EvalSpec, *,
         "catalog_categories": len(retriever.catalog.categories),
         "retrieval": {s: ranking_metrics(v) for s, v in sorted(by_split.items())},
         "linking": _linking(rows, best, conf, spec, recall_floor,
-                            retriever.config.link_threshold),
+                            retriever.link_threshold),
         "per_category_recall@5": _per_category(rows, ranks),
-        "per_kind": _per_kind(rows, ranks, best, conf, retriever.config.link_threshold),
+        "per_kind": _per_kind(rows, ranks, best, conf, retriever.link_threshold),
         "independence": independence(retriever, rows),
     }
 
@@ -230,6 +232,32 @@ def _per_kind(rows: list[EvalRow], ranks: list[int], best: list[str | None],
     return out
 
 
+def tuning_rows(retriever: Retriever) -> list[tuple[EvalRow, str]]:
+    """The rows the linker may be fitted on: each set's tuning split, never held-out."""
+    return [(r, name) for name, spec in EVAL_SETS.items() for r in load_eval_set(name)
+            if r.split == spec.tune and (r.gold is None or r.gold in retriever.catalog)]
+
+
+def fit_linker(retriever: Retriever, *, target_precision: float,
+               l2: float = 1.0) -> LinkModel:
+    """Fit the logistic linker on the tuning splits (y = the best tool is the gold tool;
+    no-tool rows are negatives); folds by a hash of the text."""
+    rows = tuning_rows(retriever)
+    texts = [r.text for r, _ in rows]
+    x, y = [], []
+    for (row, _), signals in zip(rows, retriever.link_signals(texts), strict=True):
+        ranking, best_id, _ = retriever.ranking(signals)
+        x.append(features(row.text, ranking))
+        y.append(float(best_id == row.gold))
+    groups = np.array([int(hashlib.sha256(t.encode()).hexdigest(), 16) % 997 for t in texts])
+    meta = {"fitted_on": {name: f"{EVAL_SETS[name].tune} split, "
+                          f"{sum(1 for _, n in rows if n == name)} rows" for name in EVAL_SETS},
+            "catalog_hash": retriever.catalog.hash, "target_precision": target_precision,
+            "l2": l2, "positives": int(sum(y)), "rows": len(y)}
+    return fit_link_model(np.array(x), np.array(y), groups,
+                          target_precision=target_precision, l2=l2, meta=meta)
+
+
 def _per_category(rows: list[EvalRow], ranks: list[int]) -> dict[str, float]:
     hits: dict[str, list[bool]] = defaultdict(list)
     for r, rank in zip(rows, ranks, strict=True):
@@ -248,28 +276,29 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _summary(r: dict[str, Any]) -> dict[str, str]:
+    """One set's headline numbers on its held-out split, as printed side by side."""
+    held = r["held_out_split"]
+    ranking, link = r["retrieval"][held], r["linking"]["at_configured"][held]
+    return {
+        "gold rows (held-out)": str(ranking["n"]),
+        "gold / no-tool rows (all)": f"{r['gold_rows']} / {r['no_tool_rows']}",
+        "R@1": f"{ranking['recall@1']:.3f}", "R@5": f"{ranking['recall@5']:.3f}",
+        "MRR": f"{ranking['mrr']:.3f}",
+        "link precision": f"{link['precision']:.3f}", "link recall": f"{link['recall']:.3f}",
+        "no-tool false-link rate": f"{link['false_link_rate_no_tool']:.1%}",
+        "link threshold (fitted on tune)": f"{link['threshold']:.4f}",
+        "gold ids not in catalog": str(len(r["gold_missing_from_catalog"])),
+    }
+
+
 def _side_by_side(sets: dict[str, Any]) -> list[str]:
     names = list(sets)
+    summaries = [_summary(sets[n]) for n in names]
     head = "".join(f"{n + ' (' + sets[n]['held_out_split'] + ')':>22}" for n in names)
-    rows: list[tuple[str, list[str]]] = []
-
-    def add(label: str, get: Any) -> None:
-        rows.append((label, [get(sets[n]) for n in names]))
-
-    add("gold rows (held-out)", lambda r: str(r["retrieval"][r["held_out_split"]]["n"]))
-    add("gold / no-tool rows (all)", lambda r: f"{r['gold_rows']} / {r['no_tool_rows']}")
-    for key, label in (("recall@1", "R@1"), ("recall@5", "R@5"), ("mrr", "MRR")):
-        add(label, lambda r, k=key: f"{r['retrieval'][r['held_out_split']][k]:.3f}")
-    conf = lambda r: r["linking"]["at_configured"][r["held_out_split"]]  # noqa: E731
-    add("link precision (configured)", lambda r: f"{conf(r)['precision']:.3f}")
-    add("link recall (configured)", lambda r: f"{conf(r)['recall']:.3f}")
-    add("no-tool false-link rate", lambda r: f"{conf(r)['false_link_rate_no_tool']:.1%}")
-    chosen = lambda r: r["linking"]["at_chosen"][r["held_out_split"]]  # noqa: E731
-    add("link P / R (thr from tune)", lambda r: f"{chosen(r)['precision']:.3f} / "
-        f"{chosen(r)['recall']:.3f}")
-    add("gold ids not in catalog", lambda r: str(len(r["gold_missing_from_catalog"])))
-    return [f"{'held-out split':<30}{head}",
-            *(f"{label:<30}" + "".join(f"{v:>22}" for v in vals) for label, vals in rows)]
+    return [f"{'held-out split':<32}{head}",
+            *(f"{label:<32}" + "".join(f"{s[label]:>22}" for s in summaries)
+              for label in summaries[0])]
 
 
 def _set_details(report: dict[str, Any]) -> list[str]:

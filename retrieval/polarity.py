@@ -7,7 +7,9 @@ text's side from phrase patterns. Only contradiction counts (−1): agreement ad
 so a toggle never outranks a neutral tool just because the text says "on" somewhere.
 Particles count next to a verb ("turn ... off") or in the "lights off" / "wifi on please"
 shapes, but not in idioms: "the plane is taking off", "I'm off to bed" and "set up" point
-nowhere.
+nowhere. Complaints point to the remedy: "too bright" / "too loud" ask for down, "too
+quiet" / "too dark" / "can't hear" for up; "stop ...ing" asks for off. Speech recognisers
+often hear "turn off" as "turn of": "turn/switch of" counts as off.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ _OFF_IDIOMS = "".join(
 )
 
 
+_HIGH = r"(?:loud|bright|hot|warm|fast|strong|harsh)"
+_LOW = r"(?:quiet|soft|dark|dim|cold|slow|faint|low)"
+
+
 def _rx(*patterns: str) -> re.Pattern[str]:
     return re.compile("|".join(patterns))
 
@@ -35,13 +41,16 @@ PATTERNS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
             r"\bon(?=\s+(in|for|at|please|now|again|and|so)\b|\s*,)",
             r"\b(enable|activate|allow|unblock|unmute)\b"),
         _rx(rf"\b{_V_ONOFF}{_GAP}off\b", rf"{_OFF_IDIOMS}\boff\b(?!\s+to\b)",
-            r"\b(disable|deactivate|kill|block)\b"),
+            r"\b(disable|deactivate|kill|block)\b", r"\b(turn|switch)\s+of\b",
+            r"\bstop\s+\w+ing\b", r"\bno\s+more\b"),
     ),
     "up/down": (
         _rx(rf"\b{_V_UPDOWN}{_GAP}up\b",
-            r"\b(louder|raise|increase|higher|brighter|brighten|lighter|boost|max|maximum)\b"),
+            r"\b(louder|raise|increase|higher|brighter|brighten|lighter|boost|max|maximum)\b",
+            rf"\btoo\s+{_LOW}\b", r"\b(can't|cannot|can not|barely)\s+(hear|see)\b"),
         _rx(rf"\b{_V_UPDOWN}{_GAP}down\b",
-            r"\b(quieter|lower|decrease|softer|dim|dimmer|darker|reduce|min|minimum)\b"),
+            r"\b(quieter|lower|decrease|softer|dim|dimmer|darker|reduce|min|minimum)\b",
+            rf"\btoo\s+{_HIGH}\b"),
     ),
     "open/close": (_rx(r"\b(open|raise)\b"), _rx(r"\b(close|shut|lower)\b")),
     "start/stop": (_rx(r"\b(start|begin|resume)\b"), _rx(r"\b(stop|end|finish)\b")),

@@ -20,16 +20,18 @@ lifts battery saver for "make the screen darker" but not for "set an alarm for 7
 text at all (empty query, response and recent), the ranking is by context alone (gate 1),
 which is how proactive suggestions are grounded.
 
-Every hit reports these parts; they sum to its score. Linking uses the text parts of the
-query alone: confidence = best + link_margin_weight·(best − runner-up)
-− link_question_penalty·[the text is a question], linked when ≥ link_threshold (chosen on
-the dev split by `toolrec tools eval`). Questions ("how tall is everest") are mostly
-lookups, while suggestions that invoke tools are mostly imperatives.
+Every hit reports these parts; they sum to its score. Linking ranks with the text parts of
+the query alone and asks the fitted logistic linker (`retrieval.linker`) for the
+probability that the best tool is the one the text invokes; it links at or above the
+linker's threshold. Questions are not penalised as such: the linker weighs the question
+form against whether the best tool answers questions ("how much battery do I have" links,
+"how tall is everest" does not).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +45,8 @@ from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints, parse_hint
 from retrieval.encoder import Encoder, default_model_dir
 from retrieval.index import IndexParams, ToolIndex, encoder_identity
-from retrieval.lexical import BM25, is_question
+from retrieval.lexical import BM25, STOPWORDS
+from retrieval.linker import LinkModel, Ranking, answers_questions, features, load_link_model
 from retrieval.polarity import text_sides, tool_side
 from retrieval.respell import Respeller
 from toolrec.errors import ValidationError
@@ -122,6 +125,8 @@ class Retriever:
         self._tool_sideval = np.zeros(0, dtype=np.int64)
         self._apps: AppNames | None = None
         self._respeller: Respeller | None = None
+        self._answers = np.zeros(0, dtype=bool)
+        self._linker: LinkModel | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lazy state
@@ -160,6 +165,7 @@ class Retriever:
                                     for t in catalog.tools])
         self._apps = AppNames.from_catalog(catalog)
         self._respeller = Respeller(text for t in catalog.tools for text in t.texts())
+        self._answers = np.array([answers_questions(t.description) for t in catalog.tools])
         self._hints = [_split_hints(t.context) for t in catalog.tools]
         self._boost, self._penalty = _hint_matrices(self._hints)
         pairs = sorted({side[0] for side in self._sides if side is not None})
@@ -170,6 +176,19 @@ class Retriever:
             catalog, self.encoder, cfg.cache_dir, params,
             encoder_id=encoder_identity(model_dir, cfg.max_seq_length),
         )
+
+    @property
+    def linker(self) -> LinkModel:
+        """The fitted linker, loaded on first use (fitting one needs only `ranking`)."""
+        if self._linker is None:
+            self._linker = load_link_model(self.config.linker_path)
+        return self._linker
+
+    @property
+    def link_threshold(self) -> float:
+        """The link probability threshold in effect (configured, else the linker's)."""
+        configured = self.config.link_threshold
+        return configured if configured is not None else self.linker.threshold
 
     def warm(self) -> Retriever:
         """Load everything now (and run one encode) instead of on the first request."""
@@ -232,18 +251,8 @@ class Retriever:
         results = [LinkResult(None, 0.0) for _ in clipped]
         if not live:
             return results
-        generic = {i: self._generic(clipped[i]) for i in live}
-        respelled = {i: self._respell(clipped[i]) for i in live}
-        extra = [i for i in live if generic[i]]
-        extra_r = [i for i in live if respelled[i]]
-        texts_in = ([clipped[i] for i in live] + [generic[i] or "" for i in extra]
-                    + [respelled[i] or "" for i in extra_r])
-        vectors = self.encoder.encode(texts_in)
-        gvec = dict(zip(extra, vectors[len(live):len(live) + len(extra)], strict=True))
-        rvec = dict(zip(extra_r, vectors[len(live) + len(extra):], strict=True))
-        for i, vec in zip(live, vectors, strict=False):
-            signals = _Signals(clipped[i], vec, None, [], gvec.get(i), generic[i],
-                               rvec.get(i), respelled[i])
+        for i, signals in zip(live, self.link_signals([clipped[i] for i in live]),
+                              strict=True):
             results[i] = self._link_one(signals)
         return results
 
@@ -404,18 +413,45 @@ class Retriever:
                 for i in order]
 
     def _link_one(self, signals: _Signals) -> LinkResult:
-        text = signals.query
+        ranking, best_id, margin = self.ranking(signals)
+        prob = self.linker.probability(features(signals.query, ranking))
+        linked = best_id if prob >= self.link_threshold else None
+        return LinkResult(linked, round(prob, 6), best_id, round(margin, 6))
+
+    def ranking(self, signals: _Signals) -> tuple[Ranking, str, float]:
+        """The linker's view of the query-only ranking: best tool, its parts, its lead."""
         cand = self._candidates(signals)
-        score = cast(np.ndarray, sum(self._text_parts(signals, cand).values()))
+        parts = self._text_parts(signals, cand)
+        score = cast(np.ndarray, sum(parts.values()))
         top = np.argsort(-score)[:2]
-        best = float(score[top[0]])
-        margin = best - float(score[top[1]]) if len(top) > 1 else best
-        confidence = best + self.config.link_margin_weight * margin
-        if is_question(text):
-            confidence -= self.config.link_question_penalty
-        best_id = self.catalog.tools[cand[top[0]]].id
-        linked = best_id if confidence >= self.config.link_threshold else None
-        return LinkResult(linked, round(confidence, 6), best_id, round(margin, 6))
+        b = int(top[0])
+        runner_up = float(score[top[1]]) if len(top) > 1 else 0.0
+        ranking = Ranking(best=float(score[b]), runner_up=runner_up,
+                          query_sim=float(parts["query"][b]), lexical=float(parts["lexical"][b]),
+                          polarity=float(parts["polarity"][b]),
+                          answers=bool(self._answers[cand[b]]),
+                          respelled=signals.respelled is not None,
+                          unknown_share=self._unknown_share(signals.query))
+        return ranking, self.catalog.tools[cand[b]].id, float(score[b]) - runner_up
+
+    def _unknown_share(self, text: str) -> float:
+        """Share of the text's content words that no catalog text uses."""
+        assert self._respeller is not None
+        words = tokenize_words(text)
+        return sum(w not in self._respeller.known for w in words) / len(words) if words else 0.0
+
+    def link_signals(self, texts: Sequence[str]) -> list[_Signals]:
+        """Encoded query-only signals of several texts (one batched encoder call)."""
+        generic = [self._generic(t) for t in texts]
+        respelled = [self._respell(t) for t in texts]
+        extra = [g for g in generic if g] + [r for r in respelled if r]
+        vectors = list(self.encoder.encode(list(texts) + extra))
+        base, rest = vectors[:len(texts)], iter(vectors[len(texts):])
+        gvecs = [next(rest) if g else None for g in generic]
+        rvecs = [next(rest) if r else None for r in respelled]
+        return [_Signals(t, v, None, [], gv, g, rv, r)
+                for t, v, gv, g, rv, r in zip(texts, base, gvecs, generic, rvecs, respelled,
+                                              strict=True)]
 
 
 _Weighted = tuple[tuple[str, float], ...]
@@ -440,6 +476,11 @@ def _hint_matrices(
             for name, weight in pairs:
                 table.setdefault(name, np.zeros(len(hints), dtype=np.float32))[position] = weight
     return boost, penalty
+
+
+def tokenize_words(text: str) -> list[str]:
+    """Lower-case words without stopwords (unstemmed, as the respeller's vocabulary)."""
+    return [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in STOPWORDS]
 
 
 def _clip(text: str) -> str:

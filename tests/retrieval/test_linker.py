@@ -1,0 +1,87 @@
+"""The logistic tool linker (retrieval.linker): fitting, thresholds, features, the file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from retrieval.linker import (
+    FEATURES,
+    LinkModel,
+    Ranking,
+    answers_questions,
+    features,
+    fit_link_model,
+    fit_logistic,
+    load_link_model,
+    precision_threshold,
+)
+from retrieval.retriever import Retriever
+from toolrec.errors import RetrievalError
+
+
+def _ranking(**kw: float | bool) -> Ranking:
+    base: dict[str, float | bool] = dict(best=0.8, runner_up=0.6, query_sim=0.7, lexical=0.3,
+                                         polarity=0.0, answers=False, respelled=False)
+    return Ranking(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_fit_logistic_separates_a_separable_feature() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 0] > 0).astype(float)
+    w, _ = fit_logistic(x, y, l2=0.1)
+    assert w[0] > 3 * abs(w[1])
+
+
+def test_precision_threshold_is_the_lowest_reaching_the_target() -> None:
+    prob = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    y = np.array([1, 1, 0, 1, 0], dtype=float)
+    assert precision_threshold(prob, y, 0.75) == 0.6  # 3 of 4 above 0.6 are right
+    assert precision_threshold(prob, y, 1.0) == 0.8
+    assert precision_threshold(prob, np.zeros(5), 0.9) == 0.9  # unreachable: highest
+
+
+def test_features_read_the_form_of_the_text() -> None:
+    q = dict(zip(FEATURES, features("how much battery do I have", _ranking(answers=True)),
+                 strict=True))
+    assert q["question"] == 1 and q["question_x_answers"] == 1 and q["wh_how"] == 1
+    d = dict(zip(FEATURES, features("what is a podcast", _ranking()), strict=True))
+    assert d["definition"] == 1 and d["question_x_answers"] == 0
+    c = dict(zip(FEATURES, features("turn on wifi please", _ranking()), strict=True))
+    assert c["question"] == 0 and c["polite"] == 1 and c["margin"] == pytest.approx(0.2)
+    assert answers_questions("Shows how much battery is left.")
+    assert not answers_questions("Turns on Wi-Fi.")
+
+
+def test_model_round_trips_and_rejects_other_features(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, len(FEATURES)))
+    y = (x[:, 0] + 0.1 * rng.normal(size=200) > 0).astype(float)
+    model = fit_link_model(x, y, np.arange(200), target_precision=0.9, meta={"rows": 200})
+    path = tmp_path / "linker.json"
+    path.write_text(json.dumps(model.to_json()))
+    again = load_link_model(path)
+    assert again.threshold == pytest.approx(model.threshold, abs=1e-4)
+    assert again.probability(x[0]) == pytest.approx(model.probability(x[0]), abs=1e-4)
+    broken = {**model.to_json(), "features": ["best"]}
+    path.write_text(json.dumps(broken))
+    with pytest.raises(RetrievalError, match="fit-linker"):
+        load_link_model(path)
+
+
+def test_packaged_linker_was_fitted_on_tuning_splits_only() -> None:
+    model: LinkModel = load_link_model()
+    assert set(model.meta["fitted_on"]) == {"catalog", "spoken"}
+    assert "dev split" in model.meta["fitted_on"]["catalog"]
+    assert "tune split" in model.meta["fitted_on"]["spoken"]
+    assert 0 < model.threshold < 1
+
+
+def test_questions_to_answer_tools_link(retriever: Retriever) -> None:
+    """No blanket question penalty: a question a tool answers links to it."""
+    for text, tool_id in [("how much battery is left", "battery.level"),
+                          ("what's on my calendar today", "calendar.today")]:
+        assert retriever.link(text).tool_id == tool_id, (text, retriever.link(text))
