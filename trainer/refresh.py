@@ -4,8 +4,9 @@ One refresh (`Refresher.run`), single-flight across processes (`TrainingConfig.l
 
 1. clean up what a killed earlier refresh left (temporary / unregistered artifact dirs);
 2. read the `samples` rows added since the Delta version the champion was trained up to
-   (`read_samples_since`), and the older rows as of that version (time travel) for replay
-   and hold-out top-up; skip when fewer than M new samples or a class is missing;
+   (`read_samples_since`), and the older rows for replay and hold-out top-up
+   (`replay_rows`: the version just read, filtered, never time travel to the champion's);
+   skip when fewer than M new samples or a class is missing;
 3. build the training set (`trainer.data`: per-request hold-out removed, replay mixed in,
    per-class re-normalized weights capped at `weight_max`, shuffled; the weight
    distribution is logged) and the held-out set;
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from transformers import TrainerCallback
 
@@ -230,7 +232,7 @@ class Refresher:
         return champion
 
     def _read(self, champion: ModelRecord | None, min_new: int) -> _Data:
-        from lakehouse.tables import read_samples_since, read_table
+        from lakehouse.tables import read_samples_since
 
         since = champion.data_version_to if champion else None
         share = champion.metrics.get("holdout_share") if champion else None
@@ -247,9 +249,7 @@ class Refresher:
             )
             error.new = new.num_rows  # type: ignore[attr-defined]
             raise error
-        old = None
-        if since is not None and since >= 0:
-            old = read_table(self.lake, "samples", version=since, columns=list(SAMPLE_COLUMNS))
+        old = replay_rows(self.lake, new, until) if since is not None and since >= 0 else None
         train = build_training_set(new, old, self.training)
         held_out = build_eval_set(new, old, self.training)
         log.info("refresh data: samples versions (%s, %d]: %d new, %d replay, %d train, "
@@ -445,6 +445,21 @@ class Refresher:
         log.info("refresh %s: %s (%s) in %.1fs", record.version, outcome, reason,
                  timings.get("total_s", 0.0))
         return RefreshResult(outcome, reason, record, data.new.num_rows, announced, timings)
+
+
+def replay_rows(lake: LakeConfig, new: pa.Table, until: int) -> pa.Table:
+    """The rows the champion could have trained on, for replay: the `samples` version this
+    refresh read (`until`, the table's current one) minus `new`, by the write batch each
+    row carries. Not time travel to the champion's version: vacuum deletes that version's
+    files once they pass its retention (compaction rewrites them), and the read fails for
+    good. Rows keep their batch id through `optimize`, so the filter stays exact."""
+    from lakehouse.tables import BATCH_FIELD, read_table
+
+    batch = BATCH_FIELD.name
+    batches = pc.unique(new.column(batch)).to_pylist() if new.num_rows else []
+    filters = [(batch, "not in", batches)] if batches else None
+    return read_table(lake, "samples", version=until, columns=list(SAMPLE_COLUMNS),
+                      filters=filters)
 
 
 def _margins(evaluator: Any, loaded: tuple[Any, Any], held_out: pa.Table, sides: _Sides,

@@ -74,6 +74,32 @@ def _with_champion(tmp_path: Path, model_dir: Path, config: TrainerConfig) -> Re
 # --------------------------------------------------------------------------- gate (pure)
 
 
+def test_replay_reads_the_current_version_after_vacuum_removed_the_champions(
+    tmp_path: Path,
+) -> None:
+    """The champion's samples version is gone after optimize + vacuum; the replay read does
+    not need it (time travel to it fails for good)."""
+    from lakehouse.maintenance import optimize, vacuum
+    from lakehouse.tables import read_samples_since, read_table
+    from toolrec.errors import LakeError
+    from trainer.refresh import replay_rows
+
+    lake = _lake(tmp_path)
+    for seed in range(3):  # the rows the champion trained on, in three commits
+        write_samples(lake, synthetic_samples(8, seed=seed))
+    since = table_version(lake, "samples")
+    assert since is not None
+    write_samples(lake, synthetic_samples(8, seed=9, start_ts=1_767_300_000_000))
+    optimize(lake, "samples")
+    vacuum(lake, "samples", retention_hours=0)
+    with pytest.raises((LakeError, OSError)):  # what the refresh used to do: files gone
+        read_table(lake, "samples", version=since)
+    new, until = read_samples_since(lake, since)
+    old = replay_rows(lake, new, until)
+    assert (new.num_rows, old.num_rows) == (8, 24)
+    assert set(old.column("sample_id").to_pylist()).isdisjoint(new.column("sample_id").to_pylist())
+
+
 def test_weighted_margin_and_distinct_n() -> None:
     import numpy as np
 
