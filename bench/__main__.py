@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ["pipeline", "retrieval", "trainer", "serving"]
+BENCHMARKS = ["pipeline", "retrieval", "trainer", "serving", "api_load"]
 
 
 def main() -> int:
