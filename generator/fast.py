@@ -18,10 +18,12 @@ model 2–3× faster. Work per request is cut further by
   never writes lines the parser would drop.
 
 Differences from PyTorch, stated: int8 weights change logits slightly, so greedy outputs can
-differ from PyTorch fp32 in a few tokens (a `float32` conversion matches greedy PyTorch); and
-CTranslate2's sampler has one process-wide seed (`ctranslate2.set_random_seed`), set per
-seeded call under the generator's lock, so seeded runs are reproducible within the engine
-but do not draw the same tokens as PyTorch's sampler.
+differ from PyTorch fp32 in a few tokens (a `float32` conversion matches greedy PyTorch
+token for token on the tiny test model); and a seeded *sampled* call is not reproducible:
+CTranslate2's sampler draws from a random engine per worker thread, seeded once when that
+thread starts (`ctranslate2.set_random_seed` does not reseed it, and 4.8.5's generate_batch
+has no per-call seed). Greedy decoding is deterministic; exploration still samples, and the
+decoding it used (temperature, candidates, arm, seed asked for) is recorded as before.
 
 May import: `generator` itself, `toolrec` core; ctranslate2, torch, transformers and peft
 are imported inside functions (never at import time).
@@ -39,7 +41,7 @@ from generator.config import GeneratorConfig
 from generator.generator import Generator
 from generator.loading import MODEL_LOAD_LOCK, ModelFilesError, apply_adapter, load_model
 from generator.parser import ToolLinker
-from generator.prompt import SUGGESTION_SEP
+from generator.prompt import SUGGESTION_PREFIX, SUGGESTION_SEP
 
 __all__ = [
     "ENGINE_INFO",
@@ -151,19 +153,21 @@ class FastGenerator(Generator):
         return cls(model, tokenizer, config=config, linker=linker, model_version=model_version)
 
     def _line_token_ids(self) -> tuple[frozenset[int], frozenset[int]]:
-        """(ids whose text ends a line, ids whose text is only whitespace)."""
+        """(ids whose text ends a line, ids that carry no suggestion text: whitespace and
+        the list marker)."""
         ends, blank = set(), set()
+        marker = SUGGESTION_PREFIX.strip()
         for token_id in self.tokenizer.get_vocab().values():
             text = self.tokenizer.decode([token_id])
             if text.endswith(SUGGESTION_SEP):
                 ends.add(token_id)
-            if not text.strip():
+            if text.strip() in ("", marker):
                 blank.add(token_id)
         return frozenset(ends), frozenset(blank)
 
     def _count_line(self, token: int, state: list[int]) -> None:
-        """Advance one row's [complete lines, line has text] by one token; blank lines do
-        not count (the parser drops them)."""
+        """Advance one row's [complete lines, line has text] by one token; blank lines and
+        bare "-" lines do not count (the parser drops them as empty)."""
         if token not in self._blank_ids:
             state[1] = 1
         if token in self._newline_ids:
@@ -218,8 +222,6 @@ class FastGenerator(Generator):
 
     def _generate(self, rows: list[list[str]], static: list[str], settings: dict[str, Any],
                   lines: int) -> list[list[int]]:
-        import ctranslate2
-
         states = [[0, 0] for _ in rows]
 
         def enough_lines(step: Any) -> bool:  # stop a row once its n-th line is complete
@@ -227,8 +229,6 @@ class FastGenerator(Generator):
             self._count_line(int(step.token_id), state)
             return state[0] >= lines
 
-        if settings["seed"] is not None:
-            ctranslate2.set_random_seed(int(settings["seed"]))
         sampling = settings["do_sample"]
         results = self.model.generate_batch(
             rows,

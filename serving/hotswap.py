@@ -199,7 +199,7 @@ class ModelManager:
         if not record.artifact_sha256:
             raise ModelPathError(
                 f"the registry row of {record.version} has no artifact checksum (registered "
-                "before checksums were recorded); promote it again to record one")
+                "before checksums were recorded); `toolrec models announce` records it")
         base = Path(record.base_model).expanduser().resolve()
         if base != self._base_dir().expanduser().resolve():
             raise ModelPathError(
@@ -403,7 +403,7 @@ def _checked(directory: Path, expected: str | None, what: str) -> None:
     """The manifest of `directory` has the registry's checksum and its files match it."""
     if not expected:
         raise ModelPathError(f"the registry holds no checksum for {what} at {directory}; "
-                             "promote it again to record one")
+                             "`toolrec models announce` records the champion's")
     verify_artifact(directory, version=what)  # the manifest exists and every file matches it
     actual = manifest_sha256(directory)
     if actual != expected:

@@ -34,6 +34,15 @@ and SHA-256 of every file), published by an atomic rename of a finished temporar
 directory (`publish_artifact`). `verify_artifact` re-checks the manifest; a missing or
 corrupt adapter raises `AdapterError` and no row changes, so the champion keeps serving.
 The manifest check and the typed row (`ModelRecord`) are contracts (`contracts.models`).
+The row keeps the SHA-256 of the manifest (`artifact_sha256`); serving refuses a directory
+whose manifest does not have it, or that lies outside the artifact directory.
+
+Serving engine (issue 13): when a version becomes champion (`register(promote=True)`,
+`promote`, a promoting import) its LoRA is merged into the base and converted once for
+serving's fast engine (`generator.fast`, CTranslate2 `training.engine_quantization`) into
+`<artifact_dir>/<version>/engine/` with its own manifest; the row records `engine_path`
+and `engine_sha256`. The conversion runs before the registry lock is taken; if it fails
+the version is still promoted and serving runs it on PyTorch (logged).
 
 Announcements (`contracts.models.ModelAnnouncement` as JSON on
 `settings.kafka.topics.models`, key `champion`, one partition so order holds):
@@ -297,6 +306,26 @@ class Registry(ModelsTable):
 
     def announce_champion(self) -> ModelAnnouncement | None:
         """Re-announce the current champion (idempotent for followers): used at daemon start
-        so a change whose announcement was lost in a crash still reaches serving."""
+        so a change whose announcement was lost in a crash still reaches serving. A champion
+        registered before rows held checksums gets them (and its engine conversion) first."""
         champion = self.champion()
-        return None if champion is None else self.announce(champion, "promote")
+        if champion is None:
+            return None
+        return self.announce(self.complete_champion(champion), "promote")
+
+    def complete_champion(self, champion: ModelRecord) -> ModelRecord:
+        """Record the artifact checksum and the engine conversion of a champion that lacks
+        them (registered by an older version); its files are verified first."""
+        if champion.artifact_sha256 and (champion.engine_sha256 or
+                                         self.training.engine_quantization == "none"):
+            return champion
+        verify_artifact(champion.adapter_dir, version=champion.version)
+        completed = self.with_engine(champion)
+        with self.write_lock.held(timeout_s=60):
+            current = self.champion()
+            if current is None or current.version != champion.version:
+                return champion  # the champion changed meanwhile: its promotion recorded them
+            self.merge([replace(completed, updated_ts=now_ms())], "record-checksums")
+        log.info("recorded the checksums%s of champion %s", " and engine conversion"
+                 if completed.engine_path else "", champion.version)
+        return completed

@@ -315,3 +315,24 @@ def test_an_admin_rollback_reports_its_own_swap_when_its_announcement_is_followe
         assert manager.swaps == 2
     finally:
         manager.stop()
+
+
+def test_a_champion_registered_before_checksums_serves_once_the_trainer_records_them(
+        settings_factory: Any, model_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from generator.fast import FastGenerator
+
+    settings = settings_factory(follow="registry", warmup_tokens=0)
+    registry = _registry(settings.model_copy(update={"kafka": None}))
+    v1 = _promote_new(registry, model_dir, tmp_path, 1)
+    legacy = dataclasses.replace(registry.champion(), artifact_sha256=None, engine_path=None,
+                                 engine_sha256=None)
+    registry.merge([legacy], "an older trainer's row")
+    manager = _manager(settings, registry)
+    refused = manager.reconcile()
+    assert refused.action == "failed" and "toolrec models announce" in (refused.error or "")
+    registry.announce_champion()  # what the daemon does at start
+    assert registry.champion().artifact_sha256 and registry.champion().engine_sha256
+    assert manager.reconcile().version == v1
+    assert isinstance(manager.snapshot(), FastGenerator)
