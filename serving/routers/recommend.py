@@ -58,7 +58,8 @@ def build_router(request_model: type[RecommendRequest]) -> APIRouter:
         durably as an impression with every identifier pseudonymized (sent to Kafka in the
         background)."""
         started = time.perf_counter()
-        request = _redacted(body, services.settings.privacy.pii)
+        # off the event loop: the detectors cost milliseconds on text with digits
+        request = await run_in_threadpool(_redacted, body, services.settings.privacy.pii)
         job = Job(query=request.query, response=request.response,
                   recent=tuple(request.recent_queries), context=request.context,
                   n=int(request.n or services.n_default), arm=services.engine.draw_arm())
