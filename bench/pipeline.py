@@ -138,6 +138,13 @@ def peak_rss_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (robust to a loaded machine, unlike
+    wall time): fields 14 and 15 of /proc/<pid>/stat, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def first_event_time(log: Path) -> float | None:
     """Wall time of the first progress line that reports handled events."""
     for line in log.read_text(errors="replace").splitlines():
@@ -230,6 +237,7 @@ def main() -> None:
         sink = spawn(["lake", "sink"], env, base / "sink.log")
         try:
             done = wait_rows(lake, 3 * n_impressions, started, args.timeout)
+            cpu = (cpu_seconds(worker.pid), cpu_seconds(sink.pid))  # start-up included
             first = first_event_time(base / "worker.log") or started
             rate = len(events) / (done - first)
             latencies = live_latency(kafka, lake, args.live)
@@ -252,6 +260,8 @@ def main() -> None:
             f"(n={len(latencies)}; includes window {WINDOW_S} s + lateness {LATENESS_S} s)"
         )
     print(f"peak_rss_mb worker {rss[0]:.0f}  sink {rss[1]:.0f}")
+    print(f"cpu_s worker {cpu[0]:.1f}  sink {cpu[1]:.1f}   (backlog phase, incl. start-up; "
+          f"{len(events) / max(cpu[0], 1e-9):.0f} events per worker CPU-second)")
     if files:
         print(f"files_per_delta_commit {statistics.mean(files):.2f} over {len(files)} commits")
     print(f"logs in {base}")
