@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from contracts.config import PrivacyConfig
@@ -108,3 +110,19 @@ def test_protect_event_pseudonymizes_and_redacts_whatever_the_caller_claims() ->
                          type="click", position=1)
     protected = protect_event(click, KEY)
     assert (protected.user_id, protected.request_id) == (safe.user_id, safe.request_id)
+
+
+def test_serving_refuses_to_start_a_fleet_without_a_shared_key(tmp_path: Any) -> None:
+    from serving.config import ServingConfig
+    from serving.main import create_app
+    from toolrec.config import Settings
+    from toolrec.kafka import KafkaConfig
+
+    spool = {"spool_dir": tmp_path / "spool"}
+    with pytest.raises(ConfigError, match="2 replicas"):
+        create_app(Settings(serving=ServingConfig(replicas=2, **spool)))
+    with pytest.raises(ConfigError, match="kafka.bootstrap_servers=broker:9092"):
+        create_app(Settings(serving=ServingConfig(**spool),
+                            kafka=KafkaConfig(bootstrap_servers="broker:9092")))
+    with pytest.raises(ConfigError, match="serving.host=0.0.0.0"):
+        create_app(Settings(serving=ServingConfig(host="0.0.0.0", **spool)))
