@@ -26,7 +26,7 @@ from typing import Any
 
 from serving.schemas import ErrorBody, FieldProblem
 
-__all__ = ["BodyGuard", "RateLimiter", "error_bytes", "json_depth_exceeds"]
+__all__ = ["BODY_ERRORS", "BodyGuard", "RateLimiter", "error_bytes", "json_depth_exceeds"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,6 +35,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+# The OpenAPI entries of the guard's refusals, shared by every route that takes a body.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not UTF-8, or nests deeper than "
+          "max_json_depth (checked before parsing)."},
+    413: {"model": ErrorBody, "description": "The body is larger than the route's limit "
+          "(max_body_bytes; max_admin_body_bytes on /v1/admin), refused before parsing."},
+}
 
 
 def error_bytes(error: str, message: str, fields: list[FieldProblem] | None = None) -> bytes:

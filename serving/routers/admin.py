@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving.dependencies import ServicesDep, require_admin
+from serving.guard import BODY_ERRORS
 from serving.hotswap import SwapOutcome
 from serving.privacy import forget as forget_user
 from serving.schemas import (
@@ -29,9 +30,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not UTF-8 or nests too deep."},
-    413: {"model": ErrorBody, "description": "The body is larger than max_admin_body_bytes "
-          "(refused before it is parsed)."},
+    **BODY_ERRORS,
     401: {"model": ErrorBody, "description": "No X-API-Key header."},
     403: {"model": ErrorBody, "description": "Wrong key, or no admin key configured."},
     409: {"model": ErrorBody, "description": "Nothing to roll back to."},

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.config import ServingConfig
 from serving.dependencies import ServicesDep, limit_feedback_rate
 from serving.events import build_feedback, to_record
+from serving.guard import BODY_ERRORS
 from serving.schemas import ErrorBody, FeedbackAccepted, FeedbackRequest
 from toolrec.durable import now_ms
 from toolrec.errors import ValidationError
@@ -20,10 +21,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["feedback"], dependencies=[Depends(limit_feedback_rate)])
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not UTF-8, not JSON, or nests "
-          "deeper than max_json_depth (checked before parsing)."},
-    413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes "
-          "(refused before it is parsed)."},
+    **BODY_ERRORS,
     422: {"model": ErrorBody, "description": "A field is missing, malformed or out of range "
           "(`ts` outside the server's window: type ts_out_of_range); `fields` names each."},
     429: {"model": ErrorBody, "description": "More than feedback_rate_per_s from this client; "

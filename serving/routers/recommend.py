@@ -17,6 +17,7 @@ from contracts.privacy import PiiPolicy, redact
 from serving.dependencies import ServicesDep
 from serving.engine import Job, Overloaded, Served
 from serving.events import build_impression, new_request_id, to_record
+from serving.guard import BODY_ERRORS
 from serving.schemas import (
     ErrorBody,
     RecommendRequest,
@@ -32,10 +33,7 @@ __all__ = ["build_router"]
 log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not UTF-8, not JSON, or nests "
-          "deeper than max_json_depth (checked before parsing)."},
-    413: {"model": ErrorBody, "description": "The body is larger than max_body_bytes "
-          "(refused before it is parsed)."},
+    **BODY_ERRORS,
     422: {"model": ErrorBody, "description": "A field is missing, too long, of the wrong "
           "type or out of range; `fields` names each."},
     503: {"model": ErrorBody, "description": "Overloaded or still loading; see Retry-After."},
