@@ -172,6 +172,26 @@ def fit_linker_cmd(settings: Any, out: Path | None, l2: float) -> None:
         click.echo(f"  {name:<20}{weight:+.3f}")
 
 
+@tools.command("fit-reranker")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write (default: the packaged retrieval/data/reranker.json).")
+@click.option("--l2", type=click.FloatRange(0, 1000), default=1.0, show_default=True,
+              help="L2 penalty of the logistic reranker.")
+@pass_settings
+def fit_reranker_cmd(settings: Any, out: Path | None, l2: float) -> None:
+    """Fit the reranker on the eval sets' tuning splits (never the held-out ones); refit the
+    linker afterwards (it reads the reranked ranking)."""
+    from retrieval.evaluate import fit_reranker
+    from retrieval.rerank import RERANK_FEATURES
+
+    model = fit_reranker(_retriever(settings, rerank=False), l2=l2)
+    target = out or Path(__file__).parent / "data" / "reranker.json"
+    target.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
+    click.echo(f"fitted on {model.meta['queries']} tuning queries -> {target}")
+    for name, weight in zip(RERANK_FEATURES, model.weights, strict=True):
+        click.echo(f"  {name:<20}{weight:+.3f}")
+
+
 @tools.command("index")
 @pass_settings
 def index_cmd(settings: Any) -> None:

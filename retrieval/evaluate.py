@@ -31,11 +31,12 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from retrieval.linker import LinkModel, features, fit_link_model
+from retrieval.rerank import RerankModel, fit_rerank_model
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
 
@@ -256,6 +257,31 @@ def fit_linker(retriever: Retriever, *, target_precision: float,
             "l2": l2, "positives": int(sum(y)), "rows": len(y)}
     return fit_link_model(np.array(x), np.array(y), groups,
                           target_precision=target_precision, l2=l2, meta=meta)
+
+
+def fit_reranker(retriever: Retriever, *, l2: float = 1.0) -> RerankModel:
+    """Fit the reranker on the tuning splits' gold rows whose gold tool is among the fused
+    ranking's top candidates. `retriever` must have `rerank` off (features are of the
+    fused ranking)."""
+    if retriever.config.rerank:
+        raise RetrievalError("fit the reranker with rerank=False: its features are the "
+                             "fused ranking's")
+    rows = [(r, n) for r, n in tuning_rows(retriever) if r.gold is not None]
+    xs: list[np.ndarray] = []
+    gold: list[int] = []
+    for (row, _), signals in zip(rows, retriever.link_signals([r.text for r, _ in rows]),
+                                 strict=True):
+        cand = retriever.candidates(signals)
+        parts = retriever.text_parts(signals, cand)
+        score = cast(np.ndarray, sum(parts.values()))
+        top, x = retriever.rerank_features(signals, cand, parts, score)
+        ids = [retriever.catalog.tools[cand[i]].id for i in top]
+        if row.gold in ids:
+            xs.append(x)
+            gold.append(ids.index(row.gold))
+    meta = {"fitted_on": {name: f"{EVAL_SETS[name].tune} split" for name in EVAL_SETS},
+            "queries": len(xs), "catalog_hash": retriever.catalog.hash, "l2": l2}
+    return fit_rerank_model(xs, gold, l2=l2, meta=meta)
 
 
 def _per_category(rows: list[EvalRow], ranks: list[int]) -> dict[str, float]:

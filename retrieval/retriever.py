@@ -45,9 +45,15 @@ from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints, parse_hint
 from retrieval.encoder import Encoder, default_model_dir
 from retrieval.index import IndexParams, ToolIndex, encoder_identity
-from retrieval.lexical import BM25, STOPWORDS
+from retrieval.lexical import BM25, STOPWORDS, is_question
 from retrieval.linker import LinkModel, Ranking, answers_questions, features, load_link_model
 from retrieval.polarity import text_sides, tool_side
+from retrieval.rerank import (
+    RERANK_DEPTH,
+    RERANK_FEATURES,
+    RerankModel,
+    load_rerank_model,
+)
 from retrieval.respell import Respeller
 from toolrec.errors import ValidationError
 
@@ -127,6 +133,7 @@ class Retriever:
         self._respeller: Respeller | None = None
         self._answers = np.zeros(0, dtype=bool)
         self._linker: LinkModel | None = None
+        self._reranker: RerankModel | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lazy state
@@ -185,6 +192,15 @@ class Retriever:
         return self._linker
 
     @property
+    def reranker(self) -> RerankModel | None:
+        """The fitted reranker (None when `rerank` is off), loaded on first use."""
+        if not self.config.rerank:
+            return None
+        if self._reranker is None:
+            self._reranker = load_rerank_model(self.config.reranker_path)
+        return self._reranker
+
+    @property
     def link_threshold(self) -> float:
         """The link probability threshold in effect (configured, else the linker's)."""
         configured = self.config.link_threshold
@@ -225,11 +241,13 @@ class Retriever:
         if not signals.has_text:
             return self._context_only(hints, k)
         index = self.index
-        cand = self._candidates(signals, hints)
-        parts = self._text_parts(signals, cand)
+        cand = self.candidates(signals, hints)
+        parts = self.text_parts(signals, cand)
         text = cast(np.ndarray, sum(parts.values()))
         ctx_part = self._context_part(cand, hints, text)
         score = text + ctx_part
+        parts["rerank"] = self._rerank(signals, cand, parts, score)
+        score = score + parts["rerank"]
         order = np.argsort(-score, kind="stable")[: min(k, len(cand))]
         tools = self.catalog.tools
         return [
@@ -286,7 +304,7 @@ class Retriever:
             return None
         return self._respeller.respell(query)
 
-    def _candidates(self, s: _Signals, hints: Mapping[str, float] | None = None) -> np.ndarray:
+    def candidates(self, s: _Signals, hints: Mapping[str, float] | None = None) -> np.ndarray:
         """Tool positions worth scoring: everything (exact) or the union of ANN neighbours,
         lexical matches and tools whose context hints are active."""
         index = self.index
@@ -330,7 +348,7 @@ class Retriever:
         """sim(x, t) of one vector for the candidate tools."""
         return self.sims([vec], cand)[0]
 
-    def _text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
+    def text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
         cfg, zeros = self.config, np.zeros(len(cand), dtype=np.float32)
         parts: dict[str, np.ndarray] = {"query": zeros, "lexical": zeros, "polarity": zeros,
                                         "response": zeros, "recent": zeros}
@@ -407,7 +425,8 @@ class Retriever:
         ctx = self._context_part(cand, hints, None)
         order = [i for i in np.argsort(-ctx, kind="stable") if ctx[i] > 0][:k]
         tools = self.catalog.tools
-        empty = {"query": 0.0, "lexical": 0.0, "polarity": 0.0, "response": 0.0, "recent": 0.0}
+        empty = {"query": 0.0, "lexical": 0.0, "polarity": 0.0, "response": 0.0, "recent": 0.0,
+                 "rerank": 0.0}
         return [ToolHit(tools[i].id, round(float(ctx[i]), 6),
                         {**empty, "context": round(float(ctx[i]), 6)}, tools[i])
                 for i in order]
@@ -420,9 +439,10 @@ class Retriever:
 
     def ranking(self, signals: _Signals) -> tuple[Ranking, str, float]:
         """The linker's view of the query-only ranking: best tool, its parts, its lead."""
-        cand = self._candidates(signals)
-        parts = self._text_parts(signals, cand)
+        cand = self.candidates(signals)
+        parts = self.text_parts(signals, cand)
         score = cast(np.ndarray, sum(parts.values()))
+        score = score + self._rerank(signals, cand, parts, score)
         top = np.argsort(-score)[:2]
         b = int(top[0])
         runner_up = float(score[top[1]]) if len(top) > 1 else 0.0
@@ -433,6 +453,41 @@ class Retriever:
                           respelled=signals.respelled is not None,
                           unknown_share=self._unknown_share(signals.query))
         return ranking, self.catalog.tools[cand[b]].id, float(score[b]) - runner_up
+
+    def rerank_features(self, signals: _Signals, cand: np.ndarray,
+                        parts: dict[str, np.ndarray],
+                        score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (into cand) of the top candidates and their `RERANK_FEATURES` rows."""
+        assert signals.query_vec is not None
+        top = np.argsort(-score, kind="stable")[:RERANK_DEPTH]
+        tools, index, q = cand[top], self.index, signals.query_vec
+        lo, hi = index.starts[tools], index.starts[tools + 1]
+        phrase = np.array([float((index.phrases[a:b] @ q).max()) for a, b in
+                           zip(lo, hi, strict=True)])
+        answers = self._answers[tools].astype(float)
+        question = float(is_question(signals.query))
+        cols = {"score": score[top], "gap": score[top] - score[top[0]],
+                "query": parts["query"][top], "lexical": parts["lexical"][top],
+                "polarity": parts["polarity"][top], "centroid": index.centroids[tools] @ q,
+                "phrase": phrase, "name": index.phrases[lo] @ q,
+                "description": index.phrases[lo + 1] @ q, "answers": answers,
+                "question_x_answers": question * answers}
+        return top, np.stack([np.asarray(cols[n], dtype=np.float64) for n in RERANK_FEATURES],
+                             axis=1)
+
+    def _rerank(self, signals: _Signals, cand: np.ndarray, parts: dict[str, np.ndarray],
+                score: np.ndarray) -> np.ndarray:
+        """The reranker's correction of the top candidates' scores (zeros elsewhere)."""
+        delta = np.zeros(len(cand), dtype=np.float32)
+        model = self.reranker
+        if model is None or signals.query_vec is None or not len(cand):
+            return delta
+        top, x = self.rerank_features(signals, cand, parts, score)
+        # reorder within the top only: the top scores are handed out again in the
+        # reranked order, so nothing below the top moves and R@depth is unchanged
+        order = top[np.argsort(-model.correction(x) - score[top], kind="stable")]
+        delta[order] = score[top] - score[order]
+        return delta
 
     def _unknown_share(self, text: str) -> float:
         """Share of the text's content words that no catalog text uses."""

@@ -85,3 +85,24 @@ def test_questions_to_answer_tools_link(retriever: Retriever) -> None:
     for text, tool_id in [("how much battery is left", "battery.level"),
                           ("what's on my calendar today", "calendar.today")]:
         assert retriever.link(text).tool_id == tool_id, (text, retriever.link(text))
+
+
+def test_reranker_only_reorders_the_top(retriever: Retriever) -> None:
+    """With the reranker on, the top candidates are permuted; nothing else moves."""
+    on = Retriever(retriever.config.model_copy(update={"rerank": True}),
+                   catalog=retriever.catalog, encoder=retriever.encoder)
+    for q in ("turn it up", "what's the weather tomorrow", "call mom"):
+        plain = [h.tool_id for h in retriever.search(q, k=10)]
+        reranked = on.search(q, k=10)
+        assert {h.tool_id for h in reranked} == set(plain)
+        assert all(abs(sum(h.parts.values()) - h.score) < 1e-4 for h in reranked)
+
+
+def test_conditional_logit_learns_which_feature_picks_the_gold() -> None:
+    from retrieval.rerank import fit_conditional_logit
+
+    rng = np.random.default_rng(2)
+    groups = [rng.normal(size=(10, 2)) for _ in range(200)]
+    gold = [int(np.argmax(x[:, 1] + 0.1 * rng.normal(size=10))) for x in groups]
+    w = fit_conditional_logit(groups, gold, l2=0.1)
+    assert w[1] > 3 * abs(w[0])
