@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,14 +166,22 @@ class FastGenerator(Generator):
                 blank.add(token_id)
         return frozenset(ends), frozenset(blank)
 
-    def _count_line(self, token: int, state: list[int]) -> None:
-        """Advance one row's [complete lines, line has text] by one token; blank lines and
-        bare "-" lines do not count (the parser drops them as empty)."""
-        if token not in self._blank_ids:
-            state[1] = 1
-        if token in self._newline_ids:
-            state[0] += state[1]
-            state[1] = 0
+    def _line_counter(self, lines: int, rows: int) -> Callable[[Any], bool]:
+        """The per-token callback that stops a row once its `lines`-th line is complete.
+
+        It closes over plain data only, never over this generator or its model: CTranslate2
+        drops the callback in its own worker thread, and if that dropped the last reference
+        to the model, the model's destructor would join the very thread running it
+        ("Resource deadlock avoided", the process aborts) — seen after a hot swap."""
+        newline_ids, blank_ids = self._newline_ids, self._blank_ids
+        states = [[0, 0] for _ in range(rows)]
+
+        def enough_lines(step: Any) -> bool:
+            state = states[int(step.batch_id)]
+            _count_line(int(step.token_id), state, newline_ids, blank_ids)
+            return state[0] >= lines
+
+        return enough_lines
 
     def _tokens(self, text: str) -> list[str]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -222,13 +231,6 @@ class FastGenerator(Generator):
 
     def _generate(self, rows: list[list[str]], static: list[str], settings: dict[str, Any],
                   lines: int) -> list[list[int]]:
-        states = [[0, 0] for _ in rows]
-
-        def enough_lines(step: Any) -> bool:  # stop a row once its n-th line is complete
-            state = states[int(step.batch_id)]
-            self._count_line(int(step.token_id), state)
-            return state[0] >= lines
-
         sampling = settings["do_sample"]
         results = self.model.generate_batch(
             rows,
@@ -241,7 +243,7 @@ class FastGenerator(Generator):
             sampling_topk=(settings["top_k"] or 0) if sampling else 1,
             sampling_topp=settings["top_p"] if sampling else 1.0,
             sampling_temperature=settings["temperature"] if sampling else 1.0,
-            callback=enough_lines if lines else None,
+            callback=self._line_counter(lines, len(rows)) if lines else None,
         )
         return [list(result.sequences_ids[0]) for result in results]
 
@@ -251,5 +253,16 @@ class FastGenerator(Generator):
             return False
         state = [0, 0]
         for token in ids:
-            self._count_line(token, state)
+            _count_line(token, state, self._newline_ids, self._blank_ids)
         return state[0] >= lines
+
+
+def _count_line(token: int, state: list[int], newline_ids: frozenset[int],
+                blank_ids: frozenset[int]) -> None:
+    """Advance one row's [complete lines, line has text] by one token; blank lines and
+    bare "-" lines do not count (the parser drops them as empty)."""
+    if token not in blank_ids:
+        state[1] = 1
+    if token in newline_ids:
+        state[0] += state[1]
+        state[1] = 0

@@ -161,6 +161,19 @@ def test_rows_stop_once_the_asked_lines_are_complete(engines: dict[str, Any]) ->
     assert stopped_early
 
 
+def test_the_line_callback_holds_no_reference_to_the_generator(engines: dict[str, Any]) -> None:
+    """CTranslate2 releases the callback in its worker thread; were it the last owner of the
+    generator, the model's destructor would join its own thread and abort the process (seen
+    in bench.serving after a hot swap)."""
+    import gc
+
+    fast = engines["int8"]
+    counter = fast._line_counter(2, 3)
+    reachable = gc.get_referents(*(cell.cell_contents for cell in counter.__closure__ or ()))
+    owners = [cell.cell_contents for cell in counter.__closure__ or ()] + reachable
+    assert not any(o is fast or o is fast.model for o in owners)
+
+
 def test_a_missing_or_broken_conversion_fails_with_a_clear_error(tmp_path: Path) -> None:
     from generator.fast import FastGenerator
     from generator.loading import ModelFilesError
