@@ -143,7 +143,7 @@ class Processor:
         self.topics = kafka.topics
         # Keys u:<user>, g:<partition>; values JSON (the app's default codec).
         self.table = app.Table("state", default=None, partitions=kafka.partitions, key_type=str)
-        self.samples = app.topic(kafka.topics.samples, **RAW_BYTES)
+        self.app = app
         self.dlq = app.topic(kafka.topics.dlq, **RAW_BYTES)
         self.seen: dict[int, dict[str, int]] = {}  # partition -> topic -> max event time
         self.positions: dict[tuple[str, int], int] = {}  # last offset handled
@@ -421,8 +421,13 @@ class Processor:
         return [await self._emit(s) for s in samples]
 
     async def _emit(self, sample: Sample) -> Any:
-        return await self.samples.send(
-            key=sample.user_id.encode(), value=sample.to_json_bytes(), force=True
+        """Hand one sample to the app's producer; returns its delivery (awaited per close
+        batch). Straight to the producer, not `topic.send`: Faust's per-message machinery
+        cost ≈ 150–210 µs a sample, the producer's batching ≈ 5 µs (issue 12). Ordering is
+        unchanged: the batch's deliveries are awaited before its state is written, and the
+        transport flushes this producer before committing offsets."""
+        return await self.app.producer.send(
+            self.topics.samples, sample.user_id.encode(), sample.to_json_bytes(), None, None, None
         )
 
     def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:

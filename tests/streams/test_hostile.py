@@ -40,7 +40,9 @@ from tests.streams.traffic import Traffic
 from toolrec.kafka import KafkaConfig
 
 CFG = StreamsConfig()  # the bounds under test are the defaults
-WINDOW = {"attribution_window_s": 4, "allowed_lateness_s": 1}
+# Long enough that the hostile events reach a wave's windows while they are open, even on a
+# loaded machine.
+MIXED_WINDOW = {"attribution_window_s": 10, "allowed_lateness_s": 1}
 DAY_MS = 86_400_000
 
 
@@ -299,7 +301,7 @@ def test_hostile_events_mixed_with_good_traffic(
 ) -> None:
     """Every kind of hostile event among good traffic: every good sample lands exactly once
     with the right label and weight, every hostile event is in the DLQ with its reason."""
-    start_worker(**WINDOW)
+    start_worker(**MIXED_WINDOW)
     traffic = Traffic(kafka, seed=5)
     traffic.wave(30)
     read_topic(kafka, kafka.topics.samples, until=lambda m: len(m) >= 1)  # the worker ticks
@@ -308,7 +310,7 @@ def test_hostile_events_mixed_with_good_traffic(
     produce(kafka, [(topic, key, value) for topic, key, value, _ in hostile])
     traffic.wave(20)
     traffic.close()
-    expected = traffic.expected(StreamsConfig(**WINDOW))
+    expected = traffic.expected(StreamsConfig(**MIXED_WINDOW))
     messages = read_topic(kafka, kafka.topics.samples, timeout_s=90,
                           until=lambda m: len(m) >= len(expected))
     # a click on a window that has just closed (long-closed ones are forgotten: unknown)
