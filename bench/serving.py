@@ -239,8 +239,13 @@ def _load(url: str, concurrency: int, total: int | None, *, stop: threading.Even
 def phase_concurrency(url: str, concurrency: int, total: int, *,
                       label: str | None = None) -> dict[str, Any]:
     label = label or f"c={concurrency}"
+    cpu = time.process_time()
     samples, wall = _load(url, concurrency, total)
     row = _summary(f"POST /v1/recommend {label}", samples, wall)
+    # CPU seconds of this process (the API under test, its clients, the idle other API) per
+    # answered request: less sensitive to the machine's load than wall-clock time
+    row["cpu_s_per_request"] = (time.process_time() - cpu) / max(1, len(samples))
+    print(f"  CPU per request ({label}): {row['cpu_s_per_request']:.3f} s", flush=True)
     row["breakdown"] = _breakdown(label, samples)
     return row
 
@@ -393,7 +398,8 @@ def phase_levels(apis: dict[str, Api], levels: list[int], totals: list[int]) -> 
         if len(names) == 2:
             a, b = (rows[f"{n}/c{level}"] for n in names)
             print(f"ratio {names[0]}/{names[1]} c={level}: p50 {a['p50_s'] / b['p50_s']:.3f}, "
-                  f"requests/s {a['req_per_s'] / b['req_per_s']:.2f}", flush=True)
+                  f"requests/s {a['req_per_s'] / b['req_per_s']:.2f}, CPU per request "
+                  f"{a['cpu_s_per_request'] / b['cpu_s_per_request']:.2f}", flush=True)
     return rows
 
 

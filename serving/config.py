@@ -85,9 +85,10 @@ class ServingConfig(BaseModel):
     max_batch: int = Field(
         1, ge=1, le=32,
         description="Queued requests with the same n and decoding arm generated as one padded "
-        "batch; each waits for the slowest. On this 2-core CPU a batch of 4 was not cheaper "
-        "per request than single calls, in PyTorch fp32 nor in CTranslate2 int8 (0.95x the "
-        "requests/s at concurrency 8, bench.serving), so 1; raise it on wider machines.",
+        "batch; each waits for the slowest. On this 2-core CPU batches cost more per request "
+        "in PyTorch fp32; in CTranslate2 int8 a batch of 4 gave 0.95x and 1.19x the "
+        "requests/s of single calls at concurrency 8 in two bench.serving runs under load "
+        "10-12, not a reliable gain, so 1; measure again on a quiet or wider machine.",
     )
     queue_timeout_s: float = Field(
         30.0, gt=0, le=600,
