@@ -5,6 +5,7 @@ The fusion is this project's design (documented in `retrieval.retriever`):
     sim(x, tool) = w_centroid·cos(x, centroid) + (1 − w_centroid)·max cos(x, phrasing)
     text  = w_query·sim(query) + w_lexical·bm25(query)
             + w_agreement·agree(query) − w_polarity·contradict(query)
+            + w_answers·[question]·[tool answers questions]
             + w_response·sim(response) + w_recent·Σ decayᵏ·sim(recentₖ) / Σ decayᵏ
     gate  = clip((text − gate_low) / (gate_high − gate_low), 0, 1)
     score = text + gate · (w_context·max(hint boosts) − w_context_penalty·max(hint penalties))
@@ -71,6 +72,11 @@ class RetrievalConfig(BaseModel):
     )
     w_agreement: float = Field(
         0.06, ge=0, le=10, description="bonus when the text asks for the toggle's own side"
+    )
+    w_answers: float = Field(
+        0.03, ge=0, le=1,
+        description="bonus of tools that answer questions (description shows/tells/reports "
+        "...) when the text is a question: 'is the back door locked' -> the lock status",
     )
     generic_discount: float = Field(
         0.05, ge=0, le=1,

@@ -41,7 +41,8 @@ FEATURES = (
     "answers", "wh_what", "wh_who_why", "wh_how", "wh_when_where", "aux_first", "polite",
     "first_person", "log_words", "respelled", "unknown_share", "definition", "advice",
 )
-_ANSWERS = re.compile(r"^(shows|tells|gives|reads|lists|finds|checks|says)\b", re.IGNORECASE)
+_ANSWERS = re.compile(r"^(shows|tells|gives|reads|lists|finds|checks|says|reports|speaks|"
+                      r"displays|counts)\b", re.IGNORECASE)
 _POLITE = re.compile(r"^\s*(can|could|would|will)\s+you\b|\bplease\b", re.IGNORECASE)
 _FIRST_PERSON = re.compile(r"^\s*(i|i'm|im|i've|my)\b", re.IGNORECASE)
 _DEFINITION = re.compile(

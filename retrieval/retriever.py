@@ -6,9 +6,10 @@ Fusion (this project's design; weights in `RetrievalConfig`):
     query       = w_query·sim(query, t)
     lexical     = w_lexical·bm25(query, t)                  normalized to [0, 1]
     polarity    = w_agreement·agree − w_polarity·contradict  (on/off, up/down, ... pairs)
+    form        = w_answers·[the text is a question]·[the tool answers questions]
     response    = w_response·sim(response, t)               the assistant's answer
     recent      = w_recent·Σₖ decayᵏ·sim(recentₖ, t) / Σₖ decayᵏ   newest query k = 0
-    text        = query + lexical + polarity + response + recent
+    text        = query + lexical + polarity + form + response + recent
     gate        = clip((text − gate_low) / (gate_high − gate_low), 0, 1)
     context     = gate·(w_context·max boost − w_context_penalty·max penalty)
     score       = text + context
@@ -171,7 +172,9 @@ class Retriever:
         self._takes_app = np.array([any(p.type == "app" for p in t.params)
                                     for t in catalog.tools])
         self._apps = AppNames.from_catalog(catalog)
-        self._respeller = Respeller(text for t in catalog.tools for text in t.texts())
+        # how people phrase requests (names and examples), not the descriptions' prose:
+        # "whether" in a description must not stop "what's the whether" becoming "weather"
+        self._respeller = Respeller(text for t in catalog.tools for text in (t.name, *t.examples))
         self._answers = np.array([answers_questions(t.description) for t in catalog.tools])
         self._hints = [_split_hints(t.context) for t in catalog.tools]
         self._boost, self._penalty = _hint_matrices(self._hints)
@@ -351,7 +354,7 @@ class Retriever:
     def text_parts(self, s: _Signals, cand: np.ndarray) -> dict[str, np.ndarray]:
         cfg, zeros = self.config, np.zeros(len(cand), dtype=np.float32)
         parts: dict[str, np.ndarray] = {"query": zeros, "lexical": zeros, "polarity": zeros,
-                                        "response": zeros, "recent": zeros}
+                                        "form": zeros, "response": zeros, "recent": zeros}
         named = {"query": s.query_vec, "generic": s.generic_vec,
                  "respelled": s.respelled_vec, "response": s.response_vec}
         present = [n for n, v in named.items() if v is not None]
@@ -376,6 +379,8 @@ class Retriever:
                                    lexical)
             parts["lexical"] = cfg.w_lexical * lexical
             parts["polarity"] = self._polarity(s.query, cand)
+            if is_question(s.query):  # questions lean to tools that answer them
+                parts["form"] = cfg.w_answers * self._answers[cand].astype(np.float32)
         if "response" in sim_of:
             parts["response"] = cfg.w_response * sim_of["response"]
         if recent_sims:
@@ -425,8 +430,8 @@ class Retriever:
         ctx = self._context_part(cand, hints, None)
         order = [i for i in np.argsort(-ctx, kind="stable") if ctx[i] > 0][:k]
         tools = self.catalog.tools
-        empty = {"query": 0.0, "lexical": 0.0, "polarity": 0.0, "response": 0.0, "recent": 0.0,
-                 "rerank": 0.0}
+        empty = {"query": 0.0, "lexical": 0.0, "polarity": 0.0, "form": 0.0, "response": 0.0,
+                 "recent": 0.0, "rerank": 0.0}
         return [ToolHit(tools[i].id, round(float(ctx[i]), 6),
                         {**empty, "context": round(float(ctx[i]), 6)}, tools[i])
                 for i in order]

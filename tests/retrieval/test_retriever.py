@@ -40,7 +40,7 @@ def test_parts_sum_to_score(retriever: Retriever) -> None:
     hits = retriever.search("make the screen darker", response="Sure.", recent=["hi"],
                             context={"battery": 12}, k=5)
     assert len(hits) == 5
-    assert {"query", "lexical", "polarity", "response", "recent", "context",
+    assert {"query", "lexical", "polarity", "form", "response", "recent", "context",
             "rerank"} == set(hits[0].parts)
     for h in hits:
         assert sum(h.parts.values()) == pytest.approx(h.score, abs=1e-4)
