@@ -165,7 +165,7 @@ class Sample(_Event):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-ProtectedT = TypeVar("ProtectedT", "Impression", "Feedback")
+ProtectedT = TypeVar("ProtectedT", bound="Impression | Feedback")
 
 _SCHEMAS: dict[str, type[_Event]] = {
     IMPRESSION_SCHEMA: Impression,
