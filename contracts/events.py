@@ -362,7 +362,8 @@ def protect_event(event: ProtectedT, key: bytes, policy: PiiPolicy | None = None
                                     for s in protected["suggestions"]]
     if protected == payload:
         return event
-    return type(event).model_validate(protected)
+    model: type[ProtectedT] = type(event)
+    return model.model_validate(protected)
 
 
 def new_impression(
