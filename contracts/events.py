@@ -165,8 +165,6 @@ class Sample(_Event):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-ProtectedT = TypeVar("ProtectedT", bound="Impression | Feedback")
-
 _SCHEMAS: dict[str, type[_Event]] = {
     IMPRESSION_SCHEMA: Impression,
     FEEDBACK_SCHEMA: Feedback,
@@ -347,7 +345,8 @@ def pseudonymize_ids(payload: Mapping[str, Any], key: bytes) -> dict[str, Any]:
     return out
 
 
-def protect_event(event: ProtectedT, key: bytes, policy: PiiPolicy | None = None) -> ProtectedT:
+def protect_event(event: Impression | Feedback, key: bytes,
+                  policy: PiiPolicy | None = None) -> Impression | Feedback:
     """The event as it may leave a process: every identifier pseudonymized (a verified
     pseudonym stays, anything else is hashed: never trusted by a flag) and, for an
     impression, the free text (query, prompt, suggestion texts) redacted by `policy` (default:
@@ -362,8 +361,7 @@ def protect_event(event: ProtectedT, key: bytes, policy: PiiPolicy | None = None
                                     for s in protected["suggestions"]]
     if protected == payload:
         return event
-    model: type[ProtectedT] = type(event)
-    return model.model_validate(protected)
+    return type(event).model_validate(protected)
 
 
 def new_impression(
