@@ -208,10 +208,12 @@ def _linking(rows: list[EvalRow], best: list[str | None], conf: list[float],
 
     chosen = choose_threshold(*part(spec.tune), target)
     splits = (spec.tune, spec.held_out, "all")
+    reachable = link_metrics(*part(spec.tune), chosen)["recall"] >= target
     return {
         "recall_floor": target, "threshold_chosen_on_tune": chosen,
-        "configured_threshold": configured,
-        "at_chosen": {s: link_metrics(*part(s), chosen) for s in splits},
+        "configured_threshold": configured, "floor_reachable": reachable,
+        # no threshold keeps the floor when top-1 itself is below it: nothing to report
+        "at_chosen": {s: link_metrics(*part(s), chosen) for s in splits} if reachable else {},
         "at_configured": {s: link_metrics(*part(s), configured) for s in splits},
     }
 
@@ -338,8 +340,10 @@ def _set_details(report: dict[str, Any]) -> list[str]:
         lines.append(f"  {split:<20}{m['n']:>6}  {m['recall@1']:.3f}  {m['recall@5']:.3f}  "
                      f"{m['recall@10']:.3f}  {m['mrr']:.3f}")
     lk = report["linking"]
+    chosen = (f"{lk['threshold_chosen_on_tune']:.4f}" if lk["floor_reachable"]
+              else "unreachable, top-1 recall is below it")
     lines += [f"tool linking (threshold chosen on {report['tune_split']}: most precise with "
-              f"recall >= {lk['recall_floor']}: {lk['threshold_chosen_on_tune']:.4f}; "
+              f"recall >= {lk['recall_floor']}: {chosen}; "
               f"configured: {lk['configured_threshold']:.4f})",
               "  split   threshold  precision  recall  wrong-tool  false-links(no-tool)  "
               "detect-P  detect-R"]

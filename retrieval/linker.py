@@ -127,13 +127,20 @@ class LinkModel:
                    np.array(data["scale"]), float(data["threshold"]), dict(data["meta"]))
 
 
+def read_fitted(resource: str, path: Path | None) -> tuple[str, str]:
+    """A fitted model's JSON text and where it came from (the packaged resource when no
+    path is given)."""
+    if path is None:
+        text = resources.files("retrieval.data").joinpath(resource).read_text("utf-8")
+        return text, f"package:{resource}"
+    if not path.is_file():
+        raise RetrievalError(f"fitted model file {path} does not exist")
+    return path.read_text(encoding="utf-8"), str(path)
+
+
 def load_link_model(path: Path | None = None) -> LinkModel:
     """The fitted linker (the packaged `data/linker.json` by default)."""
-    if path is None:
-        text = resources.files("retrieval.data").joinpath(LINKER_RESOURCE).read_text("utf-8")
-        source = f"package:{LINKER_RESOURCE}"
-    else:
-        text, source = path.read_text(encoding="utf-8"), str(path)
+    text, source = read_fitted(LINKER_RESOURCE, path)
     try:
         return LinkModel.from_json(json.loads(text), source=source)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retrieval.linker import read_fitted
 from toolrec.errors import RetrievalError
 
 RERANKER_RESOURCE = "reranker.json"
@@ -101,11 +101,7 @@ def fit_rerank_model(groups: list[np.ndarray], gold: list[int], *, l2: float = 1
 
 def load_rerank_model(path: Path | None = None) -> RerankModel:
     """The fitted reranker (the packaged `data/reranker.json` by default)."""
-    if path is None:
-        text = resources.files("retrieval.data").joinpath(RERANKER_RESOURCE).read_text("utf-8")
-        source = f"package:{RERANKER_RESOURCE}"
-    else:
-        text, source = path.read_text(encoding="utf-8"), str(path)
+    text, source = read_fitted(RERANKER_RESOURCE, path)
     try:
         data = json.loads(text)
         if data["features"] != list(RERANK_FEATURES):
