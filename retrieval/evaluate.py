@@ -241,11 +241,24 @@ def tuning_rows(retriever: Retriever) -> list[tuple[EvalRow, str]]:
             if r.split == spec.tune and (r.gold is None or r.gold in retriever.catalog)]
 
 
+NEGATIVES_RESOURCE = "linker_negatives.jsonl"
+
+
+def linker_negatives() -> list[EvalRow]:
+    """Training-only texts that need no tool (`data/linker_negatives.jsonl`): questions
+    about phone topics, trivia, chit-chat and statements, written for the linker after the
+    tuning rows showed few no-tool examples; they are in neither eval set."""
+    ref = resources.files("retrieval.data").joinpath(NEGATIVES_RESOURCE)
+    return [EvalRow(d["id"], d["text"], None, "train")
+            for d in map(json.loads, ref.read_text(encoding="utf-8").splitlines()) if d]
+
+
 def fit_linker(retriever: Retriever, *, target_precision: float,
                l2: float = 1.0) -> LinkModel:
-    """Fit the logistic linker on the tuning splits (y = the best tool is the gold tool;
-    no-tool rows are negatives); folds by a hash of the text."""
-    rows = tuning_rows(retriever)
+    """Fit the logistic linker on the tuning splits plus the training-only negatives
+    (y = the best tool is the gold tool; no-tool rows are negatives); folds by a hash of
+    the text."""
+    rows = tuning_rows(retriever) + [(r, "negatives") for r in linker_negatives()]
     texts = [r.text for r, _ in rows]
     x, y = [], []
     for (row, _), signals in zip(rows, retriever.link_signals(texts), strict=True):
@@ -254,7 +267,9 @@ def fit_linker(retriever: Retriever, *, target_precision: float,
         y.append(float(best_id == row.gold))
     groups = np.array([int(hashlib.sha256(t.encode()).hexdigest(), 16) % 997 for t in texts])
     meta = {"fitted_on": {name: f"{EVAL_SETS[name].tune} split, "
-                          f"{sum(1 for _, n in rows if n == name)} rows" for name in EVAL_SETS},
+                          f"{sum(1 for _, n in rows if n == name)} rows" for name in EVAL_SETS}
+            | {"negatives": f"{NEGATIVES_RESOURCE}, "
+                            f"{sum(1 for _, n in rows if n == 'negatives')} rows"},
             "catalog_hash": retriever.catalog.hash, "target_precision": target_precision,
             "l2": l2, "positives": int(sum(y)), "rows": len(y)}
     return fit_link_model(np.array(x), np.array(y), groups,
