@@ -150,11 +150,23 @@ def eval_cmd(settings: Any, recall_floor: float, sets: tuple[str, ...], as_json:
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
+def _fit_options(fn: Any) -> Any:
+    """--out and --l2, shared by the commands that fit a model on the tuning splits."""
+    fn = click.option("--l2", type=click.FloatRange(0, 1000), default=1.0, show_default=True,
+                      help="L2 penalty of the fit.")(fn)
+    return click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                        help="Where to write (default: the packaged file in retrieval/data)."
+                        )(fn)
+
+
+def _write_fitted(model_json: dict[str, Any], out: Path | None, name: str) -> Path:
+    target = out or Path(__file__).parent / "data" / name
+    target.write_text(json.dumps(model_json, indent=1) + "\n", encoding="utf-8")
+    return target
+
+
 @tools.command("fit-linker")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Where to write (default: the packaged retrieval/data/linker.json).")
-@click.option("--l2", type=click.FloatRange(0, 1000), default=1.0, show_default=True,
-              help="L2 penalty of the logistic linker.")
+@_fit_options
 @pass_settings
 def fit_linker_cmd(settings: Any, out: Path | None, l2: float) -> None:
     """Fit the tool linker on the eval sets' tuning splits (never the held-out ones)."""
@@ -163,8 +175,7 @@ def fit_linker_cmd(settings: Any, out: Path | None, l2: float) -> None:
 
     cfg = settings.retrieval
     model = fit_linker(_retriever(settings), target_precision=cfg.link_target_precision, l2=l2)
-    target = out or Path(__file__).parent / "data" / "linker.json"
-    target.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
+    target = _write_fitted(model.to_json(), out, "linker.json")
     click.echo(f"fitted on {model.meta['rows']} tuning rows ({model.meta['positives']} "
                f"correct best tools); threshold {model.threshold:.4f} -> {target}")
     for name, weight in sorted(zip(FEATURES, model.weights, strict=True),
@@ -173,10 +184,7 @@ def fit_linker_cmd(settings: Any, out: Path | None, l2: float) -> None:
 
 
 @tools.command("fit-reranker")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Where to write (default: the packaged retrieval/data/reranker.json).")
-@click.option("--l2", type=click.FloatRange(0, 1000), default=1.0, show_default=True,
-              help="L2 penalty of the logistic reranker.")
+@_fit_options
 @pass_settings
 def fit_reranker_cmd(settings: Any, out: Path | None, l2: float) -> None:
     """Fit the reranker on the eval sets' tuning splits (never the held-out ones); refit the
@@ -185,8 +193,7 @@ def fit_reranker_cmd(settings: Any, out: Path | None, l2: float) -> None:
     from retrieval.rerank import RERANK_FEATURES
 
     model = fit_reranker(_retriever(settings, rerank=False), l2=l2)
-    target = out or Path(__file__).parent / "data" / "reranker.json"
-    target.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
+    target = _write_fitted(model.to_json(), out, "reranker.json")
     click.echo(f"fitted on {model.meta['queries']} tuning queries -> {target}")
     for name, weight in zip(RERANK_FEATURES, model.weights, strict=True):
         click.echo(f"  {name:<20}{weight:+.3f}")
