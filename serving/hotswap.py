@@ -370,11 +370,15 @@ class ModelManager:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop the background thread and release the model (call after the recommend
+        worker stopped). Released here, not at interpreter exit: a CTranslate2 model freed
+        during finalization can abort the process."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.load_timeout_s)
             self._thread = None
+        self._current = None
 
     def _run(self) -> None:
         poll = self.config.registry_poll_s if self.config.follow == "registry" else 0.0
