@@ -191,13 +191,18 @@ def test_an_unreadable_registry_keeps_the_current_model_whatever_is_announced(
     manager.start()
     follower.start()
     try:
+        deadline = time.monotonic() + 30
+        while not follower.connected or manager.last_outcome is None or (
+                manager.last_outcome.reason != "follower subscribed"):
+            assert time.monotonic() < deadline, "the follower did not subscribe"
+            time.sleep(0.1)
         for log_file in (Path(registry.uri) / "_delta_log").glob("*.json"):
             log_file.write_text("not a delta log")
         registry.announce(v2, "promote", previous=v1)  # a fresh announcement of another path
-        deadline = time.monotonic() + 30
-        while manager.last_outcome is None or manager.last_outcome.action != "failed":
+        while manager.last_outcome.reason != "announcement":
             assert time.monotonic() < deadline, "the announcement was not followed"
             time.sleep(0.1)
+        assert manager.last_outcome.action == "failed"
         assert manager.version == v1 and follower.seen >= 1
         assert "cannot read the model registry" in (manager.last_error or "")
     finally:
