@@ -86,9 +86,9 @@ class ServingConfig(BaseModel):
         1, ge=1, le=32,
         description="Queued requests with the same n and decoding arm generated as one padded "
         "batch; each waits for the slowest. On this 2-core CPU batches cost more per request "
-        "in PyTorch fp32; in CTranslate2 int8 a batch of 4 gave 0.95x and 1.19x the "
-        "requests/s of single calls at concurrency 8 in two bench.serving runs under load "
-        "10-12, not a reliable gain, so 1; measure again on a quiet or wider machine.",
+        "in PyTorch fp32; in CTranslate2 int8 a batch of 4 at concurrency 8 used 20-27% less "
+        "CPU per request (two bench.serving runs) but gave 0.65-1.24x the requests/s in four "
+        "runs under load 8-12, so 1 here; try 4 with the fast engine on a quiet machine.",
     )
     queue_timeout_s: float = Field(
         30.0, gt=0, le=600,
