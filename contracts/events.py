@@ -52,6 +52,7 @@ __all__ = [
     "load_user_id_key",
     "parse_event",
     "protect_event",
+    "protect_untrusted",
     "pseudonymize",
     "pseudonymize_ids",
     "require_shared_key",
@@ -329,6 +330,18 @@ ID_FIELDS = ("user_id", "session_id", "request_id")
 CONTEXT_ID_FIELDS = ("device_id", "install_id", "advertising_id")
 
 
+def _scoped(name: str, value: str, payload: Mapping[str, Any], key: bytes) -> str:
+    """A client-supplied request id is hashed together with its user, so two users who pick
+    the same request id get different pseudonyms: a request's identity is (user, request
+    id) everywhere downstream, and one user cannot reach another's request. A verified
+    pseudonym (the ids serving assigns) is returned as it is, for `pseudonymize` to keep.
+    `payload["user_id"]` is already pseudonymized here (`ID_FIELDS` order)."""
+    user = payload.get("user_id")
+    if name != "request_id" or not isinstance(user, str) or is_pseudonym(value, key):
+        return value
+    return f"{user}\x00{value}"
+
+
 def pseudonymize_ids(payload: Mapping[str, Any], key: bytes) -> dict[str, Any]:
     """A copy of an impression / feedback payload with every identifier pseudonymized
     (`ID_FIELDS`, and device ids in `context`); non-string or empty values are left for
@@ -337,7 +350,7 @@ def pseudonymize_ids(payload: Mapping[str, Any], key: bytes) -> dict[str, Any]:
     for name in ID_FIELDS:
         value = out.get(name)
         if isinstance(value, str) and value:
-            out[name] = pseudonymize(value, key)
+            out[name] = pseudonymize(_scoped(name, value, out, key), key)
     context = out.get("context")
     if isinstance(context, Mapping) and any(k in context for k in CONTEXT_ID_FIELDS):
         out["context"] = {k: pseudonymize(v, key) if k in CONTEXT_ID_FIELDS
@@ -362,6 +375,18 @@ def protect_event(event: Impression | Feedback, key: bytes,
     if protected == payload:
         return event
     return type(event).model_validate(protected)
+
+
+def protect_untrusted(event: Impression | Feedback, key: bytes,
+                      policy: PiiPolicy | None = None) -> Impression | Feedback:
+    """`protect_event` for events from producers that may have skipped it (a producer
+    writing straight to Kafka), as the stream worker and the lake sink apply it. Events
+    whose ids are all verified pseudonyms came through a protecting entry point (only
+    holders of the key can mint one), so the costly redaction is skipped for them."""
+    ids = (event.user_id, event.request_id, getattr(event, "session_id", None))
+    if all(value is None or is_pseudonym(value, key) for value in ids):
+        return event
+    return protect_event(event, key, policy)
 
 
 def new_impression(

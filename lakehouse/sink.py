@@ -45,7 +45,8 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError as PydanticValidationError
 
 from contracts.dlq import DeadLetter
-from contracts.events import Feedback, Impression, Sample, parse_event
+from contracts.events import Feedback, Impression, Sample, parse_event, protect_untrusted
+from contracts.privacy import PiiPolicy
 from lakehouse.config import LakeConfig
 from lakehouse.fastparse import FastParser
 from lakehouse.tables import RowBuffer, Source, contract_schema, spec_of
@@ -145,8 +146,13 @@ class Sink:
         stop_event: threading.Event | None = None,
         on_commit: Callable[[CommitInfo], None] | None = None,
         idle_exit_s: float | None = None,
+        user_id_key: bytes | None = None,
+        pii: PiiPolicy | None = None,
     ) -> None:
         self.lake = lake
+        # With a key, events from producers that skipped the entry points' protection are
+        # pseudonymized and redacted before a row holds them (`protect_untrusted`).
+        self.user_id_key, self.pii = user_id_key, pii
         self.kafka = kafka
         self.tables = tuple(dict.fromkeys(tables))
         for name in self.tables:
@@ -336,8 +342,13 @@ class Sink:
             except ValidationError as exc:
                 buffer.dlq.append((record, exc))
                 continue
+            raw = record.value
+            if self.user_id_key is not None and isinstance(model, Impression | Feedback):
+                protected = protect_untrusted(model, self.user_id_key, self.pii)
+                if protected is not model:
+                    model, raw = protected, protected.to_json_bytes()
             source = Source(tp.topic, tp.partition, record.offset, record.timestamp)
-            rows.add_model(model, raw=record.value, source=source)
+            rows.add_model(model, raw=raw, source=source)
 
     def _parse(self, route: _Route, raw: bytes | None) -> Any:
         """The fast path validates straight from JSON; failures are re-parsed by the
@@ -495,6 +506,8 @@ def run_sink(
     on_commit: Callable[[CommitInfo], None] | None = None,
     idle_exit_s: float | None = None,
     handle_signals: bool = False,
+    user_id_key: bytes | None = None,
+    pii: PiiPolicy | None = None,
 ) -> SinkStats:
     """Run the sink until `stop_event` is set (or SIGTERM/SIGINT with `handle_signals`, or
     `idle_exit_s` without records); flush, then return its counters. Blocking.
@@ -510,7 +523,8 @@ def run_sink(
         )
     stop = stop_event or threading.Event()
     sink = Sink(
-        lake, kafka, tables=tables, stop_event=stop, on_commit=on_commit, idle_exit_s=idle_exit_s
+        lake, kafka, tables=tables, stop_event=stop, on_commit=on_commit,
+        idle_exit_s=idle_exit_s, user_id_key=user_id_key, pii=pii,
     )
 
     async def main() -> SinkStats:

@@ -64,7 +64,14 @@ import faust
 from faust.types import TP
 
 from contracts.dlq import DeadLetter
-from contracts.events import Feedback, Impression, Sample, parse_event
+from contracts.events import (
+    Feedback,
+    Impression,
+    Sample,
+    parse_event,
+    protect_untrusted,
+)
+from contracts.privacy import PiiPolicy
 from streams.config import StreamsConfig
 from streams.gaps import read_range, skipped_range
 from streams.window import (
@@ -137,8 +144,11 @@ def ticks_topic_name(cfg: StreamsConfig) -> str:
 class Processor:
     """Routes one source event to the window transitions and writes the results."""
 
-    def __init__(self, app: ToolrecApp, cfg: StreamsConfig, kafka: KafkaConfig) -> None:
+    def __init__(self, app: ToolrecApp, cfg: StreamsConfig, kafka: KafkaConfig, *,
+                 user_id_key: bytes | None = None, pii: PiiPolicy | None = None) -> None:
         self.cfg = cfg
+        self.user_id_key = user_id_key  # None: events are taken as their producer wrote them
+        self.pii = pii or PiiPolicy()
         self.kafka = kafka
         self.topics = kafka.topics
         # Keys u:<user>, g:<partition>; values JSON (the app's default codec).
@@ -201,6 +211,10 @@ class Processor:
         event = self._validate(source)
         if event is None:
             return
+        protected = self._protect(event)
+        if protected is not event:  # state, samples and dead letters hold the protected form
+            event, source = protected, source._replace(
+                key=protected.user_id.encode(), value=protected.to_json_bytes())
         arrival = self._arrival(source)
         verdict = implausible_time(event.ts, arrival, self.cfg)
         if verdict is not None:
@@ -259,6 +273,16 @@ class Processor:
         except ValidationError as exc:
             self._reject(source, exc.reason, exc.field, str(exc))
             return None
+
+    def _protect(self, event: Impression | Feedback) -> Impression | Feedback:
+        """Producers that write straight to Kafka get the entry points' protection here,
+        before any state or sample holds their ids or text (`protect_untrusted`)."""
+        if self.user_id_key is None:
+            return event
+        protected = protect_untrusted(event, self.user_id_key, self.pii)
+        if protected is not event:
+            self.stats["protected_in_stream"] += 1
+        return protected
 
     def _apply(self, event: Impression | Feedback, source: Source, arrival: int) -> None:
         partition, user_key = source.partition, f"u:{event.user_id}"
@@ -518,8 +542,11 @@ def committed_offsets(
     return {(tp.topic, tp.partition): max(found.get((tp.topic, tp.partition), 0), 0) for tp in tps}
 
 
-def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
-    """Build the Faust app; `faust.Worker(app).execute_from_commandline()` runs it."""
+def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | None = None,
+               pii: PiiPolicy | None = None) -> ToolrecApp:
+    """Build the Faust app; `faust.Worker(app).execute_from_commandline()` runs it. With
+    `user_id_key`, events from producers that skipped the entry points' protection are
+    pseudonymized and redacted (`pii`) before anything is stored (`Processor._protect`)."""
     app = ToolrecApp(
         cfg.app_id,
         broker=kafka.faust_broker_url(),
@@ -541,7 +568,7 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig) -> ToolrecApp:
         table_standby_replicas=cfg.standby_replicas,
     )
     app.kafka_config = kafka
-    processor = Processor(app, cfg, kafka)
+    processor = Processor(app, cfg, kafka, user_id_key=user_id_key, pii=pii)
     ticks = app.topic(ticks_topic_name(cfg), partitions=kafka.partitions, **RAW_BYTES)
     source = app.topic(
         kafka.topics.impressions, kafka.topics.feedback, ticks_topic_name(cfg), **RAW_BYTES

@@ -41,7 +41,12 @@ def worker(settings: Settings, loglevel: str) -> None:
     ensure_topics(
         settings.kafka, [*settings.kafka.topics.all(), ticks_topic_name(settings.streams)]
     )
-    app = create_app(settings.streams, settings.kafka)
+    from contracts.events import load_user_id_key
+
+    key = (load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
+           if settings.streams.protect_events else None)
+    app = create_app(settings.streams, settings.kafka, user_id_key=key,
+                     pii=settings.privacy.pii)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)
     # Faust's progress spinner installs its handler at DEBUG on the root logger: every
     # debug call then builds a record (15–26 % of a send-heavy worker's time, issue 12).

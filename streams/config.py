@@ -112,6 +112,12 @@ class StreamsConfig(BaseModel):
     stats_interval_s: float = Field(10.0, gt=0, description="Progress log line interval.")
     max_event_bytes: int = Field(65536, ge=1024, description="Larger events go to the DLQ.")
     max_suggestions: int = Field(10, ge=1, le=50)
+    protect_events: bool = Field(
+        True, description="Pseudonymize every identifier and redact an impression's text "
+        "(the [privacy.pii] policy) of events whose ids are not verified pseudonyms, i.e. "
+        "from producers that write straight to Kafka, before any state or sample holds "
+        "them. Off only for tests of the window logic that assert on literal ids."
+    )
     max_text_chars: int = Field(2000, ge=16)
     commit_interval_s: float = Field(1.0, gt=0, le=60)
     standby_replicas: int = Field(1, ge=0, le=3, description="Warm table copies on peers.")

@@ -79,6 +79,20 @@ def test_every_identifier_of_a_payload_is_pseudonymized() -> None:
     assert pseudonymize_ids(out, KEY) == out and out["query"] == "hi"
 
 
+def test_a_client_request_id_is_scoped_to_its_user() -> None:
+    """Two users who pick the same request id get different pseudonyms (a request is (user,
+    request id) downstream); the same user's impression and feedback still join; a
+    pseudonym serving assigned is kept whoever quotes it."""
+    def request_of(user: str, request_id: str) -> str:
+        return str(pseudonymize_ids({"user_id": user, "request_id": request_id}, KEY)
+                   ["request_id"])
+
+    assert request_of("alice", "shared-1") != request_of("bob", "shared-1")
+    assert request_of("alice", "shared-1") == request_of(pseudonymize("alice", KEY), "shared-1")
+    assigned = pseudonymize("fresh-uuid", KEY)
+    assert request_of("alice", assigned) == assigned
+
+
 def test_a_fleet_refuses_to_start_without_a_shared_key() -> None:
     local = {"kafka": "127.0.0.1:9092", "lake": "file:///tmp/lake", "bind": "127.0.0.1"}
     require_shared_key(TelemetryConfig(), replicas=1, endpoints=local)

@@ -73,6 +73,9 @@ def start_worker(tmp_path: Path, kafka: KafkaConfig) -> Iterator[Callable[..., W
             "allowed_lateness_s": 1,
             "stats_interval_s": 1,
             "data_dir": tmp_path / f"faust-{n}",
+            # These tests follow literal ids (p_alice, r1:1) through the windows; the
+            # privacy test turns the stream's own protection back on.
+            "protect_events": False,
         } | streams
         worker = spawn_toolrec(
             ["streams", "worker", "--loglevel", "info"],
@@ -91,13 +94,11 @@ def start_sink(tmp_path: Path, kafka: KafkaConfig) -> Iterator[Callable[..., Wor
     """start_sink() → a running `toolrec lake sink` writing Delta tables under tmp_path/lake."""
     started: list[Worker] = []
 
-    def start(**lake: object) -> Worker:
+    def start(protect_events: bool = False, **lake: object) -> Worker:
         settings = {"root": tmp_path / "lake", "batch_max_seconds": 0.5} | lake
-        sink = spawn_toolrec(
-            ["lake", "sink"],
-            toolrec_env(kafka, tmp_path, "lake", **settings),
-            tmp_path / f"sink-{len(started)}.log",
-        )
+        env = toolrec_env(kafka, tmp_path, "lake", **settings)
+        env["TOOLREC_STREAMS__PROTECT_EVENTS"] = str(protect_events)  # as start_worker
+        sink = spawn_toolrec(["lake", "sink"], env, tmp_path / f"sink-{len(started)}.log")
         started.append(sink)
         return sink
 
