@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,13 @@ from streams.calibration import Decayed, activity_weight, calibrate, smoothed_us
 from streams.config import CalibrationConfig
 
 CFG = CalibrationConfig()
+
+
+def _weights(*, clicked: bool, executed: bool, tool: bool, theta: float = 1.0,
+             impressions: int = 0, clicks: int = 0, cfg: CalibrationConfig = CFG) -> Any:
+    """`calibrate` for one sample of a user with these counts (p̄ = 0.1)."""
+    return calibrate(clicked=clicked, executed=executed, is_tool_query=tool, theta=theta,
+                     user_impressions=impressions, user_clicks=clicks, global_ctr=0.1, cfg=cfg)
 
 
 def test_fresh_user_is_neutral() -> None:
@@ -40,91 +48,28 @@ def test_activity_weight_is_clipped() -> None:
 
 
 def test_tool_click_that_executed() -> None:
-    w = calibrate(
-        clicked=True,
-        executed=True,
-        is_tool_query=True,
-        theta=1.0,
-        user_impressions=0,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=CFG,
-    )
+    w = _weights(clicked=True, executed=True, tool=True)
     assert (w.w_activity, w.w_tool, w.w_position) == (pytest.approx(1.0), 3.0, 1.0)
     assert w.weight == pytest.approx(3.0)
 
 
 def test_tool_weight_only_for_clicked_tool_queries() -> None:
-    skip = calibrate(
-        clicked=False,
-        executed=False,
-        is_tool_query=True,
-        theta=1.0,
-        user_impressions=0,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=CFG,
-    )
-    chat = calibrate(
-        clicked=True,
-        executed=False,
-        is_tool_query=False,
-        theta=1.0,
-        user_impressions=0,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=CFG,
-    )
+    skip = _weights(clicked=False, executed=False, tool=True)
+    chat = _weights(clicked=True, executed=False, tool=False)
     assert skip.w_tool == 1.0 and chat.w_tool == 1.0
 
 
 def test_position_term_switch() -> None:
     on = CalibrationConfig(position_enabled=True)
-    click = calibrate(
-        clicked=True,
-        executed=False,
-        is_tool_query=False,
-        theta=0.5,
-        user_impressions=0,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=on,
-    )
-    skip = calibrate(
-        clicked=False,
-        executed=False,
-        is_tool_query=False,
-        theta=0.5,
-        user_impressions=0,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=on,
-    )
-    off = calibrate(
-        clicked=True,
-        executed=False,
-        is_tool_query=False,
-        theta=0.5,
-        user_impressions=0,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=CFG,
-    )
+    click = _weights(clicked=True, executed=False, tool=False, theta=0.5, cfg=on)
+    skip = _weights(clicked=False, executed=False, tool=False, theta=0.5, cfg=on)
+    off = _weights(clicked=True, executed=False, tool=False, theta=0.5)
     assert (click.w_position, skip.w_position, off.w_position) == (2.0, 0.5, 1.0)
 
 
 def test_final_weight_clip() -> None:
     cfg = CalibrationConfig(w_max=5.0)
-    w = calibrate(
-        clicked=True,
-        executed=True,
-        is_tool_query=True,
-        theta=1.0,
-        user_impressions=10_000,
-        user_clicks=0,
-        global_ctr=0.1,
-        cfg=cfg,
-    )
+    w = _weights(clicked=True, executed=True, tool=True, impressions=10_000, cfg=cfg)
     assert w.w_activity * w.w_tool == pytest.approx(12.0) and w.weight == 5.0
 
 
