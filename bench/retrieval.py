@@ -97,10 +97,12 @@ def respelling_section(retriever: Retriever, queries: list[str]) -> None:
                     catalog=retriever.catalog, encoder=retriever.encoder)
     off.warm()
     results: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"on": [], "off": []}
+    def search_and_link(r: Retriever) -> Callable[[str], object]:
+        return lambda text: (r.search(text, k=5), r.link(text))
+
     for q in queries:
         for name, r in (("on", retriever), ("off", off)):
-            results[name].append(timed(lambda t, r=r: (r.search(t, k=5), r.link(t)), [q],
-                                       warmup=0))
+            results[name].append(timed(search_and_link(r), [q], warmup=0))
     for name, got in results.items():
         wall = np.concatenate([w for w, _ in got])
         cpu = np.concatenate([c for _, c in got])
