@@ -53,6 +53,7 @@ __all__ = [
     "parse_event",
     "protect_event",
     "protect_untrusted",
+    "settings_key",
     "pseudonymize",
     "pseudonymize_ids",
     "require_shared_key",
@@ -289,6 +290,20 @@ def require_shared_key(telemetry: HasUserIdKey, *, replicas: int,
             "pseudonymizes must use the same key or one user becomes several; set "
             "streams.telemetry.user_id_key (TOOLREC_STREAMS__TELEMETRY__USER_ID_KEY, >= 16 "
             "bytes) from your secret store on every replica")
+
+
+def settings_key(settings: Any, *, replicas: int = 1,
+                 extra_endpoints: Mapping[str, str] | None = None) -> bytes:
+    """The key of `pseudonymize` for a process configured by `settings` (toolrec.config's
+    Settings), as every entry point loads it: refused (`require_shared_key`) without a
+    configured shared key when several replicas pseudonymize or the broker, the lake or
+    `extra_endpoints` are not on this machine."""
+    root = settings.lake.root
+    lake = root if "://" in root else f"file://{root}"
+    endpoints = {"kafka.bootstrap_servers": settings.kafka.bootstrap_servers,
+                 "lake.root": lake, **(extra_endpoints or {})}
+    require_shared_key(settings.streams.telemetry, replicas=replicas, endpoints=endpoints)
+    return load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
 
 
 # p_ + 24 hex digest (96 bits: no collision among billions of ids) + 8 hex MAC of the digest

@@ -61,11 +61,10 @@ def init(settings: Any) -> None:
 @pass_settings
 def sink(settings: Any, tables: tuple[str, ...], idle_exit: float | None) -> None:
     """Consume toolrec.samples / impressions / feedback into Delta, exactly once in effect."""
-    from contracts.events import load_user_id_key
+    from contracts.events import settings_key
     from lakehouse.sink import run_sink
 
-    key = (load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
-           if settings.streams.protect_events else None)
+    key = settings_key(settings) if settings.streams.protect_events else None
     stats = run_sink(
         settings.lake,
         settings.kafka,

@@ -35,16 +35,15 @@ def worker(settings: Settings, loglevel: str) -> None:
     """Run one Faust worker (start more for scale-out; they share the partitions)."""
     import faust
 
+    from contracts.events import settings_key
     from infra.topics import ensure_topics
     from streams.app import create_app, ticks_topic_name
 
+    # First: a fleet without the shared key must not start (nor touch the broker).
+    key = settings_key(settings) if settings.streams.protect_events else None
     ensure_topics(
         settings.kafka, [*settings.kafka.topics.all(), ticks_topic_name(settings.streams)]
     )
-    from contracts.events import load_user_id_key
-
-    key = (load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
-           if settings.streams.protect_events else None)
     app = create_app(settings.streams, settings.kafka, user_id_key=key,
                      pii=settings.privacy.pii)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)
@@ -67,10 +66,10 @@ def telemetry() -> None:
 @pass_settings
 def send(settings: Settings, path: Path, pseudonymized: bool) -> None:
     """Validate and send the events of a JSONL file (`-` for stdin)."""
-    from contracts.events import load_user_id_key
+    from contracts.events import settings_key
     from streams.producer import TelemetryProducer, send_jsonl
 
-    key = load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
+    key = settings_key(settings)
     lines = sys.stdin if str(path) == "-" else path.open()
     with TelemetryProducer(settings.kafka, settings.streams.telemetry, key=key) as producer:
         click.echo(json.dumps(send_jsonl(producer, lines, pseudonymized=pseudonymized)))

@@ -140,3 +140,20 @@ def test_serving_refuses_to_start_a_fleet_without_a_shared_key(tmp_path: Any) ->
                             kafka=KafkaConfig(bootstrap_servers="broker:9092")))
     with pytest.raises(ConfigError, match="serving.host=0.0.0.0"):
         create_app(Settings(serving=ServingConfig(host="0.0.0.0", **spool)))
+
+
+@pytest.mark.parametrize("command", [["streams", "worker"], ["lake", "sink"],
+                                     ["telemetry", "send", "-"]])
+def test_stream_sink_and_telemetry_refuse_a_remote_broker_without_a_shared_key(
+        command: list[str], tmp_path: Any) -> None:
+    """Every process that pseudonymizes checks the key before it touches the broker."""
+    from click.testing import CliRunner
+
+    from toolrec.cli import cli
+
+    env = {"TOOLREC_KAFKA__BOOTSTRAP_SERVERS": "broker.invalid:9092",
+           "TOOLREC_INFRA__STATE_DIR": str(tmp_path / "state"),
+           "TOOLREC_LAKE__ROOT": str(tmp_path / "lake")}
+    result = CliRunner().invoke(cli, command, env=env, input="")
+    assert result.exit_code != 0
+    assert "no shared pseudonymization key" in (result.output + repr(result.exception))
