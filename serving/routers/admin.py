@@ -74,7 +74,7 @@ async def rollback(
     services: ServicesDep, body: Annotated[RollbackRequest | None, Body()] = None
 ) -> JSONResponse:
     """Registry mode: demote the champion in the registry (announced on toolrec.models)
-    and serve the reinstated version (instantly if it is the warm previous model). Static
+    and serve the reinstated version (reloaded: a swap keeps only the current model). Static
     mode: swap back to the previous model in memory."""
     to = body.to if body is not None else None
     outcome = await _bounded(services, services.manager.rollback, to)
