@@ -75,7 +75,7 @@ async def rollback(
 ) -> JSONResponse:
     """Registry mode: demote the champion in the registry (announced on toolrec.models)
     and serve the reinstated version (reloaded: a swap keeps only the current model). Static
-    mode: swap back to the previous model in memory."""
+    mode: reload the previous model."""
     to = body.to if body is not None else None
     outcome = await _bounded(services, services.manager.rollback, to)
     return _answer(outcome)
