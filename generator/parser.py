@@ -42,6 +42,7 @@ __all__ = [
     "normalize",
     "parse_candidates",
     "parse_suggestions",
+    "words_key",
 ]
 
 DropReason = Literal[
@@ -108,7 +109,8 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().translate(_PUNCT).split())
 
 
-def _words_key(text: str) -> frozenset[str]:
+def words_key(text: str) -> frozenset[str]:
+    """What makes two suggestions duplicates here: the same words, in any order."""
     return frozenset(normalize(text).split())
 
 
@@ -151,7 +153,7 @@ def _reason(
         return "template"
     if line.truncated:
         return "truncated"
-    key = _words_key(line.text)
+    key = words_key(line.text)
     if not any(ch.isalpha() for ch in line.text):
         return "empty"
     if len(line.text) > max_chars or len(line.text.split()) > max_words:
@@ -182,7 +184,7 @@ def parse_candidates(
     flags = list(complete) if complete is not None else [None] * len(raws)
     per_candidate = [_split(raw, flag) for raw, flag in zip(raws, flags, strict=True)]
     merged = [ln for group in zip_longest(*per_candidate) for ln in group if ln is not None]
-    avoid_keys = {_words_key(t) for t in (query, *avoid)} - {frozenset()}
+    avoid_keys = {words_key(t) for t in (query, *avoid)} - {frozenset()}
     seen: set[frozenset[str]] = set()
     kept: list[str] = []
     dropped: list[Dropped] = []
@@ -193,7 +195,7 @@ def parse_candidates(
         if reason is not None:
             dropped.append(Dropped(line.text, reason))
             continue
-        seen.add(_words_key(line.text))
+        seen.add(words_key(line.text))
         kept.append(line.text)
     return ParseResult(
         suggestions=_link(kept, linker),

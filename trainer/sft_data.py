@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.config import GeneratorConfig
-from generator.parser import normalize
+from generator.parser import words_key
 from generator.prompt import PromptInputs, format_response, prompt_tools, render_prompt
 from toolrec.errors import TrainerError
 
@@ -204,7 +204,8 @@ def _targets(
 ) -> list[tuple[str, str]]:
     """(text, tool_id) targets: examples of the shown tools other than the one the query
     is about, context-matching tools first, one per tool before a second one."""
-    avoid = {normalize(inputs.query), *(normalize(r) for r in inputs.recent)}
+    # The parser's duplicate key (same words in any order), so every target survives it.
+    avoid = {words_key(inputs.query), *(words_key(r) for r in inputs.recent)}
     others = [t for t in shown if str(t.id) != str(seed_tool.id)]
     ranked = sorted(others, key=lambda t: (-len(_hints(t) & active), rng.random()))
     rounds = [[(e, str(t.id)) for e in rng.sample(_examples(t), len(_examples(t)))]
@@ -216,7 +217,7 @@ def _targets(
             if depth >= len(candidates) or len(picked) >= n:
                 continue
             text, tool_id = candidates[depth]
-            key = normalize(text)
+            key = words_key(text)
             fits = (len(text) <= config.max_suggestion_chars
                     and len(text.split()) <= config.max_suggestion_words)
             if key and key not in seen and fits:

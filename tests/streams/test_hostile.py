@@ -179,7 +179,8 @@ def test_two_users_sharing_a_request_id_lose_no_sample(
 def spawn_faulty(kafka: KafkaConfig, tmp_path: Path, app_id: str, n: int) -> Worker:
     """A real worker with an injected fault (`tests.streams.faulty_worker`)."""
     env = toolrec_env(kafka, tmp_path, "streams", app_id=app_id, attribution_window_s=4,
-                      allowed_lateness_s=1, stats_interval_s=1, data_dir=tmp_path / f"f{n}")
+                      allowed_lateness_s=1, stats_interval_s=1, data_dir=tmp_path / f"f{n}",
+                      protect_events=False)  # literal ids, as start_worker
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.streams.faulty_worker", "streams", "worker",
          "--loglevel", "info"],

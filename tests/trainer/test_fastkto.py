@@ -253,8 +253,9 @@ def test_training_with_accumulation_makes_the_double_batch_update(
     tiny_model_dir: Path, champion: Path
 ) -> None:
     """Through `train_weighted_kto`: one step of 2 × 6 accumulated = one step of 12. AdamW's
-    first step moves each parameter by ≈ lr·sign(g), so a gradient within float noise of 0
-    can move by up to ≈ lr/1000 either way: the tolerance is lr·0.01, not 1e-9."""
+    first step moves each parameter by lr·g/(|g| + eps) ≈ lr·sign(g), so a gradient within
+    float noise of AdamW's eps (1e-8) moves by a noisy fraction of lr: all but a few
+    elements agree within lr·0.01, and none can differ by a whole lr."""
     rows = _rows(12)
     updated = []
     for batch_size, accumulation in ((6, 2), (12, 1)):
@@ -267,7 +268,10 @@ def test_training_with_accumulation_makes_the_double_batch_update(
     policy, _ = _policy(tiny_model_dir, champion)
     start = torch.cat([p.detach().flatten() for p in policy.parameters() if p.requires_grad])
     assert (updated[0] - start).abs().max() > CONFIG.learning_rate / 2  # it did move
-    assert torch.allclose(updated[0], updated[1], rtol=0, atol=CONFIG.learning_rate * 0.01)
+    diff = (updated[0] - updated[1]).abs()
+    noisy = int((diff > CONFIG.learning_rate * 0.01).sum())
+    assert noisy <= diff.numel() // 1000, (noisy, diff.numel())  # measured: 1 of 28,672
+    assert float(diff.max()) < CONFIG.learning_rate  # what AdamW's first step can move
 
 
 @pytest.mark.parametrize("j", [0, 4])
