@@ -53,6 +53,7 @@ __all__ = [
     "parse_event",
     "protect_event",
     "protect_untrusted",
+    "require_settings_key",
     "settings_key",
     "pseudonymize",
     "pseudonymize_ids",
@@ -292,17 +293,22 @@ def require_shared_key(telemetry: HasUserIdKey, *, replicas: int,
             "bytes) from your secret store on every replica")
 
 
-def settings_key(settings: Any, *, replicas: int = 1,
-                 extra_endpoints: Mapping[str, str] | None = None) -> bytes:
-    """The key of `pseudonymize` for a process configured by `settings` (toolrec.config's
-    Settings), as every entry point loads it: refused (`require_shared_key`) without a
-    configured shared key when several replicas pseudonymize or the broker, the lake or
-    `extra_endpoints` are not on this machine."""
+def require_settings_key(settings: Any, *, replicas: int = 1,
+                         extra_endpoints: Mapping[str, str] | None = None) -> None:
+    """`require_shared_key` for a process configured by `settings` (toolrec.config's
+    Settings): its broker, its lake and `extra_endpoints` are the endpoints checked."""
     root = settings.lake.root
     lake = root if "://" in root else f"file://{root}"
     endpoints = {"kafka.bootstrap_servers": settings.kafka.bootstrap_servers,
                  "lake.root": lake, **(extra_endpoints or {})}
     require_shared_key(settings.streams.telemetry, replicas=replicas, endpoints=endpoints)
+
+
+def settings_key(settings: Any) -> bytes:
+    """The key of `pseudonymize` for a one-replica process configured by `settings`, as the
+    worker, the sink and the telemetry CLI load it: refused without a configured shared key
+    when the broker or the lake is not on this machine (`require_settings_key`)."""
+    require_settings_key(settings)
     return load_user_id_key(settings.streams.telemetry, settings.infra.state_dir)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from contracts.events import settings_key
+from contracts.events import require_settings_key
 from serving.errors import install_error_handlers
 from serving.guard import BodyGuard, RateLimiter
 from serving.metrics import MetricsMiddleware
@@ -75,8 +75,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
 def _require_shared_key(settings: Settings) -> None:
     """Several replicas, or a broker, lake or bind address beyond this machine, need the one
     shared pseudonymization key (else each replica would split its users)."""
-    settings_key(settings, replicas=settings.serving.replicas,
-                 extra_endpoints={"serving.host": settings.serving.host})
+    require_settings_key(settings, replicas=settings.serving.replicas,
+                         extra_endpoints={"serving.host": settings.serving.host})
 
 
 def openapi_schema(settings: Settings) -> dict[str, Any]:
