@@ -35,11 +35,10 @@ from deltalake import DeltaTable
 from bench.sink import ceiling_rate
 from infra.broker import LocalStack
 from infra.processes import stop_pid
-from infra.topics import ensure_topics
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import history
 from lakehouse.tables import read_table, table_uri
-from streams.app import ticks_topic_name
+from streams.app import ensure_worker_topics
 from streams.config import StreamsConfig
 from toolrec.kafka import KafkaConfig
 
@@ -212,7 +211,7 @@ def main() -> None:
     with LocalStack(base / "broker") as stack:
         kafka = stack.kafka_config()
         streams = StreamsConfig(attribution_window_s=WINDOW_S, allowed_lateness_s=LATENESS_S)
-        ensure_topics(kafka, [*kafka.topics.all(), ticks_topic_name(streams)])
+        ensure_worker_topics(streams, kafka)
         lake = LakeConfig(root=str(base / "lake"))
         t0 = int(time.time() * 1000) - 3 * 3600 * 1000
         events = make_events(args.events, args.users, t0, span_ms=2 * 3600 * 1000)

@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def ensure_topics(
-    kafka: KafkaConfig, names: Iterable[str] | None = None, *, timeout_s: float = 30.0
+    kafka: KafkaConfig, names: Iterable[str] | None = None, *, timeout_s: float = 30.0,
+    compacted: Iterable[str] = (),
 ) -> dict[str, int]:
     """Create missing topics with `kafka.partitions`; return {topic: partition count}.
+    Topics in `compacted` are created with cleanup.policy=compact (state changelogs: the
+    latest record of every key must outlive any retention time).
 
     Raises InfraError if an existing co-partitioned topic has another partition count.
     """
@@ -34,7 +37,10 @@ def ensure_topics(
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
-            new = [NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing]
+            compact = set(compacted)
+            new = [NewTopic(t, kafka.partitions, kafka.replication_factor,
+                            topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+                   for t in missing]
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 admin.create_topics(new)
             log.info("created topics %s with %d partitions", missing, kafka.partitions)

@@ -218,11 +218,9 @@ class Demo:
 
     # ---------------------------------------------------------------- start-up
     def _start(self, stack: LoopStack, settings: Any, result: DemoResult) -> None:
-        from infra.topics import ensure_topics
-        from streams.app import ticks_topic_name
+        from streams.app import ensure_worker_topics
 
-        ensure_topics(settings.kafka, [*settings.kafka.topics.all(),
-                                       ticks_topic_name(settings.streams)])
+        ensure_worker_topics(settings.streams, settings.kafka)
         v1 = self._registry(settings).import_adapter(
             self.start_model.adapter_dir, self.start_model.model_dir, promote=True,
             note="bootstrap SFT (demo start)")

@@ -2,15 +2,23 @@
 
 One agent reads `toolrec.impressions`, `toolrec.feedback` and an internal ticks topic,
 all co-partitioned by user, so every event of a user is handled in order by one worker.
-The agent is thin; `Processor` routes events to the pure transitions of `streams.window`.
+The agent takes batches (`take_events`); `Processor.handle_batch` routes each event to the
+pure transitions of `streams.window`, closes what is due and writes each changed state
+key once per batch (issue 12: Faust's per-message table and send paths cost more than
+everything else together).
 
 Guarantees (Faust runs at-least-once; tansu cannot do Kafka transactions, DESIGN.md §5d):
-- one table holds all state, so one changelog partition orders every write of a source
-  partition: a user's write surviving a crash implies the partition's earlier writes did;
+- all state lives in one store (`streams.state`) with one changelog partition per source
+  partition, so that partition orders every write of a source partition: a user's write
+  surviving a crash implies the partition's earlier writes did;
 - replayed events are recognised by the source offsets stored in the user's state;
-- a window's samples are acknowledged by the broker *before* its state is updated, so a
-  crash re-emits identical samples (same `sample_id`, same content) rather than losing
-  them; the lake sink keeps one row per `sample_id`.
+- a batch's samples (and dead letters) are acknowledged by the broker *before* its state
+  records are sent, and the transport flushes those before Faust commits the batch's
+  offsets, so a crash re-emits identical samples (same `sample_id`, same content) rather
+  than losing them; the lake sink keeps one row per `sample_id`;
+- a batch is acknowledged only when its body returned, and the body never raises: an event
+  that raises is dead-lettered; a delivery the broker refuses stops the process before
+  the batch is acknowledged (`handle_batch`).
 Windows close on event time. The watermark of a partition is the smaller of the largest
 event times seen on its impressions and its feedback partition (the two are consumed
 independently, so neither may run ahead for the other). A worker that has consumed
@@ -55,6 +63,7 @@ import copy
 import heapq
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -72,8 +81,10 @@ from contracts.events import (
     protect_untrusted,
 )
 from contracts.privacy import PiiPolicy
+from infra.topics import ensure_topics
 from streams.config import StreamsConfig
 from streams.gaps import read_range, skipped_range
+from streams.state import ChangelogState, state_topic_name
 from streams.window import (
     GlobalState,
     Orphan,
@@ -107,6 +118,8 @@ ERROR_OUTCOMES = {
     "user_state_full": "user_id",
     "request_id_collision": "request_id",
 }
+# Exit status of a worker that stops rather than acknowledge an undelivered batch.
+EXIT_UNDELIVERED = 75
 # Outcomes that changed the user's state (so it is written).
 STATE_CHANGES = {"accepted", "counted", "held"}
 
@@ -141,6 +154,14 @@ def ticks_topic_name(cfg: StreamsConfig) -> str:
     return f"{cfg.app_id}-ticks"
 
 
+def ensure_worker_topics(cfg: StreamsConfig, kafka: KafkaConfig) -> dict[str, int]:
+    """Create the worker's topics (sources, outputs, ticks, the compacted state changelog)
+    if missing; returns their partition counts."""
+    state = state_topic_name(cfg.app_id)
+    return ensure_topics(kafka, [*kafka.topics.all(), ticks_topic_name(cfg), state],
+                         compacted=[state])
+
+
 class Processor:
     """Routes one source event to the window transitions and writes the results."""
 
@@ -152,7 +173,7 @@ class Processor:
         self.kafka = kafka
         self.topics = kafka.topics
         # Keys u:<user>, g:<partition>; values JSON (the app's default codec).
-        self.table = app.Table("state", default=None, partitions=kafka.partitions, key_type=str)
+        self.state = ChangelogState(state_topic_name(cfg.app_id), kafka.client_kwargs())
         self.app = app
         self.dlq = app.topic(kafka.topics.dlq, **RAW_BYTES)
         self.seen: dict[int, dict[str, int]] = {}  # partition -> topic -> max event time
@@ -163,35 +184,56 @@ class Processor:
         self.owners: dict[int, dict[str, str]] = {}  # partition -> open request id -> user
         self.floor: dict[int, int] = {}  # partition -> persisted watermark
         self.stats: Counter[str] = Counter()
-        self._dead_letters: list[Any] = []  # sends of the current event, awaited in handle
+        self._dead_letters: list[Any] = []  # sends of the current batch, awaited in it
         self._last_report = (time.monotonic(), 0)
 
     # -- entry point ---------------------------------------------------------------------
-    async def handle(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp: int | None = None,
-    ) -> None:
-        """Process one source record (`timestamp`: the record's, in ms), then close what
-        is due; returns once its dead letters are on their way (attached to the event)."""
-        self._ensure_index(partition)
-        if topic in (self.topics.impressions, self.topics.feedback):
-            for record in await self._skipped_records(topic, partition, offset):
-                self._guarded(Source(topic, partition, record.offset, record.key,
-                                     record.value, record.timestamp))
-            self._guarded(Source(topic, partition, offset, key, value, timestamp))
+    async def handle_batch(self, batch: list[Source]) -> None:
+        """Process a batch of source records, close what is due, then write each changed
+        state key once: the batch's samples and dead letters are on the broker before its
+        state records are queued, and the transport flushes those before Faust commits
+        the batch's offsets (`streams.state`).
+
+        Nothing a record contains can make this raise (events that raise are dead-lettered,
+        `_guarded`). What can — the broker refusing deliveries beyond the producer's own
+        retries — stops the process at once: `take_events` acknowledges a batch whose body
+        raised, so returning or raising would commit events whose samples were never
+        delivered. A restart recovers the state from the changelog and replays them.
+        """
+        try:
+            for partition in sorted({source.partition for source in batch}):
+                await self._ensure_index(partition)
+            for source in batch:
+                await self._handle_one(source)
+            deliveries: list[Any] = []
+            for partition in sorted({source.partition for source in batch}):
+                deliveries += await self._close_due(partition)
+            await asyncio.gather(*deliveries)  # samples first: the module docstring
+            self.stats["samples"] += len(deliveries)
+            self.stats["state_writes"] += await self.state.commit(self._send_state, _state_order)
+            await asyncio.gather(*self._dead_letters)
+            self._dead_letters.clear()
+        except Exception:
+            log.critical("a batch could not be delivered; stopping without acknowledging it",
+                         exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNDELIVERED)
+
+    async def _handle_one(self, source: Source) -> None:
+        if source.topic in (self.topics.impressions, self.topics.feedback):
+            for record in await self._skipped_records(source.topic, source.partition,
+                                                      source.offset):
+                self._guarded(Source(source.topic, source.partition, record.offset,
+                                     record.key, record.value, record.timestamp))
+            self._guarded(source)
         else:  # a tick: wall-clock progress for idle partitions
-            tick = int(json.loads(value or b"{}").get("ts", 0))
-            self._advance(partition, tick, self.topics.impressions, self.topics.feedback)
-            self._persist_watermark(partition)
-        await self._close_due(partition)
-        for send in self._dead_letters:
-            await send
-        self._dead_letters.clear()
+            tick = int(json.loads(source.value or b"{}").get("ts", 0))
+            self._advance(source.partition, tick, self.topics.impressions, self.topics.feedback)
+            self._persist_watermark(source.partition)
+
+    async def _send_state(self, topic: str, key: bytes, value: bytes | None,
+                          partition: int) -> Any:
+        return await self.app.producer.send(topic, key, value, partition, None, None)
 
     def _guarded(self, source: Source) -> None:
         """Process one event; one that raises is dead-lettered and the worker goes on (a
@@ -286,7 +328,7 @@ class Processor:
 
     def _apply(self, event: Impression | Feedback, source: Source, arrival: int) -> None:
         partition, user_key = source.partition, f"u:{event.user_id}"
-        stored: UserState | None = self.table.get(user_key)
+        stored: UserState | None = self.state.get(partition, user_key)
         user = copy_user(stored) if stored else new_user_state(partition)
         raw = (source.value or b"").decode()
         if isinstance(event, Impression):
@@ -297,7 +339,7 @@ class Processor:
                 self._watch(partition, user["orphans"][-1]["deadline"], event)
         self._count(outcome, source)
         if outcome in STATE_CHANGES:
-            self.table[user_key] = user
+            self.state.stage(partition, user_key, user)
 
     def _open(
         self, user: UserState, event: Impression, source: Source, raw: str, arrival: int
@@ -354,10 +396,10 @@ class Processor:
         watermark = self.watermark(partition)
         if watermark <= self.floor.get(partition, 0):
             return
-        glob: GlobalState = self.table.get(f"g:{partition}") or new_global_state()
+        glob: GlobalState = self.state.get(partition, f"g:{partition}") or new_global_state()
         glob = copy.deepcopy(glob)
         glob["watermark"] = watermark
-        self.table[f"g:{partition}"] = glob
+        self.state.stage(partition, f"g:{partition}", glob)
         self.floor[partition] = watermark
 
     def caught_up(self, partition: int, highwater: Callable[[TP], int | None]) -> bool | None:
@@ -378,28 +420,29 @@ class Processor:
         return True
 
     # -- closing windows -----------------------------------------------------------------
-    async def _close_due(self, partition: int) -> None:
-        """Close every window of `partition` that the watermark passed, as one batch.
+    async def _close_due(self, partition: int) -> list[Any]:
+        """Close every window of `partition` that the watermark passed; returns the
+        deliveries of their samples (awaited by `handle_batch` before any state is written).
 
-        Batches are at most one per `close_interval_s` per partition: each one waits for
-        the broker to acknowledge its samples, and results do not depend on when a
-        window closes, only on the order (deadline, request id), which batching keeps.
+        At most one close batch per `close_interval_s` per partition: results do not
+        depend on when a window closes, only on the order (deadline, request id), which
+        batching keeps.
         """
-        heap, watermark = self.deadlines[partition], self.watermark(partition)
+        heap, watermark = self.deadlines.get(partition), self.watermark(partition)
         if not heap or heap[0][0] > watermark:
-            return
+            return []  # nothing due, or the partition was revoked during the batch
         now = time.monotonic()
         if now - self.last_close.get(partition, 0.0) < self.cfg.close_interval_s:
-            return
+            return []
         self.last_close[partition] = now
-        stored: GlobalState | None = self.table.get(f"g:{partition}")
+        stored: GlobalState | None = self.state.get(partition, f"g:{partition}")
         glob = copy.deepcopy(stored) if stored else new_global_state()
         users: dict[str, UserState] = {}
         deliveries = []
         while heap and heap[0][0] <= watermark:
             _, request_id, user_id = heapq.heappop(heap)
             if user_id not in users:
-                found: UserState | None = self.table.get(f"u:{user_id}")
+                found: UserState | None = self.state.get(partition, f"u:{user_id}")
                 if found is None:
                     continue
                 users[user_id] = copy_user(found)
@@ -410,14 +453,12 @@ class Processor:
             for orphan in expire_orphans(user, watermark):
                 self._count("unknown_impression", self._orphan_source(
                     Source(self.topics.feedback, partition, -1, None, None), orphan, user_id))
-        # The broker has the samples before any state says they were emitted.
-        await asyncio.gather(*deliveries)
         glob["watermark"] = max(glob.get("watermark", 0), watermark)
         self.floor[partition] = max(self.floor.get(partition, 0), glob["watermark"])
-        self.table[f"g:{partition}"] = glob  # before the users: see the module docstring
+        self.state.stage(partition, f"g:{partition}", glob)
         for user_id, user in users.items():
-            self.table[f"u:{user_id}"] = user
-        self.stats["samples"] += len(deliveries)
+            self.state.stage(partition, f"u:{user_id}", user)
+        return deliveries
 
     async def _close_one(
         self, user: UserState, user_id: str, glob: GlobalState, request_id: str, partition: int
@@ -470,19 +511,23 @@ class Processor:
         )
 
     # -- the deadline index is derived state, rebuilt from the table ---------------------
-    def _ensure_index(self, partition: int) -> None:
+    async def _ensure_index(self, partition: int) -> None:
+        """Before a partition's first event: its state from the changelog, then the
+        derived index (deadlines, open request ids, persisted watermark)."""
         if partition in self.deadlines:
             return
+        if not self.state.has(partition):
+            await self.state.recover(partition)
         heap: list[tuple[int, str, str]] = []
         owners: dict[str, str] = {}
-        for key, state in self.table.items():
-            if key.startswith("u:") and state and state["partition"] == partition:
+        for key, state in self.state.items(partition):
+            if key.startswith("u:") and state:
                 heap.extend((deadline, rid, key[2:]) for deadline, rid in deadlines(state))
                 owners.update(dict.fromkeys(state["pending"], key[2:]))
         heapq.heapify(heap)
         self.deadlines[partition] = heap
         self.owners[partition] = owners
-        glob: GlobalState | None = self.table.get(f"g:{partition}")
+        glob: GlobalState | None = self.state.get(partition, f"g:{partition}")
         self.floor[partition] = glob.get("watermark", 0) if glob else 0
         if heap:
             log.info("partition %d: %d open windows restored", partition, len(heap))
@@ -514,6 +559,19 @@ class Processor:
             self.owners.pop(partition, None)
             self.floor.pop(partition, None)
             self.seen.pop(partition, None)
+            self.state.drop(partition)
+
+
+def source_of(event: faust.types.EventT[Any]) -> Source:
+    message = event.message
+    timestamp = int(message.timestamp * 1000) if message.timestamp else None
+    return Source(message.topic, message.partition, message.offset, event.key, event.value,
+                  timestamp)
+
+
+def _state_order(key: str) -> int:
+    """The partition's record (`g:`) before its users' within a batch: module docstring."""
+    return 0 if key.startswith("g:") else 1
 
 
 def committed_offsets(
@@ -551,7 +609,6 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | N
         cfg.app_id,
         broker=kafka.faust_broker_url(),
         broker_credentials=kafka.faust_credentials(),
-        store=cfg.store,
         datadir=str(cfg.data_dir),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
@@ -565,7 +622,6 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | N
         # bottleneck otherwise (a socket write per table update).
         producer_linger=cfg.producer_linger_ms / 1000,
         producer_max_batch_size=256 * 1024,
-        table_standby_replicas=cfg.standby_replicas,
     )
     app.kafka_config = kafka
     processor = Processor(app, cfg, kafka, user_id_key=user_id_key, pii=pii)
@@ -576,12 +632,9 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | N
 
     @app.agent(source, name="calibrate")
     async def calibrate(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            await processor.handle(
-                message.topic, message.partition, message.offset, event.key, event.value,
-                int(message.timestamp * 1000) if message.timestamp else None,
-            )
+        assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
+        async for events in stream.take_events(cfg.batch_max_events, within=cfg.batch_within_s):
+            await processor.handle_batch([source_of(event) for event in events])
 
     # faust types app.timer's decorator as a bare Callable.
     @app.timer(interval=cfg.tick_interval_s)  # type: ignore[untyped-decorator]

@@ -21,11 +21,9 @@ def streams() -> None:
 @pass_settings
 def topics(settings: Settings) -> None:
     """Create the project's topics (idempotent) and print their partition counts."""
-    from infra.topics import ensure_topics
-    from streams.app import ticks_topic_name
+    from streams.app import ensure_worker_topics
 
-    names = [*settings.kafka.topics.all(), ticks_topic_name(settings.streams)]
-    click.echo(json.dumps(ensure_topics(settings.kafka, names)))
+    click.echo(json.dumps(ensure_worker_topics(settings.streams, settings.kafka)))
 
 
 @streams.command("worker")
@@ -36,14 +34,11 @@ def worker(settings: Settings, loglevel: str) -> None:
     import faust
 
     from contracts.events import settings_key
-    from infra.topics import ensure_topics
-    from streams.app import create_app, ticks_topic_name
+    from streams.app import create_app, ensure_worker_topics
 
     # First: a fleet without the shared key must not start (nor touch the broker).
     key = settings_key(settings) if settings.streams.protect_events else None
-    ensure_topics(
-        settings.kafka, [*settings.kafka.topics.all(), ticks_topic_name(settings.streams)]
-    )
+    ensure_worker_topics(settings.streams, settings.kafka)
     app = create_app(settings.streams, settings.kafka, user_id_key=key,
                      pii=settings.privacy.pii)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)

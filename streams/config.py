@@ -96,8 +96,7 @@ class StreamsConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     app_id: str = Field("toolrec-streams", description="Faust app id = consumer group.")
-    data_dir: Path = Field(Path(".toolrec/streams"), description="Faust table stores.")
-    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://.")
+    data_dir: Path = Field(Path(".toolrec/streams"), description="Faust's working directory.")
     attribution_window_s: float = Field(600.0, gt=0, description="Clicks count this long.")
     allowed_lateness_s: float = Field(60.0, ge=0, description="Grace after the window.")
     tick_interval_s: float = Field(
@@ -120,7 +119,13 @@ class StreamsConfig(BaseModel):
     )
     max_text_chars: int = Field(2000, ge=16)
     commit_interval_s: float = Field(1.0, gt=0, le=60)
-    standby_replicas: int = Field(1, ge=0, le=3, description="Warm table copies on peers.")
+    batch_max_events: int = Field(
+        2000, ge=1, le=100_000, description="Events per worker batch (Faust take_events): "
+        "each changed state key is written once per batch."
+    )
+    batch_within_s: float = Field(
+        0.2, gt=0, le=10, description="A batch is handled after this long even if not full."
+    )
     session_timeout_s: float = Field(6.0, gt=0, description="tansu joins take ~half of it.")
     # -- hostile input (streams.window / streams.app docstrings: the rules) --------------
     max_future_skew_s: float = Field(
