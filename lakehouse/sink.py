@@ -55,7 +55,7 @@ from toolrec.durable import now_ms
 from toolrec.errors import LakeError, ValidationError
 from toolrec.kafka import KafkaConfig
 
-__all__ = ["CommitInfo", "Sink", "SinkStats", "run_sink"]
+__all__ = ["CommitInfo", "Sink", "SinkStats", "TableName", "run_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,17 @@ class SinkStats:
     commits: int = 0
     files: int = 0
     commit_seconds: float = 0.0
+    # CPU seconds per stage (thread time): fetch, parse, build, then the writer's steps
+    cpu: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     elapsed: float = 0.0
 
     @property
     def rows_total(self) -> int:
         return sum(self.rows.values())
+
+    def charge(self, stage: str, seconds: float) -> None:
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + seconds
 
     def rate(self) -> float:
         """Kafka records handled per second since the start."""
@@ -260,7 +265,9 @@ class Sink:
         last_log = last_record
         while not self.stop_event.is_set():
             room = self.lake.batch_max_rows - max(len(b.rows) for b in self.buffers.values())
+            cpu = time.thread_time()
             batches = await consumer.getmany(timeout_ms=200, max_records=max(room, 1))
+            self.stats.charge("fetch", time.thread_time() - cpu)
             self._check_highwaters(consumer)
             now = time.monotonic()
             batches = {tp: records for tp, records in batches.items() if records}
@@ -315,8 +322,10 @@ class Sink:
         )
 
     def _ingest_all(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        cpu = time.thread_time()
         for tp, records in batches.items():
             self._ingest(tp, records)
+        self.stats.charge("parse", time.thread_time() - cpu)
 
     def _ingest(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         route = self.routes[tp.topic]
@@ -394,14 +403,17 @@ class Sink:
         self.flushing[name] = asyncio.ensure_future(self._commit(name, buffer))
 
     async def _commit(self, name: TableName, buffer: _Buffer) -> None:
-        rows = buffer.rows.to_table(ingest_ts=now_ms())
         loop = asyncio.get_running_loop()
-        writer = self.writers[name]
-        result = await loop.run_in_executor(
-            None, lambda: writer.append(rows, offsets=buffer.offsets)
-        )
+        result = await loop.run_in_executor(None, self._write, name, buffer)
         self._account(name, buffer, result)
         await self._after_commit(result)
+
+    def _write(self, name: TableName, buffer: _Buffer) -> AppendResult:
+        """Build the batch's Arrow table and append it (in a worker thread)."""
+        cpu = time.thread_time()
+        rows = buffer.rows.to_table(ingest_ts=now_ms())
+        self.stats.charge("build", time.thread_time() - cpu)
+        return self.writers[name].append(rows, offsets=buffer.offsets)
 
     def _account(self, name: str, buffer: _Buffer, result: AppendResult) -> None:
         stats = self.stats
@@ -412,6 +424,8 @@ class Sink:
         stats.commits += result.version is not None
         stats.files += result.files_added
         stats.commit_seconds += result.seconds
+        for step, seconds in result.cpu.items():
+            stats.charge(step, seconds)
         if result.replayed:
             log.warning(
                 "%s: dropped %d records whose offsets the table already records: another sink "

@@ -70,6 +70,8 @@ class AppendResult:
     seconds: float
     attempts: int
     recorded: dict[TopicPartition, int] = field(default_factory=dict)  # table's offsets after
+    # CPU seconds of this thread per step (refresh, dedup, write, confirm): the sink's profile
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 class _StaleSnapshot(Exception):
@@ -156,16 +158,18 @@ class DeltaAppender:
         started: float,
         attempt: int,
     ) -> AppendResult:
+        clock = _Clock()
         self.refresh()
         recorded = {tp: self.table.transaction_version(self.app_id(tp)) or 0 for tp in offsets}
+        clock.lap("refresh")
         batch, replayed = _drop_committed(rows, recorded)
         batch, duplicates = self._drop_duplicates(batch)
+        clock.lap("dedup")
         advance = {tp: v for tp, v in offsets.items() if v > recorded[tp]}
         after = {tp: max(v, recorded[tp]) for tp, v in offsets.items()}
         if batch.num_rows == 0 and not advance:
-            return AppendResult(
-                None, 0, duplicates, replayed, 0, time.perf_counter() - started, attempt, after
-            )
+            return AppendResult(None, 0, duplicates, replayed, 0, time.perf_counter() - started,
+                                attempt, after, clock.spent)  # fmt: skip
         nonce = uuid.uuid4().hex
         write_deltalake(
             self.table,
@@ -177,8 +181,10 @@ class DeltaAppender:
                 or None,
             ),
         )
+        clock.lap("write")
         version, files = self._own_commit(nonce)
         self._remember(batch)
+        clock.lap("confirm")
         return AppendResult(
             version,
             batch.num_rows,
@@ -188,6 +194,7 @@ class DeltaAppender:
             time.perf_counter() - started,
             attempt,
             after,
+            clock.spent,
         )
 
     def _with_batch_id(self, rows: pa.Table, batch_id: str) -> pa.Table:
@@ -250,6 +257,19 @@ class DeltaAppender:
             cached = self._keys.get(day)
             if cached is not None:
                 cached.add(key)
+
+
+class _Clock:
+    """CPU seconds of the calling thread, charged step by step (`lap`) to named steps."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._last = time.thread_time()
+
+    def lap(self, step: str) -> None:
+        now = time.thread_time()
+        self.spent[step] = self.spent.get(step, 0.0) + now - self._last
+        self._last = now
 
 
 def _drop_committed(rows: pa.Table, recorded: Mapping[TopicPartition, int]) -> tuple[pa.Table, int]:
