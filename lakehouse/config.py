@@ -14,9 +14,23 @@ class LakeConfig(BaseModel):
         default_factory=dict, description="delta-rs storage options (AWS_* for s3://)."
     )
     batch_max_rows: int = Field(
-        5000, ge=1, le=1_000_000, description="Flush a micro-batch at this size…"
+        20_000,
+        ge=1,
+        le=1_000_000,
+        description="Flush a table's micro-batch at this many Kafka records (rows + duplicates "
+        "+ dead letters)… (larger batches: fewer commits and larger files; 20k measured "
+        "≈ 20 % less sink CPU per row than 5k)",
     )
-    batch_max_seconds: float = Field(2.0, gt=0, le=3600, description="…or after this long.")
+    batch_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=4 * 1024**3,
+        description="…or at this many bytes of record values (bounds the sink's memory; a "
+        "single larger record still makes a batch of one)…",
+    )
+    batch_max_seconds: float = Field(
+        2.0, gt=0, le=3600, description="…or this long after its first record, whichever first."
+    )
     sink_app_id: str = Field(
         "toolrec-lake-sink",
         min_length=1,

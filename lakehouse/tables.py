@@ -25,7 +25,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from contracts.arrow import arrow_fields
-from contracts.events import Sample
+from contracts.events import Feedback, Sample
 from lakehouse.config import LakeConfig
 from toolrec.errors import LakeError
 
@@ -276,7 +276,7 @@ class RowBuffer:
 
     def _add_event(self, event: Any, raw: bytes | None) -> None:
         columns = self.columns
-        is_feedback = hasattr(event, "type")
+        is_feedback = isinstance(event, Feedback)  # (hasattr on a pydantic model: 2 µs)
         columns["event_id"].append(event.event_id)
         columns["kind"].append("feedback" if is_feedback else "impression")
         columns["schema"].append(event.schema_)

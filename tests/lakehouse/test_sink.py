@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 from lakehouse import read_samples_since, read_table, table_version
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize, vacuum
-from lakehouse.sink import SinkStats, run_sink
+from lakehouse.sink import CommitInfo, SinkStats, run_sink
 from lakehouse.writer import DeltaAppender
 from tests.lakehouse.helpers import (
     consume,
@@ -289,3 +290,25 @@ def test_a_recreated_topic_stops_the_sink_until_its_app_id_changes(
         stats = run_sink(fresh, recreated, tables=["samples"], idle_exit_s=1.0)
     assert (stats.rows_total, stats.replayed) == (10, 0)
     _assert_samples_exactly(lake, range(50))
+
+
+def test_a_batch_is_bounded_by_records_bytes_and_time(kafka: KafkaConfig, tmp_path: Path) -> None:
+    """`batch_max_rows` and `batch_max_bytes` bound every commit exactly (records that do
+    not fit wait for the next batch); `batch_max_seconds` flushes a batch that never fills."""
+    produce(kafka, kafka.topics.samples, [sample(i) for i in range(400)])
+    size = len(json.dumps(sample(0)).encode())
+    for bound in ({"batch_max_rows": 50}, {"batch_max_bytes": 10 * size}):
+        lake = _lake(tmp_path / next(iter(bound)), batch_max_seconds=600, **bound)
+        commits: list[CommitInfo] = []
+        run_sink(lake, kafka, tables=["samples"], idle_exit_s=1.0, on_commit=commits.append)
+        assert sum(c.rows for c in commits) == 400
+        assert all(c.records <= lake.batch_max_rows for c in commits), commits
+        assert all(c.bytes <= lake.batch_max_bytes for c in commits), commits
+        per = min(lake.batch_max_rows, lake.batch_max_bytes // size)  # sample(0) is smallest
+        assert len(commits) >= 400 // per, len(commits)  # batches fill up to the bound
+        _assert_samples_exactly(lake, range(400))
+
+    lake = _lake(tmp_path / "time", batch_max_rows=100_000, batch_max_seconds=0.3)
+    with sink_thread(lake, kafka, tables=["samples"]):
+        wait_until(lambda: _count(lake, "samples") == 400, what="a time-bound flush",
+                   timeout_s=10)  # fmt: skip
