@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _FULL_VACUUM_MIN_HOURS = 1
+_OPTIMIZE_PASSES = 4  # compaction passes at most (the second usually leaves one remainder)
 # Tables other stages keep under the same root (read-only here): the trainer's registry.
 KNOWN_TABLES = (*SPECS, MODELS_SPEC.name)
 
@@ -66,25 +67,63 @@ def optimize(
     target_size: int | None = None,
     partition_filters: list[tuple[str, str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Compact the small files of table `name` (e.g. one per sink commit) into files of about
-    `target_size` bytes (default `lake.optimize_target_size`). Returns delta-rs metrics."""
+    """Compact the small files of table `name` (e.g. one per sink commit) into files of at
+    least `target_size` bytes (default `lake.optimize_target_size`), but for one remainder
+    per date partition. Returns delta-rs metrics of the first pass, with the files removed
+    and added summed over all passes and `passes`.
 
+    delta-rs bins files by their *input* sizes up to the target, and a merged file
+    compresses better than its parts (measured: sink files merge into 0.3–0.5× the target),
+    so a single pass leaves files well below it. While a partition still has two or more
+    files below the target, its small files are binned again up to twice the target: any
+    two of them fit one bin, so each pass merges them (at most `_OPTIMIZE_PASSES`)."""
+    target = target_size or config.optimize_target_size
+    metrics = _compact(config, name, target, partition_filters)
+    passes, removed, added = 1, metrics.get("numFilesRemoved", 0), metrics.get("numFilesAdded", 0)
+    while passes < _OPTIMIZE_PASSES:
+        dates = _partitions_with_small_files(config, name, target)
+        if not dates:
+            break
+        where = [*(partition_filters or []), *([("date", "in", dates)] if dates != [None] else [])]
+        again = _compact(config, name, 2 * target, where or None)
+        passes += 1
+        if not again.get("numFilesAdded"):
+            break  # nothing merged (e.g. files between the target and twice it)
+        removed += again.get("numFilesRemoved", 0)
+        added += again.get("numFilesAdded", 0)
+    log.info("optimize %s: %s files removed, %s added in %d passes", name, removed, added, passes)
+    return {**metrics, "numFilesRemoved": removed, "numFilesAdded": added, "passes": passes}
+
+
+def _compact(
+    config: LakeConfig, name: str, target: int, filters: list[tuple[str, str, Any]] | None
+) -> dict[str, Any]:
     def compact() -> dict[str, Any]:
         dt = open_table(config, name)  # reload on every attempt
         return dt.optimize.compact(
-            partition_filters=partition_filters,
-            target_size=target_size or config.optimize_target_size,
+            partition_filters=filters,
+            target_size=target,
             commit_properties=CommitProperties(custom_metadata={"toolrec_writer": "optimize"}),
         )
 
-    metrics = _retrying(f"optimize {name}", config.commit_retries, compact)
-    log.info(
-        "optimize %s: %s files removed, %s added",
-        name,
-        metrics.get("numFilesRemoved"),
-        metrics.get("numFilesAdded"),
+    return _retrying(f"optimize {name}", config.commit_retries, compact)
+
+
+def _partitions_with_small_files(config: LakeConfig, name: str, target: int) -> list[Any]:
+    """Date partitions (or [None] for an unpartitioned table) with 2+ files below `target`."""
+    actions = pa.table(open_table(config, name).get_add_actions(flatten=True))
+    if not actions.num_rows:
+        return []
+    dates = (
+        actions.column("partition.date").to_pylist()
+        if "partition.date" in actions.column_names
+        else [None] * actions.num_rows
     )
-    return metrics
+    small: dict[Any, int] = {}
+    for date, size in zip(dates, actions.column("size_bytes").to_pylist(), strict=True):
+        if size < target:
+            small[date] = small.get(date, 0) + 1
+    return sorted((d for d, n in small.items() if n > 1), key=str)
 
 
 def vacuum(
