@@ -24,6 +24,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ from aiokafka.structs import TopicPartition
 from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, SAMPLE_SCHEMA, pseudonymize
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize
-from lakehouse.sink import CommitInfo, TableName, run_sink
+from lakehouse.sink import CommitInfo, Sink, TableName
 from lakehouse.tables import open_table
 from toolrec.kafka import KafkaConfig, Topics
 
@@ -191,16 +192,38 @@ def measure_sink(
     """Drain the backlog of `rows` records already on the sink's topics of `tables` into
     `lake` (give it a fresh root) and measure it: wall from the sink's start to its last
     data commit, process CPU, per-stage CPU, and (`ceiling`) a bare consumer on the same
-    topics first. The sink runs in this process; it stops 2 s after the last record."""
+    topics first. The sink runs in this process and is stopped once it has consumed `rows`
+    records (its stop flushes at once), so the time bound of the last, partial batch
+    (`batch_max_seconds`, a live-traffic setting) is not counted."""
     topics = {"samples": [kafka.topics.samples],
               "events": [kafka.topics.impressions, kafka.topics.feedback]}  # fmt: skip
     names = [t for table in tables for t in topics[table]]
     top = asyncio.run(ceiling_rate(kafka, names, rows)) if ceiling else 0.0
     commits: list[CommitInfo] = []
+    stop = threading.Event()
+    sink = Sink(lake, kafka, tables=tables, stop_event=stop, on_commit=commits.append,
+                idle_exit_s=30.0, user_id_key=user_id_key)  # fmt: skip
     started, cpu = time.time(), time.process_time()
-    stats = run_sink(lake, kafka, tables=tables, idle_exit_s=2.0, on_commit=commits.append,
-                     user_id_key=user_id_key)  # fmt: skip
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(sink.run())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            failure.append(exc)
+
+    runner = threading.Thread(target=run, name="bench-sink")
+    runner.start()
+    while runner.is_alive() and sink.stats.records < rows:
+        time.sleep(0.005)
+    stop.set()  # the backlog is consumed: the stop flushes the open batches at once
+    runner.join()
     cpu = time.process_time() - cpu
+    stats = sink.stats
+    if failure:
+        raise failure[0]
+    if stats.records < rows:
+        raise RuntimeError(f"the sink stopped after {stats.records} of {rows} records")
     data = [c for c in commits if c.rows]
     elapsed = max(c.committed_at for c in data) - started if data else float("nan")
     seconds = sorted(c.seconds for c in data) or [0.0]

@@ -275,3 +275,31 @@ def test_lite_vacuum_keeps_files_no_commit_mentions_yet(lake: LakeConfig) -> Non
     deleted = vacuum(lake, "samples", retention_hours=0)
     assert len(deleted) == 2 and in_flight.exists()
     assert read_table(lake, "samples").num_rows == 2
+
+
+def test_optimize_leaves_no_file_below_the_target_but_one_remainder_per_date(
+    lake: LakeConfig,
+) -> None:
+    """delta-rs bins by input size and merged files compress better, so one pass leaves
+    files well below the target; `optimize` merges again until at most one is."""
+    appender = DeltaAppender(lake, "samples")
+    for batch in range(40):  # 40 small files per date, like a sink's commits
+        buffer = RowBuffer(spec_of("samples"))
+        for i in range(batch * 500, batch * 500 + 500):
+            row = sample(i, day=i % 2) | {"prompt": f"prompt {i} " * 20}
+            buffer.add_model(Sample.model_validate(row), raw=None, source=None)
+        appender.append(buffer.to_table(ingest_ts=T0))
+    target = 64 * 1024
+    metrics = optimize(lake, "samples", target_size=target)
+    actions = pa.table(DeltaAppender(lake, "samples").table.get_add_actions(flatten=True))
+    by_date: dict[str, list[int]] = {}
+    for date, size in zip(actions.column("partition.date").to_pylist(),
+                          actions.column("size_bytes").to_pylist(), strict=True):  # fmt: skip
+        by_date.setdefault(date, []).append(size)
+    assert len(by_date) == 2 and metrics["passes"] >= 2, metrics
+    for date, sizes in by_date.items():
+        assert len(sizes) >= 3, (date, sizes)  # enough data for several full files
+        below = [s for s in sizes if s < target]
+        assert len(below) <= 1, (date, sorted(sizes), target)  # the remainder at most
+        assert max(sizes) <= 2 * target, (date, sorted(sizes))  # bins of twice the target
+    assert read_table(lake, "samples", columns=["sample_id"]).num_rows == 20_000
