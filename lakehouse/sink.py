@@ -220,6 +220,7 @@ class Sink:
         self._producer: AIOKafkaProducer | None = None
         self._group_commits = lake.group_id is not None
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="lake-sink-parse")
+        self._parsing: asyncio.Future[None] | None = None  # the parse in flight
         self._pseudonyms: set[str] = set()  # ids verified with user_id_key (`_trusted`)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -251,6 +252,8 @@ class Sink:
         return self.stats
 
     async def _close(self) -> None:
+        if self._parsing is not None:  # stopped by a failure: its outcome is not needed
+            await asyncio.gather(self._parsing, return_exceptions=True)
         pending = [f for f in self.flushing.values() if not f.done()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
@@ -310,10 +313,7 @@ class Sink:
                 if first:
                     log.info("sink: consuming (first records from %s)", sorted(map(str, batches)))
                 last_record = now
-                # Parsing is the sink's CPU cost: in a thread, so the loop keeps fetching.
-                await asyncio.get_running_loop().run_in_executor(
-                    self._parser, self._ingest_all, batches
-                )
+                await self._parse_behind(batches)
             await self._flush_all(force=False)
             if now - last_log >= 10.0:
                 self._log_progress()
@@ -321,6 +321,20 @@ class Sink:
             if self.idle_exit_s is not None and now - last_record >= self.idle_exit_s:
                 log.info("sink: idle for %.1f s, stopping", self.idle_exit_s)
                 break
+
+    async def _parse_behind(self, batches: Fetched) -> None:
+        """Parse `batches` in the parser thread while the loop fetches (and aiokafka decodes)
+        the next ones: one parse in flight, so memory stays bounded. Their buffers already
+        hold their offsets (`_take`); `_start_flush` waits for the parse before a commit."""
+        await self._parsed()
+        self._parsing = asyncio.get_running_loop().run_in_executor(
+            self._parser, self._ingest_all, batches
+        )
+
+    async def _parsed(self) -> None:
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None:
+            await parsing
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> Fetched:
         room = self.lake.batch_max_rows - max(b.records for b in self.buffers.values())
@@ -472,6 +486,7 @@ class Sink:
         previous = self.flushing.get(name)
         if previous is not None:
             await previous  # commits of one table stay in order
+        await self._parsed()  # the buffer's rows are complete
         buffer, self.buffers[name] = self.buffers[name], _Buffer(name)
         await self._dead_letter(buffer.dlq)
         self.flushing[name] = asyncio.ensure_future(self._commit(name, buffer))
