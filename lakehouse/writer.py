@@ -305,7 +305,10 @@ def _drop_committed(rows: pa.Table, recorded: Mapping[TopicPartition, int]) -> t
         done = mask if done is None else pc.or_(done, mask)
     if done is None:
         return rows, 0
-    kept = rows.filter(pc.invert(pc.fill_null(done, False)))
+    done = pc.fill_null(done, False)
+    if not pc.any(done).as_py():
+        return rows, 0  # the usual case: no copy of the batch
+    kept = rows.filter(pc.invert(done))
     return kept, rows.num_rows - kept.num_rows
 
 
