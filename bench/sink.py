@@ -1,5 +1,6 @@
-"""Sink throughput on a real broker (`python -m bench.sink`, `toolrec lake bench`), with its
-ceiling measured in the same run.
+"""Sink throughput on a real broker against its ceiling, measured in the same run.
+
+`python -m bench.sink [--rows N] [--events M]`, also `toolrec lake bench`.
 
 A benchmark, not production code: it lives in `bench/` and runs from a source checkout.
 
