@@ -1,16 +1,24 @@
-"""Pipeline benchmark: producer → Faust worker → sink → Delta, against its ceiling.
+"""Pipeline benchmark: producer → Faust worker(s) → sink → Delta, against its floors.
 
-    python -m bench.pipeline [--events 200000] [--users 10000]
+    python -m bench.pipeline [--events 50000] [--users 10000] [--workers 1|2]
 
 1. Preloads N events (impressions with 3 suggestions, ~0.3 feedback each; event times
-   spread over two hours so windows close as the stream advances) into a fresh local broker.
-2. Ceiling: a bare aiokafka consumer reads the same two topics from the beginning.
-3. Pipeline: one `toolrec streams worker` and one `toolrec lake sink` work through the
-   backlog until every sample is in the Delta table.
-4. Latency: live traffic at a modest rate; click-to-Delta latency per clicked sample
-   (it includes the attribution window + lateness, printed beside it).
-Prints `pipeline_events_per_s`, `ceiling_events_per_s`, their ratio, latency p50/p99, peak
-RSS of worker and sink, and files per Delta commit.
+   spread over two hours so windows close as the stream advances; ids pseudonymized with
+   the run's key, as serving writes them) into a fresh local broker.
+2. Ceiling: a bare aiokafka consumer reads the two topics; Faust floor: an agent that only
+   iterates them with the worker's batching (`bench.faust_floor`), same run.
+3. Pipeline: the worker(s) and one sink work through the backlog. The worker stage is done
+   when every sample is on the samples topic; the pipeline when every sample is in Delta.
+   With `--workers 2` the worker stage runs again with two workers on a fresh group,
+   samples topic and lake: `scale_out_ratio` = two workers' rate / one worker's.
+4. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
+5. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
+   click of that phase (the time its sample is readable in Delta after the click was sent;
+   it includes the attribution window + lateness).
+Prints one result per line: `pipeline_events_per_s`, `faust_floor_events_per_s`,
+`ceiling_events_per_s`, `sink_rows_per_s`, `click_to_delta_s p50=… p99=… max=… n=…`, peak
+RSS, CPU per 1k events by process, the worker's own per-stage profile, and with two
+workers `scale_out_ratio` and the broker's CPU share.
 """
 
 from __future__ import annotations
@@ -26,22 +34,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import pyarrow.parquet as pq
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 from deltalake import DeltaTable
 
 from bench.sink import ceiling_rate
+from contracts.events import pseudonymize
 from infra.broker import LocalStack
+from infra.compat import true_end_offsets
 from infra.processes import stop_pid
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import history
-from lakehouse.tables import read_table, table_uri
+from lakehouse.tables import table_uri
 from streams.app import ensure_worker_topics
 from streams.config import StreamsConfig
 from toolrec.kafka import KafkaConfig
 
+BENCH_KEY = "toolrec-bench-pipeline-key-not-a-secret"  # the run's pseudonym key (env below)
 WINDOW_S, LATENESS_S = 2.0, 0.5
 PROMPT = "<|im_start|>system\nSuggest follow-up queries.<|im_end|>\n" + "context " * 30
 TEXTS = ["turn on battery saver", "what drains my battery", "set an alarm for 7"]
@@ -49,33 +64,30 @@ TOOLS = ["battery.saver.on", None, "clock.alarm.set"]
 
 
 def make_events(
-    n_events: int, users: int, t0: int, span_ms: int, seed: int = 0
+    n_events: int, users: int, t0: int, span_ms: int, seed: int = 0, prefix: str = "b"
 ) -> list[tuple[str, bytes, bytes]]:
     """(kind, key, value) in production order; ~1.3 events per impression."""
     rng = random.Random(seed)
+    key = BENCH_KEY.encode()
+    pseudonyms = [pseudonymize(f"user{u}", key) for u in range(users)]
     n_impressions = int(n_events / 1.3)
     events: list[tuple[str, bytes, bytes]] = []
     for i in range(n_impressions):
         if len(events) >= n_events:
             break
-        user, ts, rid = f"p_{rng.randrange(users):032x}", t0 + i * span_ms // n_impressions, f"b{i}"
+        user, ts = pseudonyms[rng.randrange(users)], t0 + i * span_ms // n_impressions
+        rid = pseudonymize(f"{prefix}{i}", key)
         events.append(("impression", user.encode(), json.dumps(impression(rid, user, ts)).encode()))
         if rng.random() < 0.3 and len(events) < n_events:
-            position = rng.choice((1, 2, 3))
-            events.append(
-                (
-                    "feedback",
-                    user.encode(),
-                    json.dumps(feedback(rid, user, ts + 500, position)).encode(),
-                )
-            )
+            click = feedback(rid, user, ts + 500, rng.choice((1, 2, 3)))
+            events.append(("feedback", user.encode(), json.dumps(click).encode()))
     return events
 
 
 def impression(rid: str, user: str, ts: int) -> dict[str, Any]:
     return {
         "schema": "impression/1", "event_id": f"e-{rid}", "request_id": rid, "user_id": user,
-        "session_id": "s", "ts": ts, "model_version": "m0", "template_version": "gqr-chatml-v1",
+        "session_id": user, "ts": ts, "model_version": "m0", "template_version": "gqr-chatml-v1",
         "prompt": PROMPT, "query": "my battery is low", "context": {"battery": 12},
         "suggestions": [
             {"position": k + 1, "text": TEXTS[k], "tool_id": TOOLS[k]} for k in range(3)
@@ -85,16 +97,8 @@ def impression(rid: str, user: str, ts: int) -> dict[str, Any]:
 
 
 def feedback(rid: str, user: str, ts: int, position: int) -> dict[str, Any]:
-    return {
-        "schema": "feedback/1",
-        "event_id": f"f-{rid}",
-        "request_id": rid,
-        "user_id": user,
-        "ts": ts,
-        "type": "click",
-        "position": position,
-        "success": None,
-    }
+    return {"schema": "feedback/1", "event_id": f"f-{rid}", "request_id": rid, "user_id": user,
+            "ts": ts, "type": "click", "position": position, "success": None}  # fmt: skip
 
 
 async def produce(kafka: KafkaConfig, events: list[tuple[str, bytes, bytes]]) -> float:
@@ -115,21 +119,9 @@ async def produce(kafka: KafkaConfig, events: list[tuple[str, bytes, bytes]]) ->
     return len(events) / (time.perf_counter() - started)
 
 
-def delta_rows(lake: LakeConfig) -> int:
-    try:
-        actions = DeltaTable(table_uri(lake, "samples")).get_add_actions(flatten=True)
-    except Exception:  # not created yet
-        return 0
-    return int(sum(actions.column("num_records").to_pylist()))
-
-
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "toolrec", *args],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    return subprocess.Popen([sys.executable, "-m", *args], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -153,117 +145,269 @@ def first_event_time(log: Path) -> float | None:
     return None
 
 
-def wait_rows(lake: LakeConfig, expected: int, started: float, timeout_s: float) -> float:
-    last_report, rows = 0.0, 0
-    while rows < expected:
+def last_profile(log: Path) -> str:
+    """The worker's last per-stage profile (`streams.app.Processor.report`)."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "profile:" in ln]
+    return lines[-1].split("profile:", 1)[1].strip() if lines else "(none logged)"
+
+
+def delta_rows(lake: LakeConfig) -> int:
+    try:
+        actions = DeltaTable(table_uri(lake, "samples")).get_add_actions(flatten=True)
+    except Exception:  # not created yet
+        return 0
+    return int(sum(actions.column("num_records").to_pylist()))
+
+
+def topic_records(kafka: KafkaConfig, topic: str) -> int:
+    tps = {TopicPartition(topic, p): 0 for p in range(kafka.partitions)}
+    return sum(asyncio.run(true_end_offsets(kafka.client_kwargs(), tps)).values())
+
+
+def wait_for(count: Any, expected: int, what: str, started: float, timeout_s: float) -> float:
+    """Poll `count()` until it reaches `expected`; a progress line every 10 s with rate and
+    ETA. Returns the wall time it did."""
+    last_report, seen = time.time(), 0
+    while seen < expected:
         if time.time() - started > timeout_s:
-            raise SystemExit(f"timeout: {rows} of {expected} samples in Delta after {timeout_s} s")
-        time.sleep(0.5)
-        rows = delta_rows(lake)
+            raise SystemExit(f"timeout: {seen} of {expected} {what} after {timeout_s} s")
+        time.sleep(0.25)
+        seen = count()
         if time.time() - last_report > 10:
-            elapsed = time.time() - started
-            rate = rows / elapsed
-            eta = f"{(expected - rows) / rate:.0f} s" if rate > 0 else "unknown"
-            print(f"  … {rows}/{expected} samples in Delta ({rate:.0f}/s, eta {eta})")
+            rate = seen / (time.time() - started)
+            eta = f"{(expected - seen) / rate:.0f} s" if rate > 0 else "unknown"
+            print(f"  … {seen}/{expected} {what} ({rate:.0f}/s, eta {eta})", flush=True)
             last_report = time.time()
     return time.time()
 
 
-def live_latency(kafka: KafkaConfig, lake: LakeConfig, n: int) -> list[float]:
-    """Seconds from producing a click to its sample being readable in Delta."""
-    now = int(time.time() * 1000)
-    events, clicked_at = [], {}
-    for i in range(n):
-        rid, user = f"live{i}", f"p_live{i % 50:028x}"
-        events.append(
-            ("impression", user.encode(), json.dumps(impression(rid, user, now)).encode())
-        )
-        events.append(
-            ("feedback", user.encode(), json.dumps(feedback(rid, user, now + 1, 1)).encode())
-        )
-    asyncio.run(produce(kafka, events))
-    produced = time.time()
-    clicked_at = {f"live{i}:1": produced for i in range(n)}
+@dataclass
+class Phase:
+    """One run of the worker stage (and the sink) over the backlog."""
+
+    workers: int
+    worker_rate: float  # events/s until every sample was on the samples topic
+    pipeline_rate: float  # events/s until every sample was in Delta (0: not waited for)
+    cpu: dict[str, float]  # process → CPU seconds during the phase
+    rss: dict[str, float]
+    profile: str
+    latencies: list[float]
+    missing: int
+
+
+def env_for(kafka: KafkaConfig, base: Path, name: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TOOLREC_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "TOOLREC_KAFKA__TOPICS__SAMPLES": f"toolrec.samples.{name}",
+        "TOOLREC_INFRA__STATE_DIR": str(base / "state"),
+        "TOOLREC_LAKE__ROOT": str(base / f"lake-{name}"),
+        "TOOLREC_LAKE__SINK_APP_ID": f"sink-{name}",
+        "TOOLREC_STREAMS__APP_ID": f"worker-{name}",
+        "TOOLREC_STREAMS__TELEMETRY__USER_ID_KEY": BENCH_KEY,
+        "TOOLREC_STREAMS__ATTRIBUTION_WINDOW_S": str(WINDOW_S),
+        "TOOLREC_STREAMS__ALLOWED_LATENESS_S": str(LATENESS_S),
+        "TOOLREC_STREAMS__STATS_INTERVAL_S": "1",
+        "TOOLREC_STREAMS__DATA_DIR": str(base / f"faust-{name}"),
+    }
+
+
+def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: int,
+              workers: int, args: argparse.Namespace, *, sink: bool) -> Phase:
+    """`workers` workers (and, with `sink`, the sink and the live latency phase) on a fresh
+    group, samples topic and lake over the backlog."""
+    kafka = stack.kafka_config()
+    env = env_for(kafka, base, name)
+    topic, lake = env["TOOLREC_KAFKA__TOPICS__SAMPLES"], LakeConfig(root=env["TOOLREC_LAKE__ROOT"])
+    ensure_worker_topics(StreamsConfig(app_id=env["TOOLREC_STREAMS__APP_ID"]),
+                         kafka.model_copy(update={"topics": kafka.topics.model_copy(
+                             update={"samples": topic})}))
+    logs = [base / f"{name}-worker{i}.log" for i in range(workers)]
+    started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
+    procs = {f"worker{i}": spawn(["toolrec", "streams", "worker", "--loglevel", "info"], env, log)
+             for i, log in enumerate(logs)}
+    if sink:
+        procs["sink"] = spawn(["toolrec", "lake", "sink"], env, base / f"{name}-sink.log")
+    try:
+        done = wait_for(lambda: topic_records(kafka, topic), samples, "samples on the topic",
+                        started, args.timeout)
+        first = min((t for t in map(first_event_time, logs) if t), default=started)
+        worker_rate = n_events / (done - first)
+        pipeline_rate = 0.0
+        if sink:
+            in_delta = wait_for(lambda: delta_rows(lake), samples, "samples in Delta",
+                                started, args.timeout)
+            pipeline_rate = n_events / (in_delta - first)
+        cpu = {p: cpu_seconds(proc.pid) for p, proc in procs.items()}
+        cpu["broker"] = cpu_seconds(stack.broker.pid or 0) - broker_cpu
+        latencies: list[float] = []
+        missing = 0
+        if sink and args.live_seconds > 0:
+            latencies, missing = live_latency(kafka, lake, args.rate, args.live_seconds)
+        rss = {p: peak_rss_mb(proc.pid) for p, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            stop_pid(proc.pid, timeout_s=20)
+    return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_profile(logs[0]),
+                 latencies, missing)
+
+
+def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
+                 seconds: float) -> tuple[list[float], int]:
+    """Live traffic at `rate` events/s for `seconds`; returns click → Delta seconds for
+    every click (sent 0.5 s after its impression) and how many never arrived."""
+    sent_at = asyncio.run(produce_live(kafka, rate, seconds))
     seen: dict[str, float] = {}
-    deadline = produced + 120
-    while len(seen) < n and time.time() < deadline:
-        rows = read_table(
-            lake,
-            "samples",
-            columns=["sample_id"],
-            filters=[("request_id", "in", [s.split(":")[0] for s in clicked_at])],
-        )
-        for sample_id in rows.column("sample_id").to_pylist():
-            if sample_id in clicked_at:
-                seen.setdefault(sample_id, time.time())
-        time.sleep(0.1)
-    return sorted(seen[s] - clicked_at[s] for s in seen)
+    known: set[str] = set()
+    deadline = time.time() + 60
+    while len(seen) < len(sent_at) and time.time() < deadline:
+        table = DeltaTable(table_uri(lake, "samples"))
+        for uri in set(table.file_uris()) - known:
+            known.add(uri)
+            ids = pq.read_table(uri, columns=["sample_id"]).column("sample_id").to_pylist()
+            now = time.time()
+            for sample_id in ids:
+                if sample_id in sent_at:
+                    seen.setdefault(sample_id, now)
+        time.sleep(0.05)
+    return sorted(seen[s] - sent_at[s] for s in seen), len(sent_at) - len(seen)
+
+
+async def produce_live(kafka: KafkaConfig, rate: float, seconds: float) -> dict[str, float]:
+    """Events at `rate`/s with event time = now; returns sample id of each click → when
+    the click was handed to the producer (wall clock)."""
+    key, rng = BENCH_KEY.encode(), random.Random(1)
+    users = [pseudonymize(f"live{u}", key) for u in range(1000)]
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), linger_ms=5)
+    await producer.start()
+    clicks: list[tuple[float, bytes, bytes, str]] = []  # due time, key, value, sample id
+    sent_at: dict[str, float] = {}
+    started, i = time.time(), 0
+    try:
+        while (now := time.time()) < started + seconds or clicks:
+            while now < started + seconds and i < (now - started) * rate / 1.3:
+                rid, user = pseudonymize(f"live{i}", key), rng.choice(users)
+                body = json.dumps(impression(rid, user, int(now * 1000))).encode()
+                await producer.send(kafka.topics.impressions, body, key=user.encode())
+                if rng.random() < 0.3:
+                    position = rng.choice((1, 2, 3))
+                    click = json.dumps(feedback(rid, user, int(now * 1000) + 500, position))
+                    clicks.append((now + 0.5, user.encode(), click.encode(), f"{rid}:{position}"))
+                i += 1
+            while clicks and clicks[0][0] <= now:
+                _, user_key, body, sample_id = clicks.pop(0)
+                await producer.send(kafka.topics.feedback, body, key=user_key)
+                sent_at[sample_id] = time.time()
+            await asyncio.sleep(0.005)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent_at
+
+
+def dead_letter_reasons(kafka: KafkaConfig) -> Counter[str]:
+    """Reasons of every record on the DLQ topic (the run's dead letters)."""
+    async def read() -> Counter[str]:
+        consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(kafka.topics.dlq, p) for p in range(kafka.partitions)]
+            ends = await true_end_offsets(kafka.client_kwargs(), dict.fromkeys(tps, 0))
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            reasons: Counter[str] = Counter()
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    reasons.update(dict(r.headers).get("reason", b"?").decode() for r in records)
+            return reasons
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def faust_floor(kafka: KafkaConfig, n_events: int) -> float:
+    out = subprocess.run([sys.executable, "-m", "bench.faust_floor", "--bootstrap",
+                          kafka.bootstrap_servers, "--events", str(n_events)],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
+
+
+def per_1k(cpu: dict[str, float], n_events: int) -> str:
+    return "  ".join(f"{p} {1000 * c / n_events:.2f}" for p, c in sorted(cpu.items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--live", type=int, default=200, help="live impressions for latency")
+    parser.add_argument("--workers", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--rate", type=float, default=3000, help="live events/s for latency")
+    parser.add_argument("--live-seconds", type=float, default=20)
+    parser.add_argument("--skip-sink", action="store_true", help="no separate sink run")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="toolrec-bench-pipeline-"))
+    print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f} at start")
     with LocalStack(base / "broker") as stack:
         kafka = stack.kafka_config()
-        streams = StreamsConfig(attribution_window_s=WINDOW_S, allowed_lateness_s=LATENESS_S)
-        ensure_worker_topics(streams, kafka)
-        lake = LakeConfig(root=str(base / "lake"))
         t0 = int(time.time() * 1000) - 3 * 3600 * 1000
         events = make_events(args.events, args.users, t0, span_ms=2 * 3600 * 1000)
         n_impressions = sum(kind == "impression" for kind, _, _ in events)
-        print(f"events {len(events)} ({n_impressions} impressions → {3 * n_impressions} samples)")
+        samples = 3 * n_impressions
+        ensure_worker_topics(StreamsConfig(), kafka)
+        print(f"events {len(events)} ({n_impressions} impressions → {samples} samples)")
         print(f"producer_events_per_s {asyncio.run(produce(kafka, events)):.0f}")
-        ceiling = asyncio.run(
-            ceiling_rate(kafka, [kafka.topics.impressions, kafka.topics.feedback], len(events))
-        )
-        env = {
-            **os.environ,
-            "TOOLREC_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "TOOLREC_INFRA__STATE_DIR": str(base / "state"),
-            "TOOLREC_LAKE__ROOT": lake.root,
-            "TOOLREC_STREAMS__ATTRIBUTION_WINDOW_S": str(WINDOW_S),
-            "TOOLREC_STREAMS__ALLOWED_LATENESS_S": str(LATENESS_S),
-            "TOOLREC_STREAMS__STATS_INTERVAL_S": "1",
-            "TOOLREC_STREAMS__DATA_DIR": str(base / "faust"),
-        }
-        started = time.time()
-        worker = spawn(["streams", "worker", "--loglevel", "info"], env, base / "worker.log")
-        sink = spawn(["lake", "sink"], env, base / "sink.log")
-        try:
-            done = wait_rows(lake, 3 * n_impressions, started, args.timeout)
-            cpu = (cpu_seconds(worker.pid), cpu_seconds(sink.pid))  # start-up included
-            first = first_event_time(base / "worker.log") or started
-            rate = len(events) / (done - first)
-            latencies = live_latency(kafka, lake, args.live)
-            rss = (peak_rss_mb(worker.pid), peak_rss_mb(sink.pid))
-        finally:
-            stop_pid(worker.pid, timeout_s=20)
-            stop_pid(sink.pid, timeout_s=20)
-        writes = [c for c in history(lake, "samples") if c.get("operation") == "WRITE"]
-        files = [int(c.get("operationMetrics", {}).get("num_added_files", 0)) for c in writes]
-    print(
-        f"pipeline_events_per_s {rate:.0f}   (wall {done - started:.1f} s incl. "
-        f"{first - started:.1f} s worker start-up; 1 worker, 1 sink)"
-    )
+        topics = [kafka.topics.impressions, kafka.topics.feedback]
+        ceiling = asyncio.run(ceiling_rate(kafka, topics, len(events)))
+        floor = faust_floor(kafka, len(events))
+        one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
+        solo = two = None
+        if args.workers == 2:  # the worker stage alone, one worker then two
+            solo = run_phase(stack, base, "solo", len(events), samples, 1, args, sink=False)
+            two = run_phase(stack, base, "two", len(events), samples, 2, args, sink=False)
+        sink_lines: list[str] = []
+        if not args.skip_sink:
+            from bench.sink import measure_sink
+
+            sink_kafka = kafka.model_copy(update={"topics": kafka.topics.model_copy(
+                update={"samples": "toolrec.samples.one"})})
+            sink_lines = measure_sink(LakeConfig(root=str(base / "lake-sink")), sink_kafka,
+                                      rows=samples, ceiling=False,
+                                      user_id_key=BENCH_KEY.encode()).lines()
+        reasons = dead_letter_reasons(kafka)
+        commits = [c for c in history(LakeConfig(root=str(base / "lake-one")), "samples")
+                   if c.get("operation") == "WRITE"]
+    print(f"pipeline_events_per_s {one.pipeline_rate:.0f}   (backlog through worker and sink "
+          f"into Delta; worker stage alone {one.worker_rate:.0f}/s; 1 worker, 1 sink)")
+    print(f"faust_floor_events_per_s {floor:.0f}   (an agent that only iterates the same "
+          f"topics, same batching; worker stage / floor = {one.worker_rate / floor:.2f})")
     print(f"ceiling_events_per_s {ceiling:.0f}   (bare aiokafka consumer, same topics)")
-    print(f"ratio {rate / ceiling:.3f}")
-    if latencies:
-        q = statistics.quantiles(latencies, n=100)
-        print(
-            f"click_to_delta_p50_s {statistics.median(latencies):.2f}  p99_s {q[98]:.2f}  "
-            f"(n={len(latencies)}; includes window {WINDOW_S} s + lateness {LATENESS_S} s)"
-        )
-    print(f"peak_rss_mb worker {rss[0]:.0f}  sink {rss[1]:.0f}")
-    print(f"cpu_s worker {cpu[0]:.1f}  sink {cpu[1]:.1f}   (backlog phase, incl. start-up; "
-          f"{len(events) / max(cpu[0], 1e-9):.0f} events per worker CPU-second)")
-    if files:
+    for line in sink_lines[:1]:
+        print(f"{line}   (bench.sink.measure_sink on the run's samples topic)")
+    if one.latencies:
+        q = statistics.quantiles(one.latencies, n=100) if len(one.latencies) > 1 \
+            else one.latencies * 99
+        print(f"click_to_delta_s p50={statistics.median(one.latencies):.2f} p99={q[98]:.2f} "
+              f"max={one.latencies[-1]:.2f} n={len(one.latencies)} missing={one.missing}   "
+              f"(every click of {args.live_seconds:g} s at {args.rate:g} events/s; includes "
+              f"window {WINDOW_S} s + lateness {LATENESS_S} s)")
+    print("peak_rss_mb " + "  ".join(f"{p} {r:.0f}" for p, r in sorted(one.rss.items())))
+    print(f"cpu_s_per_1k_events {per_1k(one.cpu, len(events))}   (backlog phase)")
+    print(f"worker_profile {one.profile}")
+    if solo is not None and two is not None:
+        print(f"worker_stage_events_per_s one {solo.worker_rate:.0f}  two {two.worker_rate:.0f}"
+              f"   (no sink running; cpu_s_per_1k_events one: {per_1k(solo.cpu, len(events))};"
+              f" two: {per_1k(two.cpu, len(events))})")
+        print(f"broker_cpu_share {two.cpu['broker'] / sum(two.cpu.values()):.2f}   (two workers; "
+              f"one worker: {solo.cpu['broker'] / sum(solo.cpu.values()):.2f})")
+        print(f"scale_out_ratio {two.worker_rate / solo.worker_rate:.2f}")
+    if commits:
+        files = [int(c.get("operationMetrics", {}).get("num_added_files", 0)) for c in commits]
         print(f"files_per_delta_commit {statistics.mean(files):.2f} over {len(files)} commits")
-    print(f"logs in {base}")
+    print(f"dead_letters {sum(reasons.values())} {dict(reasons.most_common())}   (all phases)")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end; logs in {base}")
 
 
 if __name__ == "__main__":

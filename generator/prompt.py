@@ -89,8 +89,10 @@ def clean_text(text: object, max_chars: int | None = None) -> str:
 
     NFKC first, so full-width look-alikes of `<`, `|` and `>` are taken apart too.
     """
-    value = unicodedata.normalize("NFKC", str(text))
-    value = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in value)
+    value = str(text)
+    if not (value.isascii() and value.isprintable()):  # printable ASCII: NFKC-stable, no Cc
+        value = unicodedata.normalize("NFKC", value)
+        value = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in value)
     value = _WHITESPACE.sub(" ", value).strip()
     while any(part in value for part in _MARKER_PARTS):
         value = value.replace("<|", "<").replace("|>", ">")

@@ -41,7 +41,7 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypedDict
 
 from contracts.events import Feedback, Impression, Sample
-from generator.prompt import format_completion, sample_prompt
+from generator.prompt import format_completion
 from streams.calibration import (
     MS_PER_DAY,
     CtrSketch,
@@ -383,12 +383,13 @@ def build_samples(
     p_bar = global_ctr(glob, ts, cfg)
     clicked_positions = set(pending["clicks"]) | set(pending["executed"])
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
-    shown_before: list[str] = []
+    prompt = impression.prompt  # = sample_prompt(impression.prompt, the suggestions above)
     samples = []
     for suggestion in impression.suggestions:
         clicked = suggestion.position in clicked_positions
         executed = suggestion.position in pending["executed"]
         is_tool = suggestion.tool_id is not None
+        completion = format_completion(suggestion.text)
         weights = calibrate(
             clicked=clicked,
             executed=executed,
@@ -412,8 +413,8 @@ def build_samples(
                 closed_ts=pending["deadline"],
                 model_version=impression.model_version,
                 template_version=impression.template_version,
-                prompt=sample_prompt(impression.prompt, shown_before),
-                completion=format_completion(suggestion.text),
+                prompt=prompt,
+                completion=completion,
                 position=suggestion.position,
                 n_shown=len(impression.suggestions),
                 clicked=clicked,
@@ -431,7 +432,7 @@ def build_samples(
                 weight=weights.weight,
             )
         )
-        shown_before.append(suggestion.text)
+        prompt += completion
     return samples
 
 
