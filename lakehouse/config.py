@@ -14,12 +14,13 @@ class LakeConfig(BaseModel):
         default_factory=dict, description="delta-rs storage options (AWS_* for s3://)."
     )
     batch_max_rows: int = Field(
-        20_000,
+        5000,
         ge=1,
         le=1_000_000,
         description="Flush a table's micro-batch at this many Kafka records (rows + duplicates "
-        "+ dead letters)… (larger batches: fewer commits and larger files; 20k measured "
-        "≈ 20 % less sink CPU per row than 5k)",
+        "+ dead letters)… (20,000 measured ≈ 10 % less sink CPU per row than 5,000 at the "
+        "same rows/s, but a live stream of a few thousand rows/s then waits for the time "
+        "bound: up to batch_max_seconds more click-to-Delta latency)",
     )
     batch_max_bytes: int = Field(
         64 * 1024 * 1024,
