@@ -61,6 +61,8 @@ INVALID = [
 SLOW_BUT_VALID = [
     _without("schema"),  # the contract's default fills it in
     json.dumps(sample(30), indent=2).encode(),  # several lines
+    _dumps(sample(33)).replace(b", ", b",\r", 1),  # a carriage return as whitespace
+    b" " + _dumps(sample(34)) + b"\n",  # surrounding whitespace
     _dumps(sample(31) | {"position": "3"}),  # pydantic's lax mode coerces numeric strings
     _dumps(sample(18) | {"clicked": 1}),
     _dumps(sample(20) | {"weight": "1.0"}),
@@ -127,3 +129,14 @@ def test_models_the_fast_path_cannot_mirror_get_none() -> None:
         parser = FastParser(model, schema)
         assert not parser.enabled
         assert parser.parse([b'{"a": "x"}'], max_bytes=100)[2] == [0]
+
+
+def test_a_batch_of_several_reader_blocks_keeps_order_and_isolates_bad_records() -> None:
+    """Batches above the reader's block size are parsed block-parallel by Arrow."""
+    parser = FastParser(Sample, contract_schema("samples"))
+    raws = [_dumps(sample(i) | {"prompt": "p" * 500}) for i in range(4000)]  # ≈ 3.5 MB
+    raws[2500] = _dumps(sample(2500) | {"position": "first"})
+    raws[3100] = json.dumps(sample(3100), indent=1).encode()
+    table, accepted, slow = parser.parse(raws, max_bytes=65_536)
+    assert slow == [2500, 3100]
+    assert table.column("sample_id").to_pylist() == [sample(i)["sample_id"] for i in accepted]
