@@ -117,7 +117,10 @@ class SinkBenchResult:
             f"commit_p50_s {self.commit_p50_s:.3f}  commit_p99_s {self.commit_p99_s:.3f}",
             f"sink_cpu_s_per_10k_rows {self.cpu_s * per_10k:.3f}",
             "sink_profile_cpu_s_per_10k_rows "
-            + "  ".join(f"{k}={v * per_10k:.3f}" for k, v in profile),
+            + "  ".join(f"{k}={v * per_10k:.3f}" for k, v in profile)
+            # the rest: aiokafka's record decoding outside `getmany`, Arrow's and delta-rs'
+            # own threads (the JSON reader, parquet encoding), start-up
+            + f"  unattributed={(self.cpu_s - sum(self.stages.values())) * per_10k:.3f}",
             *self.extra,
         ]
 
