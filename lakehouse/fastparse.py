@@ -86,24 +86,6 @@ def _one_object_line(raw: bytes | None, max_bytes: int) -> bool:
     return stripped[:1] == b"{" and stripped[-1:] == b"}"
 
 
-def _object_like(raw: bytes | None, max_bytes: int) -> bool:
-    """`_one_object_line` without the scans for line breaks (done once on the joined block,
-    `_single_lines`) and for surrounding whitespace (such records take the slow path)."""
-    return bool(raw) and len(raw) <= max_bytes and raw[:1] == b"{" and raw[-1:] == b"}"  # type: ignore[index, arg-type]
-
-
-def _single_lines(
-    raws: Sequence[bytes | None], fast: list[int], max_bytes: int
-) -> tuple[list[int], bytes]:
-    """`fast` joined one record per line; when some record holds a line break itself (legal
-    JSON whitespace, rare), those records are left out by the full per-record check."""
-    block = b"\n".join(raws[i] for i in fast)  # type: ignore[misc]
-    if block.count(b"\n") == max(len(fast) - 1, 0) and b"\r" not in block:
-        return fast, block
-    fast = [i for i in fast if _one_object_line(raws[i], max_bytes)]
-    return fast, b"\n".join(raws[i] for i in fast)  # type: ignore[misc]
-
-
 def _understood(rule: dict[str, Any]) -> bool:
     return set(rule) <= _UNDERSTOOD and all(_understood(v) for v in rule.get("anyOf", []))
 
@@ -115,7 +97,6 @@ class FastParser:
     def __init__(self, model: Any, schema: pa.Schema) -> None:
         self.schema = pa.schema([f.with_nullable(True) for f in schema])
         self.enabled = True
-        self._block_size = 1 << 20  # set per parse from max_bytes
         self.checks: list[_Check] = []
         self._nullable_required: list[tuple[str, re.Pattern[bytes]]] = []
         self._derive(model)
@@ -157,14 +138,12 @@ class FastParser:
         indices that need the slow path: also every record above `max_bytes`)."""
         if not self.enabled:
             return self.schema.empty_table(), [], list(range(len(raws)))
-        fast = [i for i, raw in enumerate(raws) if _object_like(raw, max_bytes)]
-        fast, block = _single_lines(raws, fast, max_bytes)
+        fast = [i for i, raw in enumerate(raws) if _one_object_line(raw, max_bytes)]
         fast_set = set(fast)
         slow = [i for i in range(len(raws)) if i not in fast_set]
         tables: list[pa.Table] = []
         accepted: list[int] = []
-        self._block_size = max(1 << 20, 2 * max_bytes)  # several blocks: Arrow's threads
-        self._parse_block(raws, fast, tables, accepted, slow, block)
+        self._parse_block(raws, fast, tables, accepted, slow)
         if not tables:
             return self.schema.empty_table(), [], sorted(slow)
         table = pa.concat_tables(tables)
@@ -180,19 +159,15 @@ class FastParser:
         tables: list[pa.Table],
         accepted: list[int],
         slow: list[int],
-        block: bytes | None = None,
     ) -> None:
-        """Parse `indices` (joined: `block`) at once; on failure bisect to isolate the bad
-        records. Blocks of the reader hold at least two records of `max_bytes`: none straddles
-        two, and a large batch is parsed by Arrow's threads in parallel, without the GIL."""
+        """Parse `indices` as one block; on failure bisect to isolate the bad records."""
         if not indices:
             return
-        if block is None:
-            block = b"\n".join(raws[i] for i in indices)  # type: ignore[misc]
+        block = b"\n".join(raws[i] for i in indices)  # type: ignore[misc]
         try:
             table = pajson.read_json(
                 io.BytesIO(block),
-                read_options=pajson.ReadOptions(block_size=self._block_size),
+                read_options=pajson.ReadOptions(block_size=max(len(block) + 1, 1 << 20)),
                 parse_options=pajson.ParseOptions(
                     explicit_schema=self.schema, unexpected_field_behavior="error"
                 ),
