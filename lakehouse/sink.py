@@ -144,25 +144,31 @@ class _Buffer:
         self.closed = False  # a record did not fit: flush now, the rest goes to the next
         self.first_at: float | None = None
 
-    def note(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    def note(self, tp: TopicPartition, records: list[ConsumerRecord], size: int) -> None:
+        """Add `records` of `tp`, `size` bytes of values."""
         self.records += len(records)
-        self.bytes += sum(_size(r) for r in records)
+        self.bytes += size
         self.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
         if self.first_at is None:
             self.first_at = time.monotonic()
 
-    def fitting(self, config: LakeConfig, records: list[ConsumerRecord]) -> int:
-        """How many of `records` (a prefix) this batch still takes: up to `batch_max_rows`
-        records and `batch_max_bytes` bytes, and always one record into an empty batch."""
-        left_records = config.batch_max_rows - self.records
+    def fitting(self, config: LakeConfig, records: list[ConsumerRecord]) -> tuple[int, int]:
+        """How many of `records` (a prefix) this batch still takes, and their bytes: up to
+        `batch_max_rows` records and `batch_max_bytes` bytes, and always one record into an
+        empty batch."""
+        left_records = max(config.batch_max_rows - self.records, 0)
         left_bytes = config.batch_max_bytes - self.bytes
-        n = 0
-        for record in records[: max(left_records, 0)]:
+        head = records[:left_records]
+        total = sum(len(r.value) for r in head if r.value is not None)
+        if total <= left_bytes:
+            return len(head), total  # the usual case: no per-record walk
+        n = taken = 0
+        for record in head:
             size = _size(record)
-            if size > left_bytes and (n or self.records):
+            if taken + size > left_bytes and (n or self.records):
                 break
-            n, left_bytes = n + 1, left_bytes - size
-        return n
+            n, taken = n + 1, taken + size
+        return n, taken
 
     def due(self, config: LakeConfig, now: float) -> bool:
         if self.records == 0:
@@ -359,10 +365,10 @@ class Sink:
         for tp, records in fetched.items():
             self._check_not_rewound(tp, records[0].offset)
             buffer = self.buffers[self.routes[tp.topic].table]
-            n = buffer.fitting(self.lake, records)
+            n, size = buffer.fitting(self.lake, records)
             if n:
                 taken[tp] = records[:n]
-                buffer.note(tp, taken[tp])
+                buffer.note(tp, taken[tp], size)
                 self.stats.records += n
                 self.positions[tp] = records[n - 1].offset + 1
             if n < len(records):
