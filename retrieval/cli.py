@@ -1,4 +1,4 @@
-"""`toolrec tools ...`: search, show, link, validate, eval, index and build-catalog.
+"""`toolrec tools ...`: search, show, link, validate, eval, the fits, index, build-catalog.
 
 Heavy imports (torch via the encoder) happen inside the commands.
 """
@@ -197,6 +197,31 @@ def fit_reranker_cmd(settings: Any, out: Path | None, l2: float) -> None:
     click.echo(f"fitted on {model.meta['queries']} tuning queries -> {target}")
     for name, weight in zip(RERANK_FEATURES, model.weights, strict=True):
         click.echo(f"  {name:<20}{weight:+.3f}")
+
+
+@tools.command("fit-adapter")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write the .npz (its .json beside it; default: the packaged "
+              "retrieval/data/adapter.npz).")
+@click.option("--rank", type=click.IntRange(1, 384), default=64, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=40, show_default=True)
+@click.option("--l2", type=click.FloatRange(0, 10), default=2e-2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_settings
+def fit_adapter_cmd(settings: Any, out: Path | None, rank: int, epochs: int, l2: float,
+                    seed: int) -> None:
+    """Fit the embedding adapter on the catalog's phrasings only; refit the linker after
+    (its features are of the adapted ranking)."""
+    from retrieval.adapter import AdapterFit, fit_catalog_adapter
+
+    retriever = _retriever(settings, adapter=False)
+    blob, meta = fit_catalog_adapter(retriever.catalog, retriever.encoder,
+                                     AdapterFit(rank=rank, epochs=epochs, l2=l2, seed=seed))
+    target = out or Path(__file__).parent / "data" / "adapter.npz"
+    target.write_bytes(blob)
+    target.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    click.echo(f"fitted on {meta['phrasings']} phrasings + {meta['framed']} framed examples; "
+               f"sha256 {meta['sha256'][:12]} -> {target}")
 
 
 @tools.command("index")

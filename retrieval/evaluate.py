@@ -36,6 +36,7 @@ from typing import Any, cast
 import numpy as np
 
 from retrieval.linker import LinkModel, features, fit_link_model
+from retrieval.negatives import no_tool_texts
 from retrieval.rerank import RerankModel, fit_rerank_model
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
@@ -253,12 +254,22 @@ def linker_negatives() -> list[EvalRow]:
             for d in map(json.loads, ref.read_text(encoding="utf-8").splitlines()) if d]
 
 
+GENERATED_NEGATIVES = 300
+
+
+def generated_negatives() -> list[EvalRow]:
+    """Training-only no-tool texts written by a procedure (`retrieval.negatives`)."""
+    return [EvalRow(f"g{i:04d}", text, None, "train")
+            for i, text in enumerate(no_tool_texts(GENERATED_NEGATIVES))]
+
+
 def fit_linker(retriever: Retriever, *, target_precision: float,
                l2: float = 1.0) -> LinkModel:
-    """Fit the logistic linker on the tuning splits plus the training-only negatives
-    (y = the best tool is the gold tool; no-tool rows are negatives); folds by a hash of
-    the text."""
-    rows = tuning_rows(retriever) + [(r, "negatives") for r in linker_negatives()]
+    """Fit the logistic linker on the tuning splits plus the training-only negatives, the
+    hand-written and the generated ones (y = the best tool is the gold tool; no-tool rows
+    are negatives); folds by a hash of the text."""
+    rows = (tuning_rows(retriever) + [(r, "negatives") for r in linker_negatives()]
+            + [(r, "generated") for r in generated_negatives()])
     texts = [r.text for r, _ in rows]
     x, y = [], []
     for (row, _), signals in zip(rows, retriever.link_signals(texts), strict=True):
@@ -269,7 +280,9 @@ def fit_linker(retriever: Retriever, *, target_precision: float,
     meta = {"fitted_on": {name: f"{EVAL_SETS[name].tune} split, "
                           f"{sum(1 for _, n in rows if n == name)} rows" for name in EVAL_SETS}
             | {"negatives": f"{NEGATIVES_RESOURCE}, "
-                            f"{sum(1 for _, n in rows if n == 'negatives')} rows"},
+                            f"{sum(1 for _, n in rows if n == 'negatives')} rows",
+               "generated": f"retrieval.negatives, "
+                            f"{sum(1 for _, n in rows if n == 'generated')} rows"},
             "catalog_hash": retriever.catalog.hash, "target_precision": target_precision,
             "l2": l2, "positives": int(sum(y)), "rows": len(y)}
     return fit_link_model(np.array(x), np.array(y), groups,

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.adapter import TextEncoder
 from retrieval.catalog import Catalog
-from retrieval.encoder import DIM, Encoder
+from retrieval.encoder import DIM
 from toolrec.errors import RetrievalError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class ToolIndex:
 
     @classmethod
     def open(
-        cls, catalog: Catalog, encoder: Encoder, cache_dir: Path, params: IndexParams,
+        cls, catalog: Catalog, encoder: TextEncoder, cache_dir: Path, params: IndexParams,
         *, encoder_id: str,
     ) -> ToolIndex:
         """Load the persisted index if it matches this catalog and encoder, else rebuild."""
@@ -90,7 +91,7 @@ class ToolIndex:
 
     @classmethod
     def _build(
-        cls, catalog: Catalog, encoder: Encoder, directory: Path, params: IndexParams,
+        cls, catalog: Catalog, encoder: TextEncoder, directory: Path, params: IndexParams,
         want: dict[str, Any],
     ) -> ToolIndex:
         started = time.perf_counter()
@@ -110,7 +111,7 @@ class ToolIndex:
         return cls(phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta, True)
 
 
-def _reuse_or_encode(texts: list[str], encoder: Encoder, directory: Path,
+def _reuse_or_encode(texts: list[str], encoder: TextEncoder, directory: Path,
                      encoder_id: str) -> np.ndarray:
     """Embed the phrasings, reusing vectors of unchanged texts from the most recent other
     index of the same encoder, so editing a few tools does not re-encode thousands."""

@@ -9,7 +9,9 @@ Particles count next to a verb ("turn ... off") or in the "lights off" / "wifi o
 shapes, but not in idioms: "the plane is taking off", "I'm off to bed" and "set up" point
 nowhere. Complaints point to the remedy: "too bright" / "too loud" ask for down, "too
 quiet" / "too dark" / "can't hear" for up; "stop ...ing" asks for off. Speech recognisers
-often hear "turn off" as "turn of": "turn/switch of" counts as off.
+often hear "turn off" as "turn of": "turn/switch of" counts as off. Items go on and off
+lists, accounts and contacts (add / remove or delete: "cross bread off"), devices connect
+and disconnect; "on"/"off" also mean start/stop for a tool with no on/off of its own.
 """
 
 from __future__ import annotations
@@ -56,7 +58,19 @@ PATTERNS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "start/stop": (_rx(r"\b(start|begin|resume)\b"), _rx(r"\b(stop|end|finish)\b")),
     "lock/unlock": (_rx(r"\block\b"), _rx(r"\bunlock\b")),
     "arm/disarm": (_rx(r"\barm\b"), _rx(r"\bdisarm\b")),
+    "add/remove": (
+        _rx(r"\b(add|adds|adding|put|append|include|save)\b"),
+        _rx(r"\b(remove|delete|erase|trash|drop|get\s+rid)\b",
+            r"\b(take|cross|tick|strike|scratch)\b[\w\s']{0,30}?\boff\b"),
+    ),
+    "connect/disconnect": (
+        _rx(r"\b(connect|join|pair|hook\s+up|link)\b"),
+        _rx(r"\b(disconnect|unlink|unpair|unhook|leave)\b"),
+    ),
 }
+# a pair the text does not name outright takes the side of a pair it does: "turn on the
+# dryer" asks to start it, "turn off the dishwasher" to stop it
+_IMPLIED = {"start/stop": "on/off"}
 # id suffix -> (pair, side)
 SUFFIX_SIDE: dict[str, tuple[str, int]] = {
     "on": ("on/off", 0), "auto_on": ("on/off", 0), "off": ("on/off", 1),
@@ -65,6 +79,8 @@ SUFFIX_SIDE: dict[str, tuple[str, int]] = {
     "dim": ("up/down", 1), "open": ("open/close", 0), "close": ("open/close", 1),
     "start": ("start/stop", 0), "stop": ("start/stop", 1), "lock": ("lock/unlock", 0),
     "unlock": ("lock/unlock", 1), "arm": ("arm/disarm", 0), "disarm": ("arm/disarm", 1),
+    "add": ("add/remove", 0), "remove": ("add/remove", 1), "delete": ("add/remove", 1),
+    "connect": ("connect/disconnect", 0), "disconnect": ("connect/disconnect", 1),
 }
 
 
@@ -81,6 +97,9 @@ def text_sides(text: str) -> dict[str, int]:
         hits = (bool(side0.search(lowered)), bool(side1.search(lowered)))
         if hits[0] != hits[1]:
             out[pair] = 0 if hits[0] else 1
+    for pair, source in _IMPLIED.items():
+        if pair not in out and source in out:
+            out[pair] = out[source]
     return out
 
 

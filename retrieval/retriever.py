@@ -40,6 +40,7 @@ from typing import cast
 
 import numpy as np
 
+from retrieval.adapter import AdaptedEncoder, TextEncoder, load_adapter
 from retrieval.apps import AppNames
 from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
@@ -120,6 +121,7 @@ class Retriever:
         self.config = config or RetrievalConfig()
         self._catalog = catalog
         self._encoder = encoder
+        self._embedder: TextEncoder | None = None
         self._index: ToolIndex | None = None
         self._bm25: BM25 | None = None
         self._sides: list[tuple[str, int] | None] = []
@@ -154,6 +156,16 @@ class Retriever:
         return self._encoder
 
     @property
+    def embedder(self) -> TextEncoder:
+        """The encoder whose vectors the index holds: the raw encoder followed by the
+        fitted adapter when `adapter` is on (retrieval.adapter)."""
+        if self._embedder is None:
+            adapter = load_adapter(self.config.adapter_path) if self.config.adapter else None
+            self._embedder = (AdaptedEncoder(self.encoder, adapter) if adapter is not None
+                              else self.encoder)
+        return self._embedder
+
+    @property
     def index(self) -> ToolIndex:
         """The tool index, loaded or (re)built on first access."""
         if self._index is None:
@@ -182,9 +194,12 @@ class Retriever:
         self._pair_code = {p: i for i, p in enumerate(pairs)}
         self._tool_pair = np.array([self._pair_code[s[0]] if s else -1 for s in self._sides])
         self._tool_sideval = np.array([s[1] if s else -1 for s in self._sides])
+        embedder = self.embedder
+        adapted = embedder.adapter.digest[:12] if isinstance(embedder, AdaptedEncoder) else ""
         self._index = ToolIndex.open(
-            catalog, self.encoder, cfg.cache_dir, params,
-            encoder_id=encoder_identity(model_dir, cfg.max_seq_length),
+            catalog, embedder, cfg.cache_dir, params,
+            encoder_id=encoder_identity(model_dir, cfg.max_seq_length)
+            + (f":adapter-{adapted}" if adapted else ""),
         )
 
     @property
@@ -212,13 +227,13 @@ class Retriever:
     def warm(self) -> Retriever:
         """Load everything now (and run one encode) instead of on the first request."""
         _ = self.index
-        self.encoder.encode(["warm up"])
+        self.embedder.encode(["warm up"])
         return self
 
     # ------------------------------------------------------------------ public API
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 384) L2-normalized embeddings of the texts (all-MiniLM-L6-v2)."""
-        return self.encoder.encode([_clip(t) for t in texts])
+        """(n, 384) L2-normalized embeddings of the texts (all-MiniLM-L6-v2, adapted)."""
+        return self.embedder.encode([_clip(t) for t in texts])
 
     def search(
         self,
@@ -287,7 +302,7 @@ class Retriever:
         respelled = self._respell(query)
         texts = [t for t in (query, generic or "", respelled or "", response)
                  if t.strip()] + history
-        vecs = list(self.encoder.encode(texts)) if texts else []
+        vecs = list(self.embedder.encode(texts)) if texts else []
         q = vecs.pop(0) if query.strip() else None
         g = vecs.pop(0) if generic else None
         rs = vecs.pop(0) if respelled else None
@@ -505,7 +520,7 @@ class Retriever:
         generic = [self._generic(t) for t in texts]
         respelled = [self._respell(t) for t in texts]
         extra = [g for g in generic if g] + [r for r in respelled if r]
-        vectors = list(self.encoder.encode(list(texts) + extra))
+        vectors = list(self.embedder.encode(list(texts) + extra))
         base, rest = vectors[:len(texts)], iter(vectors[len(texts):])
         gvecs = [next(rest) if g else None for g in generic]
         rvecs = [next(rest) if r else None for r in respelled]

@@ -74,7 +74,7 @@ def test_model_round_trips_and_rejects_other_features(tmp_path) -> None:
 
 def test_packaged_linker_was_fitted_on_tuning_splits_only() -> None:
     model: LinkModel = load_link_model()
-    assert set(model.meta["fitted_on"]) == {"catalog", "spoken", "negatives"}
+    assert set(model.meta["fitted_on"]) == {"catalog", "spoken", "negatives", "generated"}
     assert "dev split" in model.meta["fitted_on"]["catalog"]
     assert "tune split" in model.meta["fitted_on"]["spoken"]
     assert 0 < model.threshold < 1

@@ -24,8 +24,14 @@ def test_bm25_normalized_and_discriminative() -> None:
 
 
 def test_polarity_sides() -> None:
-    assert text_sides("turn the lights off") == {"on/off": 1}
-    assert text_sides("switch bluetooth on") == {"on/off": 0}
+    # on/off also names start/stop for tools that have no on/off ("turn off the dryer")
+    assert text_sides("turn the lights off") == {"on/off": 1, "start/stop": 1}
+    assert text_sides("switch bluetooth on") == {"on/off": 0, "start/stop": 0}
+    assert text_sides("start the vacuum and turn off the lights") == {"on/off": 1,
+                                                                      "start/stop": 0}
+    assert text_sides("cross bread off my list")["add/remove"] == 1
+    assert text_sides("add milk to the list") == {"add/remove": 0}
+    assert text_sides("disconnect my headphones") == {"connect/disconnect": 1}
     assert text_sides("the plane is taking off") == {}
     assert text_sides("set up my hotspot") == {}
     assert text_sides("make it quieter")["up/down"] == 1
