@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200_000, help="samples to produce")
     parser.add_argument("--events", type=int, default=0,
                         help="impressions + feedback to produce too (the sink's events table)")
-    parser.add_argument("--optimize-target", type=int, default=4 * 1024 * 1024,
+    parser.add_argument("--optimize-target", type=int, default=1024 * 1024,
                         help="compact `samples` to this file size afterwards (0: skip)")
     parser.add_argument("--bootstrap", default=None,
                         help="an existing broker (host:port); default: start a local tansu")
