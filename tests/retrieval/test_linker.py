@@ -106,3 +106,20 @@ def test_conditional_logit_learns_which_feature_picks_the_gold() -> None:
     gold = [int(np.argmax(x[:, 1] + 0.1 * rng.normal(size=10))) for x in groups]
     w = fit_conditional_logit(groups, gold, l2=0.1)
     assert w[1] > 3 * abs(w[0])
+
+
+def test_generated_negatives_are_deterministic_and_leave_tool_kinds_out() -> None:
+    from retrieval.negatives import no_tool_texts
+
+    texts = no_tool_texts(300)
+    assert texts == no_tool_texts(300) and len(set(texts)) == 300
+    served = ("weather", "search", "look up", "convert", "translate", "what time", "news")
+    assert not [t for t in texts if any(word in t for word in served)]
+
+
+def test_generated_negatives_do_not_link(retriever: Retriever) -> None:
+    """The fitted linker refuses most generated no-tool texts (they are in its fit)."""
+    from retrieval.negatives import no_tool_texts
+
+    links = retriever.link_many(no_tool_texts(100))
+    assert sum(lk.tool_id is not None for lk in links) <= 5
