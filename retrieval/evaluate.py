@@ -283,8 +283,9 @@ def fit_linker(retriever: Retriever, *, target_precision: float,
                             f"{sum(1 for _, n in rows if n == 'negatives')} rows",
                "generated": f"retrieval.negatives, "
                             f"{sum(1 for _, n in rows if n == 'generated')} rows"},
-            "catalog_hash": retriever.catalog.hash, "target_precision": target_precision,
-            "l2": l2, "positives": int(sum(y)), "rows": len(y)}
+            "catalog_hash": retriever.catalog.hash, "adapter": retriever.adapter_id,
+            "target_precision": target_precision, "l2": l2, "positives": int(sum(y)),
+            "rows": len(y)}
     return fit_link_model(np.array(x), np.array(y), groups,
                           target_precision=target_precision, l2=l2, meta=meta)
 

@@ -166,6 +166,12 @@ class Retriever:
         return self._embedder
 
     @property
+    def adapter_id(self) -> str:
+        """The adapter's digest prefix, or "off" (recorded by the linker's fit)."""
+        embedder = self.embedder
+        return embedder.adapter.digest[:12] if isinstance(embedder, AdaptedEncoder) else "off"
+
+    @property
     def index(self) -> ToolIndex:
         """The tool index, loaded or (re)built on first access."""
         if self._index is None:
@@ -194,12 +200,11 @@ class Retriever:
         self._pair_code = {p: i for i, p in enumerate(pairs)}
         self._tool_pair = np.array([self._pair_code[s[0]] if s else -1 for s in self._sides])
         self._tool_sideval = np.array([s[1] if s else -1 for s in self._sides])
-        embedder = self.embedder
-        adapted = embedder.adapter.digest[:12] if isinstance(embedder, AdaptedEncoder) else ""
+        adapter = self.adapter_id
         self._index = ToolIndex.open(
-            catalog, embedder, cfg.cache_dir, params,
+            catalog, self.embedder, cfg.cache_dir, params,
             encoder_id=encoder_identity(model_dir, cfg.max_seq_length)
-            + (f":adapter-{adapted}" if adapted else ""),
+            + (f":adapter-{adapter}" if adapter != "off" else ""),
         )
 
     @property
@@ -207,6 +212,10 @@ class Retriever:
         """The fitted linker, loaded on first use (fitting one needs only `ranking`)."""
         if self._linker is None:
             self._linker = load_link_model(self.config.linker_path)
+            fitted = self._linker.meta.get("adapter", "off")
+            if fitted != self.adapter_id:  # its features were of another ranking
+                log.warning("the linker was fitted with adapter %s, this retriever uses %s; "
+                            "refit with `toolrec tools fit-linker`", fitted, self.adapter_id)
         return self._linker
 
     @property
