@@ -164,11 +164,15 @@ def topic_records(kafka: KafkaConfig, topic: str) -> int:
     return sum(asyncio.run(true_end_offsets(kafka.client_kwargs(), tps)).values())
 
 
-def wait_for(count: Any, expected: int, what: str, started: float, timeout_s: float) -> float:
+def wait_for(count: Any, expected: int, what: str, started: float, timeout_s: float,
+             procs: dict[str, subprocess.Popen[bytes]]) -> float:
     """Poll `count()` until it reaches `expected`; a progress line every 10 s with rate and
-    ETA. Returns the wall time it did."""
+    ETA. Returns the wall time it did. Stops if one of `procs` exited."""
     last_report, seen = time.time(), 0
     while seen < expected:
+        dead = [name for name, proc in procs.items() if proc.poll() is not None]
+        if dead:
+            raise SystemExit(f"{dead} exited early; see the logs")
         if time.time() - started > timeout_s:
             raise SystemExit(f"timeout: {seen} of {expected} {what} after {timeout_s} s")
         time.sleep(0.25)
@@ -230,13 +234,13 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
         procs["sink"] = spawn(["toolrec", "lake", "sink"], env, base / f"{name}-sink.log")
     try:
         done = wait_for(lambda: topic_records(kafka, topic), samples, "samples on the topic",
-                        started, args.timeout)
+                        started, args.timeout, procs)
         first = min((t for t in map(first_event_time, logs) if t), default=started)
         worker_rate = n_events / (done - first)
         pipeline_rate = 0.0
         if sink:
             in_delta = wait_for(lambda: delta_rows(lake), samples, "samples in Delta",
-                                started, args.timeout)
+                                started, args.timeout, procs)
             pipeline_rate = n_events / (in_delta - first)
         cpu = {p: cpu_seconds(proc.pid) for p, proc in procs.items()}
         cpu["broker"] = cpu_seconds(stack.broker.pid or 0) - broker_cpu

@@ -76,7 +76,6 @@ from contracts.dlq import DeadLetter
 from contracts.events import (
     Feedback,
     Impression,
-    Sample,
     parse_event,
     protect_untrusted,
 )
@@ -85,6 +84,7 @@ from infra.compat import true_end_offsets
 from infra.topics import ensure_topics
 from streams.config import StreamsConfig
 from streams.gaps import read_range, skipped_range
+from streams.sender import BatchSender
 from streams.state import ChangelogState, state_topic_name
 from streams.window import (
     GlobalState,
@@ -176,7 +176,7 @@ class Processor:
         # Keys u:<user>, g:<partition>; values JSON (the app's default codec).
         self.state = ChangelogState(state_topic_name(cfg.app_id), kafka.client_kwargs())
         self.app = app
-        self.dlq = app.topic(kafka.topics.dlq, **RAW_BYTES)
+        self.out = BatchSender(kafka.client_kwargs())  # samples, dead letters, state
         self.seen: dict[int, dict[str, int]] = {}  # partition -> topic -> max event time
         self.positions: dict[tuple[str, int], int] = {}  # last offset handled
         self.committed: dict[tuple[str, int], int] = {}  # group offsets at assignment
@@ -186,15 +186,14 @@ class Processor:
         self.floor: dict[int, int] = {}  # partition -> persisted watermark
         self.stats: Counter[str] = Counter()
         self.timings: dict[str, float] = {}  # stage → CPU seconds spent in handle_batch
-        self._dead_letters: list[Any] = []  # sends of the current batch, awaited in it
         self._last_report = (time.monotonic(), 0)
 
     # -- entry point ---------------------------------------------------------------------
     async def handle_batch(self, batch: list[Source]) -> None:
         """Process a batch of source records, close what is due, then write each changed
         state key once: the batch's samples and dead letters are on the broker before its
-        state records are queued, and the transport flushes those before Faust commits
-        the batch's offsets (`streams.state`).
+        state records are sent, and those before the batch is acknowledged (returns), so
+        before Faust commits its offsets (`streams.sender`, `streams.state`).
 
         Nothing a record contains can make this raise (events that raise are dead-lettered,
         `_guarded`). What can — the broker refusing deliveries beyond the producer's own
@@ -204,22 +203,20 @@ class Processor:
         """
         try:
             clock = _StageClock(self.timings)
+            await self.out.start()
             for partition in sorted({source.partition for source in batch}):
                 await self._ensure_index(partition)
             clock.lap("recover")
             for source in batch:
                 await self._handle_one(source)
             clock.lap("events")
-            deliveries: list[Any] = []
             for partition in sorted({source.partition for source in batch}):
-                deliveries += await self._close_due(partition)
+                self.stats["samples"] += self._close_due(partition)
             clock.lap("close")
-            await asyncio.gather(*deliveries)  # samples first: the module docstring
+            await self.out.flush()  # samples and dead letters first: the module docstring
             clock.lap("deliver")
-            self.stats["samples"] += len(deliveries)
-            self.stats["state_writes"] += await self.state.commit(self._send_state, _state_order)
-            await asyncio.gather(*self._dead_letters)
-            self._dead_letters.clear()
+            self.stats["state_writes"] += self.state.commit(self._send_state, _state_order)
+            await self.out.flush()
             clock.lap("state")
             self.stats["batches"] += 1
         except Exception:
@@ -240,9 +237,8 @@ class Processor:
             self._advance(source.partition, tick, self.topics.impressions, self.topics.feedback)
             self._persist_watermark(source.partition)
 
-    async def _send_state(self, topic: str, key: bytes, value: bytes | None,
-                          partition: int) -> Any:
-        return await self.app.producer.send(topic, key, value, partition, None, None)
+    def _send_state(self, topic: str, key: bytes, value: bytes | None, partition: int) -> None:
+        self.out.add(topic, key, value, partition=partition)
 
     def _guarded(self, source: Source) -> None:
         """Process one event; one that raises is dead-lettered and the worker goes on (a
@@ -429,9 +425,9 @@ class Processor:
         return True
 
     # -- closing windows -----------------------------------------------------------------
-    async def _close_due(self, partition: int) -> list[Any]:
-        """Close every window of `partition` that the watermark passed; returns the
-        deliveries of their samples (awaited by `handle_batch` before any state is written).
+    def _close_due(self, partition: int) -> int:
+        """Close every window of `partition` that the watermark passed; returns how many
+        samples were queued (sent by `handle_batch` before any state is written).
 
         At most one close batch per `close_interval_s` per partition: results do not
         depend on when a window closes, only on the order (deadline, request id), which
@@ -439,15 +435,15 @@ class Processor:
         """
         heap, watermark = self.deadlines.get(partition), self.watermark(partition)
         if not heap or heap[0][0] > watermark:
-            return []  # nothing due, or the partition was revoked during the batch
+            return 0  # nothing due, or the partition was revoked during the batch
         now = time.monotonic()
         if now - self.last_close.get(partition, 0.0) < self.cfg.close_interval_s:
-            return []
+            return 0
         self.last_close[partition] = now
         stored: GlobalState | None = self.state.get(partition, f"g:{partition}")
         glob = copy.deepcopy(stored) if stored else new_global_state()
         users: dict[str, UserState] = {}
-        deliveries = []
+        emitted = 0
         while heap and heap[0][0] <= watermark:
             _, request_id, user_id = heapq.heappop(heap)
             if user_id not in users:
@@ -458,7 +454,7 @@ class Processor:
             user = users[user_id]
             pending = user["pending"].get(request_id)
             if pending is not None and pending["deadline"] <= watermark:
-                deliveries += await self._close_one(user, user_id, glob, request_id, partition)
+                emitted += self._close_one(user, user_id, glob, request_id, partition)
             for orphan in expire_orphans(user, watermark):
                 self._count("unknown_impression", self._orphan_source(
                     Source(self.topics.feedback, partition, -1, None, None), orphan, user_id))
@@ -467,12 +463,12 @@ class Processor:
         self.state.stage(partition, f"g:{partition}", glob)
         for user_id, user in users.items():
             self.state.stage(partition, f"u:{user_id}", user)
-        return deliveries
+        return emitted
 
-    async def _close_one(
+    def _close_one(
         self, user: UserState, user_id: str, glob: GlobalState, request_id: str, partition: int
-    ) -> list[Any]:
-        """Close one window: its samples' deliveries. A window whose close raises has its
+    ) -> int:
+        """Close one window: queue its samples, return how many. A window whose close raises has its
         impression dead-lettered and is dropped from the user's state (a crash here would
         come back to the same window after every restart). `close` builds the samples
         before it counts anything, so what raises leaves the counts as they were."""
@@ -491,18 +487,10 @@ class Processor:
                             user_id.encode(), pending.get("impression", "").encode())
             self._reject(source, "processing_error", "<event>",
                          f"at close: {type(exc).__name__}: {exc}")
-            return []
-        return [await self._emit(s) for s in samples]
-
-    async def _emit(self, sample: Sample) -> Any:
-        """Hand one sample to the app's producer; returns its delivery (awaited per close
-        batch). Straight to the producer, not `topic.send`: Faust's per-message machinery
-        cost ≈ 150–210 µs a sample, the producer's batching ≈ 5 µs (issue 12). Ordering is
-        unchanged: the batch's deliveries are awaited before its state is written, and the
-        transport flushes this producer before committing offsets."""
-        return await self.app.producer.send(
-            self.topics.samples, sample.user_id.encode(), sample.to_json_bytes(), None, None, None
-        )
+            return 0
+        for sample in samples:  # keyed by user, so partitioned as Faust's producer would
+            self.out.add(self.topics.samples, sample.user_id.encode(), sample.to_json_bytes())
+        return len(samples)
 
     def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:
         """Dead-letter the raw bytes unchanged; where they came from and why in headers."""
@@ -514,10 +502,8 @@ class Processor:
         letter = DeadLetter(reason=reason, field=field, detail=detail, stage="streams",
                             source_topic=source.topic, source_partition=source.partition,
                             source_offset=source.offset, truncated=truncated)
-        # Attached to the event being processed: Faust publishes it before committing it.
-        self._dead_letters.append(
-            self.dlq.send(key=source.key, value=value, headers=dict(letter.headers()))
-        )
+        # Sent with the batch's samples, before the batch is acknowledged (handle_batch).
+        self.out.add(self.topics.dlq, source.key, value, headers=letter.headers())
 
     # -- the deadline index is derived state, rebuilt from the table ---------------------
     async def _ensure_index(self, partition: int) -> None:

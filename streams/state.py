@@ -6,7 +6,7 @@ batch (there is no current event). This store is the same idea, owned by us:
 
 - keys and values live in memory per partition; `stage` records a change in the current
   batch without touching the committed view, `commit` makes a batch's changes visible and
-  hands one record per changed key to the app's producer (batched, ≈ 5 µs a record), to
+  hands one record per changed key to the worker's batch sender (`streams.sender`), to
   changelog partition = source partition, so one changelog partition orders every write of
   a source partition, as the worker's ordering rules need (`streams.app`);
 - `recover` rebuilds a partition from its changelog (last record of a key wins, a
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -37,7 +37,7 @@ from streams.gaps import read_range
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, bytes, bytes | None, int], Awaitable[Any]]
+Send = Callable[[str, bytes, bytes | None, int], None]
 
 
 def state_topic_name(app_id: str) -> str:
@@ -73,17 +73,18 @@ class ChangelogState:
         return partition in self.data
 
     # -- batches -------------------------------------------------------------------------
-    async def commit(self, send: Send, order: Callable[[str], int] | None = None) -> int:
-        """Make the staged changes visible and send them to the changelog, in `order` of
-        key within a partition (lowest first); returns how many records were sent. The
-        sends are queued on the producer; the transport flushes it before any commit."""
+    def commit(self, send: Send, order: Callable[[str], int] | None = None) -> int:
+        """Make the staged changes visible and hand them to `send` (topic, key, value,
+        partition), in `order` of key within a partition (lowest first); returns how many
+        records were handed over. The caller waits for the broker before it acknowledges
+        the batch (`streams.app`)."""
         sent = 0
         for partition, changes in self.staged.items():
             live = self.data.get(partition)  # None: revoked during the batch (still sent)
             for key in sorted(changes, key=order) if order else changes:
                 if live is not None:
                     live[key] = changes[key]
-                await send(self.topic, to_json(key), to_json(changes[key]), partition)
+                send(self.topic, to_json(key), to_json(changes[key]), partition)
                 sent += 1
         self.staged.clear()
         return sent
