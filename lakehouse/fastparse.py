@@ -86,6 +86,25 @@ def _one_object_line(raw: bytes | None, max_bytes: int) -> bool:
     return stripped[:1] == b"{" and stripped[-1:] == b"}"
 
 
+def _object_like(raw: bytes | None, max_bytes: int) -> bool:
+    """`_one_object_line` but for line breaks, which `_single_lines` looks for once in the
+    joined block (0.9 µs per 1 KB record saved); records with surrounding whitespace take
+    the slow path."""
+    return raw is not None and 0 < len(raw) <= max_bytes and raw[:1] == b"{" and raw[-1:] == b"}"
+
+
+def _single_lines(
+    raws: Sequence[bytes | None], fast: list[int], max_bytes: int
+) -> tuple[list[int], bytes]:
+    """`fast` and its records joined one per line; if a record holds a line break itself
+    (JSON whitespace, rare) the records are checked one by one instead."""
+    block = b"\n".join(raws[i] for i in fast)  # type: ignore[misc]
+    if block.count(b"\n") == max(len(fast) - 1, 0) and b"\r" not in block:
+        return fast, block
+    fast = [i for i in fast if _one_object_line(raws[i], max_bytes)]
+    return fast, b"\n".join(raws[i] for i in fast)  # type: ignore[misc]
+
+
 def _understood(rule: dict[str, Any]) -> bool:
     return set(rule) <= _UNDERSTOOD and all(_understood(v) for v in rule.get("anyOf", []))
 
@@ -138,12 +157,13 @@ class FastParser:
         indices that need the slow path: also every record above `max_bytes`)."""
         if not self.enabled:
             return self.schema.empty_table(), [], list(range(len(raws)))
-        fast = [i for i, raw in enumerate(raws) if _one_object_line(raw, max_bytes)]
+        fast = [i for i, raw in enumerate(raws) if _object_like(raw, max_bytes)]
+        fast, block = _single_lines(raws, fast, max_bytes)
         fast_set = set(fast)
         slow = [i for i in range(len(raws)) if i not in fast_set]
         tables: list[pa.Table] = []
         accepted: list[int] = []
-        self._parse_block(raws, fast, tables, accepted, slow)
+        self._parse_block(raws, fast, tables, accepted, slow, block)
         if not tables:
             return self.schema.empty_table(), [], sorted(slow)
         table = pa.concat_tables(tables)
@@ -159,15 +179,22 @@ class FastParser:
         tables: list[pa.Table],
         accepted: list[int],
         slow: list[int],
+        block: bytes | None = None,
     ) -> None:
-        """Parse `indices` as one block; on failure bisect to isolate the bad records."""
+        """Parse `indices` (joined: `block`) as one block; on failure bisect to isolate the
+        bad records. In the calling thread: one block gains nothing from Arrow's thread
+        pool, which cost ~1 µs of CPU per 1 KB record more (the sink parses in its own
+        thread, beside the fetching loop, and Arrow releases the GIL)."""
         if not indices:
             return
-        block = b"\n".join(raws[i] for i in indices)  # type: ignore[misc]
+        if block is None:
+            block = b"\n".join(raws[i] for i in indices)  # type: ignore[misc]
         try:
             table = pajson.read_json(
                 io.BytesIO(block),
-                read_options=pajson.ReadOptions(block_size=max(len(block) + 1, 1 << 20)),
+                read_options=pajson.ReadOptions(
+                    block_size=max(len(block) + 1, 1 << 20), use_threads=False
+                ),
                 parse_options=pajson.ParseOptions(
                     explicit_schema=self.schema, unexpected_field_behavior="error"
                 ),
