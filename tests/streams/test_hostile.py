@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import streams.app as worker_app
 from contracts.events import Impression
 from streams.config import StreamsConfig
 from tests.streams.conftest import Worker, read_topic, samples_by_id, stop_all, toolrec_env
@@ -176,11 +177,13 @@ def test_two_users_sharing_a_request_id_lose_no_sample(
                dead_lettered=len(dead))
 
 
-def spawn_faulty(kafka: KafkaConfig, tmp_path: Path, app_id: str, n: int) -> Worker:
+def spawn_faulty(kafka: KafkaConfig, tmp_path: Path, app_id: str, n: int,
+                 **env_extra: str) -> Worker:
     """A real worker with an injected fault (`tests.streams.faulty_worker`)."""
     env = toolrec_env(kafka, tmp_path, "streams", app_id=app_id, attribution_window_s=4,
                       allowed_lateness_s=1, stats_interval_s=1, data_dir=tmp_path / f"f{n}",
                       protect_events=False)  # literal ids, as start_worker
+    env |= env_extra
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.streams.faulty_worker", "streams", "worker",
          "--loglevel", "info"],
@@ -219,6 +222,33 @@ def test_an_event_that_raises_is_dead_lettered_and_the_worker_goes_on(
         assert workers[1].proc.poll() is None
         probe_line("event that raises in the agent (1 click, 1 close)", tried=2, landed=0,
                    dead_lettered=2)
+    finally:
+        stop_all(workers)
+
+
+def test_a_batch_the_broker_refuses_stops_the_worker_before_it_is_acknowledged(
+    kafka: KafkaConfig, tmp_path: Path,
+) -> None:
+    """Faust's `take_events` acknowledges a batch whose body raised (1,000 events lost in
+    the issue-12 probe). The worker instead stops before returning when a batch's outputs
+    cannot be delivered; the restarted worker recovers the state and delivers them."""
+    app_id, marker = f"streams-{uuid.uuid4().hex[:8]}", tmp_path / "refused-once"
+    workers = [spawn_faulty(kafka, tmp_path, app_id, 0, FAULTY_FLUSH_MARKER=str(marker))]
+    try:
+        good_request(kafka, "p_erin", "before-1", click=1)
+        wait_samples(kafka, ["before-1:1", "before-1:2", "before-1:3"])
+        good_request(kafka, "p_erin", "failflush-1", click=2)
+        good_request(kafka, "p_frank", "failflush-2", click=None)
+        assert workers[0].proc.wait(60) == worker_app.EXIT_UNDELIVERED
+        assert marker.exists() and "stopping without acknowledging" in workers[0].log()
+        workers.append(spawn_faulty(kafka, tmp_path, app_id, 1,
+                                    FAULTY_FLUSH_MARKER=str(marker)))
+        samples = wait_samples(kafka, [f"failflush-{i}:{k}" for i in (1, 2) for k in (1, 2, 3)])
+        assert_labels(samples, "failflush-1", clicked=2)
+        assert_labels(samples, "failflush-2", clicked=None)
+        assert workers[1].proc.poll() is None
+        probe_line("batch whose outputs the broker refuses (2 impressions + 1 click)",
+                   tried=3, landed=3, dead_lettered=0)
     finally:
         stop_all(workers)
 
