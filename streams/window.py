@@ -1,7 +1,7 @@
 """The attribution window as pure state transitions over JSON-able dicts.
 
-The Faust worker keeps two kinds of keys in one table (one table, so that one changelog
-partition orders all writes of a partition — see `streams.app`):
+The Faust worker keeps two kinds of keys in one store (`streams.state`; one store, so that
+one changelog partition orders all writes of a partition — see `streams.app`):
 
 - ``u:<user_id>`` → `UserState`: decayed counts of *closed* impressions (shown suggestions
   and clicks), the open impressions of the user with their outcomes so far *and the
