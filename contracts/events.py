@@ -12,6 +12,7 @@ idempotent (`pseudonymize_ids` may be applied by every stage an event passes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -330,6 +331,11 @@ def is_pseudonym(value: str, key: bytes) -> bool:
     if len(value) != len(PSEUDONYM_PREFIX) + _DIGEST_HEX + _TAG_HEX or \
             not value.startswith(PSEUDONYM_PREFIX):
         return False
+    return _tag_matches(value, key)
+
+
+@functools.lru_cache(maxsize=65_536)  # the stream checks 3 ids an event, mostly repeats
+def _tag_matches(value: str, key: bytes) -> bool:
     digest, tag = value[len(PSEUDONYM_PREFIX):-_TAG_HEX], value[-_TAG_HEX:]
     return hmac.compare_digest(tag, _mac(key, b"tag", digest.encode())[:_TAG_HEX])
 

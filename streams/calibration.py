@@ -70,9 +70,7 @@ class Decayed:
 
     def at(self, ts: int, half_life_ms: float) -> float:
         """The count as seen at `ts` (no growth for a `ts` in the past)."""
-        if ts <= self.ts:
-            return self.value
-        return self.value * math.exp(-math.log(2) * (ts - self.ts) / half_life_ms)
+        return decayed_at(self.value, self.ts, ts, half_life_ms)
 
     def add(self, amount: float, ts: int, half_life_ms: float) -> Decayed:
         """Add `amount` at event time `ts`; out-of-order amounts are decayed instead."""
@@ -80,6 +78,14 @@ class Decayed:
             return Decayed(self.at(ts, half_life_ms) + amount, ts)
         late = amount * math.exp(-math.log(2) * (self.ts - ts) / half_life_ms)
         return Decayed(self.value + late, self.ts)
+
+
+def decayed_at(value: float, since: int, ts: int, half_life_ms: float) -> float:
+    """A decayed count `value` as of `since`, seen at `ts` (`Decayed.at` without building
+    the object: the stream worker reads ≈ 12 of them per closed window)."""
+    if ts <= since:
+        return value
+    return value * math.exp(-math.log(2) * (ts - since) / half_life_ms)
 
 
 @dataclass(frozen=True)

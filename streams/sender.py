@@ -24,6 +24,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 # Under the broker's 1 MB message limit (DESIGN.md §5), with room for the batch header.
 MAX_BATCH_BYTES = 512 * 1024
+# Remembered key → partition answers (aiokafka's murmur2 is pure Python, ≈ 5.5 µs a key);
+# bounded, since keys come from clients: the cache is dropped when it reaches this size.
+PARTITION_CACHE_KEYS = 100_000
 
 
 class BatchSender:
@@ -35,6 +38,7 @@ class BatchSender:
         self._producer: Any = None  # made in `start`: aiokafka needs the running loop
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._partition_cache: dict[tuple[str, bytes | None], int] = {}
         self._queue: list[tuple[str, int | None, bytes | None, bytes | None,
                                 list[tuple[str, bytes]]]] = []
 
@@ -84,8 +88,16 @@ class BatchSender:
         return len(queue)
 
     async def _partition_of(self, topic: str, key: bytes | None) -> int:
+        cached = self._partition_cache.get((topic, key))
+        if cached is not None:
+            return cached
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = sorted(await self._producer.partitions_for(topic))
             self._partitions[topic] = partitions
-        return int(self._partitioner(key, partitions, partitions))
+        if len(self._partition_cache) >= PARTITION_CACHE_KEYS:
+            self._partition_cache.clear()
+        partition = int(self._partitioner(key, partitions, partitions))
+        if key is not None:  # keyless records are spread at random: never cached
+            self._partition_cache[(topic, key)] = partition
+        return partition

@@ -49,6 +49,7 @@ from streams.calibration import (
     ToolRecState,
     calibrate,
     clip,
+    decayed_at,
     smoothed_user_ctr,
     toolrec_user_scale,
     usage_quantile,
@@ -312,6 +313,11 @@ def _decayed(pair: list[float]) -> Decayed:
     return Decayed(float(pair[0]), int(pair[1]))
 
 
+def _at(pair: list[float], ts: int, half_life_ms: float) -> float:
+    """`_decayed(pair).at(ts, half_life_ms)`, without the object."""
+    return decayed_at(float(pair[0]), int(pair[1]), ts, half_life_ms)
+
+
 def _rate(clicks: float, shown: float, prior: float, strength: float) -> float:
     return (clicks + strength * prior) / (shown + strength)
 
@@ -319,8 +325,8 @@ def _rate(clicks: float, shown: float, prior: float, strength: float) -> float:
 def global_ctr(state: GlobalState, ts: int, cfg: StreamsConfig) -> float:
     cal, half = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY
     return _rate(
-        _decayed(state["clicks"]).at(ts, half),
-        _decayed(state["shown"]).at(ts, half),
+        _at(state["clicks"], ts, half),
+        _at(state["shown"], ts, half),
         cal.prior_ctr,
         cal.global_prior_strength,
     )
@@ -333,8 +339,8 @@ def theta(state: GlobalState, position: int, ts: int, p_bar: float, cfg: Streams
     cal, half = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY
 
     def rate(k: int) -> float:
-        shown = _decayed(state["position_shown"].get(str(k), [0.0, 0])).at(ts, half)
-        clicks = _decayed(state["position_clicks"].get(str(k), [0.0, 0])).at(ts, half)
+        shown = _at(state["position_shown"].get(str(k), [0.0, 0]), ts, half)
+        clicks = _at(state["position_clicks"].get(str(k), [0.0, 0]), ts, half)
         return _rate(clicks, shown, p_bar, cal.kappa)
 
     return clip(rate(position) / rate(1), cal.theta_min, 1.0)
@@ -378,8 +384,8 @@ def build_samples(
 ) -> list[Sample]:
     half = cfg.calibration.half_life_days * MS_PER_DAY
     ts = impression.ts
-    user_impressions = _decayed(user["shown"]).at(ts, half)
-    user_clicks = _decayed(user["clicks"]).at(ts, half)
+    user_impressions = _at(user["shown"], ts, half)
+    user_clicks = _at(user["clicks"], ts, half)
     p_bar = global_ctr(glob, ts, cfg)
     clicked_positions = set(pending["clicks"]) | set(pending["executed"])
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
@@ -477,7 +483,7 @@ def toolrec_estimates(
     half = cal.half_life_days * MS_PER_DAY
     sketch = CtrSketch(glob.get("ctr_sketch", {}), cal.toolrec_sketch_bins)
     mu, scale = toolrec_user_scale(sketch, p_bar, cal)
-    uses = {t: _decayed(pair).at(ts, half) for t, pair in glob.get("tool_uses", {}).items()}
+    uses = {t: _at(pair, ts, half) for t, pair in glob.get("tool_uses", {}).items()}
     return mu, scale, uses
 
 
@@ -493,8 +499,8 @@ def count_toolrec(
         if suggestion.tool_id is not None and suggestion.position in clicked:
             updated = _decayed(uses.get(suggestion.tool_id, [0.0, 0])).add(1.0, ts, half)
             uses[suggestion.tool_id] = [updated.value, updated.ts]
-    p_u = smoothed_user_ctr(_decayed(user["shown"]).at(ts, half),
-                            _decayed(user["clicks"]).at(ts, half),
+    p_u = smoothed_user_ctr(_at(user["shown"], ts, half),
+                            _at(user["clicks"], ts, half),
                             global_ctr(glob, ts, cfg), cal.kappa)
     sketch = CtrSketch(glob.setdefault("ctr_sketch", {}), cal.toolrec_sketch_bins)
     user["ctr_bin"] = sketch.move(user.get("ctr_bin"), p_u)
