@@ -183,6 +183,9 @@ class Processor:
         self.last_close: dict[int, float] = {}  # partition -> monotonic time of last batch
         self.deadlines: dict[int, list[tuple[int, str, str]]] = {}  # partition -> heap
         self.owners: dict[int, dict[str, str]] = {}  # partition -> open request id -> user
+        # partition -> (user, request id) -> the open impression, parsed (saves parsing its
+        # JSON from the state again at close; rebuilt lazily after a restart)
+        self.opened: dict[int, dict[tuple[str, str], Impression]] = {}
         self.floor: dict[int, int] = {}  # partition -> persisted watermark
         self.stats: Counter[str] = Counter()
         self.timings: dict[str, float] = {}  # stage → CPU seconds spent in handle_batch
@@ -362,6 +365,7 @@ class Processor:
         if state_bytes(user) > self.cfg.max_user_state_bytes:
             return "user_state_full"  # the copy is dropped: the stored state is unchanged
         self.owners[partition][rid] = event.user_id
+        self.opened.setdefault(partition, {})[(event.user_id, rid)] = event
         self._watch(partition, user["pending"][rid]["deadline"], event)
         for held_outcome, orphan in release_orphans(user, rid):
             self._count(held_outcome, self._orphan_source(source, orphan, event.user_id))
@@ -476,7 +480,8 @@ class Processor:
         if self.owners[partition].get(request_id) == user_id:
             del self.owners[partition][request_id]
         try:
-            impression = Impression.model_validate_json(pending["impression"])
+            impression = self.opened.get(partition, {}).pop((user_id, request_id), None) or \
+                Impression.model_validate_json(pending["impression"])
             samples = close(user, glob, impression, self.cfg)
         except Exception as exc:
             log.exception("closing %s of partition %d raised; its impression is dead-lettered",
@@ -558,6 +563,7 @@ class Processor:
                 self.committed.pop((topic, partition), None)
             self.deadlines.pop(partition, None)
             self.owners.pop(partition, None)
+            self.opened.pop(partition, None)
             self.floor.pop(partition, None)
             self.seen.pop(partition, None)
             self.state.drop(partition)
