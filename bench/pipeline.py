@@ -247,7 +247,8 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
         latencies: list[float] = []
         missing = 0
         if sink and args.live_seconds > 0:
-            latencies, missing = live_latency(kafka, lake, args.rate, args.live_seconds)
+            latencies, missing = live_latency(kafka, lake, args.rate, args.live_seconds,
+                                              args.users)
         rss = {p: peak_rss_mb(proc.pid) for p, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -257,10 +258,10 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
 
 
 def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
-                 seconds: float) -> tuple[list[float], int]:
+                 seconds: float, n_users: int) -> tuple[list[float], int]:
     """Live traffic at `rate` events/s for `seconds`; returns click → Delta seconds for
     every click (sent 0.5 s after its impression) and how many never arrived."""
-    sent_at = asyncio.run(produce_live(kafka, rate, seconds))
+    sent_at = asyncio.run(produce_live(kafka, rate, seconds, n_users))
     seen: dict[str, float] = {}
     known: set[str] = set()
     deadline = time.time() + 60
@@ -277,11 +278,12 @@ def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
     return sorted(seen[s] - sent_at[s] for s in seen), len(sent_at) - len(seen)
 
 
-async def produce_live(kafka: KafkaConfig, rate: float, seconds: float) -> dict[str, float]:
+async def produce_live(kafka: KafkaConfig, rate: float, seconds: float,
+                       n_users: int) -> dict[str, float]:
     """Events at `rate`/s with event time = now; returns sample id of each click → when
     the click was handed to the producer (wall clock)."""
     key, rng = BENCH_KEY.encode(), random.Random(1)
-    users = [pseudonymize(f"live{u}", key) for u in range(1000)]
+    users = [pseudonymize(f"live{u}", key) for u in range(n_users)]
     producer = AIOKafkaProducer(**kafka.client_kwargs(), linger_ms=5)
     await producer.start()
     clicks: list[tuple[float, bytes, bytes, str]] = []  # due time, key, value, sample id

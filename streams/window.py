@@ -228,6 +228,8 @@ def on_feedback(
         return "replayed"
     pending = user["pending"].get(feedback.request_id)
     if pending is not None:
+        # copy-on-write: `copy_user` shares the pending entries with the stored state
+        pending = user["pending"][feedback.request_id] = _copy_pending(pending)
         outcome = attribute(pending, feedback)
         if outcome == "counted":
             user["feedback_offset"] = offset
@@ -279,10 +281,11 @@ def expire_orphans(user: UserState, watermark: int) -> list[Orphan]:
 
 def copy_user(user: UserState) -> UserState:
     """A copy that the transitions can mutate without touching `user` (they replace the
-    lists and dicts they change, except a pending entry's outcome lists, copied here), so
-    a failure half-way leaves the stored state as it was."""
+    lists and dicts they change, and `on_feedback` copies a pending entry before it records
+    an outcome in it), so a failure half-way leaves the stored state as it was. O(1) Python
+    work per open window: a heavy user's copy costs a dict copy, not one per entry."""
     copied = user.copy()
-    copied["pending"] = {rid: _copy_pending(p) for rid, p in user["pending"].items()}
+    copied["pending"] = dict(user["pending"])
     copied["orphans"] = list(user["orphans"])
     copied["closed"] = dict(user["closed"])
     return copied
