@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -259,23 +260,45 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
 
 def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
                  seconds: float, n_users: int) -> tuple[list[float], int]:
-    """Live traffic at `rate` events/s for `seconds`; returns click → Delta seconds for
-    every click (sent 0.5 s after its impression) and how many never arrived."""
-    sent_at = asyncio.run(produce_live(kafka, rate, seconds, n_users))
+    """Live traffic at `rate` events/s for `seconds`, Delta watched *while* it is produced;
+    returns click → Delta seconds for every click (sent 0.5 s after its impression) and
+    how many never arrived."""
     seen: dict[str, float] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_delta, args=(lake, seen, stop), daemon=True)
+    watcher.start()
+    try:
+        sent_at = asyncio.run(produce_live(kafka, rate, seconds, n_users))
+        deadline = time.time() + 60
+        while not all(s in seen for s in sent_at) and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        watcher.join(10)
+    arrived = [s for s in sent_at if s in seen]
+    return sorted(seen[s] - sent_at[s] for s in arrived), len(sent_at) - len(arrived)
+
+
+def watch_delta(lake: LakeConfig, seen: dict[str, float], stop: threading.Event) -> None:
+    """Record when each sample id first became readable in the Delta table."""
     known: set[str] = set()
-    deadline = time.time() + 60
-    while len(seen) < len(sent_at) and time.time() < deadline:
-        table = DeltaTable(table_uri(lake, "samples"))
+    table: DeltaTable | None = None
+    while not stop.is_set():
+        try:
+            if table is None:
+                table = DeltaTable(table_uri(lake, "samples"))
+            else:
+                table.update_incremental()
+        except Exception:  # not created yet
+            time.sleep(0.05)
+            continue
         for uri in set(table.file_uris()) - known:
             known.add(uri)
             ids = pq.read_table(uri, columns=["sample_id"]).column("sample_id").to_pylist()
             now = time.time()
             for sample_id in ids:
-                if sample_id in sent_at:
-                    seen.setdefault(sample_id, now)
+                seen.setdefault(sample_id, now)
         time.sleep(0.05)
-    return sorted(seen[s] - sent_at[s] for s in seen), len(sent_at) - len(seen)
 
 
 async def produce_live(kafka: KafkaConfig, rate: float, seconds: float,
