@@ -20,7 +20,7 @@ when SmolLM2 is not at --model.
 3. Each concurrency level (1, 4, 8), the engines alternating level by level, so drifting
    load hits both alike: p50 / p99 / requests/s, then the ratio fast / PyTorch.
 4. Dynamic batching probe (`--batch-probe N`): the fast engine at the highest concurrency
-   with `serving.max_batch = N` against 1.
+   with the other `serving.max_batch` (1 against its default 4, or N against 1).
 5. A swap under load on the default engine (`--swap-steady-s`): concurrency 4 while
    `POST /v1/admin/reload {"force": true}` loads, warms up and swaps a fresh copy.
 
@@ -308,7 +308,7 @@ def _settings(args: argparse.Namespace, tmp: Path, kafka: Any, *, engine: str,
         "explore_share": 0.0, "engine": engine, "engine_cache_dir": tmp / "engines",
         "spool_dir": tmp / f"spool-{engine}-{max_batch}", "admin_api_key": ADMIN_KEY,
         "max_pending": 64, "queue_timeout_s": 600, "request_timeout_s": 1800,  # shed nothing
-        "max_batch": max_batch or args.max_batch or base.serving.max_batch,
+        "max_batch": max_batch or args.max_batch or base.serving.max_batch,  # None: per engine
     })
     return base.model_copy(update={
         "kafka": kafka, "serving": serving, "infra": InfraConfig(state_dir=tmp / "state"),
@@ -418,9 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", default="8,16,24", help="Requests per level.")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="serving.max_batch (default: the configured one).")
-    parser.add_argument("--batch-probe", type=int, default=4,
+    parser.add_argument("--batch-probe", type=int, default=None,
                         help="Also run the highest level on the first engine with this "
-                        "max_batch (0: skip).")
+                        "max_batch (default: 1 if the engine batches by default, else 4; "
+                        "0: skip).")
     parser.add_argument("--skip-swap", action="store_true")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
@@ -480,7 +481,7 @@ def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
                 results["overhead"] = phase_interleaved(default.services, default.url,
                                                         args.pairs)
                 results["levels"] = phase_levels(apis, levels, totals)
-                if args.batch_probe > 1:
+                if args.batch_probe != 0:
                     results["batch_probe"] = _batch_probe(args, tmp, kafka, retriever,
                                                           engines[0], levels[-1], totals[-1],
                                                           results["levels"])
@@ -499,20 +500,25 @@ def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
 
 def _batch_probe(args: argparse.Namespace, tmp: Path, kafka: Any, retriever: Any, engine: str,
                  level: int, total: int, levels: dict[str, Any]) -> dict[str, Any]:
-    """Dynamic batching: the same level with max_batch = N, against max_batch = 1."""
-    settings = _settings(args, tmp, kafka, engine=engine, max_batch=args.batch_probe)
-    api = _start(f"{engine} max_batch={args.batch_probe}", settings, retriever)
+    """Dynamic batching: the same level with the other max_batch (1 against the engine's
+    batching default, or N against 1), side by side with the main run's."""
+    main = _settings(args, tmp, kafka, engine=engine).serving.batch_limit
+    probe = args.batch_probe or (1 if main > 1 else 4)
+    settings = _settings(args, tmp, kafka, engine=engine, max_batch=probe)
+    api = _start(f"{engine} max_batch={probe}", settings, retriever)
     try:
         row = phase_concurrency(api.url, level, total,
-                                label=f"{engine} c={level} batch={args.batch_probe}")
+                                label=f"{engine} c={level} batch={probe}")
     finally:
         api.server.stop()
-    single = levels[f"{engine}/c{level}"]
-    ratio = row["req_per_s"] / single["req_per_s"]
-    print(f"dynamic batching ({engine}, c={level}): max_batch={args.batch_probe} gives "
-          f"{ratio:.2f}x the requests/s of max_batch=1 "
-          f"({'cheaper' if ratio > 1.05 else 'not cheaper'} per request)", flush=True)
-    return {"row": row, "rps_ratio_vs_single": ratio}
+    rows = {main: levels[f"{engine}/c{level}"], probe: row}
+    batched, single = rows[max(rows)], rows[min(rows)]
+    ratio = batched["req_per_s"] / single["req_per_s"]
+    print(f"dynamic batching ({engine}, c={level}): max_batch={max(rows)} gives "
+          f"{ratio:.2f}x the requests/s of max_batch={min(rows)} and "
+          f"{batched['cpu_s_per_request'] / single['cpu_s_per_request']:.2f}x its CPU per "
+          f"request (the default is {main})", flush=True)
+    return {"row": row, "max_batch": probe, "rps_ratio_batched_vs_single": ratio}
 
 
 def _sources(spool_dir: Path) -> dict[str, int]:

@@ -82,13 +82,14 @@ class ServingConfig(BaseModel):
         description="Requests admitted to generation (queued + running); more get 503 with "
         "Retry-After instead of waiting without bound.",
     )
-    max_batch: int = Field(
-        1, ge=1, le=32,
+    max_batch: int | None = Field(
+        None, ge=1, le=32,
         description="Queued requests with the same n and decoding arm generated as one padded "
-        "batch; each waits for the slowest. On this 2-core CPU batches cost more per request "
-        "in PyTorch fp32; in CTranslate2 int8 a batch of 4 at concurrency 8 used 20-27% less "
-        "CPU per request (two bench.serving runs) but gave 0.65-1.24x the requests/s in four "
-        "runs under load 8-12, so 1 here; try 4 with the fast engine on a quiet machine.",
+        "batch; each waits for the slowest. Unset: 4 with the ctranslate2 engine, 1 with "
+        "torch (`batch_limit`). Measured on this 2-core CPU: PyTorch fp32 batches cost more "
+        "per request; CTranslate2 int8 at concurrency 8 with 4 against 1 gave 1.15-1.40x the "
+        "requests/s and 0.57-0.65x the CPU per request on a quiet machine (two bench.serving "
+        "runs, 2026-12-02), 0.65-1.24x the requests/s under load 8-12.",
     )
     queue_timeout_s: float = Field(
         30.0, gt=0, le=600,
@@ -205,6 +206,13 @@ class ServingConfig(BaseModel):
         10.0, ge=0, le=600,
         description="At shutdown, how long to keep sending; the rest stays spooled.",
     )
+
+    @property
+    def batch_limit(self) -> int:
+        """`max_batch`, or the measured default of the engine (its description)."""
+        if self.max_batch is not None:
+            return self.max_batch
+        return 4 if self.engine == "ctranslate2" else 1
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingConfig:

@@ -147,7 +147,7 @@ class RecommendEngine:
             return "explore" if share > 0 and self._rng.random() < share else "exploit"
 
     def retry_after(self) -> int:
-        waves = math.ceil((self._pending + 1) / self.config.max_batch)
+        waves = math.ceil((self._pending + 1) / self.config.batch_limit)
         return max(1, math.ceil(waves * self._batch_s))
 
     def submit(self, job: Job) -> Future[Served]:
@@ -222,7 +222,7 @@ class RecommendEngine:
             first = self._queue.popleft()
             batch = [first]
             for job in list(self._queue):
-                if len(batch) >= self.config.max_batch:
+                if len(batch) >= self.config.batch_limit:
                     break
                 if job.key == first.key:
                     self._queue.remove(job)
