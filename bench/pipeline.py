@@ -198,6 +198,7 @@ class Phase:
     profile: str
     latencies: list[float]
     missing: int
+    recovery: str = ""
 
 
 def env_for(kafka: KafkaConfig, base: Path, name: str) -> dict[str, str]:
@@ -254,8 +255,36 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
     finally:
         for proc in procs.values():
             stop_pid(proc.pid, timeout_s=20)
+    recovery = measure_recovery(env, base / f"{name}-recovery.log", kafka.partitions) \
+        if sink else ""
     return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_profile(logs[0]),
-                 latencies, missing)
+                 latencies, missing, recovery)
+
+
+RECOVERED = re.compile(r"state partition (\d+) recovered: (\d+) keys from (\d+) changelog "
+                       r"records in ([\d.]+) s")
+
+
+def measure_recovery(env: dict[str, str], log: Path, partitions: int,
+                     timeout_s: float = 120) -> str:
+    """A fresh worker of the same group takes every partition over from the changelog the
+    phase left (no standby replicas): how long the state takes to load."""
+    started = time.time()
+    proc = spawn(["toolrec", "streams", "worker", "--loglevel", "info"], env, log)
+    try:
+        found: list[tuple[str, ...]] = []
+        while len(found) < partitions and time.time() - started < timeout_s:
+            time.sleep(0.5)
+            found = RECOVERED.findall(log.read_text(errors="replace"))
+        wall = time.time() - started
+    finally:
+        stop_pid(proc.pid, timeout_s=20)
+    if len(found) < partitions:
+        return f"incomplete: {len(found)} of {partitions} partitions in {timeout_s:g} s"
+    keys, records = (sum(int(row[i]) for row in found) for i in (1, 2))
+    loading = sum(float(row[3]) for row in found)
+    return (f"{loading:.2f} s loading {keys} keys from {records} changelog records "
+            f"({partitions} partitions); {wall:.1f} s from a worker's start to the last one")
 
 
 def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
@@ -425,6 +454,8 @@ def main() -> None:
     print("peak_rss_mb " + "  ".join(f"{p} {r:.0f}" for p, r in sorted(one.rss.items())))
     print(f"cpu_s_per_1k_events {per_1k(one.cpu, len(events))}   (backlog phase)")
     print(f"worker_profile {one.profile}")
+    if one.recovery:
+        print(f"state_recovery {one.recovery}")
     if solo is not None and two is not None:
         print(f"worker_stage_events_per_s one {solo.worker_rate:.0f}  two {two.worker_rate:.0f}"
               f"   (no sink running; cpu_s_per_1k_events one: {per_1k(solo.cpu, len(events))};"
