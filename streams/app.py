@@ -222,7 +222,7 @@ class Processor:
             await self.out.flush()
             clock.lap("state")
             self.stats["batches"] += 1
-        except Exception:
+        except BaseException:  # also a cancellation half-way: the batch must not be acked
             log.critical("a batch could not be delivered; stopping without acknowledging it",
                          exc_info=True)
             logging.shutdown()
@@ -709,6 +709,10 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | N
                 if tp.topic == kafka.topics.impressions
             )
         )
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def on_shutdown(app: ToolrecApp, **_: Any) -> None:
+        await processor.out.stop()  # every batch awaited its outputs: nothing is pending
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: ToolrecApp, revoked: set[TP], **_: Any) -> None:
