@@ -56,7 +56,6 @@ from contracts.events import (
     Feedback,
     Impression,
     Sample,
-    is_pseudonym,
     parse_event,
     protect_untrusted,
 )
@@ -75,7 +74,6 @@ log = logging.getLogger(__name__)
 
 TableName = Literal["samples", "events"]
 _FAST_PATH_MIN_RECORDS = 8  # below this the per-record path is as fast
-_PSEUDONYM_CACHE = 200_000  # verified pseudonyms remembered (≈ 20 MB at most)
 ALL_TABLES: tuple[TableName, ...] = ("samples", "events")
 Fetched = dict[TopicPartition, list[ConsumerRecord]]  # records per partition, in offset order
 
@@ -233,7 +231,6 @@ class Sink:
         self._group_commits = lake.group_id is not None
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="lake-sink-parse")
         self._parsing: asyncio.Future[None] | None = None  # the parse in flight
-        self._pseudonyms: set[str] = set()  # ids verified with user_id_key (`_trusted`)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self) -> SinkStats:
@@ -432,35 +429,12 @@ class Sink:
                 buffer.dlq.append((record, exc))
                 continue
             raw = record.value
-            if isinstance(model, Impression | Feedback) and not self._trusted(model):
-                assert self.user_id_key is not None
+            if self.user_id_key is not None and isinstance(model, Impression | Feedback):
                 protected = protect_untrusted(model, self.user_id_key, self.pii)
                 if protected is not model:
                     model, raw = protected, protected.to_json_bytes()
             source = Source(tp.topic, tp.partition, record.offset, record.timestamp)
             rows.add_model(model, raw=raw, source=source)
-
-    def _trusted(self, event: Impression | Feedback) -> bool:
-        """True when no key is set, or when every id of `event` is a verified pseudonym (then
-        `protect_untrusted` would return it unchanged). Verified ids are remembered: one
-        HMAC per user / session / request instead of three per event, which was 40 % of
-        an event's parse time. Only positives are cached, so nothing unverified passes."""
-        key = self.user_id_key
-        if key is None:
-            return True
-        known = self._pseudonyms
-        ids: tuple[str, ...] = (event.user_id, event.request_id)
-        if isinstance(event, Impression):  # (getattr with a default on pydantic: 2 µs)
-            ids += (event.session_id,)
-        for value in ids:
-            if value in known:
-                continue
-            if not is_pseudonym(value, key):
-                return False
-            if len(known) >= _PSEUDONYM_CACHE:
-                known.clear()  # bounded memory; the hot ids come back within a batch
-            known.add(value)
-        return True
 
     def _parse(self, route: _Route, raw: bytes | None) -> Any:
         """The fast path validates straight from JSON; failures are re-parsed by the

@@ -87,9 +87,9 @@ class ServingConfig(BaseModel):
         description="Queued requests with the same n and decoding arm generated as one padded "
         "batch; each waits for the slowest. Unset: 4 with the ctranslate2 engine, 1 with "
         "torch (`batch_limit`). Measured on this 2-core CPU: PyTorch fp32 batches cost more "
-        "per request; CTranslate2 int8 at concurrency 8 with 4 against 1 gave 1.15-1.40x the "
-        "requests/s and 0.57-0.65x the CPU per request on a quiet machine (two bench.serving "
-        "runs, 2026-12-02), 0.65-1.24x the requests/s under load 8-12.",
+        "per request; CTranslate2 int8 at concurrency 8 with 4 against 1 in the same run gave "
+        "1.37-1.40x the requests/s and 0.64-0.69x the CPU per request on a quiet machine (two "
+        "bench.serving runs, 2026-12-02), 0.65-1.24x the requests/s under load 8-12.",
     )
     queue_timeout_s: float = Field(
         30.0, gt=0, le=600,

@@ -207,13 +207,14 @@ class Processor:
         try:
             clock = _StageClock(self.timings)
             await self.out.start()
-            for partition in sorted({source.partition for source in batch}):
+            partitions = sorted({source.partition for source in batch})
+            for partition in partitions:
                 await self._ensure_index(partition)
             clock.lap("recover")
             for source in batch:
                 await self._handle_one(source)
             clock.lap("events")
-            for partition in sorted({source.partition for source in batch}):
+            for partition in partitions:
                 self.stats["samples"] += self._close_due(partition)
             clock.lap("close")
             await self.out.flush()  # samples and dead letters first: the module docstring

@@ -1,12 +1,12 @@
 """Faust transports of toolrec, selected by the broker URL scheme (Faust's own extension
 point, the `faust.transports` entry points in pyproject.toml):
 
-- `toolrec://host:port` — Faust's aiokafka transport whose consumer flushes the producer
-  before committing offsets. Faust's at-least-once waits only for messages *attached* to
-  the committed events, not for table changelog writes; without the flush a crash right
-  after a commit could lose state updates of committed events.
+- `toolrec://host:port` — Faust's aiokafka transport as it is. (It used to flush the
+  producer before every offset commit, for the Faust table's changelog writes; the worker
+  now writes its state and outputs itself and waits for them inside each batch,
+  `streams.sender`, and Faust 0.15 flushes its producer before committing anyway.)
 - `toolrec-tansu://host:port` — the same, plus corrected end offsets for tansu's
-  ListOffsets defect (`infra.compat`), which Faust's table recovery relies on.
+  ListOffsets defect (`infra.compat`), which Faust's consumer relies on for highwaters.
 """
 
 from __future__ import annotations
@@ -21,18 +21,8 @@ from infra.compat import true_end_offsets
 from toolrec.errors import StreamError
 
 
-class DurableConsumer(faust_aiokafka.Consumer):
-    """Commits an offset only after every write made while processing it is on the broker."""
-
-    async def _commit_offsets(
-        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
-    ) -> bool:
-        await self.app.producer.flush()
-        return await super()._commit_offsets(offsets, start_new_transaction)
-
-
 class Transport(faust_aiokafka.Transport):
-    Consumer = DurableConsumer
+    """Faust's aiokafka transport under the project's scheme."""
 
 
 class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -53,7 +43,7 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         )
 
 
-class TansuConsumer(DurableConsumer):
+class TansuConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
