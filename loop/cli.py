@@ -170,6 +170,9 @@ QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
 @click.option("--publish", is_flag=True, help="Also write loop/results/calibration.json and "
               "the experiment section of loop/RESULTS.md (the committed record).")
 @click.option("--learning-rate", type=float, default=None, help="KTO LoRA learning rate.")
+@click.option("--beta", type=float, default=None, help="KTO β (default: the trainer's).")
+@click.option("--undesirable-weight", type=float, default=None,
+              help="KTO class weight of non-clicked samples (0: train on clicks only).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Results directory (default: loop.experiment.out_dir).")
 @click.option("--quick", is_flag=True, help="Tiny model, 12 users × 6 requests, 16 eval "
@@ -180,7 +183,8 @@ QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
 def calibration(settings: Any, model: str | None, seeds: str | None, arms: str | None,
                 users: int | None, requests_per_user: int | None, eval_turns: int | None,
                 max_steps: int | None, eval_every: int | None, batch_size: int | None,
-                publish: bool, learning_rate: float | None, out_dir: Path | None,
+                publish: bool, learning_rate: float | None, beta: float | None,
+                undesirable_weight: float | None, out_dir: Path | None,
                 quick: bool, threads: int | None) -> None:
     """Same simulated traffic and seeds, seven arms: SFT; KTO on raw clicks; activity only;
     tool only; full dual-level; full + position; full in the ToolRec form. Paired
@@ -197,6 +201,7 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
     given |= {k: v for k, v in {
         "model": model, "users": users, "requests_per_user": requests_per_user,
         "eval_turns": eval_turns, "max_steps": max_steps, "learning_rate": learning_rate,
+        "beta": beta, "undesirable_weight": undesirable_weight,
         "out_dir": out_dir, "eval_every": eval_every, "batch_size": batch_size,
         "publish": publish or None,
         "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,

@@ -255,6 +255,13 @@ class ExperimentConfig(BaseModel):
         5e-5, gt=0, le=1, description="KTO LoRA learning rate. 2e-4 pushed every trained arm "
         "below SFT in the 5-seed run; 5e-5 kept them at or above it (loop/RESULTS.md)."
     )
+    beta: float | None = Field(
+        None, gt=0, le=10, description="KTO β (None: the trainer's, trainer.training.beta)."
+    )
+    undesirable_weight: float | None = Field(
+        None, ge=0, le=10, description="KTO class weight of non-clicked samples (None: the "
+        "trainer's; 0: clicks only, GQR's CTR-filtered KTO)."
+    )
     generation_batch: int = Field(8, ge=1, le=64, description="Requests per generate call.")
     publish: bool = Field(
         False, description="Also write publish_json and the experiment section of "

@@ -325,7 +325,10 @@ class Experiment:
     def _training_config(self, seed: int) -> Any:
         """The trainer's settings with the experiment's size; no hold-out (no gate here: the
         simulator's ground truth judges), every logged sample may train."""
+        objective = {name: value for name in ("beta", "undesirable_weight")
+                     if (value := getattr(self.cfg, name)) is not None}
         return self.settings.trainer.training.model_copy(update={
+            **objective,
             "max_steps": self.cfg.max_steps, "batch_size": self.cfg.batch_size,
             "learning_rate": self.cfg.learning_rate, "epochs": self.cfg.epochs,
             "holdout_share": 0.0, "min_per_class": 1, "seed": seed,

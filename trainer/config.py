@@ -73,6 +73,16 @@ class TrainingConfig(BaseModel):
         "the SFT start in 20 steps, 5e-5 did not: loop/RESULTS.md)."
     )
     beta: float = Field(0.1, gt=0.0, le=10.0, description="KTO β: higher stays closer to ref.")
+    desirable_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="KTO class weight of clicked samples (KTOConfig's "
+        "`desirable_weight`), on top of each sample's calibrated weight."
+    )
+    undesirable_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="KTO class weight of non-clicked samples. 0 trains on "
+        "clicks only (GQR's CTR-filtered KTO): a skipped suggestion is often a good one the "
+        "user did not need this time, and pushing it down pushed down tool queries as a whole "
+        "(loop/RESULTS.md)."
+    )
     batch_size: int = Field(
         8, ge=2, le=256, description="Per-device batch; TRL's KL estimate needs > 1."
     )

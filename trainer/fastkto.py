@@ -557,7 +557,9 @@ def _optimize(model: Any, plans: list[BatchPlan], refs: dict[int, ReferenceLogps
     done_samples = 0
     for number, step in enumerate(steps, start=1):
         loss, kl = accumulate_step(model, [plans[b] for b in step], [refs[b] for b in step],
-                                   beta=config.beta, bf16=config.bf16)
+                                   beta=config.beta, bf16=config.bf16,
+                                   class_weights=(config.desirable_weight,
+                                                  config.undesirable_weight))
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
@@ -574,13 +576,15 @@ def _optimize(model: Any, plans: list[BatchPlan], refs: dict[int, ReferenceLogps
 
 
 def accumulate_step(model: Any, plans: Sequence[BatchPlan], refs: Sequence[ReferenceLogps], *,
-                    beta: float, bf16: bool = False) -> tuple[float, float]:
+                    beta: float, bf16: bool = False,
+                    class_weights: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float]:
     """Gradients of one optimizer step (micro-batch losses / their number, as the HF loop);
     returns the step's loss and mean KL estimate. Does not step the optimizer."""
     total, kl_total = 0.0, 0.0
     for plan, ref in zip(plans, refs, strict=True):
         logps, kl_logps = batch_logps(model, plan, grad=True, bf16=bf16)
-        parts = kto_loss(logps, kl_logps, ref, plan, beta=beta)
+        parts = kto_loss(logps, kl_logps, ref, plan, beta=beta,
+                         desirable_weight=class_weights[0], undesirable_weight=class_weights[1])
         if parts.loss.requires_grad:  # not when no item of the batch has a completion token
             torch.autograd.backward(parts.loss / len(plans))
         total += parts.loss.item() / len(plans)

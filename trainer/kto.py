@@ -208,6 +208,8 @@ def kto_args(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
         beta=config.beta,
+        desirable_weight=config.desirable_weight,
+        undesirable_weight=config.undesirable_weight,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,

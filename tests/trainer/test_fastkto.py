@@ -324,3 +324,22 @@ def test_bf16_starts_at_its_reference_and_stays_near_fp32(
         runs[bf16] = fk.train_weighted_kto(policy, tokenizer, rows, config)
     assert runs[True].losses[0] == pytest.approx(runs[False].losses[0], abs=1e-6)  # 0.5·mean w
     assert runs[True].losses[1] == pytest.approx(runs[False].losses[1], abs=2e-2)
+
+
+def test_undesirable_weight_zero_trains_on_clicks_only(tiny_model_dir: Path,
+                                                       champion: Path) -> None:
+    """GQR's CTR-filtered objective: class weight 0 leaves skipped samples without gradient,
+    while every clicked sample keeps its own."""
+    policy, tokenizer = _policy(tiny_model_dir, champion)
+    _, (plan,) = _engine_batches(tokenizer, _rows(6))
+    labels = plan.labels.bool()
+    assert labels.any() and (~labels).any()
+    ref = fk.reference_logps(policy, plan)
+    _perturb(policy, 2)
+    logps, kl_logps = fk.batch_logps(policy, plan, grad=True)
+    logps.retain_grad()
+    fk.kto_loss(logps, kl_logps, ref, plan, beta=CONFIG.beta,
+                undesirable_weight=0.0).loss.backward()
+    assert logps.grad is not None
+    assert (logps.grad[~labels] == 0).all()
+    assert (logps.grad[labels].abs() > 0).all()
