@@ -48,11 +48,16 @@ class LakeConfig(BaseModel):
     max_record_bytes: int = Field(
         65536, ge=1024, le=64 * 1024 * 1024, description="Larger records go to the DLQ."
     )
-    dedup_cache_partitions: int = Field(
-        32,
-        ge=1,
-        le=100_000,
-        description="Date partitions whose ids the sink keeps in memory for de-duplication.",
+    dedup_cache_keys: int = Field(
+        500_000,
+        ge=0,
+        le=100_000_000,
+        description="Keys (sample_id / event_id) of the most recent rows that each table's "
+        "writer keeps in memory to drop duplicates without reading the table: its whole "
+        "de-duplication state (≈ 110-150 B a key: 500,000 ≈ 55-75 MB, ≈ 50 s of the "
+        "10,000 rows/s target). A row older than they cover (a late or replayed record) is "
+        "checked in the table instead, reading only the key column of the files whose "
+        "event-time range holds it: slower, never a duplicate. 0: always read the table.",
     )
     commit_retries: int = Field(
         8, ge=0, le=100, description="Retries of a Delta commit that lost a logical conflict."

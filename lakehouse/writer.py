@@ -4,7 +4,8 @@
 - drops rows whose Kafka offsets the table already records (Delta application transactions
   `'<sink_app_id>/<topic>/<partition>'` whose version is the next offset to consume),
 - drops rows whose key (`sample_id` / `event_id`) is already in the table or earlier in the
-  batch (the streams stage is at-least-once, so a sample can arrive twice at two offsets),
+  batch (the streams stage is at-least-once, so a sample can arrive twice at two offsets;
+  how, in bounded memory, below),
 - commits the remaining rows and the advanced offsets in ONE Delta commit, so data and
   progress can never disagree after a crash,
 - retries when the commit loses a logical conflict (another process committed the same
@@ -12,20 +13,40 @@
 
 Compaction and vacuum commit concurrently without harm: their commits change no data, and
 an append does not read the files they rewrite.
+
+De-duplication in bounded memory. A key determines its row's event time (`impression_ts` /
+`ts`): serving stamps the event id and time together, a sample's id is its impression's
+request id and position, and a re-emitted record is the same payload. Each writer keeps
+`_RecentKeys`: every key of the table whose event time is at least its `floor`, and at most
+`lake.dedup_cache_keys` keys (one Python set, ≈ 110-150 B a key). A batch's rows at or above
+the floor are checked in that set; rows below it (late or replayed rows older than what
+the set holds) are checked in the table itself: per date, the key column of only the files
+whose min/max statistics of the event time overlap those rows' times (files are written in
+roughly time order, so these are a few), filtered to the batch's keys. Memory is the set
+plus at most one batch; what the set lacks costs a pruned read, never a duplicate.
+The set stays exact because (1) it starts empty with its floor just above the newest event
+time the table's file statistics record (a file without them counts as reaching the end of
+its date), so a fresh writer, e.g. after a restart, is complete by construction; (2) every
+key this writer commits at or above the floor is added once the commit is confirmed;
+(3) evicting a chunk of keys (the one whose newest time is oldest) raises the floor above
+all of that chunk's times; (4) any other writer's data commit, or a lost conflict, empties
+the set and the floor is derived again.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
@@ -44,7 +65,14 @@ from lakehouse.tables import (
 from toolrec.durable import now_ms
 from toolrec.errors import LakeError
 
-__all__ = ["AppendResult", "DeltaAppender", "app_id_for", "write_events", "write_samples"]
+__all__ = [
+    "AppendResult",
+    "DedupStats",
+    "DeltaAppender",
+    "app_id_for",
+    "write_events",
+    "write_samples",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +106,65 @@ class _StaleSnapshot(Exception):
     """The snapshot we read from lost files to a concurrent vacuum: reload and retry."""
 
 
+@dataclass(frozen=True)
+class DedupStats:
+    """The de-duplication set of one writer: keys held now, the most it ever held, and the
+    event time (ms) from which it holds every key of the table (None: not derived yet)."""
+
+    keys: int
+    peak_keys: int
+    floor: int | None
+
+
+_EARLIEST = -(2**63)  # the floor of an empty table: the set covers every event time
+
+
+class _RecentKeys:
+    """Every key of the table whose event time is at least `floor`, at most `limit` keys.
+
+    Keys arrive in chunks (one per commit) with the chunk's newest event time; when the set
+    would exceed `limit`, whole chunks leave, the one with the oldest newest time first,
+    and the floor rises above each one's times. So the set stays complete above the floor."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.floor: int | None = None  # None: derive it from the table before the next use
+        self.keys: set[str] = set()
+        self.peak = 0
+        self._chunks: list[tuple[int, int, list[str]]] = []  # heap: (newest time, seq, keys)
+        self._seq = 0
+
+    def reset(self) -> None:
+        """Forget everything (another writer changed data): the floor is derived again."""
+        self.floor = None
+        self.keys = set()
+        self._chunks = []
+
+    def start(self, newest: int | None) -> None:
+        """Cover every event time after `newest`, the table's newest (None: an empty table):
+        nothing in the table is that recent, so the empty set is complete above it."""
+        self.floor = _EARLIEST if newest is None else newest + 1
+
+    def add(self, keys: list[str], newest: int) -> None:
+        """Hold `keys` (new to the table, event times ≤ `newest`) just committed."""
+        if self.floor is None or not keys:
+            return
+        self._evict(room=len(keys))
+        if len(keys) > self.limit:  # more than the whole set: hold none of them
+            self.floor = max(self.floor, newest + 1)
+            return
+        self.keys.update(keys)
+        self._seq += 1
+        heapq.heappush(self._chunks, (newest, self._seq, keys))
+        self.peak = max(self.peak, len(self.keys))
+
+    def _evict(self, *, room: int) -> None:
+        while self._chunks and len(self.keys) + room > self.limit:
+            newest, _, keys = heapq.heappop(self._chunks)
+            self.keys.difference_update(keys)
+            self.floor = newest + 1 if self.floor is None else max(self.floor, newest + 1)
+
+
 class DeltaAppender:
     """The one writer of table `name` (not thread-safe; one per process and table)."""
 
@@ -87,7 +174,7 @@ class DeltaAppender:
         self.writer_id = writer_id or f"{name}-{uuid.uuid4().hex[:12]}"
         self._dt: DeltaTable | None = None
         self._seen_version: int | None = None
-        self._keys: OrderedDict[str, set[str]] = OrderedDict()  # date -> keys, LRU order
+        self._recent = _RecentKeys(config.dedup_cache_keys)
 
     @property
     def table(self) -> DeltaTable:
@@ -116,7 +203,7 @@ class DeltaAppender:
         commits = commits_after(dt, before)
         self._seen_version = max([dt.version(), *(c["version"] for c in commits)])
         if any(self._foreign_data_change(c) for c in commits):
-            self._keys.clear()
+            self._recent.reset()
         return commits
 
     def _foreign_data_change(self, commit: Mapping[str, Any]) -> bool:
@@ -141,7 +228,7 @@ class DeltaAppender:
                     attempt,
                     exc,
                 )
-                self._keys.clear()
+                self._recent.reset()
                 time.sleep(min(0.05 * 2**attempt, 2.0))
                 continue
             return result
@@ -218,51 +305,99 @@ class DeltaAppender:
                 return int(commit["version"]), int(metrics.get("num_added_files", 0))
         return self._seen_version, 0  # committed, but newer commits pushed it out of view
 
-    def _keys_of(self, day: str) -> set[str]:
-        keys = self._keys.get(day)
-        if keys is not None:
-            self._keys.move_to_end(day)
-            return keys
-        try:
-            column = self.table.to_pyarrow_table(
-                columns=[self.spec.key], filters=[("date", "=", day)]
-            ).column(self.spec.key)
-        except (DeltaError, OSError) as exc:
-            raise _StaleSnapshot(str(exc)) from exc
-        keys = set(column.to_pylist())
-        self._keys[day] = keys
-        while len(self._keys) > self.config.dedup_cache_partitions:
-            self._keys.popitem(last=False)
-        return keys
+    def dedup_stats(self) -> DedupStats:
+        """What the de-duplication set holds now and at most (benchmarks, tests)."""
+        recent = self._recent
+        return DedupStats(keys=len(recent.keys), peak_keys=recent.peak, floor=recent.floor)
+
+    def _newest_time(self) -> int | None:
+        """The newest event time in the table by its files' statistics (None: no files). A
+        file without a maximum of the time column counts as reaching the end of its date."""
+        actions = pa.table(self.table.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return None
+        name = f"max.{self.spec.time_column}"
+        maxes = actions.column(name) if name in actions.column_names else pa.nulls(
+            actions.num_rows, pa.int64())  # fmt: skip
+        newest: list[int] = [v for v in [pc.max(maxes).as_py()] if v is not None]
+        if maxes.null_count:
+            days = pc.filter(actions.column("partition.date"), pc.is_null(maxes))
+            newest += [_end_of_day(day) for day in pc.unique(days).to_pylist()]
+        return max(newest)
 
     def _drop_duplicates(self, batch: pa.Table) -> tuple[pa.Table, int]:
         if batch.num_rows == 0:
             return batch, 0
+        if self._recent.floor is None:
+            self._recent.start(self._newest_time())
         keys = batch.column(self.spec.key).to_pylist()
-        known = {day: self._keys_of(day) for day in _days(batch)}
-        if len(known) == 1 and _all_fresh(keys, next(iter(known.values()))):
-            return batch, 0  # the common case, in C: one date, every key new
-        days = batch.column("date").to_pylist()
+        known = self._recent.keys
+        stored = self._stored_keys(self._below_floor(batch))
+        if not stored and _all_fresh(keys, known):
+            return batch, 0  # the common case, in C: every key new
         seen: set[str] = set()
         keep = []
-        for key, day in zip(keys, days, strict=True):
-            fresh = key not in seen and key not in known[day]
-            keep.append(fresh)
+        for key in keys:
+            keep.append(key not in seen and key not in known and key not in stored)
             seen.add(key)
         kept = batch.filter(pa.array(keep, pa.bool_()))
         return kept, batch.num_rows - kept.num_rows
 
+    def _below_floor(self, batch: pa.Table) -> pa.Table | None:
+        """The rows of `batch` older than the set covers (None: none, the usual case)."""
+        times = batch.column(self.spec.time_column)
+        floor = self._recent.floor
+        if floor is None or pc.min(times).as_py() >= floor:
+            return None
+        return batch.filter(pc.less(times, floor))
+
+    def _stored_keys(self, rows: pa.Table | None) -> set[str]:
+        """The keys of `rows` that the table holds, read per date from the files whose
+        event-time statistics overlap those rows' times."""
+        found: set[str] = set()
+        if rows is None:
+            return found
+        days = _days(rows)
+        for day in days:
+            of_day = rows if len(days) == 1 else rows.filter(pc.equal(rows.column("date"), day))
+            low, high = pc.min_max(of_day.column(self.spec.time_column)).values()
+            keys = of_day.column(self.spec.key).combine_chunks()
+            found.update(self._read_keys(day, low.as_py(), high.as_py(), keys))
+        return found
+
+    def _read_keys(self, day: str, low: int, high: int, keys: pa.Array) -> list[str]:
+        """Which of `keys` the table holds among its rows of date `day` with event time in
+        [low, high]: files are pruned on their statistics, rows filtered to `keys`."""
+        time_ = self.spec.time_column
+        span = [("date", "=", day), (time_, ">=", low), (time_, "<=", high)]
+        rows = (ds.field(time_) >= low) & (ds.field(time_) <= high) & ds.field(
+            self.spec.key).isin(keys)  # fmt: skip
+        try:
+            dataset = self.table.to_pyarrow_dataset(file_pruning_predicate=span)
+            column = dataset.to_table(columns=[self.spec.key], filter=rows).column(0)
+        except (DeltaError, OSError) as exc:
+            raise _StaleSnapshot(str(exc)) from exc
+        found: list[str] = column.to_pylist()
+        return found
+
     def _remember(self, batch: pa.Table) -> None:
-        if batch.num_rows == 0:
+        """Hold the committed rows' keys at or above the floor (below it, the table answers)."""
+        floor = self._recent.floor
+        if batch.num_rows == 0 or floor is None:
             return
-        keys = batch.column(self.spec.key).to_pylist()
-        dates = _days(batch)
-        days = batch.column("date").to_pylist() if len(dates) > 1 else []
-        for day in dates:
-            cached = self._keys.get(day)
-            if cached is not None:
-                cached.update(keys if len(dates) == 1 else
-                              [k for k, d in zip(keys, days, strict=True) if d == day])  # fmt: skip
+        times = batch.column(self.spec.time_column)
+        if pc.min(times).as_py() < floor:
+            batch = batch.filter(pc.greater_equal(times, floor))
+            times = batch.column(self.spec.time_column)
+        if batch.num_rows:
+            newest: int = pc.max(times).as_py()
+            self._recent.add(batch.column(self.spec.key).to_pylist(), newest)
+
+
+def _end_of_day(day: str) -> int:
+    """The last millisecond (UTC) of date partition `day` ('YYYY-MM-DD')."""
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
+    return int((start + timedelta(days=1)).timestamp() * 1000) - 1
 
 
 def _days(batch: pa.Table) -> list[str]:
