@@ -101,6 +101,7 @@ class SinkBenchResult:
     cpu_s: float  # process CPU seconds of the sink run (all threads)
     stages: dict[str, float]  # CPU seconds per stage (SinkStats.cpu)
     rows_by_table: dict[str, int] = field(default_factory=dict)
+    dedup_peak_keys: dict[str, int] = field(default_factory=dict)  # DeltaAppender.dedup_stats
     extra: list[str] = field(default_factory=list)  # further result lines (optimize)
 
     def lines(self) -> list[str]:
@@ -121,6 +122,7 @@ class SinkBenchResult:
             # the rest: aiokafka's record decoding outside `getmany`, Arrow's and delta-rs'
             # own threads (the JSON reader, parquet encoding), start-up
             + f"  unattributed={(self.cpu_s - sum(self.stages.values())) * per_10k:.3f}",
+            f"dedup_cache_peak_keys {self.dedup_peak_keys}  (lake.dedup_cache_keys bounds each)",
             *self.extra,
         ]
 
@@ -244,6 +246,7 @@ def measure_sink(
         cpu_s=cpu,
         stages=dict(stats.cpu),
         rows_by_table={k: v for k, v in stats.rows.items() if v},
+        dedup_peak_keys={k: w.dedup_stats().peak_keys for k, w in sink.writers.items()},
     )
 
 
