@@ -9,6 +9,12 @@ Owns
   `ctranslate2.Generator` instead of PyTorch; render, parse, tool linking, exploration
   and the logged decoding are the parent's, so both engines answer through one code path.
 
+Threads: the parent's lock still serializes a call's tokenizing, parsing and tool linking,
+but is released while CTranslate2 generates (the GIL is released there too), so callers in
+other threads overlap their generations. A model loaded with `inter_threads=N` holds N
+replicas sharing one copy of the weights and runs N such batches in parallel; with 1 they
+queue inside CTranslate2.
+
 Why (DESIGN.md §5, `bench.serving`): PyTorch eager decoding of SmolLM2 costs ≈60–80 ms per
 token on this CPU, mostly per-layer framework overhead; CTranslate2 int8 runs the same
 model 2–3× faster. Work per request is cut further by
@@ -34,7 +40,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,8 +135,11 @@ class FastGenerator(Generator):
     @classmethod
     def load_converted(cls, engine_dir: Path, *, config: GeneratorConfig | None = None,
                        linker: ToolLinker | None = None, model_version: str = "base",
-                       compute_type: Quantization = "int8", threads: int = 0) -> FastGenerator:
-        """Load a `convert_model` directory. Raises ModelFilesError naming it when broken."""
+                       compute_type: Quantization = "int8", threads: int = 0,
+                       inter_threads: int = 1) -> FastGenerator:
+        """Load a `convert_model` directory with `inter_threads` replicas of `threads`
+        intra-op threads each (0: CTranslate2's default). Raises ModelFilesError naming the
+        directory when it is broken."""
         import ctranslate2
         from transformers import AutoTokenizer
 
@@ -144,6 +155,7 @@ class FastGenerator(Generator):
                                                           local_files_only=True)
                 model = ctranslate2.Generator(str(engine_dir), device="cpu",
                                               compute_type=compute_type,
+                                              inter_threads=inter_threads,
                                               intra_threads=threads)
         except Exception as exc:  # ctranslate2 raises RuntimeError for every load failure
             raise ModelFilesError(
@@ -232,19 +244,21 @@ class FastGenerator(Generator):
     def _generate(self, rows: list[list[str]], static: list[str], settings: dict[str, Any],
                   lines: int) -> list[list[int]]:
         sampling = settings["do_sample"]
-        results = self.model.generate_batch(
-            rows,
-            max_length=settings["max_new_tokens"],
-            include_prompt_in_result=False,
-            static_prompt=static or None,
-            end_token=self._stop_ids,
-            return_end_token=True,
-            repetition_penalty=settings["repetition_penalty"],
-            sampling_topk=(settings["top_k"] or 0) if sampling else 1,
-            sampling_topp=settings["top_p"] if sampling else 1.0,
-            sampling_temperature=settings["temperature"] if sampling else 1.0,
-            callback=self._line_counter(lines, len(rows)) if lines else None,
-        )
+        callback = self._line_counter(lines, len(rows)) if lines else None
+        with _unlocked(self._lock):  # only CTranslate2 runs here ("Threads", module docstring)
+            results = self.model.generate_batch(
+                rows,
+                max_length=settings["max_new_tokens"],
+                include_prompt_in_result=False,
+                static_prompt=static or None,
+                end_token=self._stop_ids,
+                return_end_token=True,
+                repetition_penalty=settings["repetition_penalty"],
+                sampling_topk=(settings["top_k"] or 0) if sampling else 1,
+                sampling_topp=settings["top_p"] if sampling else 1.0,
+                sampling_temperature=settings["temperature"] if sampling else 1.0,
+                callback=callback,
+            )
         return [list(result.sequences_ids[0]) for result in results]
 
     def _lines_done(self, ids: list[int], lines: int) -> bool:
@@ -255,6 +269,17 @@ class FastGenerator(Generator):
         for token in ids:
             _count_line(token, state, self._newline_ids, self._blank_ids)
         return state[0] >= lines
+
+
+@contextmanager
+def _unlocked(lock: threading.Lock) -> Iterator[None]:
+    """Release `lock`, which the calling thread holds (`Generator.generate_batch` holds its
+    own around `_sample`), for the block; take it again after, whatever happens."""
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
 
 
 def _count_line(token: int, state: list[int], newline_ids: frozenset[int],

@@ -1,14 +1,20 @@
 """The recommend pipeline behind a bounded queue: retrieval → prompt → generator → parser.
 
 Generation on this CPU takes seconds (DESIGN.md §5), so it never runs on the event loop:
-requests become `Job`s in a bounded queue served by one worker thread, which owns every
-model call (retriever encoder, generator, linker), so no model is used from two threads.
-The worker takes the oldest job plus up to `max_batch - 1` queued jobs with the same `n`
+requests become `Job`s in a bounded queue served by `serving.worker_count` worker threads.
+A worker takes the oldest job plus up to `max_batch - 1` queued jobs with the same `n`
 and decoding arm and generates them as one padded batch (`Generator.generate_batch`).
+
+Threads: the workers run their generations side by side (the ctranslate2 engine holds one
+replica per worker; a PyTorch generator serializes its calls itself), and nothing else in
+parallel: a search holds `ModelManager.retrieval_lock`, which the generators' tool linking
+takes too (the retriever's encoder serves one thread at a time), and a generator's
+tokenizing and parsing stay under its own lock (`generator.fast`, "Threads").
 
 Admission control instead of silent timeouts: a request arriving when `max_pending` jobs
 are admitted, or still queued after `queue_timeout_s`, fails with `Overloaded`, which the
-API answers with 503 and a Retry-After estimated from the recent batch time.
+API answers with 503 and a Retry-After estimated from the recent batch time and how many
+batches the workers run at once.
 
 Exploration: each job draws its arm (explore with probability `explore_share`) at
 submission; the explore arm samples with the decoding's `explore_temperature` and
@@ -103,7 +109,7 @@ class Served:
 
 
 class RecommendEngine:
-    """The queue and its worker thread; see the module docstring."""
+    """The queue and its worker threads; see the module docstring."""
 
     def __init__(
         self,
@@ -130,7 +136,7 @@ class RecommendEngine:
         self._pending = 0
         self._batch_s = 3.0  # moving average of one batch's duration (Retry-After estimate)
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.retrieval_ready = threading.Event()
         self.retrieval_error: str | None = None
         metrics.queue_depth.set_function(lambda: self._pending)
@@ -147,7 +153,8 @@ class RecommendEngine:
             return "explore" if share > 0 and self._rng.random() < share else "exploit"
 
     def retry_after(self) -> int:
-        waves = math.ceil((self._pending + 1) / self.config.batch_limit)
+        per_wave = self.config.batch_limit * self.config.worker_count  # batches run at once
+        waves = math.ceil((self._pending + 1) / per_wave)
         return max(1, math.ceil(waves * self._batch_s))
 
     def submit(self, job: Job) -> Future[Served]:
@@ -169,13 +176,15 @@ class RecommendEngine:
 
     # ------------------------------------------------------------------ worker
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="recommend-worker",
-                                            daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._run, name=f"recommend-worker-{i}",
+                                              daemon=True)
+                             for i in range(self.config.worker_count)]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Finish the running batch, fail what is still queued, stop the worker."""
+        """Finish the running batches, fail what is still queued, stop the workers."""
         with self._cond:
             self._stopping = True
             dropped = list(self._queue)
@@ -183,9 +192,10 @@ class RecommendEngine:
             self._cond.notify_all()
         for job in dropped:
             self._finish(job, error=NotReady("the server is shutting down"))
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
-            self._thread = None
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
     def _run(self) -> None:
         wait = 1.0
@@ -202,7 +212,12 @@ class RecommendEngine:
 
     def _warm_retrieval(self) -> bool:
         try:
-            with MODEL_LOAD_LOCK:  # never load two models at once (see generator.loading)
+            # the retrieval lock first, as every user of the encoder takes them (a lazy load
+            # inside a search takes MODEL_LOAD_LOCK); the first worker warms, the rest find
+            # retrieval ready
+            with self.manager.retrieval_lock, MODEL_LOAD_LOCK:
+                if self.retrieval_ready.is_set():
+                    return True
                 self.retriever.warm()
         except Exception as exc:  # the API stays up and /readyz says why
             self.retrieval_error = f"{type(exc).__name__}: {exc}"
@@ -280,7 +295,8 @@ class RecommendEngine:
         for job, result in zip(batch, served, strict=True):
             self._finish(job, result=result)
         elapsed = time.perf_counter() - started
-        self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
+        with self._cond:
+            self._batch_s = 0.8 * self._batch_s + 0.2 * elapsed
         self.metrics.batch_size.observe(len(batch))
 
     def _serve(self, batch: list[Job], started: float) -> list[Served]:
@@ -293,8 +309,10 @@ class RecommendEngine:
         hits, inputs = [], []
         for job in batch:
             context = job.context.model_dump(exclude_none=True)
-            found = self.retriever.search(job.query, response=job.response, recent=job.recent,
-                                          context=job.context, k=max(k, job.n))
+            with self.manager.retrieval_lock:
+                found = self.retriever.search(job.query, response=job.response,
+                                              recent=job.recent, context=job.context,
+                                              k=max(k, job.n))
             hits.append(found)
             inputs.append(PromptInputs(query=job.query, response=job.response,
                                        recent=job.recent, tools=prompt_tools(found[:k]),

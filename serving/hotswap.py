@@ -15,7 +15,13 @@ endpoints.
 Engines (`serving.engine`): `ctranslate2` loads the conversion the trainer made at
 promotion (`<artifact_dir>/<version>/engine/`, `generator.fast`); a version without one
 (conversion off or failed) serves on PyTorch, with a warning. `torch` always uses PyTorch.
-Static mode converts `model_dir` + `adapter_dir` once into `engine_cache_dir`.
+Static mode converts `model_dir` + `adapter_dir` once into `engine_cache_dir`. The fast
+engine loads `serving.worker_count` replicas (one per recommend worker; they share the
+weights, so a model costs its weights once whatever the count).
+
+Threads: the generators' tool linking goes through `retrieval_lock`, the lock the recommend
+workers hold while they search: both use the retriever's one encoder, which is used by one
+thread at a time.
 
 What a registry row may point at (issue 16): adapter and engine directories only under the
 registry's artifact directory, each with its manifest's SHA-256 recorded in the row
@@ -144,7 +150,9 @@ class ModelManager:
         self.generator_config = generator_config
         self.metrics = metrics
         self.registry = registry
-        self.linker = linker
+        self.retrieval_lock = threading.Lock()  # see "Threads" in the module docstring
+        self.linker = (_SerializedLinker(linker, self.retrieval_lock) if linker is not None
+                       else None)
         self._current: LoadedModel | None = None
         self._previous_target: ModelTarget | None = None  # static rollback reloads it
         self._lock = threading.RLock()  # re-entrant: a rollback reconciles under it
@@ -247,7 +255,8 @@ class ModelManager:
         return FastGenerator.load_converted(
             engine_dir, config=self.generator_config, linker=self.linker,
             model_version=version, compute_type=self.config.engine_compute_type,
-            threads=self.config.engine_threads or self.config.torch_threads)
+            threads=self.config.engine_threads or self.config.torch_threads,
+            inter_threads=self.config.worker_count)
 
     def _static_engine(self, target: ModelTarget) -> Path:
         """Static mode: convert model_dir + adapter_dir once into engine_cache_dir."""
@@ -392,6 +401,18 @@ class ModelManager:
             if retry_soon and self._current is None and not poll:
                 self._stopping.wait(5.0)  # nothing serves yet: retry the first load
                 self._wake.set()
+
+
+class _SerializedLinker:
+    """A tool linker whose calls take `lock` (the retriever's encoder is not thread-safe)."""
+
+    def __init__(self, linker: Any, lock: threading.Lock) -> None:
+        self.linker = linker
+        self.lock = lock
+
+    def link_many(self, texts: list[str]) -> Any:
+        with self.lock:
+            return self.linker.link_many(texts)
 
 
 def _inside(path: Path, root: Path, what: str) -> Path:

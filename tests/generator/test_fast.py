@@ -8,6 +8,8 @@ prompts, with the session's tiny model and its SFT (`tiny_start`, tests/conftest
 - Exploration keeps working: sampled candidates, the decoding recorded (a seed does not make
   the fast engine's sampling reproducible; greedy is deterministic); rows stop once the
   asked-for lines are complete.
+- Two replicas (`inter_threads=2`, what two serving workers load) generate two batches from
+  two threads at the same time, with the greedy output of one replica run one at a time.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def engines(tiny_start: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
                              out / quantization, quantization=quantization)
         built[quantization] = FastGenerator.load_converted(
             path, config=config, model_version="v1", compute_type=quantization, threads=1)
+        built[f"{quantization}_dir"] = path
     return built
 
 
@@ -172,6 +175,47 @@ def test_the_line_callback_holds_no_reference_to_the_generator(engines: dict[str
     reachable = gc.get_referents(*(cell.cell_contents for cell in counter.__closure__ or ()))
     owners = [cell.cell_contents for cell in counter.__closure__ or ()] + reachable
     assert not any(o is fast or o is fast.model for o in owners)
+
+
+def _halves_at_once(fast: Any, inputs: list[Any], decoding: Any) -> list[list[Any]]:
+    """Each half of `inputs` as one generate_batch call, the two calls from two threads."""
+    import threading
+
+    halves = [inputs[: len(inputs) // 2], inputs[len(inputs) // 2:]]
+    results: list[list[Any]] = [[], []]
+
+    def run(i: int) -> None:
+        results[i] = fast.generate_batch(halves[i], decoding=decoding)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+@pytest.mark.parametrize(("replicas", "met"), [(2, [True, True]), (1, [False, False])])
+def test_two_replicas_generate_two_batches_at_once_with_the_same_greedy_output(
+        engines: dict[str, Any], evaluator: Any, replicas: int, met: list[bool]) -> None:
+    """With one replica (the control) the second call queues inside CTranslate2 although
+    the generator's lock is released: the first call's barrier times out."""
+    from generator.config import DecodingConfig
+    from generator.fast import FastGenerator
+    from tests.generator.meeting import Meeting
+
+    fast = FastGenerator.load_converted(engines["int8_dir"], config=engines["config"],
+                                        model_version="v1", threads=1, inter_threads=replicas)
+    fast.model = meeting = Meeting(fast.model, wait_s=30.0 if replicas > 1 else 2.0)
+    greedy = DecodingConfig(temperature=0.0, num_candidates=1, explore_rate=0.0, seed=0,
+                            max_new_tokens=24)
+    inputs = evaluator.eval_inputs()
+    together = _halves_at_once(fast, inputs, greedy)
+    assert meeting.met == met
+    one_at_a_time = [engines["int8"].generate_batch(half, decoding=greedy)
+                     for half in (inputs[: len(inputs) // 2], inputs[len(inputs) // 2:])]
+    assert [_raw(r) for r in together] == [_raw(r) for r in one_at_a_time]
+    assert [_texts(r) for r in together] == [_texts(r) for r in one_at_a_time]
 
 
 def test_a_missing_or_broken_conversion_fails_with_a_clear_error(tmp_path: Path) -> None:
