@@ -3,7 +3,8 @@
     python -m bench.serving [--model models/smollm2-135m-instruct] [--adapter DIR |
                             --no-adapter] [--pairs 8] [--concurrency 1,4,8]
                             [--requests 8,16,24] [--engines ctranslate2,torch]
-                            [--batch-probe 4] [--swap-steady-s 20] [--skip-swap]
+                            [--batch-probe 4] [--workers N] [--workers-probe 1]
+                            [--swap-steady-s 20] [--skip-swap]
 
 One process, one run: one API per engine (uvicorn in threads, real tansu broker for
 impressions, real retrieval over the full SysToolKit, shared), and their clients (httpx
@@ -21,6 +22,8 @@ when SmolLM2 is not at --model.
    load hits both alike: p50 / p99 / requests/s, then the ratio fast / PyTorch.
 4. Dynamic batching probe (`--batch-probe N`): the fast engine at the highest concurrency
    with the other `serving.max_batch` (1 against its default 4, or N against 1).
+   Workers probe (`--workers-probe N`): the same level with the other `serving.workers`
+   (1 against the ctranslate2 default 2, or N against 1): batches generated at once.
 5. A swap under load on the default engine (`--swap-steady-s`): concurrency 4 while
    `POST /v1/admin/reload {"force": true}` loads, warms up and swaps a fresh copy.
 
@@ -291,7 +294,8 @@ def phase_swap(url: str, concurrency: int, steady_s: float) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace, tmp: Path, kafka: Any, *, engine: str,
-              max_batch: int | None = None) -> Any:
+              **probe: int) -> Any:
+    """The API's settings; `probe` overrides max_batch or workers (a probe's other value)."""
     from generator.config import GeneratorConfig
     from infra.config import InfraConfig
     from serving.config import ServingConfig
@@ -306,14 +310,20 @@ def _settings(args: argparse.Namespace, tmp: Path, kafka: Any, *, engine: str,
         **base.serving.model_dump(exclude={"admin_api_key"}),
         "follow": "static", "model_dir": args.model, "adapter_dir": args.adapter,
         "explore_share": 0.0, "engine": engine, "engine_cache_dir": tmp / "engines",
-        "spool_dir": tmp / f"spool-{engine}-{max_batch}", "admin_api_key": ADMIN_KEY,
+        "spool_dir": tmp / _spool_name(engine, probe), "admin_api_key": ADMIN_KEY,
         "max_pending": 64, "queue_timeout_s": 600, "request_timeout_s": 1800,  # shed nothing
-        "max_batch": max_batch or args.max_batch or base.serving.max_batch,  # None: per engine
+        "max_batch": args.max_batch or base.serving.max_batch,  # None: per engine
+        "workers": args.workers or base.serving.workers,  # None: per engine
+        **probe,
     })
     return base.model_copy(update={
         "kafka": kafka, "serving": serving, "infra": InfraConfig(state_dir=tmp / "state"),
         "trainer": TrainerConfig(generator=generator, training=base.trainer.training),
     })
+
+
+def _spool_name(engine: str, probe: dict[str, int]) -> str:
+    return "-".join([f"spool-{engine}", *(f"{k}{v}" for k, v in sorted(probe.items()))])
 
 
 def _wait_ready(url: str, timeout_s: float = 1800) -> dict[str, Any]:
@@ -348,8 +358,10 @@ def _start(name: str, settings: Any, retriever: Any) -> Api:
     server = ThreadedServer(create_app(settings, services=services), port=free_port()).start()
     started = time.perf_counter()
     state = _wait_ready(server.url)
-    print(f"{name}: ready in {time.perf_counter() - started:.1f}s "
-          f"(model {state['model_version']})", flush=True)
+    serving = settings.serving
+    print(f"{name}: ready in {time.perf_counter() - started:.1f}s (model "
+          f"{state['model_version']}, workers {serving.worker_count}, max_batch "
+          f"{serving.batch_limit})", flush=True)
     return Api(name, services, server.url, server)
 
 
@@ -422,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also run the highest level on the first engine with this "
                         "max_batch (default: 1 if the engine batches by default, else 4; "
                         "0: skip).")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="serving.workers (default: the configured one).")
+    parser.add_argument("--workers-probe", type=int, default=None,
+                        help="Also run the highest level on the first engine with this many "
+                        "workers (default: 1 if the engine runs more by default, else 2; 0: "
+                        "skip).")
     parser.add_argument("--skip-swap", action="store_true")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
@@ -451,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     top = results["levels"].get(f"{default}/c8", {}).get("req_per_s", float("nan"))
     print(f"load average at the end {os.getloadavg()[0]:.1f} (a loaded machine: the ratios "
           "hold, the absolute numbers are upper bounds)", flush=True)
+    print(f"default engine {default}: workers {results['workers']}, max_batch "
+          f"{results['max_batch']}")
     print(f"recommend_p50_s_c1 {c1:.3f}")
     print(f"recommend_rps_c8 {top:.2f}")
     print(f"api_overhead_ratio {results['overhead']['overhead_ratio_own']:.4f}")
@@ -481,10 +501,16 @@ def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
                 results["overhead"] = phase_interleaved(default.services, default.url,
                                                         args.pairs)
                 results["levels"] = phase_levels(apis, levels, totals)
-                if args.batch_probe != 0:
-                    results["batch_probe"] = _batch_probe(args, tmp, kafka, retriever,
-                                                          engines[0], levels[-1], totals[-1],
-                                                          results["levels"])
+                main = _settings(args, tmp, kafka, engine=engines[0]).serving
+                results["workers"], results["max_batch"] = main.worker_count, main.batch_limit
+                probes = {"max_batch": (args.batch_probe, main.batch_limit, 4),
+                          "workers": (args.workers_probe, main.worker_count, 2)}
+                for knob, (asked, current, more) in probes.items():
+                    value = asked or (1 if current > 1 else more)
+                    if asked != 0 and value != current:
+                        results[f"{knob}_probe"] = _probe(
+                            args, tmp, kafka, retriever, engines[0], levels[-1], totals[-1],
+                            results["levels"], knob, value, current)
                 if not args.skip_swap:
                     results["swap"] = phase_swap(default.url, 4, args.swap_steady_s)
                 for api in apis.values():
@@ -492,33 +518,32 @@ def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
             finally:
                 for api in apis.values():
                     api.server.stop()
-            results["sources"] = {name: _sources(tmp / f"spool-{name}-None")
+            results["sources"] = {name: _sources(tmp / _spool_name(name, {}))
                                   for name in apis}
     results["load_end"] = os.getloadavg()[0]
     return results
 
 
-def _batch_probe(args: argparse.Namespace, tmp: Path, kafka: Any, retriever: Any, engine: str,
-                 level: int, total: int, levels: dict[str, Any]) -> dict[str, Any]:
-    """Dynamic batching: the same level with the other max_batch (1 against the engine's
-    batching default, or N against 1), side by side with the main run's."""
-    main = _settings(args, tmp, kafka, engine=engine).serving.batch_limit
-    probe = args.batch_probe or (1 if main > 1 else 4)
-    settings = _settings(args, tmp, kafka, engine=engine, max_batch=probe)
-    api = _start(f"{engine} max_batch={probe}", settings, retriever)
+def _probe(args: argparse.Namespace, tmp: Path, kafka: Any, retriever: Any, engine: str,
+           level: int, total: int, levels: dict[str, Any], knob: str, value: int,
+           current: int) -> dict[str, Any]:
+    """The highest level on `engine` with `knob` (max_batch or workers) at `value` instead
+    of `current`, side by side with the main run's row: the ratio of more against fewer."""
+    api = _start(f"{engine} {knob}={value}",
+                 _settings(args, tmp, kafka, engine=engine, **{knob: value}), retriever)
     try:
         row = phase_concurrency(api.url, level, total,
-                                label=f"{engine} c={level} batch={probe}")
+                                label=f"{engine} c={level} {knob}={value}")
     finally:
         api.server.stop()
-    rows = {main: levels[f"{engine}/c{level}"], probe: row}
-    batched, single = rows[max(rows)], rows[min(rows)]
-    ratio = batched["req_per_s"] / single["req_per_s"]
-    print(f"dynamic batching ({engine}, c={level}): max_batch={max(rows)} gives "
-          f"{ratio:.2f}x the requests/s of max_batch={min(rows)} and "
-          f"{batched['cpu_s_per_request'] / single['cpu_s_per_request']:.2f}x its CPU per "
-          f"request (the default is {main})", flush=True)
-    return {"row": row, "max_batch": probe, "rps_ratio_batched_vs_single": ratio}
+    rows = {current: levels[f"{engine}/c{level}"], value: row}
+    more, fewer = rows[max(rows)], rows[min(rows)]
+    ratio = more["req_per_s"] / fewer["req_per_s"]
+    print(f"{knob} probe ({engine}, c={level}): {knob}={max(rows)} gives {ratio:.2f}x the "
+          f"requests/s of {knob}={min(rows)} and "
+          f"{more['cpu_s_per_request'] / fewer['cpu_s_per_request']:.2f}x its CPU per "
+          f"request (the default is {current})", flush=True)
+    return {"row": row, knob: value, "rps_ratio_more_vs_fewer": ratio}
 
 
 def _sources(spool_dir: Path) -> dict[str, int]:
