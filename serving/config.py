@@ -96,9 +96,12 @@ class ServingConfig(BaseModel):
         description="Worker threads that each take a batch from the one queue and generate "
         "it, so that many batches are in flight. The ctranslate2 engine loads that many "
         "replicas sharing one copy of the weights (`inter_threads`; each replica runs "
-        "`engine_threads` intra-op threads). Unset: 2 with the ctranslate2 engine (one "
-        "generation per core on this 2-core CPU), 1 with torch (`worker_count`); a PyTorch "
-        "generator runs one generation at a time whatever the count.",
+        "`engine_threads` intra-op threads; +≈45 MB for the second replica of SmolLM2). Unset: "
+        "2 with the ctranslate2 engine (one generation per core on this 2-core CPU), 1 with "
+        "torch (`worker_count`); a PyTorch generator runs one generation at a time whatever "
+        "the count. Not yet shown faster: with no idle core (load 3.4-6.5 on 2 cores, "
+        "2026-12-02) 2 against 1 at concurrency 8 gave 0.77-1.09x the requests/s at the same "
+        "CPU per request (same runs); bench.serving's workers probe measures it quietly.",
     )
     queue_timeout_s: float = Field(
         30.0, gt=0, le=600,

@@ -212,9 +212,8 @@ class RecommendEngine:
 
     def _warm_retrieval(self) -> bool:
         try:
-            # the retrieval lock first, as every user of the encoder takes them (a lazy load
-            # inside a search takes MODEL_LOAD_LOCK); the first worker warms, the rest find
-            # retrieval ready
+            # lock order as in a search that loads the encoder lazily: retrieval_lock, then
+            # MODEL_LOAD_LOCK; the first worker warms, the others find retrieval ready
             with self.manager.retrieval_lock, MODEL_LOAD_LOCK:
                 if self.retrieval_ready.is_set():
                     return True
