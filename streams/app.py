@@ -90,7 +90,7 @@ from streams.window import (
     GlobalState,
     Orphan,
     UserState,
-    close,
+    close_json,
     copy_user,
     deadlines,
     expire_orphans,
@@ -483,7 +483,7 @@ class Processor:
         try:
             impression = self.opened.get(partition, {}).pop((user_id, request_id), None) or \
                 Impression.model_validate_json(pending["impression"])
-            samples = close(user, glob, impression, self.cfg)
+            samples = close_json(user, glob, impression, self.cfg)
         except Exception as exc:
             log.exception("closing %s of partition %d raised; its impression is dead-lettered",
                           request_id, partition)
@@ -494,8 +494,9 @@ class Processor:
             self._reject(source, "processing_error", "<event>",
                          f"at close: {type(exc).__name__}: {exc}")
             return 0
-        for sample in samples:  # keyed by user, so partitioned as Faust's producer would
-            self.out.add(self.topics.samples, sample.user_id.encode(), sample.to_json_bytes())
+        key = impression.user_id.encode()  # keyed by user, partitioned as Faust's producer would
+        for sample in samples:
+            self.out.add(self.topics.samples, key, sample)
         return len(samples)
 
     def _reject(self, source: Source, reason: str, field: str, detail: str) -> None:

@@ -38,14 +38,14 @@ close happens to run.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
-from contracts.events import Feedback, Impression, Sample
+from contracts.events import SAMPLE_SCHEMA, Feedback, Impression, Sample, sample_json
 from generator.prompt import format_completion
 from streams.calibration import (
     MS_PER_DAY,
     CtrSketch,
-    Decayed,
     ToolRecState,
     calibrate,
     clip,
@@ -115,6 +115,7 @@ FeedbackOutcome = Literal[
     "orphan_overflow",
 ]
 TimeVerdict = Literal["future_timestamp", "stale_timestamp"]
+T = TypeVar("T")  # what `close_as` makes of each sample row
 # Per-entry overhead of the JSON record beyond the strings `state_bytes` counts.
 ENTRY_OVERHEAD_BYTES = 96
 
@@ -312,8 +313,13 @@ def due(user: UserState, watermark: int) -> list[tuple[int, str]]:
     )
 
 
-def _decayed(pair: list[float]) -> Decayed:
-    return Decayed(float(pair[0]), int(pair[1]))
+def _added(pair: list[float], amount: float, ts: int, half_life_ms: float) -> list[float]:
+    """`Decayed(pair).add(amount, ts, half_life_ms)` as a pair, without the objects (the
+    same floats: `decayed_at` is `Decayed.at`, and decays a late amount the same way)."""
+    value, since = float(pair[0]), int(pair[1])
+    if ts >= since:
+        return [decayed_at(value, since, ts, half_life_ms) + amount, ts]
+    return [value + decayed_at(amount, ts, since, half_life_ms), since]
 
 
 def _at(pair: list[float], ts: int, half_life_ms: float) -> float:
@@ -352,7 +358,26 @@ def theta(state: GlobalState, position: int, ts: int, p_bar: float, cfg: Streams
 def close(
     user: UserState, glob: GlobalState, impression: Impression, cfg: StreamsConfig
 ) -> list[Sample]:
-    """Close one window: build its samples from the state before, then count its outcome.
+    """Close one window: build its samples from the state before, then count its outcome
+    (`close_as`)."""
+    return close_as(user, glob, impression, cfg, Sample.model_validate)
+
+
+def close_json(
+    user: UserState, glob: GlobalState, impression: Impression, cfg: StreamsConfig
+) -> list[bytes]:
+    """`close` with each sample as the JSON the worker sends: the bytes of
+    `Sample.to_json_bytes`, without a model per sample (`contracts.events.sample_json`)."""
+    return close_as(user, glob, impression, cfg, sample_json)
+
+
+def close_as(
+    user: UserState, glob: GlobalState, impression: Impression, cfg: StreamsConfig,
+    make: Callable[[dict[str, Any]], T],
+) -> list[T]:
+    """Close one window: build its samples from the state before (each row made into a `T`
+    by `make` as it is built, so what raises does so before anything is counted), then
+    count its outcome.
 
     If `glob` already counted this close, its samples were delivered before (the worker
     writes the partition's state only after the broker acknowledged them) and a crash lost
@@ -363,7 +388,8 @@ def close(
     pending = user["pending"].pop(rid)
     order = [pending["deadline"], rid]
     already_counted = order <= glob["last_closed"]
-    samples = [] if already_counted else build_samples(user, glob, impression, pending, cfg)
+    samples = [] if already_counted else [
+        make(row) for row in sample_rows(user, glob, impression, pending, cfg)]
     count_outcome(user, None if already_counted else glob, impression, pending, cfg)
     glob["last_closed"] = max(order, glob["last_closed"])
     # Remember recent closes for a while (and at most max_closed_per_user of them), to
@@ -378,13 +404,16 @@ def close(
     return samples
 
 
-def build_samples(
+def sample_rows(
     user: UserState,
     glob: GlobalState,
     impression: Impression,
     pending: Pending,
     cfg: StreamsConfig,
-) -> list[Sample]:
+) -> Iterator[dict[str, Any]]:
+    """The window's samples as plain rows (`Sample`'s JSON names in its field order, values
+    of the exact types its fields hold: `contracts.events.sample_json` dumps them as they
+    are), one at a time."""
     half = cfg.calibration.half_life_days * MS_PER_DAY
     ts = impression.ts
     user_impressions = _at(user["shown"], ts, half)
@@ -393,7 +422,7 @@ def build_samples(
     clicked_positions = set(pending["clicks"]) | set(pending["executed"])
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
     prompt = impression.prompt  # = sample_prompt(impression.prompt, the suggestions above)
-    samples = []
+    explored = bool(impression.decoding.get("explore", False))
     for suggestion in impression.suggestions:
         clicked = suggestion.position in clicked_positions
         executed = suggestion.position in pending["executed"]
@@ -411,38 +440,36 @@ def build_samples(
             toolrec=None if toolrec is None else ToolRecState(
                 toolrec[0], toolrec[1], usage_quantile(toolrec[2], suggestion.tool_id)),
         )
-        samples.append(
-            Sample(
-                sample_id=f"{impression.request_id}:{suggestion.position}",
-                request_id=impression.request_id,
-                event_id=impression.event_id,
-                user_id=impression.user_id,
-                session_id=impression.session_id,
-                impression_ts=ts,
-                closed_ts=pending["deadline"],
-                model_version=impression.model_version,
-                template_version=impression.template_version,
-                prompt=prompt,
-                completion=completion,
-                position=suggestion.position,
-                n_shown=len(impression.suggestions),
-                clicked=clicked,
-                executed=executed,
-                explored=bool(impression.decoding.get("explore", False)),
-                tool_id=suggestion.tool_id,
-                is_tool_query=is_tool,
-                user_impressions=user_impressions,
-                user_clicks=user_clicks,
-                user_ctr=weights.user_ctr,
-                global_ctr=p_bar,
-                w_activity=weights.w_activity,
-                w_tool=weights.w_tool,
-                w_position=weights.w_position,
-                weight=weights.weight,
-            )
-        )
+        yield {
+            "schema": SAMPLE_SCHEMA,
+            "sample_id": f"{impression.request_id}:{suggestion.position}",
+            "request_id": impression.request_id,
+            "event_id": impression.event_id,
+            "user_id": impression.user_id,
+            "session_id": impression.session_id,
+            "impression_ts": ts,
+            "closed_ts": pending["deadline"],
+            "model_version": impression.model_version,
+            "template_version": impression.template_version,
+            "prompt": prompt,
+            "completion": completion,
+            "position": suggestion.position,
+            "n_shown": len(impression.suggestions),
+            "clicked": clicked,
+            "executed": executed,
+            "explored": explored,
+            "tool_id": suggestion.tool_id,
+            "is_tool_query": is_tool,
+            "user_impressions": user_impressions,
+            "user_clicks": user_clicks,
+            "user_ctr": weights.user_ctr,
+            "global_ctr": p_bar,
+            "w_activity": weights.w_activity,
+            "w_tool": weights.w_tool,
+            "w_position": weights.w_position,
+            "weight": weights.weight,
+        }
         prompt += completion
-    return samples
 
 
 def count_outcome(
@@ -458,8 +485,7 @@ def count_outcome(
     clicked = set(pending["clicks"]) | set(pending["executed"])
 
     def bump(pair: list[float], amount: float) -> list[float]:
-        updated = _decayed(pair).add(amount, ts, half)
-        return [updated.value, updated.ts]
+        return _added(pair, amount, ts, half)
 
     user["shown"] = bump(user["shown"], pending["n"])
     user["clicks"] = bump(user["clicks"], len(clicked))
@@ -500,8 +526,8 @@ def count_toolrec(
     uses = glob.setdefault("tool_uses", {})
     for suggestion in impression.suggestions:
         if suggestion.tool_id is not None and suggestion.position in clicked:
-            updated = _decayed(uses.get(suggestion.tool_id, [0.0, 0])).add(1.0, ts, half)
-            uses[suggestion.tool_id] = [updated.value, updated.ts]
+            uses[suggestion.tool_id] = _added(uses.get(suggestion.tool_id, [0.0, 0]), 1.0, ts,
+                                              half)
     p_u = smoothed_user_ctr(_at(user["shown"], ts, half),
                             _at(user["clicks"], ts, half),
                             global_ctr(glob, ts, cfg), cal.kappa)

@@ -18,7 +18,7 @@ import streams.app as worker_app
 from streams.sender import BatchSender
 from toolrec.cli import main
 
-_on_feedback, _close = worker_app.on_feedback, worker_app.close
+_on_feedback, _close = worker_app.on_feedback, worker_app.close_json
 
 
 def exploding_feedback(user: Any, feedback: Any, *args: Any, **kwargs: Any) -> Any:
@@ -47,5 +47,5 @@ async def refusing_flush(self: BatchSender) -> int:
 
 BatchSender.flush = refusing_flush  # type: ignore[method-assign]
 worker_app.on_feedback = exploding_feedback  # type: ignore[assignment]
-worker_app.close = exploding_close  # type: ignore[assignment]
+worker_app.close_json = exploding_close  # type: ignore[assignment]
 main()

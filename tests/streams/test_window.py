@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import copy
+from typing import Any
 
+import pytest
+from pydantic import ValidationError as PydanticValidationError
+
+from contracts.events import _SAMPLE_ROW, Sample
+from streams.calibration import MS_PER_DAY, Decayed
 from streams.config import StreamsConfig
 from streams.window import (
+    _added,
     close,
+    close_json,
     deadlines,
     due,
     expire_orphans,
@@ -15,6 +23,7 @@ from streams.window import (
     on_feedback,
     on_impression,
     release_orphans,
+    sample_rows,
 )
 from tests.streams.events import feedback, impression
 
@@ -123,3 +132,66 @@ def test_feedback_before_its_impression_is_held_then_applied_or_expired() -> Non
     assert expire_orphans(user, lost.ts) == []
     expired = expire_orphans(user, DEADLINE + 500)  # the feedback came 500 ms after
     assert [o["request_id"] for o in expired] == ["ghost"] and user["orphans"] == []
+
+
+def _closed_both_ways(cfg: StreamsConfig, **overrides: Any) -> tuple[list[Sample], list[bytes]]:
+    """The samples of r1, closed from equal states by `close` (a validated `Sample` per row,
+    as the worker built them before) and by `close_json` (the worker's path now), after a
+    history (r0 closed with a click) so that every weight term has state to read."""
+    results = []
+    for _ in range(2):
+        user, glob = opened("r0", "r1"), new_global_state()
+        on_feedback(user, feedback("r0", 2), 0, "", cfg)
+        close(user, glob, impression("r0"), cfg)
+        on_feedback(user, feedback("r1", 1, type="execute", success=True), 1, "", cfg)
+        on_feedback(user, feedback("r1", 3), 2, "", cfg)
+        results.append((user, glob))
+    models = close(*results[0], impression("r1", **overrides), cfg)
+    rows = close_json(*results[1], impression("r1", **overrides), cfg)
+    assert results[0] == results[1]  # the same state counted after either close
+    return models, rows
+
+
+@pytest.mark.parametrize("form", ["ours", "toolrec"])
+@pytest.mark.parametrize("explore", [False, True])
+def test_close_json_is_the_samples_as_validated_models_dump_them(form: str,
+                                                                 explore: bool) -> None:
+    cfg = CFG.model_copy(update={"calibration": CFG.calibration.model_copy(
+        update={"form": form, "position_enabled": True, "toolrec_min_users": 1})})
+    models, dumped = _closed_both_ways(cfg, decoding={"explore": explore})
+    assert [s.tool_id is not None for s in models] == [True, False, True]
+    assert [(s.clicked, s.executed) for s in models] == [(True, True), (False, False),
+                                                         (True, False)]
+    for model, raw in zip(models, dumped, strict=True):
+        assert raw == model.to_json_bytes()
+        parsed = Sample.model_validate_json(raw)  # the fast path's output is a valid Sample
+        assert parsed.explored is explore
+        for name, value in model.model_dump().items():  # field by field, types included
+            assert getattr(parsed, name) == value and type(getattr(parsed, name)) is type(value)
+
+
+def test_sample_rows_take_the_fast_path() -> None:
+    user, glob = opened("r1"), new_global_state()
+    on_feedback(user, feedback("r1", 1), 0, "", CFG)
+    pending = user["pending"]["r1"]
+    rows = list(sample_rows(user, glob, impression("r1"), pending, CFG))
+    assert len(rows) == 3 and all(_SAMPLE_ROW.fit(row) for row in rows)
+
+
+def test_a_request_id_too_long_for_a_sample_id_raises_before_anything_is_counted() -> None:
+    long = impression("r" * 199, event_id="e1")  # valid; its sample id "r…r:1" is 201 long
+    for closer in (close, close_json):
+        user, glob = new_user_state(partition=0), new_global_state()
+        assert on_impression(user, long, 0, 0, CFG) == "accepted"
+        before = copy.deepcopy((user, glob))
+        with pytest.raises(PydanticValidationError, match="sample_id") as raised:
+            closer(user, glob, long, CFG)
+        assert "at most 200 characters" in str(raised.value)
+        assert (user["shown"], glob) == (before[0]["shown"], before[1])
+
+
+@pytest.mark.parametrize("since, ts", [(1_000, 5_000), (5_000, 1_000), (3_000, 3_000), (0, 7)])
+def test_added_pairs_are_decayed_adds(since: int, ts: int) -> None:
+    half = 14 * MS_PER_DAY
+    expected = Decayed(2.5, since).add(1, ts, half)
+    assert _added([2.5, since], 1, ts, half) == [expected.value, expected.ts]
