@@ -15,9 +15,12 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import faust
 
@@ -33,7 +36,9 @@ def main() -> None:
     parser.add_argument("--group", default=f"bench-faust-floor-{uuid.uuid4().hex[:8]}")
     args = parser.parse_args()
     kafka, cfg = KafkaConfig(bootstrap_servers=args.bootstrap), StreamsConfig()
+    datadir = Path(tempfile.mkdtemp(prefix=f"{args.group}-data-"))  # Faust's; removed at exit
     app = ToolrecApp(args.group, broker=kafka.faust_broker_url(), web_enabled=False,
+                     datadir=str(datadir),
                      consumer_auto_offset_reset="earliest", topic_partitions=kafka.partitions,
                      broker_session_timeout=cfg.session_timeout_s,
                      broker_heartbeat_interval=max(cfg.session_timeout_s / 6, 0.2))
@@ -58,12 +63,16 @@ def main() -> None:
                 print(json.dumps({"events": total, "seconds": round(seconds, 3),
                                   "events_per_s": round(seen / seconds, 1)}), flush=True)
                 logging.shutdown()
+                shutil.rmtree(datadir, ignore_errors=True)
                 os._exit(0)  # the measurement is done; no need to leave the group politely
 
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
     worker.spinner = None  # see streams.cli: the spinner's DEBUG root handler costs time
     sys.argv = sys.argv[:1]
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
 
 
 if __name__ == "__main__":
