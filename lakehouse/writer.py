@@ -47,8 +47,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pa_fs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.fs import DeltaStorageHandler
 
 from lakehouse.config import LakeConfig
 from lakehouse.tables import (
@@ -175,6 +177,7 @@ class DeltaAppender:
         self._dt: DeltaTable | None = None
         self._seen_version: int | None = None
         self._recent = _RecentKeys(config.dedup_cache_keys)
+        self._filesystem: pa_fs.FileSystem | None = None
 
     @property
     def table(self) -> DeltaTable:
@@ -182,6 +185,14 @@ class DeltaAppender:
             self._dt = ensure_table(self.config, self.spec.name)
             self._seen_version = self._dt.version()
         return self._dt
+
+    @property
+    def _files(self) -> pa_fs.FileSystem:
+        """The table's storage as an Arrow filesystem, paths relative to the table root."""
+        if self._filesystem is None:
+            handler = DeltaStorageHandler(self.table.table_uri, self.config.storage_options or None)
+            self._filesystem = pa_fs.PyFileSystem(handler)
+        return self._filesystem
 
     def app_id(self, tp: TopicPartition) -> str:
         return app_id_for(self.config.sink_app_id, tp[0], tp[1])
@@ -310,18 +321,29 @@ class DeltaAppender:
         recent = self._recent
         return DedupStats(keys=len(recent.keys), peak_keys=recent.peak, floor=recent.floor)
 
+    def _file_times(self) -> pa.Table:
+        """Per data file of the snapshot: path, date, min and max event time (null: the
+        file has no statistics), from the log's add actions (≈ 1 µs a file, no I/O)."""
+        actions = pa.table(self.table.get_add_actions(flatten=True))
+        column = {"path": "path", "date": "partition.date"}
+        for bound in ("min", "max"):
+            column[bound] = f"{bound}.{self.spec.time_column}"
+        return pa.table({
+            name: actions.column(source) if source in actions.column_names
+            else pa.nulls(actions.num_rows, pa.int64())
+            for name, source in column.items()
+        })  # fmt: skip
+
     def _newest_time(self) -> int | None:
         """The newest event time in the table by its files' statistics (None: no files). A
         file without a maximum of the time column counts as reaching the end of its date."""
-        actions = pa.table(self.table.get_add_actions(flatten=True))
-        if actions.num_rows == 0:
+        files = self._file_times()
+        if files.num_rows == 0:
             return None
-        name = f"max.{self.spec.time_column}"
-        maxes = actions.column(name) if name in actions.column_names else pa.nulls(
-            actions.num_rows, pa.int64())  # fmt: skip
+        maxes = files.column("max")
         newest: list[int] = [v for v in [pc.max(maxes).as_py()] if v is not None]
         if maxes.null_count:
-            days = pc.filter(actions.column("partition.date"), pc.is_null(maxes))
+            days = pc.filter(files.column("date"), pc.is_null(maxes))
             newest += [_end_of_day(day) for day in pc.unique(days).to_pylist()]
         return max(newest)
 
@@ -367,17 +389,26 @@ class DeltaAppender:
 
     def _read_keys(self, day: str, low: int, high: int, keys: pa.Array) -> list[str]:
         """Which of `keys` the table holds among its rows of date `day` with event time in
-        [low, high]: files are pruned on their statistics, rows filtered to `keys`."""
-        time_ = self.spec.time_column
-        span = [("date", "=", day), (time_, ">=", low), (time_, "<=", high)]
-        rows = (ds.field(time_) >= low) & (ds.field(time_) <= high) & ds.field(
-            self.spec.key).isin(keys)  # fmt: skip
+        [low, high]: only the files whose statistics overlap [low, high] are read. (Pruned
+        here on the add actions: delta-rs' `file_pruning_predicate` measured ≈ 20 µs a
+        file of the snapshot, 4× this whole read on 2,000 files.)"""
+        files = self._file_times()
+        overlap = pc.and_(
+            pc.fill_null(pc.greater_equal(files.column("max"), low), True),
+            pc.fill_null(pc.less_equal(files.column("min"), high), True),
+        )
+        paths = files.column("path").filter(pc.and_(pc.equal(files.column("date"), day), overlap))
+        time_, key = self.spec.time_column, self.spec.key
+        rows = (ds.field(time_) >= low) & (ds.field(time_) <= high) & ds.field(key).isin(keys)
+        columns = pa.schema([self.spec.schema.field(key), self.spec.schema.field(time_)])
         try:
-            dataset = self.table.to_pyarrow_dataset(file_pruning_predicate=span)
-            column = dataset.to_table(columns=[self.spec.key], filter=rows).column(0)
+            dataset = ds.FileSystemDataset.from_paths(
+                paths.to_pylist(), schema=columns, format=ds.ParquetFileFormat(),
+                filesystem=self._files,
+            )  # fmt: skip
+            found: list[str] = dataset.to_table(columns=[key], filter=rows).column(0).to_pylist()
         except (DeltaError, OSError) as exc:
             raise _StaleSnapshot(str(exc)) from exc
-        found: list[str] = column.to_pylist()
         return found
 
     def _remember(self, batch: pa.Table) -> None:
