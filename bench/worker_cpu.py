@@ -8,15 +8,19 @@ generator, pseudonymized ids, one record timestamp for all as if preloaded just 
 run), in batches of `streams.batch_max_events`, with the pipeline's window and key. Nothing
 leaves the process: every partition's state starts assigned and empty (nothing to
 recover), and the batch sender builds real aiokafka record batches for a producer that
-acknowledges them at once. Prints the worker's own per-stage profile (thread CPU µs per
-event, as its `streams profile` log line) and a digest of every record it wrote (samples,
-dead letters, state), so two code versions can be compared for identical output.
+acknowledges them at once; the process gets the worker's garbage-collector settings
+(`streams.app.tune_gc`, where the tree has them). Prints the worker's own per-stage
+profile (thread CPU µs per event, as its `streams profile` log line) and a digest of every
+record it wrote (samples, dead letters, state), so two code versions can be compared for
+identical output.
 
 With `--baseline REF`, each round runs the same events once on the tree at git REF
 (extracted with `git archive` into a temporary directory) and once on the working tree,
 each in a fresh process, alternating; it prints the medians and the new/old ratio per
 stage. `--profile` prints cProfile's top functions of one in-process run instead.
-Faust's own delivery cost (≈ 150 µs/event, `bench.faust_floor`) is not in these numbers.
+Faust's own delivery cost (≈ 150 µs/event, `bench.faust_floor`) is not in these numbers,
+and the heap is smaller than a real worker's (no Faust runtime), so the collector's share
+is, if anything, smaller here.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import logging
 import os
 import pickle
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -121,6 +126,9 @@ async def _run(events: list[Event], partitions: int) -> dict[str, Any]:
     for kind, partition, key, value, timestamp in events:
         offset = offsets[(kind, partition)] = offsets.get((kind, partition), -1) + 1
         sources.append(Source(topics[kind], partition, offset, key, value, timestamp))
+    tune_gc = getattr(sys.modules["streams.app"], "tune_gc", None)
+    if tune_gc is not None:  # the worker's collector settings (`create_app`), if the tree has them
+        tune_gc()
     size = processor.cfg.batch_max_events
     started = time.thread_time()
     for first in range(0, len(sources), size):
@@ -130,6 +138,7 @@ async def _run(events: list[Event], partitions: int) -> dict[str, Any]:
     per_event = {stage: 1e6 * seconds / len(events) for stage, seconds in processor.timings.items()}
     return {"n": len(events), "total": 1e6 * total / len(events), **per_event,
             "samples": processor.stats["samples"], "dead_letters": processor.stats["dead_letters"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "digest": digest}
 
 
@@ -158,9 +167,10 @@ def _extract(ref: str, into: Path) -> None:
 
 def _line(name: str, result: dict[str, Any]) -> str:
     stages = "  ".join(f"{k} {v:.1f}" for k, v in result.items()
-                       if k not in ("n", "samples", "dead_letters", "digest"))
+                       if k not in ("n", "samples", "dead_letters", "peak_rss_mb", "digest"))
     return (f"{name}: µs/event {stages}  (samples {result['samples']}, dead letters "
-            f"{result['dead_letters']}, output digest {result['digest']})")
+            f"{result['dead_letters']}, peak RSS {result['peak_rss_mb']:.0f} MB, output digest "
+            f"{result['digest']})")
 
 
 def compare(ref: str, events: list[Event], partitions: int, rounds: int) -> None:
@@ -180,11 +190,13 @@ def compare(ref: str, events: list[Event], partitions: int, rounds: int) -> None
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]
                       if k not in ("digest",)} for name, rs in runs.items()}
     for stage in medians["new"]:
-        if stage in ("n", "samples", "dead_letters"):
+        if stage in ("n", "samples", "dead_letters", "peak_rss_mb"):
             continue
         old, new = medians["old"].get(stage, 0.0), medians["new"][stage]
         ratio = f"{new / old:.2f}" if old else "n/a"
         print(f"median {stage:>8}: old {old:7.1f}  new {new:7.1f} µs/event  new/old {ratio}")
+    print(f"median peak RSS: old {medians['old']['peak_rss_mb']:.0f} MB  "
+          f"new {medians['new']['peak_rss_mb']:.0f} MB")
     same = {r["digest"] for r in runs["old"]} == {r["digest"] for r in runs["new"]}
     print(f"identical output (samples, dead letters, state records): {same}")
 
