@@ -23,7 +23,7 @@ when SmolLM2 is not at --model.
 4. Dynamic batching probe (`--batch-probe N`): the fast engine at the highest concurrency
    with the other `serving.max_batch` (1 against its default 4, or N against 1).
    Workers probe (`--workers-probe N`): the same level with the other `serving.workers`
-   (1 against the ctranslate2 default 2, or N against 1): batches generated at once.
+   (2 against the default 1, or N against it): batches generated at once.
 5. A swap under load on the default engine (`--swap-steady-s`): concurrency 4 while
    `POST /v1/admin/reload {"force": true}` loads, warms up and swaps a fresh copy.
 
@@ -313,7 +313,7 @@ def _settings(args: argparse.Namespace, tmp: Path, kafka: Any, *, engine: str,
         "spool_dir": tmp / _spool_name(engine, probe), "admin_api_key": ADMIN_KEY,
         "max_pending": 64, "queue_timeout_s": 600, "request_timeout_s": 1800,  # shed nothing
         "max_batch": args.max_batch or base.serving.max_batch,  # None: per engine
-        "workers": args.workers or base.serving.workers,  # None: per engine
+        "workers": args.workers or base.serving.workers,
         **probe,
     })
     return base.model_copy(update={
@@ -360,7 +360,7 @@ def _start(name: str, settings: Any, retriever: Any) -> Api:
     state = _wait_ready(server.url)
     serving = settings.serving
     print(f"{name}: ready in {time.perf_counter() - started:.1f}s (model "
-          f"{state['model_version']}, workers {serving.worker_count}, max_batch "
+          f"{state['model_version']}, workers {serving.workers}, max_batch "
           f"{serving.batch_limit})", flush=True)
     return Api(name, services, server.url, server)
 
@@ -502,9 +502,9 @@ def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
                                                         args.pairs)
                 results["levels"] = phase_levels(apis, levels, totals)
                 main = _settings(args, tmp, kafka, engine=engines[0]).serving
-                results["workers"], results["max_batch"] = main.worker_count, main.batch_limit
+                results["workers"], results["max_batch"] = main.workers, main.batch_limit
                 probes = {"max_batch": (args.batch_probe, main.batch_limit, 4),
-                          "workers": (args.workers_probe, main.worker_count, 2)}
+                          "workers": (args.workers_probe, main.workers, 2)}
                 for knob, (asked, current, more) in probes.items():
                     value = asked or (1 if current > 1 else more)
                     if asked != 0 and value != current:

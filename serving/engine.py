@@ -1,7 +1,7 @@
 """The recommend pipeline behind a bounded queue: retrieval → prompt → generator → parser.
 
 Generation on this CPU takes seconds (DESIGN.md §5), so it never runs on the event loop:
-requests become `Job`s in a bounded queue served by `serving.worker_count` worker threads.
+requests become `Job`s in a bounded queue served by `serving.workers` worker threads.
 A worker takes the oldest job plus up to `max_batch - 1` queued jobs with the same `n`
 and decoding arm and generates them as one padded batch (`Generator.generate_batch`).
 
@@ -153,7 +153,7 @@ class RecommendEngine:
             return "explore" if share > 0 and self._rng.random() < share else "exploit"
 
     def retry_after(self) -> int:
-        per_wave = self.config.batch_limit * self.config.worker_count  # batches run at once
+        per_wave = self.config.batch_limit * self.config.workers  # batches run at once
         waves = math.ceil((self._pending + 1) / per_wave)
         return max(1, math.ceil(waves * self._batch_s))
 
@@ -179,7 +179,7 @@ class RecommendEngine:
         if not self._threads:
             self._threads = [threading.Thread(target=self._run, name=f"recommend-worker-{i}",
                                               daemon=True)
-                             for i in range(self.config.worker_count)]
+                             for i in range(self.config.workers)]
             for thread in self._threads:
                 thread.start()
 

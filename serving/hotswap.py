@@ -16,7 +16,7 @@ Engines (`serving.engine`): `ctranslate2` loads the conversion the trainer made 
 promotion (`<artifact_dir>/<version>/engine/`, `generator.fast`); a version without one
 (conversion off or failed) serves on PyTorch, with a warning. `torch` always uses PyTorch.
 Static mode converts `model_dir` + `adapter_dir` once into `engine_cache_dir`. The fast
-engine loads `serving.worker_count` replicas (one per recommend worker; they share the
+engine loads `serving.workers` replicas (one per recommend worker; they share the
 weights, so a model costs its weights once whatever the count).
 
 Threads: the generators' tool linking goes through `retrieval_lock`, the lock the recommend
@@ -256,7 +256,7 @@ class ModelManager:
             engine_dir, config=self.generator_config, linker=self.linker,
             model_version=version, compute_type=self.config.engine_compute_type,
             threads=self.config.engine_threads or self.config.torch_threads,
-            inter_threads=self.config.worker_count)
+            inter_threads=self.config.workers)
 
     def _static_engine(self, target: ModelTarget) -> Path:
         """Static mode: convert model_dir + adapter_dir once into engine_cache_dir."""

@@ -62,11 +62,3 @@ def test_retry_after_counts_the_batches_the_workers_run_at_once(
                              retriever=None, metrics=metrics)  # type: ignore[arg-type]
     engine._pending = 7  # 7 admitted + the one asking: 8 jobs, batches of 4 at 3 s each
     assert engine.retry_after() == retry_after_s
-
-
-def test_the_worker_count_is_per_engine_unless_set() -> None:
-    from serving.config import ServingConfig
-
-    assert ServingConfig().worker_count == 2  # ctranslate2: one generation per core
-    assert ServingConfig(engine="torch").worker_count == 1
-    assert ServingConfig(engine="torch", workers=3).worker_count == 3
