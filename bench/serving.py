@@ -360,7 +360,7 @@ def _start(name: str, settings: Any, retriever: Any) -> Api:
     state = _wait_ready(server.url)
     serving = settings.serving
     print(f"{name}: ready in {time.perf_counter() - started:.1f}s (model "
-          f"{state['model_version']}, workers {serving.workers}, max_batch "
+          f"{state['model_version']}, workers {serving.worker_count}, max_batch "
           f"{serving.batch_limit})", flush=True)
     return Api(name, services, server.url, server)
 
@@ -502,9 +502,9 @@ def _run(args: argparse.Namespace, engines: list[str], levels: list[int],
                                                         args.pairs)
                 results["levels"] = phase_levels(apis, levels, totals)
                 main = _settings(args, tmp, kafka, engine=engines[0]).serving
-                results["workers"], results["max_batch"] = main.workers, main.batch_limit
+                results["workers"], results["max_batch"] = main.worker_count, main.batch_limit
                 probes = {"max_batch": (args.batch_probe, main.batch_limit, 4),
-                          "workers": (args.workers_probe, main.workers, 2)}
+                          "workers": (args.workers_probe, main.worker_count, 2)}
                 for knob, (asked, current, more) in probes.items():
                     value = asked or (1 if current > 1 else more)
                     if asked != 0 and value != current:

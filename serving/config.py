@@ -91,16 +91,17 @@ class ServingConfig(BaseModel):
         "1.37-1.40x the requests/s and 0.64-0.69x the CPU per request on a quiet machine (two "
         "bench.serving runs, 2026-12-02), 0.65-1.24x the requests/s under load 8-12.",
     )
-    workers: int = Field(
-        1, ge=1, le=16,
+    workers: int | None = Field(
+        None, ge=1, le=16,
         description="Worker threads that each take a batch from the one queue and generate "
         "it, so that many batches are in flight. The ctranslate2 engine loads that many "
         "replicas sharing one copy of the weights (`inter_threads`; each replica runs "
         "`engine_threads` intra-op threads; +≈45 MB for the second replica of SmolLM2); a "
-        "PyTorch generator runs one generation at a time whatever the count. 1 until 2 "
-        "measures faster: with at most one core free (load 3-7 on 2 cores, 2026-12-02) 2 "
-        "against 1 at concurrency 8 gave 0.77-1.09x the requests/s at 1.0-1.2x the CPU per "
-        "request (same runs); bench.serving's workers probe measures 2 on a quiet machine.",
+        "PyTorch generator runs one generation at a time whatever the count. Unset: 2 with "
+        "the ctranslate2 engine (one generation per core), 1 with torch (`worker_count`). "
+        "Measured with bench.serving's workers probe on a quiet 2-core machine (load 1.5, "
+        "2026-12-02): 2 against 1 at concurrency 8 gave 1.68x the requests/s (3.36 against "
+        "2.00) at 1.08x the CPU per request; with no idle core (load 3-7) 0.77-1.09x.",
     )
     queue_timeout_s: float = Field(
         30.0, gt=0, le=600,
@@ -224,6 +225,13 @@ class ServingConfig(BaseModel):
         if self.max_batch is not None:
             return self.max_batch
         return 4 if self.engine == "ctranslate2" else 1
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, or the measured default of the engine (its description)."""
+        if self.workers is not None:
+            return self.workers
+        return 2 if self.engine == "ctranslate2" else 1
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingConfig:

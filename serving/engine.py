@@ -153,7 +153,7 @@ class RecommendEngine:
             return "explore" if share > 0 and self._rng.random() < share else "exploit"
 
     def retry_after(self) -> int:
-        per_wave = self.config.batch_limit * self.config.workers  # batches run at once
+        per_wave = self.config.batch_limit * self.config.worker_count  # batches run at once
         waves = math.ceil((self._pending + 1) / per_wave)
         return max(1, math.ceil(waves * self._batch_s))
 
@@ -179,7 +179,7 @@ class RecommendEngine:
         if not self._threads:
             self._threads = [threading.Thread(target=self._run, name=f"recommend-worker-{i}",
                                               daemon=True)
-                             for i in range(self.config.workers)]
+                             for i in range(self.config.worker_count)]
             for thread in self._threads:
                 thread.start()
 

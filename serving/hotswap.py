@@ -256,7 +256,7 @@ class ModelManager:
             engine_dir, config=self.generator_config, linker=self.linker,
             model_version=version, compute_type=self.config.engine_compute_type,
             threads=self.config.engine_threads or self.config.torch_threads,
-            inter_threads=self.config.workers)
+            inter_threads=self.config.worker_count)
 
     def _static_engine(self, target: ModelTarget) -> Path:
         """Static mode: convert model_dir + adapter_dir once into engine_cache_dir."""
