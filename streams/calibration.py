@@ -74,10 +74,7 @@ class Decayed:
 
     def add(self, amount: float, ts: int, half_life_ms: float) -> Decayed:
         """Add `amount` at event time `ts`; out-of-order amounts are decayed instead."""
-        if ts >= self.ts:
-            return Decayed(self.at(ts, half_life_ms) + amount, ts)
-        late = amount * math.exp(-math.log(2) * (self.ts - ts) / half_life_ms)
-        return Decayed(self.value + late, self.ts)
+        return Decayed(*decayed_add(self.value, self.ts, amount, ts, half_life_ms))
 
 
 def decayed_at(value: float, since: int, ts: int, half_life_ms: float) -> float:
@@ -86,6 +83,16 @@ def decayed_at(value: float, since: int, ts: int, half_life_ms: float) -> float:
     if ts <= since:
         return value
     return value * math.exp(-math.log(2) * (ts - since) / half_life_ms)
+
+
+def decayed_add(value: float, since: int, amount: float, ts: int,
+                half_life_ms: float) -> tuple[float, int]:
+    """`Decayed.add` on a (value, since) pair without the objects (the stream worker keeps
+    its counts as [value, ts] pairs): `amount` added at `ts`, decayed instead when it is
+    older than `since`."""
+    if ts >= since:
+        return decayed_at(value, since, ts, half_life_ms) + amount, ts
+    return value + decayed_at(amount, ts, since, half_life_ms), since
 
 
 @dataclass(frozen=True)

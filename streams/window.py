@@ -49,6 +49,7 @@ from streams.calibration import (
     ToolRecState,
     calibrate,
     clip,
+    decayed_add,
     decayed_at,
     smoothed_user_ctr,
     toolrec_user_scale,
@@ -314,12 +315,8 @@ def due(user: UserState, watermark: int) -> list[tuple[int, str]]:
 
 
 def _added(pair: list[float], amount: float, ts: int, half_life_ms: float) -> list[float]:
-    """`Decayed(pair).add(amount, ts, half_life_ms)` as a pair, without the objects (the
-    same floats: `decayed_at` is `Decayed.at`, and decays a late amount the same way)."""
-    value, since = float(pair[0]), int(pair[1])
-    if ts >= since:
-        return [decayed_at(value, since, ts, half_life_ms) + amount, ts]
-    return [value + decayed_at(amount, ts, since, half_life_ms), since]
+    """The [value, ts] pair with `amount` added at `ts` (`decayed_add`)."""
+    return list(decayed_add(float(pair[0]), int(pair[1]), amount, ts, half_life_ms))
 
 
 def _at(pair: list[float], ts: int, half_life_ms: float) -> float:

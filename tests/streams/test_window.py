@@ -190,8 +190,10 @@ def test_a_request_id_too_long_for_a_sample_id_raises_before_anything_is_counted
         assert (user["shown"], glob) == (before[0]["shown"], before[1])
 
 
-@pytest.mark.parametrize("since, ts", [(1_000, 5_000), (5_000, 1_000), (3_000, 3_000), (0, 7)])
-def test_added_pairs_are_decayed_adds(since: int, ts: int) -> None:
+def test_added_pairs_decay_the_count_or_a_late_amount() -> None:
     half = 14 * MS_PER_DAY
-    expected = Decayed(2.5, since).add(1, ts, half)
-    assert _added([2.5, since], 1, ts, half) == [expected.value, expected.ts]
+    assert _added([2.5, 1_000], 1, 1_000 + half, half) == pytest.approx([2.5 / 2 + 1, 1_000 + half])
+    assert _added([2.5, 1_000 + half], 1, 1_000, half) == pytest.approx([2.5 + 1 / 2, 1_000 + half])
+    assert _added([2.5, 3_000], 1, 3_000, half) == [3.5, 3_000]
+    later = _added([2.5, 1_000], 1, 1_000 + half, half)
+    assert Decayed(2.5, 1_000).add(1, 1_000 + half, half) == Decayed(later[0], int(later[1]))
