@@ -173,6 +173,14 @@ QUICK = {"model": "tiny", "users": 12, "requests_per_user": 6, "eval_turns": 16,
 @click.option("--beta", type=float, default=None, help="KTO β (default: the trainer's).")
 @click.option("--undesirable-weight", type=float, default=None,
               help="KTO class weight of non-clicked samples (0: train on clicks only).")
+@click.option("--objective", type=click.Choice(["clicks", "reward"]), default=None,
+              help="clicks: KTO on each shown suggestion's click; reward: GQR's CTR "
+              "alignment (a CTR model on the arm's weighted clicks picks the best and worst "
+              "of sampled lists per prompt).")
+@click.option("--candidates", type=int, default=None,
+              help="reward objective: lists sampled per logged prompt beside the logged one.")
+@click.option("--engine", type=click.Choice(["torch", "ctranslate2"]), default=None,
+              help="Generation engine of the experiment (ctranslate2: int8, as serving).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Results directory (default: loop.experiment.out_dir).")
 @click.option("--quick", is_flag=True, help="Tiny model, 12 users × 6 requests, 16 eval "
@@ -184,7 +192,8 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
                 users: int | None, requests_per_user: int | None, eval_turns: int | None,
                 max_steps: int | None, eval_every: int | None, batch_size: int | None,
                 publish: bool, learning_rate: float | None, beta: float | None,
-                undesirable_weight: float | None, out_dir: Path | None,
+                undesirable_weight: float | None, objective: str | None,
+                candidates: int | None, engine: str | None, out_dir: Path | None,
                 quick: bool, threads: int | None) -> None:
     """Same simulated traffic and seeds, seven arms: SFT; KTO on raw clicks; activity only;
     tool only; full dual-level; full + position; full in the ToolRec form. Paired
@@ -201,8 +210,9 @@ def calibration(settings: Any, model: str | None, seeds: str | None, arms: str |
     given |= {k: v for k, v in {
         "model": model, "users": users, "requests_per_user": requests_per_user,
         "eval_turns": eval_turns, "max_steps": max_steps, "learning_rate": learning_rate,
-        "beta": beta, "undesirable_weight": undesirable_weight,
-        "out_dir": out_dir, "eval_every": eval_every, "batch_size": batch_size,
+        "beta": beta, "undesirable_weight": undesirable_weight, "objective": objective,
+        "candidates": candidates, "engine": engine, "out_dir": out_dir,
+        "eval_every": eval_every, "batch_size": batch_size,
         "publish": publish or None,
         "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
         "arms": tuple(a.strip() for a in arms.split(",")) if arms else None,

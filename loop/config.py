@@ -262,6 +262,27 @@ class ExperimentConfig(BaseModel):
         None, ge=0, le=10, description="KTO class weight of non-clicked samples (None: the "
         "trainer's; 0: clicks only, GQR's CTR-filtered KTO)."
     )
+    objective: Literal["clicks", "reward"] = Field(
+        "clicks", description="clicks: KTO on each shown suggestion labelled by its click "
+        "(weights from the arm's calibration). reward: GQR's CTR alignment — a CTR model "
+        "fitted on the arm's weighted clicks scores sampled candidate lists of the logged "
+        "prompts; KTO on the best (desirable) and worst (undesirable) whole list per prompt "
+        "(trainer.reward)."
+    )
+    candidates: int = Field(
+        3, ge=1, le=16, description="reward objective: lists sampled per logged prompt "
+        "beside the logged one (same decoding as serving), shared by every arm of a seed."
+    )
+    min_reward_gap: float = Field(
+        0.02, ge=0, le=4, description="reward objective: a prompt trains only when its best "
+        "and worst candidate differ by at least this many expected clicks."
+    )
+    reward_l2: float = Field(1.0, ge=0, description="L2 penalty of the CTR model's fit.")
+    engine: Literal["torch", "ctranslate2"] = Field(
+        "torch", description="Engine of every generation (logged traffic, candidates, "
+        "evaluation): torch runs the adapter as trained; ctranslate2 converts each adapter "
+        "to int8 first, as serving does (≈ 3–5× faster here)."
+    )
     generation_batch: int = Field(8, ge=1, le=64, description="Requests per generate call.")
     publish: bool = Field(
         False, description="Also write publish_json and the experiment section of "

@@ -144,14 +144,20 @@ class Experiment:
 
     def _seed(self, seed: int) -> None:
         sim = self._simulator(seed)
-        logged = self._log_traffic(sim, seed)
+        generator = self._generator(self.start.adapter_dir, "sft")
+        try:
+            logged = self._log_traffic(sim, seed, generator)
+            candidates = (self._candidates(sim, logged, seed, generator)
+                          if self.cfg.objective == "reward" else None)
+        finally:
+            self._release(generator)
         self._tick(f"seed {seed}: logged traffic ({len(logged.records)} requests, "
                    f"observed CTR {summarize(logged.records)['obs_ctr']:.3f})")
         eval_turns = self._eval_turns(sim)
         history = history_events(sim, logged, self.cfg.history_per_user, seed)
         for arm in self.cfg.arms:
             started = time.monotonic()
-            result = self._arm(sim, logged, history, eval_turns, seed, arm)
+            result = self._arm(sim, logged, history, eval_turns, seed, arm, candidates)
             result.refresh["arm_s"] = round(time.monotonic() - started, 1)
             self.results.append(result)
             self._tick(f"seed {seed} arm {arm}: GT CTR {result.metrics['gt_ctr']:.4f}, "
@@ -159,7 +165,8 @@ class Experiment:
                        f"{_f(result.metrics['relevance'])}")
 
     def _arm(self, sim: Simulator, logged: Logged, history: tuple[list[Any], list[Any]],
-             eval_turns: list[Turn], seed: int, arm: str) -> ArmResult:
+             eval_turns: list[Turn], seed: int, arm: str,
+             candidates: CandidateSet | None = None) -> ArmResult:
         if arm == "sft":
             metrics = self._evaluate(sim, self.start.adapter_dir, arm, eval_turns, seed)
             return ArmResult(seed, arm, metrics, curve=[_curve_point(0, metrics)])
@@ -167,8 +174,19 @@ class Experiment:
 
         samples = replay_samples(logged, self._streams_config(arm), history)
         diagnostics = weight_diagnostics(samples, logged)
+        if candidates is None:
+            rows = [s.model_dump(by_alias=True) for s in samples]
+        else:
+            rows, reward_diagnostics = reward_rows(samples, candidates,
+                                                   l2=self.cfg.reward_l2,
+                                                   min_gap=self.cfg.min_reward_gap)
+            diagnostics |= reward_diagnostics
+            self.echo(f"seed {seed} arm {arm}: CTR model {reward_diagnostics['ctr_model']}; "
+                      f"{reward_diagnostics['pairs']} list pairs, true CTR chosen − rejected "
+                      f"{_f(reward_diagnostics['pair_true_gap'])}")
         try:
-            adapters, training = self._train(samples, seed, arm)
+            adapters, training = self._train(rows, seed, arm,
+                                             whole_lists=candidates is not None)
         except InsufficientDataError as exc:
             # What production does: the refresh is skipped and the SFT champion keeps serving.
             self.echo(f"seed {seed} arm {arm}: not trained ({exc}); the SFT model stays")
@@ -198,10 +216,30 @@ class Experiment:
         return streams.model_copy(update={"calibration": calibration})
 
     def _generator(self, adapter_dir: Path, version: str) -> Any:
-        from generator.generator import Generator
+        """The start model with `adapter_dir`, on the experiment's engine (ctranslate2:
+        converted to int8 in a scratch directory, as serving converts a champion)."""
+        if self.cfg.engine == "torch":
+            from generator.generator import Generator
 
-        return Generator.load(self.start.model_dir, adapter_dir, config=self.generator_config,
-                              linker=self.retriever, model_version=version)
+            return Generator.load(self.start.model_dir, adapter_dir,
+                                  config=self.generator_config, linker=self.retriever,
+                                  model_version=version)
+        import torch
+
+        from generator.fast import FastGenerator, convert_model
+        from loop.demo import fresh_dir
+
+        engine_dir = fresh_dir(self.cfg.out_dir / "engine") / "model"
+        convert_model(self.start.model_dir, adapter_dir, engine_dir)
+        return FastGenerator.load_converted(engine_dir, config=self.generator_config,
+                                            linker=self.retriever, model_version=version,
+                                            threads=torch.get_num_threads())
+
+    @staticmethod
+    def _release(generator: Any) -> None:
+        """Free a generator now (a CTranslate2 model must not outlive the interpreter)."""
+        del generator
+        gc.collect()
 
     def _answer(self, generator: Any, turns: Sequence[Turn], *, seed: int, explore: float,
                 label: str) -> tuple[list[tuple[Shown, ...]], list[str]]:
@@ -241,18 +279,26 @@ class Experiment:
                             recent=request.recent, tools=prompt_tools(hits[:k]),
                             context=dict(request.context))
 
-    def _log_traffic(self, sim: Simulator, seed: int) -> Logged:
+    def _log_traffic(self, sim: Simulator, seed: int, generator: Any) -> Logged:
         turns = [sim.turn(u, i) for i in range(self.cfg.requests_per_user)
                  for u in range(self.cfg.users)]
-        generator = self._generator(self.start.adapter_dir, "sft")
-        try:
-            shown, prompts = self._answer(generator, turns, seed=seed,
-                                 explore=self.settings.serving.explore_share,
-                                 label=f"seed {seed} logged traffic")
-        finally:
-            del generator
-            gc.collect()
+        shown, prompts = self._answer(generator, turns, seed=seed,
+                                      explore=self.settings.serving.explore_share,
+                                      label=f"seed {seed} logged traffic")
         return build_logged(sim, turns, shown, prompts, self.generator_config.decoding)
+
+    def _candidates(self, sim: Simulator, logged: Logged, seed: int,
+                    generator: Any) -> CandidateSet:
+        """`cfg.candidates` more lists per logged prompt from the logging model, drawn as
+        serving draws them (other seeds), scored into reward-model features."""
+        turns = [r.turn for r in logged.records]
+        draws = [self._answer(generator, turns, seed=seed * 1_000 + 500 + c,
+                              explore=self.settings.serving.explore_share,
+                              label=f"seed {seed} candidates {c + 1}/{self.cfg.candidates}")[0]
+                 for c in range(self.cfg.candidates)]
+        lists = [[r.shown, *(draw[i] for draw in draws)] for i, r in enumerate(logged.records)]
+        tools = [tuple(t.tool_id for t in self._inputs(turn).tools) for turn in turns]
+        return build_candidates(sim, logged, lists, tools, self.retriever.encode)
 
     def _eval_turns(self, sim: Simulator) -> list[Turn]:
         """Fixed evaluation turns: later turns of the same users, never logged."""
@@ -265,18 +311,18 @@ class Experiment:
         generator = self._generator(adapter, arm)
         try:
             shown, _ = self._answer(generator, turns, seed=seed + 7_919, explore=0.0,
-                                 label=f"seed {seed} arm {arm} evaluation")
+                                    label=f"seed {seed} arm {arm} evaluation")
         finally:
-            del generator
-            gc.collect()
+            self._release(generator)
         records = [Record(0, t, f"eval-{i}", arm, s, sim.judge(t, s), Reaction(None))
                    for i, (t, s) in enumerate(zip(turns, shown, strict=True))]
         return summarize(records)
 
-    def _train(self, samples: list[Any], seed: int,
-               arm: str) -> tuple[dict[int, Path], dict[str, Any]]:
-        """Weighted KTO from the SFT adapter on the arm's samples; the adapter of every
-        checkpoint step, and what the training did."""
+    def _train(self, rows: list[dict[str, Any]], seed: int, arm: str, *,
+               whole_lists: bool = False) -> tuple[dict[int, Path], dict[str, Any]]:
+        """Weighted KTO from the SFT adapter on the arm's rows (the sample table's columns);
+        the adapter of every checkpoint step, and what the training did. `whole_lists`: each
+        completion is a whole list that ends the turn, so its end-of-turn token is scored."""
         import pyarrow as pa
 
         from loop.demo import fresh_dir
@@ -285,7 +331,7 @@ class Experiment:
 
         root = fresh_dir(self.cfg.out_dir / "runs" / f"seed{seed}-{arm}")
         training = self._training_config(seed)
-        table = pa.Table.from_pylist([s.model_dump(by_alias=True) for s in samples])
+        table = pa.Table.from_pylist(rows)
         train = build_training_set(table, None, training)
         model, tokenizer = self._trainable_model()
         wanted, saved = set(self.checkpoints()), {}
@@ -297,7 +343,7 @@ class Experiment:
 
         result = train_weighted_kto(model, tokenizer, train.table.to_pylist(), training,
                                     max_steps=self.cfg.max_steps, on_step=on_step,
-                                    label=f"seed {seed} {arm}")
+                                    completion_eos=whole_lists, label=f"seed {seed} {arm}")
         if result.steps < self.cfg.max_steps:
             raise RuntimeError(f"seed {seed} arm {arm}: KTO ran {result.steps} steps, the "
                                f"experiment asks {self.cfg.max_steps}; {train.table.num_rows} "
@@ -394,6 +440,106 @@ def build_logged(sim: Simulator, turns: Sequence[Turn], shown: Sequence[tuple[Sh
         for s, u in zip(items, judgement.utility, strict=True):
             utility[f"{request_id}:{s.position}"] = u
     return Logged(records, impressions, feedback, utility, cohort)
+
+
+@dataclass
+class CandidateSet:
+    """The reward objective's candidate lists of one seed, per logged request (the logged list
+    first), with the reward model's features of each list and, for diagnostics only, the
+    simulator's ground-truth CTR of each list (never trained on)."""
+
+    request_ids: list[str]
+    prompts: list[str]
+    lists: list[list[tuple[Shown, ...]]]
+    features: list[list[Any]]  # numpy (n_lines, len(trainer.reward.FEATURES)) per list
+    true_ctr: list[list[float]]
+
+
+def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tuple[Shown, ...]]],
+                     tools: Sequence[tuple[str, ...]],
+                     encode: Callable[[Sequence[str]], Any]) -> CandidateSet:
+    """Features (`trainer.reward.list_features`; relevance = cosine to the turn's query and
+    response) and true CTR of every candidate list of every logged request."""
+    from trainer.reward import Suggestion, list_features
+
+    prompts = {i.request_id: i.prompt for i in logged.impressions}
+    out = CandidateSet([], [], [], [], [])
+    for record, candidates, prompt_tools in zip(logged.records, lists, tools, strict=True):
+        if record.request_id not in prompts:  # an empty logged list: nothing was shown
+            continue
+        request = record.turn.request
+        turn_vector = encode([f"{request.query} {request.response}".strip()])[0]
+        features, true_ctr = [], []
+        for shown in candidates:
+            ordered = sorted(shown, key=lambda s: s.position)
+            cosines = (encode([s.text for s in ordered]) @ turn_vector).tolist() if ordered else []
+            features.append(list_features([Suggestion(s.text, s.tool_id) for s in ordered],
+                                          prompt_tools, cosines))
+            true_ctr.append(sim.judge(record.turn, ordered).ref_ctr)
+        out.request_ids.append(record.request_id)
+        out.prompts.append(prompts[record.request_id])
+        out.lists.append([tuple(sorted(c, key=lambda s: s.position)) for c in candidates])
+        out.features.append(features)
+        out.true_ctr.append(true_ctr)
+    return out
+
+
+def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
+                min_gap: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """GQR's CTR alignment data for one arm: a CTR model fitted on the logged lists' lines,
+    labelled by the arm's samples (clicked, calibrated weight), scores every candidate list;
+    per prompt the best list is a desirable and the worst an undesirable whole-list sample
+    (`trainer.reward.label_pairs`). Returns the rows (the sample table's columns) and what
+    the reward model did, including how much better the chosen lists truly are (diagnostic)."""
+    import numpy as np
+
+    from generator.prompt import format_response
+    from trainer.reward import ListCandidate, Suggestion, fit_ctr, label_pairs
+
+    by_id = {s.sample_id: s for s in samples}
+    x, y, w = [], [], []
+    for rid, lists, features in zip(candidates.request_ids, candidates.lists,
+                                    candidates.features, strict=True):
+        for shown, row in zip(lists[0], features[0], strict=True):
+            sample = by_id.get(f"{rid}:{shown.position}")
+            if sample is not None:
+                x.append(row)
+                y.append(float(sample.clicked))
+                w.append(sample.weight)
+    model = fit_ctr(np.asarray(x), np.asarray(y), np.asarray(w), l2=l2)
+    rows: list[dict[str, Any]] = []
+    gaps, scored, truth = [], [], []
+    for rid, prompt, lists, features, true_ctr in zip(
+            candidates.request_ids, candidates.prompts, candidates.lists, candidates.features,
+            candidates.true_ctr, strict=True):
+        rewards = [model.list_reward(f) for f in features]
+        scored += rewards
+        truth += true_ctr
+        options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
+                   for shown in lists]
+        pair = label_pairs(options, rewards, min_gap=min_gap)
+        if pair is None:
+            continue
+        chosen, rejected = pair
+        gaps.append(true_ctr[options.index(chosen)] - true_ctr[options.index(rejected)])
+        for label, choice in ((True, chosen), (False, rejected)):
+            rows.append({"sample_id": f"{rid}:{'chosen' if label else 'rejected'}",
+                         "request_id": rid, "prompt": prompt,
+                         "completion": format_response(choice.texts), "clicked": label,
+                         "weight": 1.0, "closed_ts": 0})
+    return rows, {
+        "ctr_model": model.describe(), "pairs": len(gaps),
+        "pair_true_gap": float(np.mean(gaps)) if gaps else None,
+        "reward_true_corr": _corr(scored, truth),
+    }
+
+
+def _corr(a: Sequence[float], b: Sequence[float]) -> float | None:
+    import numpy as np
+
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def history_events(sim: Simulator, logged: Logged, per_user: int,
