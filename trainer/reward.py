@@ -25,8 +25,9 @@ data can carry (`FEATURES`):
 
 The fit is weighted: the sample weights are the calibration's (DESIGN.md §4), so calibrating
 the clicks changes what the reward model believes; weights 1 is "raw clicks". Weights are
-rescaled to mean 1 and the coefficients (bias excepted) get an L2 penalty, so the fit is
-defined even when a feature never meets a click.
+rescaled to mean 1 over the rows of positive weight (a row of weight 0 is as if absent) and
+the coefficients (bias excepted) get an L2 penalty, so the fit is defined even when a
+feature never meets a click.
 
 List reward (GQR Eq. 4, a single-choice component — a user taps at most one suggestion):
 r(x, y) = Σ_k p_k. `label_pairs` turns scored candidate lists of one prompt into a KTO pair:
@@ -133,7 +134,7 @@ def fit_ctr(features: np.ndarray, clicked: np.ndarray, weights: np.ndarray | Non
     w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=float)
     if np.any(w < 0) or not np.any(w > 0):
         raise ValueError("weights must be ≥ 0 with a positive sum")
-    w = w * (len(w) / w.sum())
+    w = w * (np.count_nonzero(w) / w.sum())  # mean 1 over the rows that count
     penalty = np.full(x.shape[1], l2)
     penalty[0] = 0.0
     coef = np.zeros(x.shape[1])
