@@ -14,11 +14,14 @@
 4. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
 5. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
    click of that phase (the time its sample is readable in Delta after the click was sent;
-   it includes the attribution window + lateness).
+   it includes the attribution window + lateness), split into stages at stamps the sample
+   already carries (`Seen`, `STAGES`).
 Prints one result per line: `pipeline_events_per_s`, `faust_floor_events_per_s`,
-`ceiling_events_per_s`, `sink_rows_per_s`, `click_to_delta_s p50=… p99=… max=… n=…`, peak
-RSS, CPU per 1k events by process, the worker's own per-stage profile, and with two
-workers `scale_out_ratio` and the broker's CPU share.
+`ceiling_events_per_s`, `sink_rows_per_s`, `click_to_delta_s p50=… p99=… max=… n=…`, its
+stages (`click_to_delta_stages_s`, p50/p99 per stage, and the stages of the slowest 1 %),
+the worker's watermark lag over the live phase (`worker_watermark_lag_s`), peak RSS, CPU
+per 1k events by process (backlog and live phases), the worker's own per-stage profile,
+and with two workers `scale_out_ratio` and the broker's CPU share.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow.parquet as pq
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -55,6 +59,9 @@ from lakehouse.maintenance import history
 from lakehouse.tables import table_uri
 from streams.app import ensure_worker_topics
 from streams.config import StreamsConfig
+from streams.gaps import read_range
+from streams.sender import BatchSender
+from streams.state import state_topic_name
 from toolrec.kafka import KafkaConfig
 
 BENCH_KEY = "toolrec-bench-pipeline-key-not-a-secret"  # the run's pseudonym key (env below)
@@ -62,6 +69,11 @@ WINDOW_S, LATENESS_S = 2.0, 0.5
 PROMPT = "<|im_start|>system\nSuggest follow-up queries.<|im_end|>\n" + "context " * 30
 TEXTS = ["turn on battery saver", "what drains my battery", "set an alarm for 7"]
 TOOLS = ["battery.saver.on", None, "clock.alarm.set"]
+# click → Delta, cut at the stamps a sample carries (`stage_splits`): click sent → its
+# window's deadline (`closed_ts`) → the worker sent the sample (its Kafka record time) →
+# the sink built its batch (`ingest_ts`) → the Delta commit (commitInfo.timestamp) → the
+# watcher read it (`watch_delta`'s poll).
+STAGES = ("window", "close", "sink_batch", "commit", "watch")
 
 
 def make_events(
@@ -137,6 +149,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_process(procs: dict[str, subprocess.Popen[bytes]], stack: LocalStack
+                   ) -> dict[str, float]:
+    """CPU seconds so far of the phase's processes, the broker and this one (the live
+    traffic's producer and the Delta watcher)."""
+    own = os.times()
+    return {**{p: cpu_seconds(proc.pid) for p, proc in procs.items()},
+            "broker": cpu_seconds(stack.broker.pid or 0), "bench": own.user + own.system}
+
+
 def first_event_time(log: Path) -> float | None:
     """Wall time of the first progress line that reports handled events."""
     for line in log.read_text(errors="replace").splitlines():
@@ -161,8 +182,30 @@ def delta_rows(lake: LakeConfig) -> int:
 
 
 def topic_records(kafka: KafkaConfig, topic: str) -> int:
+    return sum(end_offsets(kafka, topic).values())
+
+
+def end_offsets(kafka: KafkaConfig, topic: str) -> dict[int, int]:
     tps = {TopicPartition(topic, p): 0 for p in range(kafka.partitions)}
-    return sum(asyncio.run(true_end_offsets(kafka.client_kwargs(), tps)).values())
+    ends = asyncio.run(true_end_offsets(kafka.client_kwargs(), tps))
+    return {tp.partition: end for tp, end in ends.items()}
+
+
+def watermark_lags(kafka: KafkaConfig, changelog: str, since: dict[int, int]) -> list[float]:
+    """For each write of a partition's state (`g:<partition>`, at every close batch and
+    tick) on the worker's changelog after offsets `since`: its record time minus the
+    watermark it holds, in s — how far the worker's event time trailed the clock there."""
+    ends = end_offsets(kafka, changelog)
+    lags: list[float] = []
+    for partition, start in since.items():
+        records = asyncio.run(read_range(kafka.client_kwargs(), changelog, partition,
+                                         range(start, ends[partition]), timeout_s=120))
+        for record in records:
+            if record.key is not None and record.key.startswith(b'"g:') and record.value:
+                watermark = json.loads(record.value).get("watermark")
+                if watermark:
+                    lags.append((record.timestamp - watermark) / 1000)
+    return sorted(lags)
 
 
 def wait_for(count: Any, expected: int, what: str, started: float, timeout_s: float,
@@ -187,6 +230,16 @@ def wait_for(count: Any, expected: int, what: str, started: float, timeout_s: fl
 
 
 @dataclass
+class Live:
+    """What the live phase measured."""
+
+    splits: list[tuple[float, ...]]  # per click that arrived, seconds per stage of STAGES
+    missing: int  # clicks whose sample never arrived
+    cpu: dict[str, float] | None = None  # process → CPU seconds during the phase
+    lags: list[float] | None = None  # the worker's watermark lag at each partition-state write
+
+
+@dataclass
 class Phase:
     """One run of the worker stage (and the sink) over the backlog."""
 
@@ -196,8 +249,7 @@ class Phase:
     cpu: dict[str, float]  # process → CPU seconds during the phase
     rss: dict[str, float]
     profile: str
-    latencies: list[float]
-    missing: int
+    live: Live
     recovery: str = ""
 
 
@@ -246,11 +298,10 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
             pipeline_rate = n_events / (in_delta - first)
         cpu = {p: cpu_seconds(proc.pid) for p, proc in procs.items()}
         cpu["broker"] = cpu_seconds(stack.broker.pid or 0) - broker_cpu
-        latencies: list[float] = []
-        missing = 0
+        live = Live([], 0)
         if sink and args.live_seconds > 0:
-            latencies, missing = live_latency(kafka, lake, args.rate, args.live_seconds,
-                                              args.users)
+            live = measure_live(stack, procs, lake, state_topic_name(
+                env["TOOLREC_STREAMS__APP_ID"]), args)
         rss = {p: peak_rss_mb(proc.pid) for p, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -258,7 +309,19 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
     recovery = measure_recovery(env, base / f"{name}-recovery.log", kafka.partitions) \
         if sink else ""
     return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_profile(logs[0]),
-                 latencies, missing, recovery)
+                 live, recovery)
+
+
+def measure_live(stack: LocalStack, procs: dict[str, subprocess.Popen[bytes]],
+                 lake: LakeConfig, changelog: str, args: argparse.Namespace) -> Live:
+    """The live phase (`live_latency`) with the CPU each process spent in it and the
+    worker's watermark lag over it (`watermark_lags`, from its `changelog`)."""
+    kafka = stack.kafka_config()
+    start = end_offsets(kafka, changelog)
+    before = cpu_by_process(procs, stack)
+    splits, missing = live_latency(kafka, lake, args.rate, args.live_seconds, args.users)
+    cpu = {p: c - before[p] for p, c in cpu_by_process(procs, stack).items()}
+    return Live(splits, missing, cpu, watermark_lags(kafka, changelog, start))
 
 
 RECOVERED = re.compile(r"state partition (\d+) recovered: (\d+) keys from (\d+) changelog "
@@ -287,14 +350,33 @@ def measure_recovery(env: dict[str, str], log: Path, partitions: int,
             f"({partitions} partitions); {wall:.1f} s from a worker's start to the last one")
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A sample's first sight in Delta (wall seconds) and the stamps it carries."""
+
+    at: float  # the watcher read it
+    closed: float  # its window's deadline (`closed_ts`, event time = wall time here)
+    produced: float  # its Kafka record's timestamp: the worker's send
+    built: float  # `ingest_ts`: the sink built the batch
+    committed: float  # the Delta commit's commitInfo.timestamp
+
+
+def stage_splits(sent: float, seen: Seen) -> tuple[float, ...]:
+    """Seconds per stage of STAGES; they add up to `seen.at - sent`."""
+    marks = (sent, seen.closed, seen.produced, seen.built, seen.committed, seen.at)
+    return tuple(b - a for a, b in zip(marks, marks[1:], strict=False))
+
+
 def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
-                 seconds: float, n_users: int) -> tuple[list[float], int]:
+                 seconds: float, n_users: int) -> tuple[list[tuple[float, ...]], int]:
     """Live traffic at `rate` events/s for `seconds`, Delta watched *while* it is produced;
-    returns click → Delta seconds for every click (sent 0.5 s after its impression) and
-    how many never arrived."""
-    seen: dict[str, float] = {}
+    returns the stage splits of click → Delta for every click (sent 0.5 s after its
+    impression) and how many never arrived."""
+    seen: dict[str, Seen] = {}
     stop = threading.Event()
-    watcher = threading.Thread(target=watch_delta, args=(lake, seen, stop), daemon=True)
+    start_version = table_version(lake)  # the backlog's commits: not watched
+    watcher = threading.Thread(target=watch_delta, args=(lake, seen, stop, start_version),
+                               daemon=True)
     watcher.start()
     try:
         sent_at = asyncio.run(produce_live(kafka, rate, seconds, n_users))
@@ -304,62 +386,136 @@ def live_latency(kafka: KafkaConfig, lake: LakeConfig, rate: float,
     finally:
         stop.set()
         watcher.join(10)
-    arrived = [s for s in sent_at if s in seen]
-    return sorted(seen[s] - sent_at[s] for s in arrived), len(sent_at) - len(arrived)
+    splits = [stage_splits(sent, seen[s]) for s, sent in sent_at.items() if s in seen]
+    return splits, len(sent_at) - len(splits)
 
 
-def watch_delta(lake: LakeConfig, seen: dict[str, float], stop: threading.Event) -> None:
-    """Record when each sample id first became readable in the Delta table."""
-    known: set[str] = set()
+def table_version(lake: LakeConfig) -> int:
+    """The samples table's version, -1 before it exists."""
+    try:
+        return int(DeltaTable(table_uri(lake, "samples")).version())
+    except Exception:  # not created yet
+        return -1
+
+
+def watch_delta(lake: LakeConfig, seen: dict[str, Seen], stop: threading.Event,
+                after: int = -1) -> None:
+    """Record when each sample first became readable in the Delta table (a reader's
+    `update_incremental`, every `POLL_S` plus the time a round takes), with its stamps;
+    commits up to version `after` are skipped."""
+    uri = table_uri(lake, "samples")
     table: DeltaTable | None = None
     while not stop.is_set():
+        time.sleep(POLL_S)
         try:
             if table is None:
-                table = DeltaTable(table_uri(lake, "samples"))
+                table = DeltaTable(uri)
             else:
                 table.update_incremental()
         except Exception:  # not created yet
-            time.sleep(0.05)
             continue
-        for uri in set(table.file_uris()) - known:
-            known.add(uri)
-            ids = pq.read_table(uri, columns=["sample_id"]).column("sample_id").to_pylist()
-            now = time.time()
-            for sample_id in ids:
-                seen.setdefault(sample_id, now)
-        time.sleep(0.05)
+        now, version = time.time(), table.version()
+        for v in range(after + 1, version + 1):
+            committed, paths = commit_entry(Path(uri), v)
+            for path in paths:
+                note_file(Path(uri) / path, committed, now, seen)
+        after = version
+
+
+POLL_S = 0.05  # the watcher's sleep between two reads of the table
+
+
+def commit_entry(table_dir: Path, version: int) -> tuple[float, list[str]]:
+    """A commit's timestamp (s) and the relative paths of the files it added, from its log
+    entry (a local table)."""
+    committed, paths = 0.0, []
+    for line in (table_dir / "_delta_log" / f"{version:020d}.json").read_text().splitlines():
+        action = json.loads(line)
+        if "commitInfo" in action:
+            committed = action["commitInfo"].get("timestamp", 0) / 1000
+        elif "add" in action:
+            paths.append(unquote(action["add"]["path"]))
+    return committed, paths
+
+
+def note_file(path: Path, committed: float, now: float, seen: dict[str, Seen]) -> None:
+    """`seen` each sample of the data file at `path` that it does not hold yet."""
+    columns = ["sample_id", "closed_ts", "source_timestamp", "ingest_ts"]
+    table = pq.read_table(path, columns=columns).to_pydict()
+    for sample_id, closed, produced, built in zip(*(table[c] for c in columns), strict=True):
+        if sample_id not in seen:
+            seen[sample_id] = Seen(now, closed / 1000, (produced or 0) / 1000, built / 1000,
+                                   committed)
+
+
+TS_MARK = 987654321987654  # stands for an event time in a prepared event's JSON
+# The live producer sends what is due every this long (serving's producers linger 10 ms):
+# each round is a produce request per partition, which costs the broker and this process
+# CPU that the pipeline's processes need (5 ms rounds: ≈ 0.2 cores each at 1,000 events/s).
+LIVE_ROUND_S = 0.02
+
+
+@dataclass(frozen=True)
+class LiveImpression:
+    """One impression of the live phase, prepared before it starts: its JSON around the
+    event time (stamped when it is sent) and, when clicked, its click's the same way."""
+
+    user: bytes
+    body: tuple[bytes, bytes]
+    click: tuple[bytes, bytes, str] | None  # JSON around its ts, sample id
+
+
+def stamped(parts: tuple[bytes, ...], ts: int) -> bytes:
+    return parts[0] + str(ts).encode() + parts[1]
+
+
+def live_impressions(n: int, n_users: int) -> list[LiveImpression]:
+    """The live phase's impressions (pseudonymized ids, ~30 % clicked), JSON prepared so
+    that sending one costs the load generator almost no CPU: it shares the two cores with
+    the pipeline it measures."""
+    key, rng = BENCH_KEY.encode(), random.Random(1)
+    users = [pseudonymize(f"live{u}", key) for u in range(n_users)]
+    mark = str(TS_MARK).encode()
+    prepared = []
+    for i in range(n):
+        rid, user = pseudonymize(f"live{i}", key), rng.choice(users)
+        head, tail = json.dumps(impression(rid, user, TS_MARK)).encode().split(mark)
+        click = None
+        if rng.random() < 0.3:
+            position = rng.choice((1, 2, 3))
+            c_head, c_tail = json.dumps(feedback(rid, user, TS_MARK, position)).encode().split(
+                mark)
+            click = (c_head, c_tail, f"{rid}:{position}")
+        prepared.append(LiveImpression(user.encode(), (head, tail), click))
+    return prepared
 
 
 async def produce_live(kafka: KafkaConfig, rate: float, seconds: float,
                        n_users: int) -> dict[str, float]:
-    """Events at `rate`/s with event time = now; returns sample id of each click → when
-    the click was handed to the producer (wall clock)."""
-    key, rng = BENCH_KEY.encode(), random.Random(1)
-    users = [pseudonymize(f"live{u}", key) for u in range(n_users)]
-    producer = AIOKafkaProducer(**kafka.client_kwargs(), linger_ms=5)
-    await producer.start()
-    clicks: list[tuple[float, bytes, bytes, str]] = []  # due time, key, value, sample id
+    """Events at `rate`/s with event time = now, each click 0.5 s after its impression;
+    returns sample id of each click → when it was handed to the producer (wall clock)."""
+    prepared = live_impressions(int(seconds * rate / 1.3) + 1, n_users)
+    out = BatchSender(kafka.client_kwargs())  # one record batch per partition per round
+    await out.start()
+    clicks: deque[tuple[float, bytes, tuple[bytes, bytes, str], int]] = deque()
     sent_at: dict[str, float] = {}
     started, i = time.time(), 0
     try:
         while (now := time.time()) < started + seconds or clicks:
             while now < started + seconds and i < (now - started) * rate / 1.3:
-                rid, user = pseudonymize(f"live{i}", key), rng.choice(users)
-                body = json.dumps(impression(rid, user, int(now * 1000))).encode()
-                await producer.send(kafka.topics.impressions, body, key=user.encode())
-                if rng.random() < 0.3:
-                    position = rng.choice((1, 2, 3))
-                    click = json.dumps(feedback(rid, user, int(now * 1000) + 500, position))
-                    clicks.append((now + 0.5, user.encode(), click.encode(), f"{rid}:{position}"))
+                event, ts = prepared[i], int(now * 1000)
+                out.add(kafka.topics.impressions, event.user, stamped(event.body, ts))
+                if event.click is not None:  # due 0.5 s later, its event time too
+                    clicks.append((now + 0.5, event.user, event.click, ts + 500))
                 i += 1
             while clicks and clicks[0][0] <= now:
-                _, user_key, body, sample_id = clicks.pop(0)
-                await producer.send(kafka.topics.feedback, body, key=user_key)
-                sent_at[sample_id] = time.time()
-            await asyncio.sleep(0.005)
-        await producer.flush()
+                _, user, click, ts = clicks.popleft()
+                out.add(kafka.topics.feedback, user, stamped(click[:2], ts))
+                sent_at[click[2]] = time.time()
+            await out.flush()
+            await asyncio.sleep(LIVE_ROUND_S)
     finally:
-        await producer.stop()
+        await out.stop()
     return sent_at
 
 
@@ -390,6 +546,22 @@ def faust_floor(kafka: KafkaConfig, n_events: int) -> float:
                           kafka.bootstrap_servers, "--events", str(n_events)],
                          capture_output=True, text=True, timeout=600, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+
+
+def stage_report(splits: list[tuple[float, ...]]) -> str:
+    """p50 / p99 of each stage over all clicks, then each stage's mean over the slowest 1 %
+    of clicks (what their latency is made of)."""
+    columns = list(zip(*splits, strict=True))
+    per_stage = "  ".join(f"{name} p50={statistics.median(c):.2f} p99={p99(list(c)):.2f}"
+                          for name, c in zip(STAGES, columns, strict=True))
+    slowest = sorted(splits, key=sum)[-max(len(splits) // 100, 1):]
+    tail = "  ".join(f"{name} {statistics.mean(c):.2f}"
+                     for name, c in zip(STAGES, zip(*slowest, strict=True), strict=True))
+    return f"{per_stage}   slowest 1 % ({len(slowest)} clicks), mean s: {tail}"
 
 
 def per_1k(cpu: dict[str, float], n_events: int) -> str:
@@ -444,15 +616,25 @@ def main() -> None:
     print(f"ceiling_events_per_s {ceiling:.0f}   (bare aiokafka consumer, same topics)")
     for line in sink_lines[:1]:
         print(f"{line}   (bench.sink.measure_sink on the run's samples topic)")
-    if one.latencies:
-        q = statistics.quantiles(one.latencies, n=100) if len(one.latencies) > 1 \
-            else one.latencies * 99
-        print(f"click_to_delta_s p50={statistics.median(one.latencies):.2f} p99={q[98]:.2f} "
-              f"max={one.latencies[-1]:.2f} n={len(one.latencies)} missing={one.missing}   "
-              f"(every click of {args.live_seconds:g} s at {args.rate:g} events/s; includes "
-              f"window {WINDOW_S} s + lateness {LATENESS_S} s)")
+    live = one.live
+    if live.splits:
+        latencies = sorted(sum(split) for split in live.splits)
+        print(f"click_to_delta_s p50={statistics.median(latencies):.2f} "
+              f"p99={p99(latencies):.2f} max={latencies[-1]:.2f} n={len(latencies)} "
+              f"missing={live.missing}   (every click of {args.live_seconds:g} s at "
+              f"{args.rate:g} events/s; includes window {WINDOW_S} s + lateness {LATENESS_S} s)")
+        print(f"click_to_delta_stages_s {stage_report(live.splits)}")
+    if live.lags:
+        print(f"worker_watermark_lag_s p50={statistics.median(live.lags):.2f} "
+              f"p99={p99(live.lags):.2f} max={live.lags[-1]:.2f} n={len(live.lags)}   (live "
+              "phase: clock − watermark at each partition-state write; the part of the close "
+              "stage that is the worker trailing the stream)")
     print("peak_rss_mb " + "  ".join(f"{p} {r:.0f}" for p, r in sorted(one.rss.items())))
     print(f"cpu_s_per_1k_events {per_1k(one.cpu, len(events))}   (backlog phase)")
+    if live.cpu is not None:
+        live_events = args.rate * args.live_seconds
+        print(f"cpu_s_per_1k_events_live {per_1k(live.cpu, int(live_events))}   (live "
+              f"phase; × {args.rate / 1000:g} = cores used at {args.rate:g} events/s)")
     print(f"worker_profile {one.profile}")
     if one.recovery:
         print(f"state_recovery {one.recovery}")

@@ -435,9 +435,9 @@ class Processor:
         """Close every window of `partition` that the watermark passed; returns how many
         samples were queued (sent by `handle_batch` before any state is written).
 
-        At most one close batch per `close_interval_s` per partition: results do not
-        depend on when a window closes, only on the order (deadline, request id), which
-        batching keeps.
+        In every batch, or at most once per `close_interval_s` per partition when it is
+        set: results do not depend on when a window closes, only on the order (deadline,
+        request id), which batching keeps.
         """
         heap, watermark = self.deadlines.get(partition), self.watermark(partition)
         if not heap or heap[0][0] > watermark:

@@ -19,7 +19,7 @@ from typing import Any
 from lakehouse import read_samples_since, read_table, table_version
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize, vacuum
-from lakehouse.sink import CommitInfo, SinkStats, run_sink
+from lakehouse.sink import CommitInfo, SinkStats, _Buffer, run_sink
 from lakehouse.writer import DeltaAppender
 from tests.lakehouse.helpers import (
     consume,
@@ -290,6 +290,16 @@ def test_a_recreated_topic_stops_the_sink_until_its_app_id_changes(
         stats = run_sink(fresh, recreated, tables=["samples"], idle_exit_s=1.0)
     assert (stats.rows_total, stats.replayed) == (10, 0)
     _assert_samples_exactly(lake, range(50))
+
+
+def test_by_default_a_live_batch_waits_at_most_a_second() -> None:
+    """A stream of a few thousand rows/s fills a batch's rows slower than its time bound,
+    so the default bound is the longest a live row (a click's sample) waits in the sink
+    before its commit starts (issue 12: it was 2 s of a 5 s click → Delta budget)."""
+    config, buffer = LakeConfig(), _Buffer("samples")
+    buffer.records, buffer.first_at = config.batch_max_rows // 2, 1000.0
+    assert not buffer.due(config, 1000.0 + 0.9)
+    assert buffer.due(config, 1000.0 + 1.0)
 
 
 def test_a_batch_is_bounded_by_records_bytes_and_time(kafka: KafkaConfig, tmp_path: Path) -> None:
