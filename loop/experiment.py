@@ -23,6 +23,13 @@ Design (affordable on a 2-core CPU; this project's own protocol):
    ToolRec form weighs every skipped tool query 0: with few non-tool suggestions no
    undesirable weight may remain) is not trained, as a refresh would be skipped: the SFT
    model stays, and the arm's result is the SFT model's (recorded as `not_trained`);
+   With `objective="reward"` (GQR's CTR alignment, `trainer.reward`) an arm does not train
+   on its samples directly: a logistic CTR model is fitted on them (clicked, weighted by the
+   arm's calibration), `candidates` more lists are sampled per logged prompt from the SFT
+   model (once per seed, shared by the arms), every candidate list is scored (expected
+   clicks, Σ p_k), and each prompt whose best and worst list differ by ≥ `min_reward_gap`
+   gives one desirable (best) and one undesirable (worst) whole-list sample. So the arms
+   differ only in what the CTR model learned from their weights;
 3. every checkpoint of every arm (and the SFT baseline, arm `sft`, = step 0 of every
    curve) answers the same fixed evaluation turns with the same decoding seeds; the
    simulator scores them with its hidden truth: ground-truth CTR of the reference user,
@@ -40,7 +47,15 @@ interval excludes 0 exactly when Holm rejects "no difference" for that arm.
 Diagnostics (why an arm wins or not): on each arm's training samples, the weighted mean
 true utility of clicked minus non-clicked suggestions (`utility_gap`; what the weighted
 objective actually pushes towards), the share of desirable weight that comes from heavy
-clickers, and the share that sits on tool-invoking suggestions.
+clickers, and the share that sits on tool-invoking suggestions. With the reward objective
+also the CTR model's coefficients, the number of pairs, the correlation of its list reward
+with the simulator's true list CTR over all candidates (`reward_true_corr`) and how much
+truly better the chosen lists are than the rejected ones (`pair_true_gap`) — the ground
+truth is read for these diagnostics only, never for training.
+
+Engine: `engine="ctranslate2"` converts the SFT adapter and every checkpoint to int8 (as
+serving converts a champion) and generates with CTranslate2; greedy lists differ slightly
+from fp32 PyTorch, identically for every arm.
 """
 
 from __future__ import annotations
