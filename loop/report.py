@@ -426,6 +426,25 @@ def experiment_markdown(rows: Sequence[dict[str, Any]], results: Sequence[Any],
             f"{fmt(d.get('utility_gap'))} | {fmt(d.get('unweighted_utility_gap'))} | "
             f"{fmt(d.get('tool_share_of_click_weight'))} | {fmt(f.get('train_loss'))} | "
             f"{f.get('steps', '–')} | {f.get('seconds', '–')} |")
+    lines += _reward_model_lines(results)
     lines += ["", "## Configuration", "", "```json", json.dumps(config, indent=2, default=str),
               "```", ""]
     return "\n".join(lines)
+
+
+def _reward_model_lines(results: Sequence[Any]) -> list[str]:
+    """Per seed and arm, what the CTR reward model did (objective "reward" only): pairs,
+    its list reward's correlation with the true list CTR over all candidates, how much
+    truly better the chosen lists were, and its coefficients."""
+    rows = [r for r in results if "pairs" in (r.diagnostics or {})]
+    if not rows:
+        return []
+    lines = ["", "## CTR reward model (objective \"reward\")", "",
+             "| seed | arm | pairs | corr(reward, true CTR) | true CTR chosen − rejected | "
+             "coefficients |", "|" + "---|" * 6]
+    for r in rows:
+        d = r.diagnostics
+        coef = ", ".join(f"{k} {v:+.2f}" for k, v in (d.get("ctr_model") or {}).items())
+        lines.append(f"| {r.seed} | {r.arm} | {d['pairs']} | {fmt(d.get('reward_true_corr'))} "
+                     f"| {fmt(d.get('pair_true_gap'))} | {coef} |")
+    return lines

@@ -300,7 +300,7 @@ def test_reward_objective_runs_end_to_end_on_ctranslate2(tmp_path_factory) -> No
     import torch
 
     from loop.config import ExperimentConfig
-    from loop.experiment import Experiment
+    from loop.experiment import Experiment, write_outputs
     from loop.models import tiny
     from toolrec.config import load_settings
 
@@ -312,7 +312,10 @@ def test_reward_objective_runs_end_to_end_on_ctranslate2(tmp_path_factory) -> No
                            max_steps=2, eval_every=0, batch_size=4, generation_batch=4,
                            objective="reward", candidates=2, min_reward_gap=0.0,
                            engine="ctranslate2")
-    results = Experiment(load_settings(), cfg, start, echo=lambda line: None).run()
+    experiment = Experiment(load_settings(), cfg, start, echo=lambda line: None)
+    results = experiment.run()
+    markdown = write_outputs(results, cfg, experiment.wall_s)["markdown"].read_text()
+    assert "## CTR reward model" in markdown and "| 0 | full |" in markdown
     trained = [r for r in results if r.arm != "sft"]
     assert len(trained) == 2
     for r in trained:
