@@ -195,6 +195,11 @@ def compare(ref: str, events: list[Event], partitions: int, rounds: int) -> None
         old, new = medians["old"].get(stage, 0.0), medians["new"][stage]
         ratio = f"{new / old:.2f}" if old else "n/a"
         print(f"median {stage:>8}: old {old:7.1f}  new {new:7.1f} µs/event  new/old {ratio}")
+    # On a loaded machine (another job on the cores) a run's CPU time grows with the cache
+    # and frequency it loses; the fastest round of each side is the steadier comparison.
+    fastest = {name: min(r["total"] for r in rs) for name, rs in runs.items()}
+    print(f"fastest    total: old {fastest['old']:7.1f}  new {fastest['new']:7.1f} µs/event  "
+          f"new/old {fastest['new'] / fastest['old']:.2f}")
     print(f"median peak RSS: old {medians['old']['peak_rss_mb']:.0f} MB  "
           f"new {medians['new']['peak_rss_mb']:.0f} MB")
     same = {r["digest"] for r in runs["old"]} == {r["digest"] for r in runs["new"]}

@@ -45,9 +45,9 @@ from contracts.events import SAMPLE_SCHEMA, Feedback, Impression, Sample, sample
 from generator.prompt import format_completion
 from streams.calibration import (
     MS_PER_DAY,
+    Calibrator,
     CtrSketch,
     ToolRecState,
-    calibrate,
     clip,
     decayed_add,
     decayed_at,
@@ -268,6 +268,8 @@ def attribute(pending: Pending, feedback: Feedback) -> FeedbackOutcome:
 
 def release_orphans(user: UserState, request_id: str) -> list[tuple[FeedbackOutcome, Orphan]]:
     """Apply the held feedback of an impression that just arrived."""
+    if not user["orphans"]:  # the usual case: nothing held, nothing to rebuild
+        return []
     pending = user["pending"][request_id]
     mine = [o for o in user["orphans"] if o["request_id"] == request_id]
     user["orphans"] = [o for o in user["orphans"] if o["request_id"] != request_id]
@@ -276,6 +278,8 @@ def release_orphans(user: UserState, request_id: str) -> list[tuple[FeedbackOutc
 
 def expire_orphans(user: UserState, watermark: int) -> list[Orphan]:
     """Held feedback whose impression did not come in time (for the DLQ)."""
+    if not user["orphans"]:  # the usual case: nothing held, nothing to rebuild
+        return []
     expired = [o for o in user["orphans"] if o["deadline"] <= watermark]
     user["orphans"] = [o for o in user["orphans"] if o["deadline"] > watermark]
     return expired
@@ -338,18 +342,25 @@ def global_ctr(state: GlobalState, ts: int, cfg: StreamsConfig) -> float:
     )
 
 
-def theta(state: GlobalState, position: int, ts: int, p_bar: float, cfg: StreamsConfig) -> float:
-    """Examination propensity of `position` relative to position 1, estimated online."""
+def theta(state: GlobalState, position: int, ts: int, p_bar: float, cfg: StreamsConfig, *,
+          first: float | None = None) -> float:
+    """Examination propensity of `position` relative to position 1, estimated online.
+    `first`: position 1's rate (`position_rate`) when the caller has it (one per window)."""
     if position == 1:
         return 1.0
-    cal, half = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY
+    if first is None:
+        first = position_rate(state, 1, ts, p_bar, cfg)
+    return clip(position_rate(state, position, ts, p_bar, cfg) / first,
+                cfg.calibration.theta_min, 1.0)
 
-    def rate(k: int) -> float:
-        shown = _at(state["position_shown"].get(str(k), [0.0, 0]), ts, half)
-        clicks = _at(state["position_clicks"].get(str(k), [0.0, 0]), ts, half)
-        return _rate(clicks, shown, p_bar, cal.kappa)
 
-    return clip(rate(position) / rate(1), cal.theta_min, 1.0)
+def position_rate(state: GlobalState, position: int, ts: int, p_bar: float,
+                  cfg: StreamsConfig) -> float:
+    """The partition's smoothed click rate at `position` (shrunk toward p̄) at `ts`."""
+    cal, half, key = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY, str(position)
+    shown = _at(state["position_shown"].get(key, [0.0, 0]), ts, half)
+    clicks = _at(state["position_clicks"].get(key, [0.0, 0]), ts, half)
+    return _rate(clicks, shown, p_bar, cal.kappa)
 
 
 def close(
@@ -392,9 +403,12 @@ def close_as(
     # Remember recent closes for a while (and at most max_closed_per_user of them), to
     # tell expired clicks from unknown ones.
     closed_at = pending["deadline"]
-    user["closed"][rid] = closed_at
+    closed = user["closed"]
+    closed[rid] = closed_at
     retention_ms = 2 * deadline_of(0, cfg)
-    kept = [(t, r) for r, t in user["closed"].items() if t >= closed_at - retention_ms]
+    if len(closed) <= cfg.max_closed_per_user and min(closed.values()) >= closed_at - retention_ms:
+        return samples  # all kept, in their order: what the rebuild below would give
+    kept = [(t, r) for r, t in closed.items() if t >= closed_at - retention_ms]
     if len(kept) > cfg.max_closed_per_user:
         kept = sorted(kept)[-cfg.max_closed_per_user:]
     user["closed"] = {r: t for t, r in kept}
@@ -418,6 +432,8 @@ def sample_rows(
     p_bar = global_ctr(glob, ts, cfg)
     clicked_positions = set(pending["clicks"]) | set(pending["executed"])
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
+    calibrator = Calibrator(user_impressions, user_clicks, p_bar, cfg.calibration)
+    first: float | None = None  # position 1's rate, once per window (`theta`)
     prompt = impression.prompt  # = sample_prompt(impression.prompt, the suggestions above)
     explored = bool(impression.decoding.get("explore", False))
     for suggestion in impression.suggestions:
@@ -425,15 +441,13 @@ def sample_rows(
         executed = suggestion.position in pending["executed"]
         is_tool = suggestion.tool_id is not None
         completion = format_completion(suggestion.text)
-        weights = calibrate(
+        if first is None and suggestion.position != 1:
+            first = position_rate(glob, 1, ts, p_bar, cfg)
+        weights = calibrator.weights(
             clicked=clicked,
             executed=executed,
             is_tool_query=is_tool,
-            theta=theta(glob, suggestion.position, ts, p_bar, cfg),
-            user_impressions=user_impressions,
-            user_clicks=user_clicks,
-            global_ctr=p_bar,
-            cfg=cfg.calibration,
+            theta=theta(glob, suggestion.position, ts, p_bar, cfg, first=first),
             toolrec=None if toolrec is None else ToolRecState(
                 toolrec[0], toolrec[1], usage_quantile(toolrec[2], suggestion.tool_id)),
         )
@@ -481,20 +495,18 @@ def count_outcome(
     ts = impression.ts
     clicked = set(pending["clicks"]) | set(pending["executed"])
 
-    def bump(pair: list[float], amount: float) -> list[float]:
-        return _added(pair, amount, ts, half)
-
-    user["shown"] = bump(user["shown"], pending["n"])
-    user["clicks"] = bump(user["clicks"], len(clicked))
+    user["shown"] = _added(user["shown"], pending["n"], ts, half)
+    user["clicks"] = _added(user["clicks"], len(clicked), ts, half)
     if glob is None:
         return
-    glob["shown"] = bump(glob["shown"], pending["n"])
-    glob["clicks"] = bump(glob["clicks"], len(clicked))
+    glob["shown"] = _added(glob["shown"], pending["n"], ts, half)
+    glob["clicks"] = _added(glob["clicks"], len(clicked), ts, half)
+    shown, clicks = glob["position_shown"], glob["position_clicks"]
     for suggestion in impression.suggestions:
         key = str(suggestion.position)
-        glob["position_shown"][key] = bump(glob["position_shown"].get(key, [0.0, 0]), 1)
+        shown[key] = _added(shown.get(key, [0.0, 0]), 1, ts, half)
         hit = 1 if suggestion.position in clicked else 0
-        glob["position_clicks"][key] = bump(glob["position_clicks"].get(key, [0.0, 0]), hit)
+        clicks[key] = _added(clicks.get(key, [0.0, 0]), hit, ts, half)
     if cfg.calibration.form == "toolrec":
         count_toolrec(user, glob, impression, clicked, cfg)
 
