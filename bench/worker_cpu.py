@@ -17,7 +17,8 @@ identical output.
 With `--baseline REF`, each round runs the same events once on the tree at git REF
 (extracted with `git archive` into a temporary directory) and once on the working tree,
 each in a fresh process, alternating; it prints the medians and the new/old ratio per
-stage. `--profile` prints cProfile's top functions of one in-process run instead.
+stage, and the fastest round of each side (on a loaded machine the steadier of the two).
+`--profile` prints cProfile's top functions of one in-process run instead.
 Faust's own delivery cost (≈ 150 µs/event, `bench.faust_floor`) is not in these numbers,
 and the heap is smaller than a real worker's (no Faust runtime), so the collector's share
 is, if anything, smaller here.
