@@ -217,7 +217,10 @@ class ClosedLoopConfig(BaseModel):
                       "the same in every arm.")
 
 
-Arm = Literal["sft", "raw", "activity", "tool", "full", "full_position", "full_toolrec"]
+# "oracle" (objective "reward" only) picks the lists by the simulator's true CTR: the ceiling of
+# the reward objective's pair selection, not a deployable method; not in the default arms.
+Arm = Literal["sft", "raw", "activity", "tool", "full", "full_position", "full_toolrec",
+              "oracle"]
 ARMS: tuple[Arm, ...] = ("sft", "raw", "activity", "tool", "full", "full_position",
                          "full_toolrec")
 

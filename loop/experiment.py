@@ -87,6 +87,7 @@ ARM_SWITCHES: dict[str, dict[str, Any]] = {
     "full_position": {"activity_enabled": True, "tool_enabled": True, "position_enabled": True},
     "full_toolrec": {"form": "toolrec", "activity_enabled": True, "tool_enabled": True,
                      "position_enabled": False},
+    "oracle": {"activity_enabled": False, "tool_enabled": False, "position_enabled": False},
 }
 METRICS = ("gt_ctr", "gt_right_tool_share", "relevance", "tool_query_share", "mean_words")
 T0_MS = 1_767_225_600_000  # 2026-01-01: logged traffic runs on a fixed simulated clock
@@ -190,11 +191,15 @@ class Experiment:
         samples = replay_samples(logged, self._streams_config(arm), history)
         diagnostics = weight_diagnostics(samples, logged)
         if candidates is None:
+            if arm == "oracle":
+                raise LoopError("the oracle arm needs objective='reward' (it picks candidate "
+                                "lists by their true CTR)")
             rows = [s.model_dump(by_alias=True) for s in samples]
         else:
             rows, reward_diagnostics = reward_rows(samples, candidates,
                                                    l2=self.cfg.reward_l2,
-                                                   min_gap=self.cfg.min_reward_gap)
+                                                   min_gap=self.cfg.min_reward_gap,
+                                                   oracle=arm == "oracle")
             diagnostics |= reward_diagnostics
             self.echo(f"seed {seed} arm {arm}: CTR model {reward_diagnostics['ctr_model']}; "
                       f"{reward_diagnostics['pairs']} list pairs, true CTR chosen − rejected "
@@ -500,12 +505,15 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
 
 
 def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
-                min_gap: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                min_gap: float, oracle: bool = False) -> tuple[list[dict[str, Any]],
+                                                                dict[str, Any]]:
     """GQR's CTR alignment data for one arm: a CTR model fitted on the logged lists' lines,
     labelled by the arm's samples (clicked, calibrated weight), scores every candidate list;
     per prompt the best list is a desirable and the worst an undesirable whole-list sample
     (`trainer.reward.label_pairs`). Returns the rows (the sample table's columns) and what
-    the reward model did, including how much better the chosen lists truly are (diagnostic)."""
+    the reward model did, including how much better the chosen lists truly are (diagnostic).
+    `oracle`: the lists are ranked by their true CTR instead (the ceiling of this selection;
+    the CTR model is still fitted and reported)."""
     import numpy as np
 
     from generator.prompt import format_response
@@ -527,9 +535,10 @@ def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
     for rid, prompt, lists, features, true_ctr in zip(
             candidates.request_ids, candidates.prompts, candidates.lists, candidates.features,
             candidates.true_ctr, strict=True):
-        rewards = [model.list_reward(f) for f in features]
-        scored += rewards
+        predicted = [model.list_reward(f) for f in features]
+        scored += predicted
         truth += true_ctr
+        rewards = list(true_ctr) if oracle else predicted
         options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
                    for shown in lists]
         pair = label_pairs(options, rewards, min_gap=min_gap)

@@ -242,7 +242,7 @@ def demo_report(result: Any, table_text: str) -> str:
 ARM_LABELS = {
     "sft": "SFT baseline", "raw": "KTO, raw clicks (w = 1)", "activity": "activity only",
     "tool": "tool only", "full": "full dual-level", "full_position": "full + position",
-    "full_toolrec": "full, ToolRec form",
+    "full_toolrec": "full, ToolRec form", "oracle": "oracle lists (true CTR; ceiling)",
 }
 
 

@@ -291,6 +291,9 @@ def test_reward_rows_pair_the_best_and_worst_list_per_prompt(sim: Simulator, log
         pairs = zip(chosen, rejected, strict=True)
         assert all(c["completion"] != r["completion"] for c, r in pairs)
         assert {r["prompt"] for r in rows} <= {i.prompt for i in logged.impressions}
+    # the oracle ranks by the true CTR: its chosen lists are the truly best ones
+    _, oracle = reward_rows(samples, candidates, l2=1.0, min_gap=0.02, oracle=True)
+    assert oracle["pair_true_gap"] >= max(info["pair_true_gap"], 0.02)
 
 
 @pytest.mark.timeout(600)
