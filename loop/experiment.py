@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loop.config import ExperimentConfig
 from loop.errors import LoopError
@@ -78,6 +78,7 @@ from loop.models import StartModel
 from loop.simulator import Reaction, Shown, Simulator, Turn
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ARM_SWITCHES: dict[str, dict[str, Any]] = {
     "raw": {"activity_enabled": False, "tool_enabled": False, "position_enabled": False},
@@ -160,13 +161,13 @@ class Experiment:
 
     def _seed(self, seed: int) -> None:
         sim = self._simulator(seed)
-        generator = self._generator(self.start.adapter_dir, "sft")
-        try:
+
+        def log_and_sample(generator: Any) -> tuple[Logged, CandidateSet | None]:
             logged = self._log_traffic(sim, seed, generator)
-            candidates = (self._candidates(sim, logged, seed, generator)
-                          if self.cfg.objective == "reward" else None)
-        finally:
-            self._release(generator)
+            return logged, (self._candidates(sim, logged, seed, generator)
+                            if self.cfg.objective == "reward" else None)
+
+        logged, candidates = self._using(self.start.adapter_dir, "sft", log_and_sample)
         self._tick(f"seed {seed}: logged traffic ({len(logged.records)} requests, "
                    f"observed CTR {summarize(logged.records)['obs_ctr']:.3f})")
         eval_turns = self._eval_turns(sim)
@@ -255,26 +256,34 @@ class Experiment:
                                             linker=self.retriever, model_version=version,
                                             threads=torch.get_num_threads())
 
-    @staticmethod
-    def _release(generator: Any) -> None:
-        """Free a generator now (a CTranslate2 model must not outlive the interpreter)."""
-        del generator
-        gc.collect()
+    def _using(self, adapter_dir: Path, version: str, work: Callable[[Any], _T]) -> _T:
+        """`work(generator)` with the model loaded, freed as soon as it returns (this frame
+        holds the only reference; a CTranslate2 model must not outlive the interpreter, and
+        two loaded at once double the memory)."""
+        generator = self._generator(adapter_dir, version)
+        try:
+            return work(generator)
+        finally:
+            del generator
+            gc.collect()
 
     def _answer(self, generator: Any, turns: Sequence[Turn], *, seed: int, explore: float,
-                label: str) -> tuple[list[tuple[Shown, ...]], list[str]]:
+                label: str, inputs: Sequence[Any] | None = None,
+                ) -> tuple[list[tuple[Shown, ...]], list[str]]:
         """What the model shows for each turn (and the rendered prompts), generated in
-        batches like serving does."""
+        batches like serving does. `inputs`: the turns' prompt inputs when the caller has
+        them already (retrieval runs once per turn, not once per pass)."""
         decoding = self.generator_config.decoding
         shown: list[tuple[Shown, ...]] = []
         prompts: list[str] = []
         batch = self.cfg.generation_batch
         started = time.monotonic()
         for start in range(0, len(turns), batch):
-            chunk = turns[start:start + batch]
+            chunk = (inputs[start:start + batch] if inputs is not None
+                     else [self._inputs(t) for t in turns[start:start + batch]])
             dec = decoding.model_copy(update={"seed": seed * 100_003 + start,
                                               "explore_rate": explore})
-            results = generator.generate_batch([self._inputs(t) for t in chunk],
+            results = generator.generate_batch(chunk,
                                                n=self.generator_config.n_suggestions,
                                                decoding=dec)
             shown += [tuple(Shown(s["position"], s["text"], s["tool_id"]) for s in r.shown())
@@ -312,12 +321,14 @@ class Experiment:
         """`cfg.candidates` more lists per logged prompt from the logging model, drawn as
         serving draws them (other seeds), scored into reward-model features."""
         turns = [r.turn for r in logged.records]
+        inputs = [self._inputs(turn) for turn in turns]
         draws = [self._answer(generator, turns, seed=seed * 1_000 + 500 + c,
                               explore=self.settings.serving.explore_share,
-                              label=f"seed {seed} candidates {c + 1}/{self.cfg.candidates}")[0]
+                              label=f"seed {seed} candidates {c + 1}/{self.cfg.candidates}",
+                              inputs=inputs)[0]
                  for c in range(self.cfg.candidates)]
         lists = [[r.shown, *(draw[i] for draw in draws)] for i, r in enumerate(logged.records)]
-        tools = [tuple(t.tool_id for t in self._inputs(turn).tools) for turn in turns]
+        tools = [tuple(t.tool_id for t in i.tools) for i in inputs]
         return build_candidates(sim, logged, lists, tools, self.retriever.encode)
 
     def _eval_turns(self, sim: Simulator) -> list[Turn]:
@@ -328,12 +339,9 @@ class Experiment:
 
     def _evaluate(self, sim: Simulator, adapter: Path, arm: str, turns: list[Turn],
                   seed: int) -> dict[str, Any]:
-        generator = self._generator(adapter, arm)
-        try:
-            shown, _ = self._answer(generator, turns, seed=seed + 7_919, explore=0.0,
-                                    label=f"seed {seed} arm {arm} evaluation")
-        finally:
-            self._release(generator)
+        shown, _ = self._using(adapter, arm, lambda generator: self._answer(
+            generator, turns, seed=seed + 7_919, explore=0.0,
+            label=f"seed {seed} arm {arm} evaluation"))
         records = [Record(0, t, f"eval-{i}", arm, s, sim.judge(t, s), Reaction(None))
                    for i, (t, s) in enumerate(zip(turns, shown, strict=True))]
         return summarize(records)
@@ -470,7 +478,8 @@ class CandidateSet:
 
     request_ids: list[str]
     prompts: list[str]
-    lists: list[list[tuple[Shown, ...]]]
+    lists: list[list[tuple[Shown, ...]]]  # display order
+    options: list[list[Any]]  # the same lists as trainer.reward.ListCandidate
     features: list[list[Any]]  # numpy (n_lines, len(trainer.reward.FEATURES)) per list
     true_ctr: list[list[float]]
 
@@ -480,27 +489,32 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
                      encode: Callable[[Sequence[str]], Any]) -> CandidateSet:
     """Features (`trainer.reward.list_features`; relevance = cosine to the turn's query and
     response) and true CTR of every candidate list of every logged request."""
-    from trainer.reward import Suggestion, list_features
+    from trainer.reward import ListCandidate, Suggestion, list_features
 
     prompts = {i.request_id: i.prompt for i in logged.impressions}
-    out = CandidateSet([], [], [], [], [])
+    out = CandidateSet([], [], [], [], [], [])
     for record, candidates, prompt_tools in zip(logged.records, lists, tools, strict=True):
         if record.request_id not in prompts:  # an empty logged list: nothing was shown
             continue
         request = record.turn.request
-        turn_vector = encode([f"{request.query} {request.response}".strip()])[0]
-        features, true_ctr = [], []
-        for shown in candidates:
-            ordered = sorted(shown, key=lambda s: s.position)
-            cosines = (encode([s.text for s in ordered]) @ turn_vector).tolist() if ordered else []
-            features.append(list_features([Suggestion(s.text, s.tool_id) for s in ordered],
-                                          prompt_tools, cosines))
-            true_ctr.append(sim.judge(record.turn, ordered).ref_ctr)
+        ordered = [tuple(sorted(c, key=lambda s: s.position)) for c in candidates]
+        options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
+                   for shown in ordered]
+        # one encoder call per request: the turn's text, then every line of every list
+        vectors = encode([f"{request.query} {request.response}".strip(),
+                          *(s.text for shown in ordered for s in shown)])
+        cosines = (vectors[1:] @ vectors[0]).tolist()
+        features, start = [], 0
+        for option in options:
+            end = start + len(option.suggestions)
+            features.append(list_features(option.suggestions, prompt_tools, cosines[start:end]))
+            start = end
         out.request_ids.append(record.request_id)
         out.prompts.append(prompts[record.request_id])
-        out.lists.append([tuple(sorted(c, key=lambda s: s.position)) for c in candidates])
+        out.lists.append(ordered)
+        out.options.append(options)
         out.features.append(features)
-        out.true_ctr.append(true_ctr)
+        out.true_ctr.append([sim.judge(record.turn, shown).ref_ctr for shown in ordered])
     return out
 
 
@@ -517,7 +531,7 @@ def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
     import numpy as np
 
     from generator.prompt import format_response
-    from trainer.reward import ListCandidate, Suggestion, fit_ctr, label_pairs
+    from trainer.reward import fit_ctr, label_pairs
 
     by_id = {s.sample_id: s for s in samples}
     x, y, w = [], [], []
@@ -532,24 +546,21 @@ def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
     model = fit_ctr(np.asarray(x), np.asarray(y), np.asarray(w), l2=l2)
     rows: list[dict[str, Any]] = []
     gaps, scored, truth = [], [], []
-    for rid, prompt, lists, features, true_ctr in zip(
-            candidates.request_ids, candidates.prompts, candidates.lists, candidates.features,
+    for rid, prompt, options, features, true_ctr in zip(
+            candidates.request_ids, candidates.prompts, candidates.options, candidates.features,
             candidates.true_ctr, strict=True):
         predicted = [model.list_reward(f) for f in features]
         scored += predicted
         truth += true_ctr
-        rewards = list(true_ctr) if oracle else predicted
-        options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
-                   for shown in lists]
-        pair = label_pairs(options, rewards, min_gap=min_gap)
+        pair = label_pairs(options, true_ctr if oracle else predicted, min_gap=min_gap)
         if pair is None:
             continue
         chosen, rejected = pair
-        gaps.append(true_ctr[options.index(chosen)] - true_ctr[options.index(rejected)])
-        for label, choice in ((True, chosen), (False, rejected)):
+        gaps.append(true_ctr[chosen] - true_ctr[rejected])
+        for label, index in ((True, chosen), (False, rejected)):
             rows.append({"sample_id": f"{rid}:{'chosen' if label else 'rejected'}",
                          "request_id": rid, "prompt": prompt,
-                         "completion": format_response(choice.texts), "clicked": label,
+                         "completion": format_response(options[index].texts), "clicked": label,
                          "weight": 1.0, "closed_ts": 0})
     return rows, {
         "ctr_model": model.describe(), "pairs": len(gaps),

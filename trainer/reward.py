@@ -153,22 +153,18 @@ def fit_ctr(features: np.ndarray, clicked: np.ndarray, weights: np.ndarray | Non
 
 
 def label_pairs(candidates: Sequence[ListCandidate], rewards: Sequence[float], *,
-                min_gap: float) -> tuple[ListCandidate, ListCandidate] | None:
-    """(chosen, rejected) among one prompt's candidates: the highest- and lowest-reward lists
-    with distinct texts, or None when all candidates are the same list or their rewards lie
-    within `min_gap` (no preference worth training on)."""
-    best: dict[tuple[str, ...], float] = {}
-    lists: dict[tuple[str, ...], ListCandidate] = {}
-    for candidate, reward in zip(candidates, rewards, strict=True):
-        if candidate.suggestions and candidate.texts not in best:
-            best[candidate.texts], lists[candidate.texts] = reward, candidate
-    if len(best) < 2:
+                min_gap: float) -> tuple[int, int] | None:
+    """Indexes (chosen, rejected) of the highest- and lowest-reward non-empty lists among one
+    prompt's candidates (ties: the earlier one), or None when they are the same list or
+    their rewards lie within `min_gap` (no preference worth training on)."""
+    shown = [i for i, c in enumerate(candidates) if c.suggestions]
+    if not shown:
         return None
-    ranked = sorted(best, key=lambda t: (best[t], t))
-    low, high = ranked[0], ranked[-1]
-    if best[high] - best[low] < min_gap:
+    high = max(shown, key=lambda i: (rewards[i], -i))
+    low = min(shown, key=lambda i: (rewards[i], i))
+    if candidates[high].texts == candidates[low].texts or rewards[high] - rewards[low] < min_gap:
         return None
-    return lists[high], lists[low]
+    return high, low
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -81,7 +81,8 @@ def test_pairs_take_the_best_and_worst_distinct_lists() -> None:
     a = ListCandidate((Suggestion("a", None),))
     b = ListCandidate((Suggestion("b", "t"),))
     c = ListCandidate((Suggestion("c", None), Suggestion("d", None)))
-    assert label_pairs([a, b, c], [0.2, 0.5, 0.1], min_gap=0.05) == (b, c)
+    assert label_pairs([a, b, c], [0.2, 0.5, 0.1], min_gap=0.05) == (1, 2)
+    assert label_pairs([a, b, a], [0.2, 0.5, 0.2], min_gap=0.0) == (1, 0)  # ties: earlier
     assert label_pairs([a, b], [0.2, 0.22], min_gap=0.05) is None  # no preference worth it
     assert label_pairs([a, a], [0.1, 0.9], min_gap=0.0) is None  # one distinct list
     empty = ListCandidate(())
