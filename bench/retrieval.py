@@ -7,6 +7,8 @@ Measures, single-threaded on this machine:
   set's misrecognised words add a respelled text to encode);
 - the cost of respelling and the fitted linker: search and link with respelling on and
   off, interleaved call by call so machine load hits both alike;
+- the encoder engines (CTranslate2, the default, against PyTorch) on the same searches,
+  interleaved the same way, as a ratio;
 - batch throughput: link_many over batches of suggestions, and sequential searches;
 - hnswlib against exact numpy search in the same run: raw index latency and recall@10 of
   ANN vs exact (centroid index, and tools via the phrase index), and the full ranking in
@@ -24,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from retrieval.config import RetrievalConfig
-from retrieval.encoder import Encoder
+from retrieval.encoder import Encoder, EncoderEngine
 from retrieval.evaluate import load_eval_set
 from retrieval.retriever import Retriever
 
@@ -90,23 +92,48 @@ def latency_section(retriever: Retriever, queries: list[str]) -> None:
     say(summary("link(text)", timed(retriever.link, queries)))
 
 
-def respelling_section(retriever: Retriever, queries: list[str]) -> None:
-    """search/link with respelling on vs off, interleaved per call (same load for both)."""
-    say("respelling cost, interleaved per call (encoder cache off):")
-    off = Retriever(retriever.config.model_copy(update={"w_respelled": 0.0}),
-                    catalog=retriever.catalog, encoder=retriever.encoder)
-    off.warm()
-    results: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"on": [], "off": []}
-    def search_and_link(r: Retriever) -> Callable[[str], object]:
-        return lambda text: (r.search(text, k=5), r.link(text))
-
+def interleaved(title: str, variants: dict[str, Retriever],
+                call: Callable[[Retriever, str], object], queries: list[str]) -> None:
+    """Time `call` on each variant, alternating variant by query so machine load hits all
+    alike; print each variant's latency and the p50/p99 ratio to the first."""
+    say(title)
+    results: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in variants}
     for q in queries:
-        for name, r in (("on", retriever), ("off", off)):
-            results[name].append(timed(search_and_link(r), [q], warmup=0))
+        for name, r in variants.items():
+            results[name].append(timed(functools.partial(call, r), [q], warmup=0))
+    walls: dict[str, np.ndarray] = {}
     for name, got in results.items():
-        wall = np.concatenate([w for w, _ in got])
-        cpu = np.concatenate([c for _, c in got])
-        say(summary(f"search + link, respelling {name}", (wall, cpu)))
+        walls[name] = np.concatenate([w for w, _ in got])
+        say(summary(name, (walls[name], np.concatenate([c for _, c in got]))))
+    first, *others = walls
+    for name in others:
+        ratio = [np.percentile(walls[name], q) / np.percentile(walls[first], q)
+                 for q in (50, 99)]
+        say(f"  {name} / {first}: p50 {ratio[0]:.2f}x, p99 {ratio[1]:.2f}x")
+
+
+def respelling_section(retriever: Retriever, queries: list[str]) -> None:
+    """search + link with respelling on vs off (encoder cache off)."""
+    off = Retriever(retriever.config.model_copy(update={"w_respelled": 0.0}),
+                    catalog=retriever.catalog, encoder=retriever.encoder).warm()
+    interleaved("respelling cost, interleaved per call (encoder cache off):",
+                {"search + link, respelling on": retriever,
+                 "search + link, respelling off": off},
+                lambda r, text: (r.search(text, k=5), r.link(text)), queries)
+
+
+def engine_section(retriever: Retriever, queries: list[str]) -> None:
+    """The encoder engines on the same requests: the configured one against the other."""
+    engines: dict[str, Retriever] = {}
+    order: list[EncoderEngine] = ["ctranslate2", "torch"]
+    if retriever.encoder.engine == "torch":
+        order.reverse()
+    for engine in order:
+        encoder = Encoder(cache_size=0, threads=retriever.encoder.threads, engine=engine)
+        engines[f"search(query), encoder {engine}"] = Retriever(
+            retriever.config, catalog=retriever.catalog, encoder=encoder).warm()
+    interleaved("encoder engines, interleaved per call (same weights; encoder cache off):",
+                engines, lambda r, text: r.search(text, k=5), queries)
 
 
 def throughput_section(retriever: Retriever, queries: list[str]) -> None:
@@ -200,6 +227,7 @@ def main() -> None:
           f"{len(retriever.index.phrases)} phrasings; {len(queries)} queries")
     latency_section(retriever, queries)
     respelling_section(retriever, queries[:200])
+    engine_section(retriever, queries[:200])
     throughput_section(retriever, queries)
     ann_section(retriever, queries)
 

@@ -219,12 +219,3 @@ def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np
             "set retrieval.cache_dir to a writable directory"
         ) from exc
 
-
-def encoder_identity(model_dir: Path, max_seq_length: int) -> str:
-    """Names the encoder weights and settings, so a different model rebuilds the index."""
-    config_file = model_dir / "config.json"
-    config = config_file.read_bytes() if config_file.exists() else b""
-    weights = model_dir / "model.safetensors"
-    size = weights.stat().st_size if weights.exists() else 0
-    digest = hashlib.sha256(config + str(size).encode()).hexdigest()[:12]
-    return f"{model_dir.name}:{digest}:seq{max_seq_length}"

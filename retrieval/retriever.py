@@ -45,8 +45,8 @@ from retrieval.apps import AppNames
 from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints, parse_hint
-from retrieval.encoder import Encoder, default_model_dir
-from retrieval.index import IndexParams, ToolIndex, encoder_identity
+from retrieval.encoder import Encoder, default_model_dir, encoder_identity
+from retrieval.index import IndexParams, ToolIndex
 from retrieval.lexical import BM25, STOPWORDS, is_question
 from retrieval.linker import LinkModel, Ranking, answers_questions, features, load_link_model
 from retrieval.polarity import text_sides, tool_side
@@ -152,7 +152,8 @@ class Retriever:
             cfg = self.config
             self._encoder = Encoder(cfg.model_dir, max_seq_length=cfg.max_seq_length,
                                     threads=cfg.encoder_threads,
-                                    cache_size=cfg.encode_cache_size, batch_size=cfg.batch_size)
+                                    cache_size=cfg.encode_cache_size, batch_size=cfg.batch_size,
+                                    engine=cfg.encoder_engine, engine_cache=cfg.cache_dir)
         return self._encoder
 
     @property

@@ -1,0 +1,59 @@
+"""The encoder's two engines run the same weights: CTranslate2 (default) must give PyTorch's
+embeddings, in batches of mixed lengths too, and fall back to PyTorch when it cannot
+convert. Real model files from the installed package; nothing is mocked."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.encoder import Encoder, converted_encoder, default_model_dir
+
+TEXTS = [
+    "wifi off",
+    "turn the volume all the way down on my headphones please",
+    "why fi",
+    "",
+    "what's the weather like in paris tomorrow morning, and should I take an umbrella " * 8,
+]
+
+
+@pytest.fixture(scope="module")
+def torch_encoder() -> Encoder:
+    return Encoder(cache_size=0, engine="torch", threads=1)
+
+
+def test_engines_give_the_same_embeddings(torch_encoder: Encoder, tmp_path: Path) -> None:
+    fast = Encoder(cache_size=0, engine="ctranslate2", engine_cache=tmp_path, threads=1)
+    texts = [t or " " for t in TEXTS]  # encode() sends " " for empty texts the same way
+    reference = torch_encoder.encode(texts)
+    for batch_size in (1, 2, 64):  # alone, and padded beside longer texts
+        fast.batch_size = batch_size
+        got = fast.encode(texts)
+        assert fast.engine == "ctranslate2"
+        assert got.shape == reference.shape and got.dtype == np.float32
+        assert np.abs(got - reference).max() < 1e-5
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_conversion_is_cached_by_model_identity(tmp_path: Path) -> None:
+    first = converted_encoder(default_model_dir(), tmp_path)
+    stamp = (first / "model.bin").stat().st_mtime_ns
+    again = converted_encoder(default_model_dir(), tmp_path)
+    assert again == first and (again / "model.bin").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left
+
+
+def test_failed_conversion_falls_back_to_torch(torch_encoder: Encoder, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the engine cache should be")
+    encoder = Encoder(cache_size=0, engine="ctranslate2", engine_cache=blocked, threads=1)
+    with caplog.at_level(logging.WARNING, logger="retrieval.encoder"):
+        got = encoder.encode(["bluetooth on"])
+    assert encoder.engine == "torch"
+    assert "using PyTorch" in caplog.text
+    assert np.abs(got - torch_encoder.encode(["bluetooth on"])).max() < 1e-6
