@@ -425,36 +425,42 @@ def sample_rows(
     """The window's samples as plain rows (`Sample`'s JSON names in its field order, values
     of the exact types its fields hold: `contracts.events.sample_json` dumps them as they
     are), one at a time."""
-    half = cfg.calibration.half_life_days * MS_PER_DAY
+    cal = cfg.calibration
+    half = cal.half_life_days * MS_PER_DAY
     ts = impression.ts
     user_impressions = _at(user["shown"], ts, half)
     user_clicks = _at(user["clicks"], ts, half)
     p_bar = global_ctr(glob, ts, cfg)
-    clicked_positions = set(pending["clicks"]) | set(pending["executed"])
+    executed_positions = pending["executed"]
+    clicked_positions = set(pending["clicks"]).union(executed_positions)
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
-    calibrator = Calibrator(user_impressions, user_clicks, p_bar, cfg.calibration)
+    weights_of = Calibrator(user_impressions, user_clicks, p_bar, cal).weights
     first: float | None = None  # position 1's rate, once per window (`theta`)
     prompt = impression.prompt  # = sample_prompt(impression.prompt, the suggestions above)
     explored = bool(impression.decoding.get("explore", False))
+    request_id, n_shown = impression.request_id, len(impression.suggestions)
     for suggestion in impression.suggestions:
-        clicked = suggestion.position in clicked_positions
-        executed = suggestion.position in pending["executed"]
-        is_tool = suggestion.tool_id is not None
+        position, tool_id = suggestion.position, suggestion.tool_id
+        clicked = position in clicked_positions
+        executed = position in executed_positions
         completion = format_completion(suggestion.text)
-        if first is None and suggestion.position != 1:
-            first = position_rate(glob, 1, ts, p_bar, cfg)
-        weights = calibrator.weights(
+        theta_k = 1.0  # θ is read only by the position term (`position_weight`): its rates
+        if cal.position_enabled:  # are not computed when the term is off (the default)
+            if first is None and position != 1:
+                first = position_rate(glob, 1, ts, p_bar, cfg)
+            theta_k = theta(glob, position, ts, p_bar, cfg, first=first)
+        weights = weights_of(
             clicked=clicked,
             executed=executed,
-            is_tool_query=is_tool,
-            theta=theta(glob, suggestion.position, ts, p_bar, cfg, first=first),
+            is_tool_query=tool_id is not None,
+            theta=theta_k,
             toolrec=None if toolrec is None else ToolRecState(
-                toolrec[0], toolrec[1], usage_quantile(toolrec[2], suggestion.tool_id)),
+                toolrec[0], toolrec[1], usage_quantile(toolrec[2], tool_id)),
         )
         yield {
             "schema": SAMPLE_SCHEMA,
-            "sample_id": f"{impression.request_id}:{suggestion.position}",
-            "request_id": impression.request_id,
+            "sample_id": f"{request_id}:{position}",
+            "request_id": request_id,
             "event_id": impression.event_id,
             "user_id": impression.user_id,
             "session_id": impression.session_id,
@@ -464,13 +470,13 @@ def sample_rows(
             "template_version": impression.template_version,
             "prompt": prompt,
             "completion": completion,
-            "position": suggestion.position,
-            "n_shown": len(impression.suggestions),
+            "position": position,
+            "n_shown": n_shown,
             "clicked": clicked,
             "executed": executed,
             "explored": explored,
-            "tool_id": suggestion.tool_id,
-            "is_tool_query": is_tool,
+            "tool_id": tool_id,
+            "is_tool_query": tool_id is not None,
             "user_impressions": user_impressions,
             "user_clicks": user_clicks,
             "user_ctr": weights.user_ctr,
