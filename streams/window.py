@@ -38,7 +38,7 @@ close happens to run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from contracts.events import SAMPLE_SCHEMA, Feedback, Impression, Sample, sample_json
@@ -318,7 +318,10 @@ def due(user: UserState, watermark: int) -> list[tuple[int, str]]:
     )
 
 
-def _added(pair: list[float], amount: float, ts: int, half_life_ms: float) -> list[float]:
+_NOTHING = (0.0, 0)  # a count never added to, as a [value, ts] pair (read, never stored)
+
+
+def _added(pair: Sequence[float], amount: float, ts: int, half_life_ms: float) -> list[float]:
     """The [value, ts] pair with `amount` added at `ts` (`decayed_add`)."""
     return list(decayed_add(float(pair[0]), int(pair[1]), amount, ts, half_life_ms))
 
@@ -499,7 +502,7 @@ def count_outcome(
     """Add a closed impression's shown suggestions and clicks to user and partition state."""
     half = cfg.calibration.half_life_days * MS_PER_DAY
     ts = impression.ts
-    clicked = set(pending["clicks"]) | set(pending["executed"])
+    clicked = set(pending["clicks"]).union(pending["executed"])
 
     user["shown"] = _added(user["shown"], pending["n"], ts, half)
     user["clicks"] = _added(user["clicks"], len(clicked), ts, half)
@@ -509,10 +512,11 @@ def count_outcome(
     glob["clicks"] = _added(glob["clicks"], len(clicked), ts, half)
     shown, clicks = glob["position_shown"], glob["position_clicks"]
     for suggestion in impression.suggestions:
-        key = str(suggestion.position)
-        shown[key] = _added(shown.get(key, [0.0, 0]), 1, ts, half)
-        hit = 1 if suggestion.position in clicked else 0
-        clicks[key] = _added(clicks.get(key, [0.0, 0]), hit, ts, half)
+        position = suggestion.position
+        key = str(position)
+        shown[key] = _added(shown.get(key, _NOTHING), 1, ts, half)
+        clicks[key] = _added(clicks.get(key, _NOTHING), 1 if position in clicked else 0, ts,
+                             half)
     if cfg.calibration.form == "toolrec":
         count_toolrec(user, glob, impression, clicked, cfg)
 
