@@ -1,4 +1,4 @@
-"""`toolrec tools ...`: search, show, link, validate, eval, the fits, index, build-catalog.
+"""`toolrec tools ...`: search, show, link, validate, eval, cv, the fits, index, build-catalog.
 
 Heavy imports (torch via the encoder) happen inside the commands.
 """
@@ -150,6 +150,39 @@ def eval_cmd(settings: Any, recall_floor: float, sets: tuple[str, ...], as_json:
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
+def _spoken_weight_option(fn: Any) -> Any:
+    """--spoken-weight, shared by fit-linker and cv (unset: evaluate.SPOKEN_WEIGHT, so the
+    CLI does not import the retriever to print a default)."""
+    return click.option("--spoken-weight", type=click.FloatRange(0.1, 100), default=None,
+                        help="Weight of the spoken tune rows in the linker's fit and "
+                        "threshold [default: retrieval.evaluate.SPOKEN_WEIGHT].")(fn)
+
+
+def _weight_arg(spoken_weight: float | None) -> dict[str, float]:
+    return {} if spoken_weight is None else {"spoken_weight": spoken_weight}
+
+
+@tools.command("cv")
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Fold assignments (salts of the text hash) to average over.")
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True)
+@click.option("--drop", multiple=True, help="A linker feature to leave out (repeatable; an "
+              "ablation to compare with).")
+@_spoken_weight_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def cv_cmd(settings: Any, repeats: int, folds: int, drop: tuple[str, ...],
+           spoken_weight: float | None, as_json: bool) -> None:
+    """Cross-validate the reranker and the linker on the tuning rows only (never the
+    held-out splits): out-of-fold R@1 and linking precision / recall per set and kind."""
+    from retrieval.crossval import CvSpec, cross_validate, format_cv
+
+    spec = CvSpec(repeats=repeats, folds=folds, drop=drop, **_weight_arg(spoken_weight),
+                  target_precision=settings.retrieval.link_target_precision)
+    report = cross_validate(_retriever(settings), spec)
+    click.echo(json.dumps(report, indent=2) if as_json else format_cv(report))
+
+
 def _fit_options(fn: Any) -> Any:
     """--out and --l2, shared by the commands that fit a model on the tuning splits."""
     fn = click.option("--l2", type=click.FloatRange(0, 1000), default=1.0, show_default=True,
@@ -167,14 +200,17 @@ def _write_fitted(model_json: dict[str, Any], out: Path | None, name: str) -> Pa
 
 @tools.command("fit-linker")
 @_fit_options
+@_spoken_weight_option
 @pass_settings
-def fit_linker_cmd(settings: Any, out: Path | None, l2: float) -> None:
+def fit_linker_cmd(settings: Any, out: Path | None, l2: float,
+                   spoken_weight: float | None) -> None:
     """Fit the tool linker on the eval sets' tuning splits (never the held-out ones)."""
     from retrieval.evaluate import fit_linker
     from retrieval.linker import FEATURES
 
     cfg = settings.retrieval
-    model = fit_linker(_retriever(settings), target_precision=cfg.link_target_precision, l2=l2)
+    model = fit_linker(_retriever(settings), target_precision=cfg.link_target_precision, l2=l2,
+                       **_weight_arg(spoken_weight))
     target = _write_fitted(model.to_json(), out, "linker.json")
     click.echo(f"fitted on {model.meta['rows']} tuning rows ({model.meta['positives']} "
                f"correct best tools); threshold {model.threshold:.4f} -> {target}")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from retrieval.evaluate import SPOKEN_WEIGHT
 from retrieval.linker import (
     FEATURES,
     LinkModel,
@@ -44,6 +45,23 @@ def test_precision_threshold_is_the_lowest_reaching_the_target() -> None:
     assert precision_threshold(prob, np.zeros(5), 0.9) == 0.9  # unreachable: highest
 
 
+def test_a_sample_weight_counts_as_copies_of_the_row() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 3))
+    y = (x[:, 0] + rng.normal(size=120) > 0).astype(float)
+    weight = np.where(np.arange(120) < 40, 3.0, 1.0)
+    copies = np.r_[np.arange(120), np.arange(40), np.arange(40)]
+    w, b = fit_logistic(x, y, sample_weight=weight)
+    w2, b2 = fit_logistic(x[copies], y[copies])
+    assert np.allclose(w, w2, atol=1e-6) and b == pytest.approx(b2, abs=1e-6)
+    prob = np.array([0.9, 0.8, 0.7, 0.6])
+    labels = np.array([1, 0, 1, 1], dtype=float)
+    assert precision_threshold(prob, labels, 0.75) == 0.6  # 3 of 4
+    # the wrong link weighs 3: precision at 0.6 is 3/6, at 0.9 it is 1
+    heavy = np.array([1.0, 3.0, 1.0, 1.0])
+    assert precision_threshold(prob, labels, 0.75, sample_weight=heavy) == 0.9
+
+
 def test_features_read_the_form_of_the_text() -> None:
     q = dict(zip(FEATURES, features("how much battery do I have", _ranking(answers=True)),
                  strict=True))
@@ -78,6 +96,7 @@ def test_packaged_linker_was_fitted_on_tuning_splits_only() -> None:
     assert "dev split" in model.meta["fitted_on"]["catalog"]
     assert "tune split" in model.meta["fitted_on"]["spoken"]
     assert 0 < model.threshold < 1
+    assert model.meta["spoken_weight"] == SPOKEN_WEIGHT  # as `toolrec tools fit-linker` fits
 
 
 def test_questions_to_answer_tools_link(retriever: Retriever) -> None:

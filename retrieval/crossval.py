@@ -1,0 +1,193 @@
+"""Cross-validation of the reranker and the linker on the tuning rows only (`toolrec tools cv`).
+
+The held-out splits (catalog `test`, spoken `report`) are never read: this is how a change
+to linking is chosen without spending them. The rows are those `toolrec tools fit-linker`
+fits on — the tuning splits (catalog `dev`, spoken `tune`) plus the training-only no-tool
+texts. Per repeat (a salt on the text hash that assigns folds) and per outer fold:
+
+1. the reranker is fitted on the other folds' tuning rows that have a gold tool;
+2. every row is ranked with it (it reorders the top candidates only when `rerank` is on;
+   off, the ranking is the fused one and the fold's reranker changes nothing);
+3. the linker is fitted on the other folds' rows by the shipped rule (spoken rows weighted
+   by `spoken_weight`, its threshold from its own inner out-of-fold predictions at
+   `link_target_precision`);
+4. the fold's rows are decided, so every decision is out-of-fold, threshold included.
+
+Reported per set (and per kind of the spoken set), mean ± sd over repeats: R@1 of the
+ranking the linker reads, and linking precision, recall and the no-tool false-link rate,
+as `toolrec tools eval` defines them, plus the best recall any threshold reaches at the
+target precision (the linker's ranking quality, apart from the threshold rule); the
+false-link rate of the training-only no-tool texts. `drop` leaves linker features out (an
+ablation). Imports `retrieval.evaluate` for the rows and features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retrieval.evaluate import (
+    SPOKEN_WEIGHT,
+    EvalRow,
+    linker_rows,
+    linker_xy,
+    reranker_choices,
+    source_weights,
+    text_groups,
+)
+from retrieval.linker import FEATURES, fit_link_model
+from retrieval.rerank import RerankModel, fit_rerank_model
+from retrieval.retriever import Retriever
+from toolrec.errors import RetrievalError
+
+REPORTED = ("spoken", "catalog")  # the tuning splits (the reranker's rows too)
+NO_TOOL = ("negatives", "generated")  # training-only no-tool texts: only false links count
+_COLUMNS = {"recall@1": "R@1", "precision": "link precision", "recall": "link recall",
+            "false_link_rate": "false links", "recall_at_target": "best R at target P"}
+
+
+@dataclass(frozen=True)
+class CvSpec:
+    """How to cross-validate: repeats × folds, the linker's precision target, ablations."""
+
+    repeats: int = 3
+    folds: int = 5
+    target_precision: float = 0.95
+    spoken_weight: float = SPOKEN_WEIGHT
+    drop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.folds < 2:
+            raise RetrievalError(f"cross-validation needs repeats >= 1 and folds >= 2, got "
+                                 f"repeats={self.repeats}, folds={self.folds}")
+        unknown = sorted(set(self.drop) - set(FEATURES))
+        if unknown:
+            raise RetrievalError(f"drop names unknown linker features {unknown}; choose "
+                                 f"from {list(FEATURES)}")
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The encoded training rows, computed once for every fold."""
+
+    rows: list[EvalRow]
+    source: np.ndarray  # spoken / catalog / negatives / generated
+    kind: np.ndarray
+    has_gold: np.ndarray
+    signals: list[Any]
+    choices: list[tuple[np.ndarray, int] | None]  # reranker rows (None: no gold in top)
+
+
+def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
+    """Out-of-fold linking scores over the tuning rows (see the module docstring)."""
+    pairs = linker_rows(retriever)
+    rows = [r for r, _ in pairs]
+    signals = retriever.link_signals([r.text for r in rows])
+    data = _Rows(rows, np.array([n for _, n in pairs]), np.array([r.kind for r in rows]),
+                 np.array([r.gold is not None for r in rows]), signals,
+                 reranker_choices(retriever, rows, signals))
+    runs = [_one_repeat(retriever, data, spec, repeat) for repeat in range(spec.repeats)]
+    return {"spec": {"repeats": spec.repeats, "folds": spec.folds,
+                     "target_precision": spec.target_precision, "drop": list(spec.drop),
+                     "spoken_weight": spec.spoken_weight,
+                     "rerank": retriever.config.rerank},
+            "rows": {str(s): int((data.source == s).sum()) for s in np.unique(data.source)},
+            "scores": _summarise(runs)}
+
+
+def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
+                repeat: int) -> dict[str, dict[str, float]]:
+    """Every row decided out-of-fold once; repeat 0 uses the fit's own fold groups."""
+    groups = text_groups([r.text for r in data.rows], salt=f"{repeat}:" if repeat else "")
+    fold = groups % spec.folds
+    keep = [i for i, name in enumerate(FEATURES) if name not in spec.drop]
+    weight = source_weights(list(data.source), spec.spoken_weight)
+    prob = np.zeros(len(data.rows))
+    right = np.zeros(len(data.rows), dtype=bool)  # the best tool is the gold tool
+    linked = np.zeros(len(data.rows), dtype=bool)
+    for k in range(spec.folds):
+        test = fold == k
+        with _using(retriever, _fit_reranker(data, ~test)):
+            x, y = linker_xy(retriever, data.rows, data.signals)
+        x = x[:, keep]
+        model = fit_link_model(x[~test], y[~test], groups[~test] // spec.folds,
+                               target_precision=spec.target_precision,
+                               sample_weight=weight[~test])
+        prob[test] = [model.probability(f) for f in x[test]]
+        linked[test] = prob[test] >= model.threshold
+        right[test] = y[test] == 1
+    return _scores(data, linked, right, prob, spec.target_precision)
+
+
+def _fit_reranker(data: _Rows, train: np.ndarray) -> RerankModel:
+    picked = [c for c, t, s in zip(data.choices, train, data.source, strict=True)
+              if c is not None and t and s in REPORTED]
+    return fit_rerank_model([x for x, _ in picked], [g for _, g in picked])
+
+
+@contextmanager
+def _using(retriever: Retriever, model: RerankModel) -> Iterator[None]:
+    """The retriever ranks with this reranker inside the block (its fitted one after):
+    the fold's model, without writing a file or loading the index again."""
+    saved = retriever._reranker
+    retriever._reranker = model
+    try:
+        yield
+    finally:
+        retriever._reranker = saved
+
+
+def _scores(data: _Rows, linked: np.ndarray, right: np.ndarray, prob: np.ndarray,
+            target: float) -> dict[str, dict[str, float]]:
+    """R@1 and linking precision / recall / false-link rate per set and spoken kind, and
+    the best recall any threshold reaches at the target precision on the set's own
+    out-of-fold probabilities (the linker's ranking quality, whatever the threshold rule)."""
+    masks = {s: data.source == s for s in REPORTED}
+    spoken = masks["spoken"]
+    masks |= {f"spoken/{k}": spoken & (data.kind == k) for k in sorted(set(data.kind[spoken]))}
+    out = {s: {"false_link_rate": float(linked[data.source == s].mean())} for s in NO_TOOL}
+    for name, mask in masks.items():
+        gold, none = mask & data.has_gold, mask & ~data.has_gold
+        hits, n_linked = int((linked & right & mask).sum()), int((linked & mask).sum())
+        out[name] = {"recall@1": float(right[gold].mean()) if gold.any() else 0.0,
+                     "precision": hits / n_linked if n_linked else 1.0,
+                     "recall": hits / int(gold.sum()) if gold.any() else 0.0,
+                     "false_link_rate": float(linked[none].mean()) if none.any() else 0.0,
+                     "recall_at_target": _recall_at(prob[mask], right[mask], int(gold.sum()),
+                                                    target)}
+    return out
+
+
+def _recall_at(prob: np.ndarray, right: np.ndarray, n_gold: int, target: float) -> float:
+    """The highest recall of a threshold on prob whose precision reaches the target."""
+    hits = np.cumsum(right[np.argsort(-prob, kind="stable")])
+    ok = np.flatnonzero(hits / np.arange(1, len(hits) + 1) >= target)
+    return float(hits[ok[-1]] / n_gold) if len(ok) and n_gold else 0.0
+
+
+def _summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
+    """[mean, sd] of each score over the repeats."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, metrics in runs[0].items():
+        values = {m: [run[name][m] for run in runs] for m in metrics}
+        out[name] = {m: [float(np.mean(v)), float(np.std(v))] for m, v in values.items()}
+    return out
+
+
+def format_cv(report: dict[str, Any]) -> str:
+    """The report as aligned text (the `toolrec tools cv` output)."""
+    spec = report["spec"]
+    lines = [f"out-of-fold over the tuning rows {report['rows']}: {spec['repeats']} repeats x "
+             f"{spec['folds']} folds, linker precision target {spec['target_precision']}, "
+             f"spoken weight {spec['spoken_weight']}, rerank {'on' if spec['rerank'] else 'off'}"
+             f", dropped {spec['drop'] or 'none'}",
+             f"  {'rows':<18}" + "".join(f"{h:>20}" for h in _COLUMNS.values())]
+    for name, m in report["scores"].items():
+        cells = "".join(f"{m[k][0]:>12.3f} ± {m[k][1]:.3f}" if k in m else f"{'':>20}"
+                        for k in _COLUMNS)
+        lines.append(f"  {name:<18}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Cross-validation over the tuning rows (retrieval.crossval, `toolrec tools cv`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.crossval import CvSpec, _recall_at, cross_validate, format_cv
+from retrieval.retriever import Retriever
+from toolrec.errors import RetrievalError
+
+
+def test_spec_names_what_is_wrong() -> None:
+    with pytest.raises(RetrievalError, match="unknown linker features"):
+        CvSpec(drop=("no_such_feature",))
+    with pytest.raises(RetrievalError, match="folds=1"):
+        CvSpec(folds=1)
+
+
+def test_recall_at_the_target_precision() -> None:
+    prob = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    right = np.array([True, True, False, True, False])
+    assert _recall_at(prob, right, 4, 0.75) == 0.75  # 3 of the top 4 right, 4 gold rows
+    assert _recall_at(prob, right, 4, 1.0) == 0.5
+    assert _recall_at(prob, np.zeros(5, dtype=bool), 4, 0.9) == 0.0
+
+
+@pytest.mark.slow
+def test_cross_validation_decides_every_row_out_of_fold(retriever: Retriever) -> None:
+    report = cross_validate(retriever, CvSpec(repeats=1, folds=2, drop=("advice",)))
+    spoken = report["scores"]["spoken"]
+    assert 0.5 < spoken["recall@1"][0] <= 1 and 0 < spoken["recall"][0] <= spoken["recall@1"][0]
+    assert report["rows"]["spoken"] > 0 and "report" not in str(report["rows"])
+    assert set(report["scores"]["generated"]) == {"false_link_rate"}
+    assert "spoken/asr" in format_cv(report)
