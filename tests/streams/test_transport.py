@@ -1,0 +1,27 @@
+"""The toolrec-tansu:// Faust transport (streams.transport)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from streams.app import create_app
+from streams.config import StreamsConfig
+from streams.transport import TANSU_FETCH_MAX_WAIT_MS, TansuConsumerThread
+from toolrec.kafka import KafkaConfig
+
+
+def test_the_worker_consumer_waits_briefly_for_tansu_fetches(tmp_path: Path) -> None:
+    """tansu answers an empty fetch only when its wait runs out, so the worker's consumer is
+    built with a short one instead of Faust's fixed 1,500 ms (nothing is contacted here)."""
+    kafka = KafkaConfig(flavor="tansu", bootstrap_servers="127.0.0.1:9")
+    app = create_app(StreamsConfig(app_id="fetch-wait-test", data_dir=tmp_path), kafka)
+
+    async def worker_consumer() -> Any:
+        thread = app.consumer._new_consumer_thread()  # type: ignore[attr-defined]
+        assert isinstance(thread, TansuConsumerThread)
+        return thread._create_worker_consumer(app.transport)  # type: ignore[arg-type]
+
+    consumer = asyncio.run(worker_consumer())
+    assert consumer._fetch_max_wait_ms == TANSU_FETCH_MAX_WAIT_MS < 1500
