@@ -241,6 +241,7 @@ class Sink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms(),
             client_id=f"toolrec-lake-sink-{'-'.join(self.tables)}",
         )
         try:

@@ -21,19 +21,11 @@ from faust.types import TP
 
 from infra.compat import true_end_offsets
 from toolrec.errors import StreamError
+from toolrec.kafka import TANSU_FETCH_MAX_WAIT_MS
 
 
 class Transport(faust_aiokafka.Transport):
     """Faust's aiokafka transport under the project's scheme."""
-
-
-# Faust's worker consumer waits up to 1,500 ms (fixed in its driver) for a fetch that
-# finds nothing new. Kafka answers it as soon as records arrive; tansu does not: measured
-# here, a record produced every 20 ms reached an aiokafka consumer p50 371 / max 748 ms
-# later with that wait, 26 / 54 ms with 100 ms. The worker's watermark trailed the clock
-# by that much at live rates (issue 12: click → Delta). An idle worker then asks 10 times
-# a second, a few hundred bytes each time.
-TANSU_FETCH_MAX_WAIT_MS = 100
 
 
 class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -42,7 +34,8 @@ class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # Faust passes no setting for it; aiokafka reads the value when the consumer starts.
+        # Faust's worker consumer waits a fixed 1,500 ms for a fetch that finds nothing new
+        # and passes no setting for it; aiokafka reads the value when the consumer starts.
         consumer._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS
         return consumer
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from streams.app import create_app
 from streams.config import StreamsConfig
-from streams.transport import TANSU_FETCH_MAX_WAIT_MS, TansuConsumerThread
-from toolrec.kafka import KafkaConfig
+from streams.transport import TansuConsumerThread
+from toolrec.kafka import AIOKAFKA_FETCH_MAX_WAIT_MS, TANSU_FETCH_MAX_WAIT_MS, KafkaConfig
 
 
 def test_the_worker_consumer_waits_briefly_for_tansu_fetches(tmp_path: Path) -> None:
@@ -25,3 +25,10 @@ def test_the_worker_consumer_waits_briefly_for_tansu_fetches(tmp_path: Path) -> 
 
     consumer = asyncio.run(worker_consumer())
     assert consumer._fetch_max_wait_ms == TANSU_FETCH_MAX_WAIT_MS < 1500
+
+
+def test_plain_consumers_wait_briefly_only_on_tansu() -> None:
+    """The lake sink's aiokafka consumer takes its fetch wait from the Kafka config: short
+    on tansu, aiokafka's own default on Kafka (which answers as soon as records arrive)."""
+    assert KafkaConfig(flavor="tansu").fetch_max_wait_ms() == TANSU_FETCH_MAX_WAIT_MS
+    assert KafkaConfig(flavor="kafka").fetch_max_wait_ms() == AIOKAFKA_FETCH_MAX_WAIT_MS
