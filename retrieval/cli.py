@@ -260,6 +260,38 @@ def fit_adapter_cmd(settings: Any, out: Path | None, rank: int, epochs: int, l2:
                f"sha256 {meta['sha256'][:12]} -> {target}")
 
 
+@tools.command("fit-encoder")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where to write the .npz (its .json beside it; default: the packaged "
+              "retrieval/data/encoder_lora.npz).")
+@click.option("--rank", type=click.IntRange(1, 384), default=16, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 20), default=1, show_default=True)
+@click.option("--lr", type=click.FloatRange(1e-6, 1e-2), default=2e-4, show_default=True)
+@click.option("--framed/--no-framed", default=False, show_default=True,
+              help="Add the examples in spoken frames to the anchors.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@pass_settings
+def fit_encoder_cmd(settings: Any, out: Path | None, rank: int, epochs: int, lr: float,
+                    framed: bool, seed: int) -> None:
+    """Fine-tune the encoder (LoRA) on the catalog's own text by hard-negative contrastive
+    learning; refit the reranker and linker after (their features are of its ranking)."""
+    from retrieval.encoder import default_model_dir
+    from retrieval.finetune import FinetuneSettings, fit_catalog_lora
+
+    cfg = settings.retrieval
+    retriever = _retriever(settings, encoder_lora=False, encoder_engine="torch")
+    blob, meta = fit_catalog_lora(
+        retriever.catalog, retriever.encoder, cfg.model_dir or default_model_dir(),
+        FinetuneSettings(epochs=epochs, learning_rate=lr, lora_rank=rank, framed=framed,
+                         seed=seed), cfg.cache_dir, cfg.max_seq_length)
+    target = out or Path(__file__).parent / "data" / "encoder_lora.npz"
+    target.write_bytes(blob)
+    target.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    click.echo(f"fitted on {meta['triples']} triples in {meta['steps']} steps (loss "
+               f"{meta['loss_first']:.3f} -> {meta['loss_last']:.3f}); sha256 "
+               f"{meta['sha256'][:12]} -> {target}")
+
+
 @tools.command("index")
 @pass_settings
 def index_cmd(settings: Any) -> None:

@@ -133,6 +133,17 @@ class RetrievalConfig(BaseModel):
         None, description="fitted adapter .npz (its .json beside it); None = the packaged "
         "data/adapter.npz, fitted by `toolrec tools fit-adapter`",
     )
+    encoder_lora: bool = Field(
+        False, description="run the encoder with the low-rank (LoRA) weight updates fitted "
+        "by hard-negative contrastive fine-tuning on the catalog's own text "
+        "(retrieval.finetune, `toolrec tools fit-encoder`); merged into the base weights "
+        "once under cache_dir, keyed by the file's digest, which the index's encoder "
+        "identity includes. Refit the reranker and linker after changing it",
+    )
+    encoder_lora_path: Path | None = Field(
+        None, description="fitted LoRA .npz (its .json beside it); None = the packaged "
+        "data/encoder_lora.npz",
+    )
     # --- linking and validation
     rerank: bool = Field(
         False, description="reorder the top candidates with the fitted listwise reranker "

@@ -49,9 +49,13 @@ def default_model_dir() -> Path:
 
 def encoder_identity(model_dir: Path, max_seq_length: int) -> str:
     """Names the encoder weights and settings, so a different model rebuilds the index (and
-    is converted again). The engine is not part of it: both give the same embeddings."""
+    is converted again). The engine is not part of it: both give the same embeddings. A
+    fine-tuned directory's record (`finetune.json`, written by `retrieval.finetune`) counts
+    too: its weights have the base's config and size."""
     config_file = model_dir / "config.json"
     config = config_file.read_bytes() if config_file.exists() else b""
+    record = model_dir / "finetune.json"
+    config += record.read_bytes() if record.exists() else b""
     weights = model_dir / "model.safetensors"
     size = weights.stat().st_size if weights.exists() else 0
     digest = hashlib.sha256(config + str(size).encode()).hexdigest()[:12]

@@ -294,7 +294,7 @@ def fit_linker(retriever: Retriever, *, target_precision: float, l2: float = 1.0
                "generated": f"retrieval.negatives, "
                             f"{sum(1 for _, n in rows if n == 'generated')} rows"},
             "catalog_hash": retriever.catalog.hash, "adapter": retriever.adapter_id,
-            "rerank": retriever.config.rerank,
+            "encoder": retriever.encoder_id, "rerank": retriever.config.rerank,
             "target_precision": target_precision, "l2": l2, "spoken_weight": spoken_weight,
             "positives": int(sum(y)), "rows": len(y)}
     return fit_link_model(x, y, groups, target_precision=target_precision, l2=l2,

@@ -46,6 +46,7 @@ from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints, parse_hint
 from retrieval.encoder import Encoder, default_model_dir, encoder_identity
+from retrieval.finetune import lora_model_dir
 from retrieval.index import IndexParams, ToolIndex
 from retrieval.lexical import BM25, STOPWORDS, is_question
 from retrieval.linker import LinkModel, Ranking, answers_questions, features, load_link_model
@@ -150,7 +151,11 @@ class Retriever:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             cfg = self.config
-            self._encoder = Encoder(cfg.model_dir, max_seq_length=cfg.max_seq_length,
+            model_dir = cfg.model_dir
+            if cfg.encoder_lora:  # the fine-tuned weights (retrieval.finetune)
+                model_dir = lora_model_dir(model_dir or default_model_dir(),
+                                           cfg.encoder_lora_path, cfg.cache_dir)
+            self._encoder = Encoder(model_dir, max_seq_length=cfg.max_seq_length,
                                     threads=cfg.encoder_threads,
                                     cache_size=cfg.encode_cache_size, batch_size=cfg.batch_size,
                                     engine=cfg.encoder_engine, engine_cache=cfg.cache_dir)
@@ -184,7 +189,6 @@ class Retriever:
 
     def _prepare(self) -> None:
         cfg, catalog = self.config, self.catalog
-        model_dir = self.encoder.model_dir or default_model_dir()
         params = IndexParams(cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
         self._bm25 = BM25([" ".join(t.texts()) for t in catalog.tools])
         self._sides = [tool_side(t.id) for t in catalog.tools]
@@ -201,12 +205,17 @@ class Retriever:
         self._pair_code = {p: i for i, p in enumerate(pairs)}
         self._tool_pair = np.array([self._pair_code[s[0]] if s else -1 for s in self._sides])
         self._tool_sideval = np.array([s[1] if s else -1 for s in self._sides])
+        self._index = ToolIndex.open(catalog, self.embedder, cfg.cache_dir, params,
+                                     encoder_id=self.encoder_id)
+
+    @property
+    def encoder_id(self) -> str:
+        """What the index's vectors depend on: the encoder's weights and settings (a
+        fine-tuned model's digest included) and the adapter's digest when it is on."""
+        model_dir = self.encoder.model_dir or default_model_dir()
         adapter = self.adapter_id
-        self._index = ToolIndex.open(
-            catalog, self.embedder, cfg.cache_dir, params,
-            encoder_id=encoder_identity(model_dir, cfg.max_seq_length)
-            + (f":adapter-{adapter}" if adapter != "off" else ""),
-        )
+        return (encoder_identity(model_dir, self.config.max_seq_length)
+                + (f":adapter-{adapter}" if adapter != "off" else ""))
 
     @property
     def linker(self) -> LinkModel:
@@ -217,6 +226,10 @@ class Retriever:
             if fitted != self.adapter_id:  # its features were of another ranking
                 log.warning("the linker was fitted with adapter %s, this retriever uses %s; "
                             "refit with `toolrec tools fit-linker`", fitted, self.adapter_id)
+            encoder = self._linker.meta.get("encoder")
+            if encoder is not None and encoder != self.encoder_id:
+                log.warning("the linker was fitted with encoder %s, this retriever uses %s; "
+                            "refit with `toolrec tools fit-linker`", encoder, self.encoder_id)
         return self._linker
 
     @property

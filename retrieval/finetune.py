@@ -1,0 +1,386 @@
+"""Hard-negative contrastive fine-tuning of the sentence encoder on the catalog's own text.
+
+all-MiniLM-L6-v2 was trained on general sentence pairs. This fits its weights to
+SysToolKit (issue 14): every training triple is (anchor, positive, hard negative) where
+
+- anchor   = a catalog example, or an example put in a spoken frame ("can you …",
+             `retrieval.adapter.SPOKEN_FRAMES`) — how a user asks;
+- positive = another phrasing of the same tool (name, description or another example);
+- negative = the phrasing nearest the anchor of one of the `hard_pool` tools whose centroid
+             the *base* encoder puts nearest the anchor (its own tool excluded): the tools it
+             confuses with it.
+
+The loss is a masked multiple-negatives ranking loss: each anchor's softmax runs over every
+positive and negative of its batch (scaled cosines), the own positive is the target, and
+the batch's other phrasings of the anchor's own tool are masked out (they are not
+negatives); batches never hold two anchors of one tool. Only catalog text is read, never an
+evaluation row, so every evaluation utterance stays out of sample.
+
+Pure pieces (`mine_triples`, `pack_batches`, `finetune_key`) are separate from the torch
+loop (`train`); torch and transformers are imported inside it. Imports `retrieval.adapter`
+(frames), `retrieval.catalog`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.adapter import TextEncoder, spoken_frames
+from retrieval.catalog import Catalog
+from toolrec.errors import RetrievalError
+
+# files of the base model directory the fine-tuned one shares (the weights are written new)
+MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "vocab.txt", "modules.json", "sentence_bert_config.json",
+               "config_sentence_transformers.json")
+FINETUNE_DIR_PREFIX = "encoder-ft-"
+LORA_DIR_PREFIX = "encoder-lora-"
+LORA_RESOURCE = "encoder_lora.npz"
+LORA_META_RESOURCE = "encoder_lora.json"
+RECORD_FILE = "finetune.json"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """One fit's settings (part of its key and recorded beside the weights)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup: float = 0.1  # share of the steps with a linear learning-rate warm-up
+    scale: float = 20.0  # cosine scale inside the softmax (sentence-transformers' MNRL)
+    hard_pool: int = 3  # the negative's tool is drawn from the base's top-n confusions
+    framed: bool = True  # spoken frames of the examples join the anchors
+    lora_rank: int = 0  # 0: every weight is trained; r: low-rank updates of the layers' linears
+    lora_alpha: int = 16  # LoRA's update scale is lora_alpha / lora_rank
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One training row: the anchor's tool position and three texts."""
+
+    tool: int
+    anchor: str
+    positive: str
+    negative: str
+
+
+def catalog_anchors(catalog: Catalog, *, framed: bool) -> list[tuple[int, str]]:
+    """(tool position, text) of every example, plus its spoken frames when `framed`."""
+    examples = [(t, e) for t, tool in enumerate(catalog.tools) for e in tool.examples]
+    return examples + (spoken_frames(examples) if framed else [])
+
+
+def catalog_phrasings(catalog: Catalog) -> list[tuple[int, str]]:
+    """(tool position, text) of every phrasing the index embeds."""
+    return [(t, text) for t, tool in enumerate(catalog.tools) for text in tool.texts()]
+
+
+def mine_triples(anchors: Sequence[tuple[int, str]], anchor_vecs: np.ndarray,
+                 phrasings: Sequence[tuple[int, str]], phrase_vecs: np.ndarray,
+                 *, hard_pool: int, seed: int) -> list[Triple]:
+    """One triple per anchor (see the module docstring); deterministic for a seed. Anchors
+    whose tool has no other phrasing are skipped. Vectors are L2-normalised rows."""
+    rng = random.Random(seed)
+    owner = np.array([t for t, _ in phrasings])
+    n_tools = int(owner.max()) + 1
+    centroids = np.zeros((n_tools, phrase_vecs.shape[1]), dtype=np.float64)
+    np.add.at(centroids, owner, phrase_vecs)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    by_tool: list[list[int]] = [[] for _ in range(n_tools)]
+    for i, t in enumerate(owner):
+        by_tool[int(t)].append(i)
+    triples = []
+    for (tool, text), vec in zip(anchors, anchor_vecs, strict=True):
+        own = [i for i in by_tool[tool] if phrasings[i][1] != text]
+        if not own:
+            continue
+        sims = centroids @ vec
+        sims[tool] = -np.inf
+        confused = np.argsort(-sims, kind="stable")[:hard_pool]
+        other = by_tool[int(confused[rng.randrange(len(confused))])]
+        negative = other[int(np.argmax(phrase_vecs[other] @ vec))]
+        triples.append(Triple(tool, text, phrasings[rng.choice(own)][1],
+                              phrasings[negative][1]))
+    return triples
+
+
+def pack_batches(tools: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Indexes of the triples in shuffled batches of at most `batch_size` where no tool
+    appears twice (a second anchor of the same tool would be a false in-batch negative);
+    every index lands in exactly one batch."""
+    rng = random.Random(seed)
+    order = list(range(len(tools)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    open_batches: list[tuple[list[int], set[int]]] = []
+    for i in order:
+        slot = next((b for b in open_batches if tools[i] not in b[1]), None)
+        if slot is None:
+            slot = ([], set())
+            open_batches.append(slot)
+        slot[0].append(i)
+        slot[1].add(tools[i])
+        if len(slot[0]) == batch_size:
+            batches.append(slot[0])
+            open_batches.remove(slot)
+    return batches + [b for b, _ in open_batches]
+
+
+def finetune_key(catalog_hash: str, base_identity: str, settings: FinetuneSettings) -> str:
+    """Digest of what determines the fitted weights: the catalog, the base model, the fit
+    settings. Names the output directory, hence the encoder identity of the index."""
+    blob = json.dumps({"catalog": catalog_hash, "base": base_identity,
+                       "settings": asdict(settings), "version": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def catalog_triples(catalog: Catalog, encoder: TextEncoder,
+                    settings: FinetuneSettings) -> list[Triple]:
+    """Mine the triples of a catalog with the base encoder."""
+    anchors = catalog_anchors(catalog, framed=settings.framed)
+    phrasings = catalog_phrasings(catalog)
+    anchor_vecs = encoder.encode([t for _, t in anchors])
+    phrase_vecs = encoder.encode([t for _, t in phrasings])
+    return mine_triples(anchors, anchor_vecs, phrasings, phrase_vecs,
+                        hard_pool=settings.hard_pool, seed=settings.seed)
+
+
+def fit_catalog_lora(catalog: Catalog, encoder: TextEncoder, base_dir: Path,
+                     settings: FinetuneSettings, cache_dir: Path,
+                     max_seq_length: int = 128) -> tuple[bytes, dict[str, Any]]:
+    """Mine the catalog's triples with the base encoder and fit the LoRA updates (the merged
+    model is kept under `cache_dir`, keyed by `finetune_key`); the LoRA file's bytes and its
+    JSON record (digest, settings, catalog hash, base identity)."""
+    if not settings.lora_rank:
+        raise RetrievalError("fit_catalog_lora needs settings.lora_rank >= 1, got 0 (full "
+                             "fine-tuning writes 90 MB of weights, not a shippable file)")
+    from retrieval.encoder import encoder_identity
+
+    base_id = encoder_identity(base_dir, max_seq_length)
+    key = finetune_key(catalog.hash, base_id, settings)
+    work = Path(cache_dir) / f"{FINETUNE_DIR_PREFIX}{key}"
+    triples = catalog_triples(catalog, encoder, settings)
+    record = train(base_dir, triples, settings, work, max_seq_length=max_seq_length)
+    blob = (work / LORA_RESOURCE).read_bytes()
+    meta = {"sha256": hashlib.sha256(blob).hexdigest(), "catalog_hash": catalog.hash,
+            "base": base_id, **record,
+            "fitted_on": "catalog text only (examples as anchors; names, descriptions, "
+                         "examples as positives and hard negatives); no evaluation rows"}
+    return blob, meta
+
+
+def train(base_dir: Path, triples: Sequence[Triple], settings: FinetuneSettings,
+          out_dir: Path, *, max_seq_length: int = 128, log_every: int = 0) -> dict[str, Any]:
+    """Fine-tune the base model on the triples (see the module docstring) and write a model
+    directory the `Encoder` loads (weights, config, the base's tokenizer files); returns
+    the fit's record (also written as `finetune.json`)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    torch.manual_seed(settings.seed)
+    tokenizer = Tokenizer.from_file(str(base_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_seq_length)
+    tokenizer.enable_padding()
+    model = AutoModel.from_pretrained(str(base_dir), local_files_only=True)
+    if settings.lora_rank:
+        model = _with_lora(model, settings)
+    model.train()
+    batches = [b for _ in range(settings.epochs)
+               for b in pack_batches([t.tool for t in triples], settings.batch_size,
+                                     settings.seed + _)]
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    warm = max(1, int(settings.warmup * len(batches)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (len(batches) - s) / len(batches)))
+    losses = []
+    for step, batch in enumerate(batches):
+        loss = _batch_loss(model, tokenizer, [triples[i] for i in batch], settings.scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{len(batches)} loss {np.mean(losses[-log_every:]):.4f}",
+                  flush=True)
+    record = {"settings": asdict(settings), "triples": len(triples), "steps": len(batches),
+              "loss_first": losses[0], "loss_last": losses[-1]}
+    lora = lora_arrays(model) if settings.lora_rank else None
+    merged = model.merge_and_unload() if settings.lora_rank else model
+
+    def write(tmp: Path) -> None:
+        merged.eval().save_pretrained(str(tmp), safe_serialization=True)
+        if lora is not None:
+            (tmp / LORA_RESOURCE).write_bytes(lora_bytes(lora))
+
+    _write_model_dir(base_dir, out_dir, record, write)
+    return record
+
+
+# every linear layer of the transformer blocks (not the unused pooler)
+LORA_TARGETS = (r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)"
+                r"|attention\.output\.dense|intermediate\.dense|output\.dense)")
+
+
+def _with_lora(model: Any, settings: FinetuneSettings) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                        lora_dropout=0.0, target_modules=LORA_TARGETS)
+    return get_peft_model(model, config)
+
+
+def lora_arrays(model: Any) -> dict[str, np.ndarray]:
+    """The fitted low-rank updates as `{"<weight>:A": (r, in), "<weight>:B": (out, r)}`,
+    B pre-scaled, so the merged weight is W + B·A (`merge_lora`)."""
+    out = {}
+    for name, module in model.named_modules():
+        if "default" not in getattr(module, "lora_A", {}):
+            continue
+        key = name.removeprefix("base_model.model.") + ".weight"
+        out[f"{key}:A"] = module.lora_A["default"].weight.detach().numpy().astype(np.float32)
+        out[f"{key}:B"] = (module.lora_B["default"].weight.detach().numpy()
+                           * module.scaling["default"]).astype(np.float32)
+    return out
+
+
+def merge_lora(weights: dict[str, np.ndarray],
+               lora: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The base weights with each low-rank update added (W + B·A); names must match."""
+    merged = dict(weights)
+    for name, a in lora.items():
+        if not name.endswith(":A"):
+            continue
+        key = name.removesuffix(":A")
+        if key not in weights or f"{key}:B" not in lora:
+            raise RetrievalError(f"LoRA update {key!r} has no base weight or no B matrix")
+        merged[key] = (weights[key] + lora[f"{key}:B"] @ a).astype(weights[key].dtype)
+    return merged
+
+
+def _batch_loss(model: Any, tokenizer: Any, batch: list[Triple], scale: float) -> Any:
+    """Masked MNRL of one batch: anchors against every positive and negative."""
+    import torch
+    import torch.nn.functional as nnf
+
+    texts = ([t.anchor for t in batch] + [t.positive for t in batch]
+             + [t.negative for t in batch])
+    emb = _embed(model, tokenizer, texts)
+    n = len(batch)
+    anchors, others = emb[:n], emb[n:]
+    logits = scale * anchors @ others.T  # (n, 2n)
+    tools = torch.tensor([t.tool for t in batch])
+    same = torch.cat([tools, torch.full_like(tools, -1)])[None, :] == tools[:, None]
+    same[torch.arange(n), torch.arange(n)] = False  # the own positive stays the target
+    return nnf.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(n))
+
+
+def _embed(model: Any, tokenizer: Any, texts: list[str]) -> Any:
+    """Mean-pooled, L2-normalised embeddings with gradients (as `Encoder` pools)."""
+    import torch
+    import torch.nn.functional as nnf
+
+    enc = tokenizer.encode_batch(texts)
+    ids = torch.tensor([e.ids for e in enc])
+    mask = torch.tensor([e.attention_mask for e in enc])
+    hidden = model(input_ids=ids, attention_mask=mask,
+                   token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    return nnf.normalize(pooled, dim=-1)
+
+
+def _write_model_dir(base_dir: Path, out_dir: Path, record: dict[str, Any],
+                     write_weights: Callable[[Path], None]) -> None:
+    """A model directory the `Encoder` loads, written to a temp directory and renamed (a
+    process loading it at the same time never sees half a model). `finetune.json` holds
+    the record; `retrieval.encoder.encoder_identity` reads it."""
+    tmp = out_dir.with_name(f".{out_dir.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write_weights(tmp)
+        for name in ("config.json", *MODEL_FILES):
+            if (base_dir / name).is_file() and not (tmp / name).is_file():
+                shutil.copy2(base_dir / name, tmp / name)
+        if (base_dir / "1_Pooling").is_dir():
+            shutil.copytree(base_dir / "1_Pooling", tmp / "1_Pooling")
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        try:
+            tmp.rename(out_dir)
+        except OSError:  # another process finished first (or a stale copy): keep one
+            if not (out_dir / "model.safetensors").is_file():
+                shutil.rmtree(out_dir, ignore_errors=True)
+                tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the shipped LoRA file
+def lora_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The LoRA file's bytes (what its digest covers)."""
+    buffer = io.BytesIO()
+    named: dict[str, Any] = {k: v.astype(np.float32) for k, v in sorted(arrays.items())}
+    np.savez(buffer, **named)
+    return buffer.getvalue()
+
+
+def load_lora(path: Path | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """The fitted updates and their SHA-256 (`path` to an .npz with its .json beside it;
+    default: the packaged files), after checking the digest the record holds."""
+    if path is None:
+        data = resources.files("retrieval.data")
+        blob = data.joinpath(LORA_RESOURCE).read_bytes()
+        meta_text = data.joinpath(LORA_META_RESOURCE).read_text("utf-8")
+        source = f"package:{LORA_RESOURCE}"
+    else:
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise RetrievalError(f"encoder LoRA {path} or its {meta_path.name} does not "
+                                 "exist; fit one with `toolrec tools fit-encoder`")
+        blob, meta_text, source = path.read_bytes(), meta_path.read_text("utf-8"), str(path)
+    digest = hashlib.sha256(blob).hexdigest()
+    try:
+        recorded = json.loads(meta_text)["sha256"]
+        arrays = dict(np.load(io.BytesIO(blob)))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
+        raise RetrievalError(f"encoder LoRA {source} is malformed ({exc}); refit with "
+                             "`toolrec tools fit-encoder`") from exc
+    if digest != recorded:
+        raise RetrievalError(f"encoder LoRA {source} has SHA-256 {digest[:12]}…, its record "
+                             f"says {str(recorded)[:12]}…; refit with `toolrec tools "
+                             "fit-encoder`")
+    return arrays, digest
+
+
+def lora_model_dir(base_dir: Path, lora_path: Path | None, cache_dir: Path) -> Path:
+    """The base model with the LoRA updates merged in, as a model directory under
+    `cache_dir` named by the LoRA file's digest (merged now if missing, ≈ 1 s, numpy only)."""
+    from safetensors.numpy import load_file, save_file
+
+    arrays, digest = load_lora(lora_path)
+    out = Path(cache_dir) / f"{LORA_DIR_PREFIX}{digest[:12]}"
+    if (out / "model.safetensors").is_file():
+        return out
+    merged = merge_lora(load_file(str(base_dir / "model.safetensors")), arrays)
+    record = {"lora_sha256": digest, "base": str(base_dir.name)}
+    _write_model_dir(base_dir, out, record, lambda tmp: save_file(
+        merged, str(tmp / "model.safetensors"), metadata={"format": "pt"}))
+    log.info("encoder LoRA %s merged into %s", digest[:12], out)
+    return out
