@@ -220,6 +220,7 @@ def test_experiment_runs_end_to_end_on_the_tiny_model(tmp_path_factory) -> None:
     cfg = ExperimentConfig(out_dir=out, seeds=(0, 1), model="tiny", users=6,
                            requests_per_user=3, history_per_user=10, eval_turns=3,
                            max_steps=2, eval_every=1, batch_size=4, generation_batch=4,
+                           objective="clicks", engine="torch",  # reward: its own test below
                            publish=True, publish_json=out / "published.json",
                            publish_markdown=out / "RESULTS.md")
     experiment = Experiment(load_settings(), cfg, start, echo=lambda line: None)
