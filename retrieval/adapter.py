@@ -37,7 +37,6 @@ from retrieval.catalog import Catalog
 from toolrec.errors import RetrievalError
 
 ADAPTER_RESOURCE = "adapter.npz"
-ADAPTER_META_RESOURCE = "adapter.json"
 # how people put a request to an assistant; each example gets every FRAME_EVERY-th frame
 SPOKEN_FRAMES = ("can you {}", "please {}", "{} please", "i want to {}", "hey {}",
                  "could you {} for me")
@@ -89,32 +88,46 @@ def npz_bytes(u: np.ndarray, v: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def load_adapter(path: Path | None = None) -> EmbeddingAdapter:
-    """The fitted adapter (`path` to an .npz with its .json beside it; default: the packaged
-    files), after checking the file's SHA-256 against the recorded one."""
+def load_fitted(path: Path | None, resource: str, what: str, command: str
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
+    """A fitted .npz and its .json record (`path`, its .json beside it; default: the
+    packaged `resource`), after checking the file's SHA-256 against the recorded one:
+    (arrays, record, digest). `what` and `command` name it in errors."""
     if path is None:
         data = resources.files("retrieval.data")
-        blob = data.joinpath(ADAPTER_RESOURCE).read_bytes()
-        meta_text = data.joinpath(ADAPTER_META_RESOURCE).read_text("utf-8")
-        source = f"package:{ADAPTER_RESOURCE}"
+        blob = data.joinpath(resource).read_bytes()
+        meta_text = data.joinpath(Path(resource).with_suffix(".json").name).read_text("utf-8")
+        source = f"package:{resource}"
     else:
         meta_path = path.with_suffix(".json")
         if not path.is_file() or not meta_path.is_file():
-            raise RetrievalError(f"adapter {path} or its {meta_path.name} does not exist; "
-                                 "fit one with `toolrec tools fit-adapter`")
+            raise RetrievalError(f"{what} {path} or its {meta_path.name} does not exist; "
+                                 f"fit one with `{command}`")
         blob, meta_text, source = path.read_bytes(), meta_path.read_text("utf-8"), str(path)
+    digest = hashlib.sha256(blob).hexdigest()
     try:
         meta = json.loads(meta_text)
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != meta["sha256"]:
-            raise RetrievalError(f"adapter {source} has SHA-256 {digest[:12]}…, its record "
-                                 f"says {str(meta['sha256'])[:12]}…; refit with "
-                                 "`toolrec tools fit-adapter`")
-        arrays = np.load(io.BytesIO(blob))
-        u, v = arrays["u"], arrays["v"]
+        recorded = meta["sha256"]
+        arrays = dict(np.load(io.BytesIO(blob)))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
-        raise RetrievalError(f"adapter {source} is malformed ({exc}); refit with "
-                             "`toolrec tools fit-adapter`") from exc
+        raise RetrievalError(f"{what} {source} is malformed ({exc}); refit with "
+                             f"`{command}`") from exc
+    if digest != recorded:
+        raise RetrievalError(f"{what} {source} has SHA-256 {digest[:12]}…, its record says "
+                             f"{str(recorded)[:12]}…; refit with `{command}`")
+    return arrays, meta, digest
+
+
+def load_adapter(path: Path | None = None) -> EmbeddingAdapter:
+    """The fitted adapter (`path` to an .npz with its .json beside it; default: the packaged
+    files), after checking the file's SHA-256 against the recorded one."""
+    arrays, meta, digest = load_fitted(path, ADAPTER_RESOURCE, "adapter",
+                                       "toolrec tools fit-adapter")
+    source = str(path) if path is not None else f"package:{ADAPTER_RESOURCE}"
+    if "u" not in arrays or "v" not in arrays:
+        raise RetrievalError(f"adapter {source} is malformed (no 'u'/'v' arrays); refit "
+                             "with `toolrec tools fit-adapter`")
+    u, v = arrays["u"], arrays["v"]
     if u.shape != v.shape or u.ndim != 2:
         raise RetrievalError(f"adapter {source} has matrices {u.shape} and {v.shape}")
     return EmbeddingAdapter(u, v, digest, meta)

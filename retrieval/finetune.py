@@ -32,13 +32,12 @@ import random
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrieval.adapter import TextEncoder, spoken_frames
+from retrieval.adapter import TextEncoder, load_fitted, spoken_frames
 from retrieval.catalog import Catalog
 from toolrec.errors import RetrievalError
 
@@ -49,7 +48,6 @@ MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.js
 FINETUNE_DIR_PREFIX = "encoder-ft-"
 LORA_DIR_PREFIX = "encoder-lora-"
 LORA_RESOURCE = "encoder_lora.npz"
-LORA_META_RESOURCE = "encoder_lora.json"
 RECORD_FILE = "finetune.json"
 log = logging.getLogger(__name__)
 
@@ -344,28 +342,8 @@ def lora_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def load_lora(path: Path | None = None) -> tuple[dict[str, np.ndarray], str]:
     """The fitted updates and their SHA-256 (`path` to an .npz with its .json beside it;
     default: the packaged files), after checking the digest the record holds."""
-    if path is None:
-        data = resources.files("retrieval.data")
-        blob = data.joinpath(LORA_RESOURCE).read_bytes()
-        meta_text = data.joinpath(LORA_META_RESOURCE).read_text("utf-8")
-        source = f"package:{LORA_RESOURCE}"
-    else:
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise RetrievalError(f"encoder LoRA {path} or its {meta_path.name} does not "
-                                 "exist; fit one with `toolrec tools fit-encoder`")
-        blob, meta_text, source = path.read_bytes(), meta_path.read_text("utf-8"), str(path)
-    digest = hashlib.sha256(blob).hexdigest()
-    try:
-        recorded = json.loads(meta_text)["sha256"]
-        arrays = dict(np.load(io.BytesIO(blob)))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
-        raise RetrievalError(f"encoder LoRA {source} is malformed ({exc}); refit with "
-                             "`toolrec tools fit-encoder`") from exc
-    if digest != recorded:
-        raise RetrievalError(f"encoder LoRA {source} has SHA-256 {digest[:12]}…, its record "
-                             f"says {str(recorded)[:12]}…; refit with `toolrec tools "
-                             "fit-encoder`")
+    arrays, _, digest = load_fitted(path, LORA_RESOURCE, "encoder LoRA",
+                                    "toolrec tools fit-encoder")
     return arrays, digest
 
 
