@@ -235,15 +235,7 @@ class Sink:
     # -- lifecycle ---------------------------------------------------------------------
     async def run(self) -> SinkStats:
         """Consume until stopped (or idle for `idle_exit_s`), flushing as batches fill."""
-        consumer = self._consumer = AIOKafkaConsumer(
-            **self.kafka.client_kwargs(),
-            group_id=self.lake.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms(),
-            client_id=f"toolrec-lake-sink-{'-'.join(self.tables)}",
-        )
+        consumer = self._consumer = self._new_consumer()
         try:
             await consumer.start()
         except KafkaConnectionError as exc:
@@ -260,6 +252,17 @@ class Sink:
             await self._close()
         self.stats.elapsed = time.monotonic() - self.stats.started
         return self.stats
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self.kafka.client_kwargs(),
+            group_id=self.lake.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms(),
+            client_id=f"toolrec-lake-sink-{'-'.join(self.tables)}",
+        )
 
     async def _close(self) -> None:
         if self._parsing is not None:  # stopped by a failure: its outcome is not needed

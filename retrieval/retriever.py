@@ -222,14 +222,14 @@ class Retriever:
         """The fitted linker, loaded on first use (fitting one needs only `ranking`)."""
         if self._linker is None:
             self._linker = load_link_model(self.config.linker_path)
-            fitted = self._linker.meta.get("adapter", "off")
-            if fitted != self.adapter_id:  # its features were of another ranking
-                log.warning("the linker was fitted with adapter %s, this retriever uses %s; "
-                            "refit with `toolrec tools fit-linker`", fitted, self.adapter_id)
-            encoder = self._linker.meta.get("encoder")
-            if encoder is not None and encoder != self.encoder_id:
-                log.warning("the linker was fitted with encoder %s, this retriever uses %s; "
-                            "refit with `toolrec tools fit-linker`", encoder, self.encoder_id)
+            # Its features were of one ranking; warn when this retriever's differs (a
+            # linker fitted before the encoder was recorded says nothing of it).
+            current = {"adapter": self.adapter_id, "encoder": self.encoder_id}
+            fitted = {"adapter": "off", "encoder": current["encoder"]} | self._linker.meta
+            for part, used in current.items():
+                if fitted[part] != used:
+                    log.warning("the linker was fitted with %s %s, this retriever uses %s; "
+                                "refit with `toolrec tools fit-linker`", part, fitted[part], used)
         return self._linker
 
     @property

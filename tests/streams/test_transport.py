@@ -27,8 +27,17 @@ def test_the_worker_consumer_waits_briefly_for_tansu_fetches(tmp_path: Path) -> 
     assert consumer._fetch_max_wait_ms == TANSU_FETCH_MAX_WAIT_MS < 1500
 
 
-def test_plain_consumers_wait_briefly_only_on_tansu() -> None:
+def test_the_lake_sink_consumer_waits_briefly_only_on_tansu(tmp_path: Path) -> None:
     """The lake sink's aiokafka consumer takes its fetch wait from the Kafka config: short
-    on tansu, aiokafka's own default on Kafka (which answers as soon as records arrive)."""
-    assert KafkaConfig(flavor="tansu").fetch_max_wait_ms() == TANSU_FETCH_MAX_WAIT_MS
-    assert KafkaConfig(flavor="kafka").fetch_max_wait_ms() == AIOKAFKA_FETCH_MAX_WAIT_MS
+    on tansu, aiokafka's own default on Kafka (which answers as soon as records arrive).
+    Built, not started: nothing is contacted."""
+    from lakehouse.config import LakeConfig
+    from lakehouse.sink import Sink
+
+    async def wait_of(flavor: str) -> int:
+        kafka = KafkaConfig(flavor=flavor, bootstrap_servers="127.0.0.1:9")
+        sink = Sink(LakeConfig(root=str(tmp_path / flavor)), kafka)
+        return int(sink._new_consumer()._fetch_max_wait_ms)
+
+    assert asyncio.run(wait_of("tansu")) == TANSU_FETCH_MAX_WAIT_MS < AIOKAFKA_FETCH_MAX_WAIT_MS
+    assert asyncio.run(wait_of("kafka")) == AIOKAFKA_FETCH_MAX_WAIT_MS
