@@ -1,17 +1,26 @@
 """Faust's own floor on the worker's topics: an agent that only iterates them.
 
     python -m bench.faust_floor --bootstrap 127.0.0.1:PORT --events N [--group G]
+                                [--forward-from TOPIC --forward-to TOPIC]
 
 Runs a Faust app with the worker's transport and the worker's batching
 (`stream.take_events`, `streams.batch_max_events` / `batch_within_s`) whose agent does
 nothing with the events, reads N events from the beginning of the impressions and feedback
 topics, prints one JSON line `{"events": N, "seconds": s, "events_per_s": r}` and exits.
 `bench.pipeline` compares the worker against it in the same run.
+
+With `--forward-from`, the agent is the bound of any worker that keeps the samples
+contract: it computes nothing, but delivers the worker's real output — the records of the
+`--forward-from` topic (a worker's samples for these events, loaded before it starts),
+spread evenly over the events — to `--forward-to` with the worker's batch sender, flushed
+per batch as the worker does. It prints `{"first": t}` (epoch s) when its first batch
+arrives, so `bench.pipeline` can time it through a sink into Delta.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -21,12 +30,53 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import faust
 
 from streams.app import ToolrecApp
 from streams.config import StreamsConfig
+from streams.gaps import read_range
+from streams.sender import BatchSender
 from toolrec.kafka import KafkaConfig
+
+Record = tuple[int, bytes | None, bytes | None]  # partition, key, value
+
+
+def load_records(kafka: KafkaConfig, topic: str) -> list[Record]:
+    """Every record of `topic`, partition after partition (the order within one is kept)."""
+    from aiokafka.structs import TopicPartition
+
+    from infra.compat import true_end_offsets
+
+    async def read() -> list[Record]:
+        tps = {TopicPartition(topic, p): 0 for p in range(kafka.partitions)}
+        ends = await true_end_offsets(kafka.client_kwargs(), tps)
+        records: list[Record] = []
+        for tp, end in sorted(ends.items()):
+            records += [(tp.partition, r.key, r.value) for r in await read_range(
+                kafka.client_kwargs(), topic, tp.partition, range(0, end), timeout_s=300)]
+        return records
+
+    return asyncio.run(read())
+
+
+class Forwarder:
+    """Sends `records` in proportion to the events seen (all of them by `n_events`)."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str, records: list[Record],
+                 n_events: int) -> None:
+        self.topic, self.records, self.n_events = topic, records, n_events
+        self.sender: Any = BatchSender(kafka.client_kwargs())
+        self.sent = 0
+
+    async def forward(self, events_so_far: int) -> None:
+        await self.sender.start()
+        due = min(len(self.records), len(self.records) * events_so_far // self.n_events)
+        for partition, key, value in self.records[self.sent:due]:
+            self.sender.add(self.topic, key, value, partition=partition)
+        self.sent = due
+        await self.sender.flush()
 
 
 def main() -> None:
@@ -34,8 +84,14 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--group", default=f"bench-faust-floor-{uuid.uuid4().hex[:8]}")
+    parser.add_argument("--forward-from", help="a topic whose records the agent forwards")
+    parser.add_argument("--forward-to", help="where it forwards them")
     args = parser.parse_args()
     kafka, cfg = KafkaConfig(bootstrap_servers=args.bootstrap), StreamsConfig()
+    forwarder = None
+    if args.forward_from:
+        forwarder = Forwarder(kafka, args.forward_to, load_records(kafka, args.forward_from),
+                              args.events)
     datadir = Path(tempfile.mkdtemp(prefix=f"{args.group}-data-"))  # Faust's; removed at exit
     app = ToolrecApp(args.group, broker=kafka.faust_broker_url(), web_enabled=False,
                      datadir=str(datadir),
@@ -55,13 +111,20 @@ def main() -> None:
         async for events in stream.take_events(cfg.batch_max_events, within=cfg.batch_within_s):
             if not first:
                 first, total = time.perf_counter(), len(events)
+                if forwarder is not None:
+                    print(json.dumps({"first": time.time()}), flush=True)
+                    await forwarder.forward(total)
                 continue
             seen += len(events)
             total += len(events)
+            if forwarder is not None:
+                await forwarder.forward(total)
             if total >= args.events:
                 seconds = time.perf_counter() - first
                 print(json.dumps({"events": total, "seconds": round(seconds, 3),
                                   "events_per_s": round(seen / seconds, 1)}), flush=True)
+                if forwarder is not None:  # stay, so the caller can read this process's CPU
+                    await asyncio.Event().wait()
                 logging.shutdown()
                 shutil.rmtree(datadir, ignore_errors=True)
                 os._exit(0)  # the measurement is done; no need to leave the group politely

@@ -11,17 +11,23 @@
    when every sample is on the samples topic; the pipeline when every sample is in Delta.
    With `--workers 2` the worker stage runs again with two workers on a fresh group,
    samples topic and lake: `scale_out_ratio` = two workers' rate / one worker's.
-4. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
-5. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
+4. Bound: the floor agent again, now forwarding the samples the worker wrote in step 3
+   (it computes nothing, `bench.faust_floor --forward-from`), with the same sink into a
+   fresh lake: what a worker that keeps the samples contract could reach at most on this
+   machine. Pipeline / bound is the share the worker's own computation leaves; bound /
+   floor what delivery, sink and broker leave.
+5. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
+6. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
    click of that phase (the time its sample is readable in Delta after the click was sent;
    it includes the attribution window + lateness), split into stages at stamps the sample
    already carries (`Seen`, `STAGES`).
 Prints one result per line: `pipeline_events_per_s`, `faust_floor_events_per_s`,
-`ceiling_events_per_s`, `sink_rows_per_s`, `click_to_delta_s p50=… p99=… max=… n=…`, its
-stages (`click_to_delta_stages_s`, p50/p99 per stage, and the stages of the slowest 1 %),
-the worker's watermark lag over the live phase (`worker_watermark_lag_s`), peak RSS, CPU
-per 1k events by process (backlog and live phases), the worker's own per-stage profile,
-and with two workers `scale_out_ratio` and the broker's CPU share.
+`ceiling_events_per_s`, `pipeline_bound_events_per_s`, `sink_rows_per_s`,
+`click_to_delta_s p50=… p99=… max=… n=…`, its stages (`click_to_delta_stages_s`, p50/p99
+per stage, and the stages of the slowest 1 %), the worker's watermark lag over the live
+phase (`worker_watermark_lag_s`), peak RSS, CPU per 1k events by process (backlog and live
+phases), the worker's own per-stage profile, and with two workers `scale_out_ratio` and
+the broker's CPU share.
 """
 
 from __future__ import annotations
@@ -548,6 +554,40 @@ def faust_floor(kafka: KafkaConfig, n_events: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
 
 
+def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
+                  args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """The pipeline's bound on this machine for any worker that keeps the samples contract:
+    the floor agent forwarding phase "one"'s samples (it computes nothing, `bench.faust_floor
+    --forward-from`) with the same sink into a fresh lake. Returns its events/s (first batch
+    → every sample in Delta) and the CPU seconds per process."""
+    kafka = stack.kafka_config()
+    env = env_for(kafka, base, "bound")
+    topic, lake = env["TOOLREC_KAFKA__TOPICS__SAMPLES"], LakeConfig(root=env["TOOLREC_LAKE__ROOT"])
+    ensure_worker_topics(StreamsConfig(app_id=env["TOOLREC_STREAMS__APP_ID"]),
+                         kafka.model_copy(update={"topics": kafka.topics.model_copy(
+                             update={"samples": topic})}))
+    log = base / "bound-agent.log"
+    started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
+    procs = {"agent": spawn(["bench.faust_floor", "--bootstrap", kafka.bootstrap_servers,
+                             "--events", str(n_events), "--forward-from", "toolrec.samples.one",
+                             "--forward-to", topic], env, log),
+             "sink": spawn(["toolrec", "lake", "sink"], env, base / "bound-sink.log")}
+    try:
+        done = wait_for(lambda: delta_rows(lake), samples, "forwarded samples in Delta",
+                        started, args.timeout, {"sink": procs["sink"]})
+        firsts = [json.loads(line)["first"] for line in log.read_text().splitlines()
+                  if line.startswith('{"first"')]
+        cpu = {p: cpu_seconds(proc.pid) for p, proc in procs.items()
+               if proc.poll() is None}
+        cpu["broker"] = cpu_seconds(stack.broker.pid or 0) - broker_cpu
+    finally:
+        for proc in procs.values():
+            stop_pid(proc.pid, timeout_s=20)
+    if not firsts:
+        raise SystemExit(f"the forwarding agent never reported its first batch; see {log}")
+    return n_events / (done - firsts[0]), cpu
+
+
 def p99(values: list[float]) -> float:
     """Within the values' range (the default, exclusive method extrapolates past the
     maximum of a few dozen values)."""
@@ -596,6 +636,7 @@ def main() -> None:
         ceiling = asyncio.run(ceiling_rate(kafka, topics, len(events)))
         floor = faust_floor(kafka, len(events))
         one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
+        bound, bound_cpu = forward_bound(stack, base, len(events), samples, args)
         solo = two = None
         if args.workers == 2:  # the worker stage alone, one worker then two
             solo = run_phase(stack, base, "solo", len(events), samples, 1, args, sink=False)
@@ -617,6 +658,11 @@ def main() -> None:
     print(f"faust_floor_events_per_s {floor:.0f}   (an agent that only iterates the same "
           f"topics, same batching; worker stage / floor = {one.worker_rate / floor:.2f})")
     print(f"ceiling_events_per_s {ceiling:.0f}   (bare aiokafka consumer, same topics)")
+    print(f"pipeline_bound_events_per_s {bound:.0f}   (the floor agent forwarding the worker's "
+          f"own samples, computing nothing, with the same sink into Delta: the most any worker "
+          f"keeping the samples contract reaches here; bound / floor = {bound / floor:.2f}, "
+          f"pipeline / bound = {one.pipeline_rate / bound:.2f}; cpu_s_per_1k_events "
+          f"{per_1k(bound_cpu, len(events))})")
     for line in sink_lines[:1]:
         print(f"{line}   (bench.sink.measure_sink on the run's samples topic)")
     live = one.live
