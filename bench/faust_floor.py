@@ -1,7 +1,7 @@
 """Faust's own floor on the worker's topics: an agent that only iterates them.
 
     python -m bench.faust_floor --bootstrap 127.0.0.1:PORT --events N [--group G]
-                                [--forward-from TOPIC --forward-to TOPIC]
+                                [--forward-from TOPIC --forward-to TOPIC [--burn-us U]]
 
 Runs a Faust app with the worker's transport and the worker's batching
 (`stream.take_events`, `streams.batch_max_events` / `batch_within_s`) whose agent does
@@ -14,7 +14,10 @@ contract: it computes nothing, but delivers the worker's real output — the rec
 `--forward-from` topic (a worker's samples for these events, loaded before it starts),
 spread evenly over the events — to `--forward-to` with the worker's batch sender, flushed
 per batch as the worker does. It prints `{"first": t}` (epoch s) when its first batch
-arrives, so `bench.pipeline` can time it through a sink into Delta.
+arrives, so `bench.pipeline` can time it through a sink into Delta. `--burn-us U` spends U µs
+of CPU per event in each batch before forwarding it, as a worker computing that much would:
+`bench.pipeline --budget` turns it into the pipeline's rate as a function of the worker's
+own CPU per event.
 """
 
 from __future__ import annotations
@@ -65,13 +68,18 @@ class Forwarder:
     """Sends `records` in proportion to the events seen (all of them by `n_events`)."""
 
     def __init__(self, kafka: KafkaConfig, topic: str, records: list[Record],
-                 n_events: int) -> None:
+                 n_events: int, burn_us: float = 0.0) -> None:
         self.topic, self.records, self.n_events = topic, records, n_events
+        self.burn_us = burn_us
         self.sender: Any = BatchSender(kafka.client_kwargs())
-        self.sent = 0
+        self.sent = self.events = 0
 
     async def forward(self, events_so_far: int) -> None:
         await self.sender.start()
+        busy_until = time.thread_time() + self.burn_us * (events_so_far - self.events) / 1e6
+        self.events = events_so_far
+        while time.thread_time() < busy_until:  # the CPU a worker would spend on the batch
+            pass
         due = min(len(self.records), len(self.records) * events_so_far // self.n_events)
         for partition, key, value in self.records[self.sent:due]:
             self.sender.add(self.topic, key, value, partition=partition)
@@ -86,12 +94,14 @@ def main() -> None:
     parser.add_argument("--group", default=f"bench-faust-floor-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--forward-from", help="a topic whose records the agent forwards")
     parser.add_argument("--forward-to", help="where it forwards them")
+    parser.add_argument("--burn-us", type=float, default=0.0,
+                        help="CPU µs per event spent before forwarding a batch")
     args = parser.parse_args()
     kafka, cfg = KafkaConfig(bootstrap_servers=args.bootstrap), StreamsConfig()
     forwarder = None
     if args.forward_from:
         forwarder = Forwarder(kafka, args.forward_to, load_records(kafka, args.forward_from),
-                              args.events)
+                              args.events, args.burn_us)
     datadir = Path(tempfile.mkdtemp(prefix=f"{args.group}-data-"))  # Faust's; removed at exit
     app = ToolrecApp(args.group, broker=kafka.faust_broker_url(), web_enabled=False,
                      datadir=str(datadir),

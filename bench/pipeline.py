@@ -1,6 +1,6 @@
 """Pipeline benchmark: producer → Faust worker(s) → sink → Delta, against its floors.
 
-    python -m bench.pipeline [--events 50000] [--users 10000] [--workers 1|2]
+    python -m bench.pipeline [--events 50000] [--users 10000] [--workers 1|2] [--budget US,…]
 
 1. Preloads N events (impressions with 3 suggestions, ~0.3 feedback each; event times
    spread over two hours so windows close as the stream advances; ids pseudonymized with
@@ -15,7 +15,10 @@
    (it computes nothing, `bench.faust_floor --forward-from`), with the same sink into a
    fresh lake: what a worker that keeps the samples contract could reach at most on this
    machine. Pipeline / bound is the share the worker's own computation leaves; bound /
-   floor what delivery, sink and broker leave.
+   floor what delivery, sink and broker leave. `--budget 18,40,72` runs it again spending
+   that many CPU µs per event before each batch is forwarded: the pipeline's rate as a
+   function of the worker's own CPU per event (`pipeline_rate_by_worker_cpu`), to read
+   against `bench.worker_cpu`'s in-process numbers.
 5. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
 6. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
    click of that phase (the time its sample is readable in Delta after the click was sent;
@@ -555,23 +558,26 @@ def faust_floor(kafka: KafkaConfig, n_events: int) -> float:
 
 
 def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
-                  args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+                  args: argparse.Namespace, burn_us: float = 0.0
+                  ) -> tuple[float, dict[str, float]]:
     """The pipeline's bound on this machine for any worker that keeps the samples contract:
     the floor agent forwarding phase "one"'s samples (it computes nothing, `bench.faust_floor
-    --forward-from`) with the same sink into a fresh lake. Returns its events/s (first batch
-    → every sample in Delta) and the CPU seconds per process."""
+    --forward-from`; with `burn_us`, it spends that much CPU per event first) with the same
+    sink into a fresh lake. Returns its events/s (first batch → every sample in Delta) and
+    the CPU seconds per process."""
     kafka = stack.kafka_config()
-    env = env_for(kafka, base, "bound")
+    name = f"bound{burn_us:g}" if burn_us else "bound"
+    env = env_for(kafka, base, name)
     topic, lake = env["TOOLREC_KAFKA__TOPICS__SAMPLES"], LakeConfig(root=env["TOOLREC_LAKE__ROOT"])
     ensure_worker_topics(StreamsConfig(app_id=env["TOOLREC_STREAMS__APP_ID"]),
                          kafka.model_copy(update={"topics": kafka.topics.model_copy(
                              update={"samples": topic})}))
-    log = base / "bound-agent.log"
+    log = base / f"{name}-agent.log"
     started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {"agent": spawn(["bench.faust_floor", "--bootstrap", kafka.bootstrap_servers,
                              "--events", str(n_events), "--forward-from", "toolrec.samples.one",
-                             "--forward-to", topic], env, log),
-             "sink": spawn(["toolrec", "lake", "sink"], env, base / "bound-sink.log")}
+                             "--forward-to", topic, "--burn-us", str(burn_us)], env, log),
+             "sink": spawn(["toolrec", "lake", "sink"], env, base / f"{name}-sink.log")}
     try:
         done = wait_for(lambda: delta_rows(lake), samples, "forwarded samples in Delta",
                         started, args.timeout, {"sink": procs["sink"]})
@@ -619,6 +625,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=3000, help="live events/s for latency")
     parser.add_argument("--live-seconds", type=float, default=20)
     parser.add_argument("--skip-sink", action="store_true", help="no separate sink run")
+    parser.add_argument("--budget", type=lambda v: [float(u) for u in v.split(",")],
+                        default=[], metavar="US[,US…]", help="also run the bound agent "
+                        "spending this many CPU µs per event: the pipeline's rate as a "
+                        "function of the worker's own CPU")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="toolrec-bench-pipeline-"))
@@ -637,6 +647,8 @@ def main() -> None:
         floor = faust_floor(kafka, len(events))
         one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
         bound, bound_cpu = forward_bound(stack, base, len(events), samples, args)
+        budget = {us: forward_bound(stack, base, len(events), samples, args, us)[0]
+                  for us in args.budget}
         solo = two = None
         if args.workers == 2:  # the worker stage alone, one worker then two
             solo = run_phase(stack, base, "solo", len(events), samples, 1, args, sink=False)
@@ -663,6 +675,11 @@ def main() -> None:
           f"keeping the samples contract reaches here; bound / floor = {bound / floor:.2f}, "
           f"pipeline / bound = {one.pipeline_rate / bound:.2f}; cpu_s_per_1k_events "
           f"{per_1k(bound_cpu, len(events))})")
+    if budget:
+        print("pipeline_rate_by_worker_cpu " + "  ".join(
+            f"{us:g}µs {rate:.0f}/s ({rate / floor:.2f} of the floor)"
+            for us, rate in budget.items()) + "   (the bound agent spending that much CPU per "
+            "event; the worker's own CPU per event in-process: `python -m bench.worker_cpu`)")
     for line in sink_lines[:1]:
         print(f"{line}   (bench.sink.measure_sink on the run's samples topic)")
     live = one.live

@@ -19,6 +19,11 @@ With `--baseline REF`, each round runs the same events once on the tree at git R
 each in a fresh process, alternating; it prints the medians and the new/old ratio per
 stage, and the fastest round of each side (on a loaded machine the steadier of the two).
 `--profile` prints cProfile's top functions of one in-process run instead.
+Every plain run also prints the same events through `ideal_loop` — the least any
+pure-Python worker keeping the samples contract could do (parse, a dict per user, three
+sample rows a window dumped and appended to a record batch, one state record per touched
+user and batch; no validation, privacy checks, deadlines, watermark or dead letters) — and
+the worker / ideal ratio, side by side in the same process.
 Faust's own delivery cost (≈ 150 µs/event, `bench.faust_floor`) is not in these numbers,
 and the heap is smaller than a real worker's (no Faust runtime), so the collector's share
 is, if anything, smaller here.
@@ -143,6 +148,70 @@ async def _run(events: list[Event], partitions: int) -> dict[str, Any]:
             "digest": digest}
 
 
+def ideal_loop(events: list[Event], batch_size: int) -> float:
+    """µs of thread CPU per event of the idealized worker loop (module docstring): every
+    impression closes in its own batch, with the calibration formula's arithmetic only."""
+    from aiokafka.producer.message_accumulator import BatchBuilder
+    from pydantic_core import from_json, to_json
+
+    from streams.sender import MAX_BATCH_BYTES
+
+    users: dict[bytes, dict[str, Any]] = {}
+    builder = BatchBuilder(MAX_BATCH_BYTES, 0)
+
+    def send(key: bytes, value: bytes) -> None:
+        nonlocal builder
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            builder = BatchBuilder(MAX_BATCH_BYTES, 0)
+            builder.append(key=key, value=value, timestamp=None)
+
+    started = time.thread_time()
+    for first in range(0, len(events), batch_size):
+        touched: dict[bytes, dict[str, Any]] = {}
+        opened: list[tuple[bytes, dict[str, Any]]] = []
+        for kind, _, key, value, _ in events[first:first + batch_size]:
+            event = from_json(value)
+            user = users.get(key) or users.setdefault(key, {"shown": 0.0, "clicks": 0.0,
+                                                            "pending": {}})
+            if kind == "impression":
+                user["pending"][event["request_id"]] = {"clicks": [], "raw": value.decode()}
+                opened.append((key, event))
+            elif (pending := user["pending"].get(event["request_id"])) is not None:
+                pending["clicks"].append(event["position"])
+            touched[key] = user
+        for key, event in opened:
+            user = users[key]
+            clicks = user["pending"].pop(event["request_id"])["clicks"]
+            ctr = (user["clicks"] + 20 * 0.3) / (user["shown"] + 20)
+            prompt = event["prompt"]
+            for suggestion in event["suggestions"]:
+                clicked = suggestion["position"] in clicks
+                w_activity = min(max((ctr / 0.3) ** (-0.5 if clicked else 0.5), 0.25), 4.0)
+                w_tool = 2.0 if clicked and suggestion["tool_id"] else 1.0
+                completion = suggestion["text"] + "<|im_end|>"
+                send(key, to_json({
+                    "schema": "sample/1", "sample_id": f"{event['request_id']}:"
+                    f"{suggestion['position']}", "request_id": event["request_id"],
+                    "event_id": event["event_id"], "user_id": event["user_id"],
+                    "session_id": event["session_id"], "impression_ts": event["ts"],
+                    "closed_ts": event["ts"] + 2500, "model_version": event["model_version"],
+                    "template_version": event["template_version"], "prompt": prompt,
+                    "completion": completion, "position": suggestion["position"],
+                    "n_shown": len(event["suggestions"]), "clicked": clicked,
+                    "executed": False, "explored": False, "tool_id": suggestion["tool_id"],
+                    "is_tool_query": suggestion["tool_id"] is not None,
+                    "user_impressions": user["shown"], "user_clicks": user["clicks"],
+                    "user_ctr": ctr, "global_ctr": 0.3, "w_activity": w_activity,
+                    "w_tool": w_tool, "w_position": 1.0,
+                    "weight": min(max(w_activity * w_tool, 0.1), 10.0)}))
+                prompt += completion
+            user["shown"] += len(event["suggestions"])
+            user["clicks"] += len(clicks)
+        for key, user in touched.items():
+            send(key, to_json(user))
+    return 1e6 * (time.thread_time() - started) / len(events)
+
+
 def measure(events: list[Event], partitions: int) -> dict[str, Any]:
     """One run over `events` in this process: µs of thread CPU per event by stage."""
     return asyncio.run(_run(events, partitions))
@@ -241,8 +310,14 @@ def main() -> None:
     elif args.baseline:
         compare(args.baseline, events, args.partitions, args.rounds)
     else:
+        from streams.config import StreamsConfig
+
         for _ in range(args.rounds):
-            print(_line("run", measure(events, args.partitions)), flush=True)
+            result = measure(events, args.partitions)
+            print(_line("run", result), flush=True)
+            ideal = ideal_loop(events, StreamsConfig().batch_max_events)
+            print(f"ideal: µs/event {ideal:.1f}   (`ideal_loop`, same events, same process; "
+                  f"worker / ideal {result['total'] / ideal:.1f})", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
