@@ -32,10 +32,12 @@ from retrieval.retriever import Retriever
 
 
 def tune_ranking(retriever: Retriever) -> dict[str, dict[str, float]]:
-    """R@1/R@5/MRR of each set's tuning split (gold rows whose tool is in the catalog)."""
+    """R@1/R@5/MRR of each set's tuning splits (gold rows whose tool is in the catalog)."""
     out = {}
     for name, spec in EVAL_SETS.items():
-        rows = [r for r in load_eval_set(name) if r.split == spec.tune and r.gold]
+        if not spec.tune:  # a held-out-only set (fresh) is never scored while tuning
+            continue
+        rows = [r for r in load_eval_set(name) if spec.is_tuning(r) and r.gold]
         retriever.encode([r.text for r in rows])
         ranks = []
         for r in rows:

@@ -1,9 +1,10 @@
 """Cross-validation of the reranker and the linker on the tuning rows only (`toolrec tools cv`).
 
-The held-out splits (catalog `test`, spoken `report`) are never read: this is how a change
+The held-out rows (catalog `test`, the fresh set) are never read: this is how a change
 to linking is chosen without spending them. The rows are those `toolrec tools fit-linker`
-fits on — the tuning splits (catalog `dev`, spoken `tune`) plus the training-only no-tool
-texts. Per repeat (a salt on the text hash that assigns folds) and per outer fold:
+fits on — the tuning rows (catalog `dev`, all 833 spoken rows: its `report` half is spent
+after nine looks and tunes too) plus the training-only no-tool texts. Per repeat (a salt
+on the text hash that assigns folds) and per outer fold:
 
 1. the reranker is fitted on the other folds' tuning rows that have a gold tool;
 2. every row is ranked with it (it reorders the top candidates only when `rerank` is on;
@@ -77,6 +78,7 @@ class _Rows:
     rows: list[EvalRow]
     source: np.ndarray  # spoken / catalog / negatives / generated
     kind: np.ndarray
+    split: np.ndarray
     has_gold: np.ndarray
     signals: list[Any]
     choices: list[tuple[np.ndarray, int] | None]  # reranker rows (None: no gold in top)
@@ -88,6 +90,7 @@ def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
     rows = [r for r, _ in pairs]
     signals = retriever.link_signals([r.text for r in rows])
     data = _Rows(rows, np.array([n for _, n in pairs]), np.array([r.kind for r in rows]),
+                 np.array([r.split for r in rows]),
                  np.array([r.gold is not None for r in rows]), signals,
                  reranker_choices(retriever, rows, signals))
     runs = [_one_repeat(retriever, data, spec, repeat) for repeat in range(spec.repeats)]
@@ -143,11 +146,14 @@ def _using(retriever: Retriever, model: RerankModel) -> Iterator[None]:
 
 def _scores(data: _Rows, linked: np.ndarray, right: np.ndarray, prob: np.ndarray,
             target: float) -> dict[str, dict[str, float]]:
-    """R@1 and linking precision / recall / false-link rate per set and spoken kind, and
-    the best recall any threshold reaches at the target precision on the set's own
-    out-of-fold probabilities (the linker's ranking quality, whatever the threshold rule)."""
+    """R@1 and linking precision / recall / false-link rate per set, spoken split and
+    spoken kind, and the best recall any threshold reaches at the target precision on the
+    set's own out-of-fold probabilities (the linker's ranking quality, whatever the
+    threshold rule). The spoken `report` half is the one the retriever's rules were not
+    built on (it was read as aggregates only): its scores are the least flattering."""
     masks = {s: data.source == s for s in REPORTED}
     spoken = masks["spoken"]
+    masks |= {f"spoken@{p}": spoken & (data.split == p) for p in sorted(set(data.split[spoken]))}
     masks |= {f"spoken/{k}": spoken & (data.kind == k) for k in sorted(set(data.kind[spoken]))}
     out = {s: {"false_link_rate": float(linked[data.source == s].mean())} for s in NO_TOOL}
     for name, mask in masks.items():

@@ -2,8 +2,9 @@
 
 The fusion in `retrieval.retriever` blends fixed shares of evidence. The reranker looks at
 the top `RERANK_DEPTH` tools again with evidence the blend flattens, and learns how much
-each piece counts from the tuning splits (catalog `dev`, spoken `tune`; never the held-out
-splits). Features are generic — never a tool's identity — so it cannot memorise a set:
+each piece counts from the tuning rows (catalog `dev`, every spoken row; never the held-out
+ones: catalog `test`, the fresh set). Features are generic — never a tool's identity — so
+it cannot memorise a set:
 
     fused score, its gap to the top, the query-similarity, word-overlap and polarity parts,
     cosine to the tool's centroid, to its best phrasing, to its name, to its description,

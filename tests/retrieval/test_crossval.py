@@ -32,4 +32,4 @@ def test_cross_validation_decides_every_row_out_of_fold(retriever: Retriever) ->
     assert 0.5 < spoken["recall@1"][0] <= 1 and 0 < spoken["recall"][0] <= spoken["recall@1"][0]
     assert report["rows"]["spoken"] > 0 and "report" not in str(report["rows"])
     assert set(report["scores"]["generated"]) == {"false_link_rate"}
-    assert "spoken/asr" in format_cv(report)
+    assert "spoken/asr" in format_cv(report) and "spoken@report" in report["scores"]

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from retrieval.catalog import Catalog
+from retrieval.cli import EVAL_SET_NAMES
 from retrieval.evaluate import (
+    EVAL_SETS,
     EvalRow,
+    _linking,
     choose_threshold,
     evaluate,
+    generated_negatives,
     link_metrics,
+    linker_negatives,
     load_eval_set,
     normalize,
     ranking_metrics,
+    tuning_rows,
 )
 from retrieval.retriever import Retriever
 
@@ -43,6 +51,48 @@ def test_spoken_set_shape(catalog: Catalog) -> None:
     assert {r.kind for r in rows} == {"terse", "spoken", "asr", "fragment", "question"}
     assert Counter(r.split for r in rows).keys() == {"tune", "report"}
     assert len({normalize(r.text) for r in rows}) == len(rows)
+
+
+def test_fresh_set_shape(catalog: Catalog) -> None:
+    """The third set: held-out only, six kinds, every gold id a catalog tool."""
+    rows = load_eval_set("fresh")
+    assert len(rows) >= 400 and sum(r.gold is None for r in rows) >= 100
+    assert all(r.gold in catalog for r in rows if r.gold)
+    assert {r.kind for r in rows} == {"terse", "spoken", "asr", "fragment", "question",
+                                      "indirect"}
+    assert {r.split for r in rows} == {"report"}
+    assert [r.id for r in rows] == [f"f{i:04d}" for i in range(1, len(rows) + 1)]
+    assert len({normalize(r.text) for r in rows}) == len(rows)
+
+
+def test_fresh_set_shares_no_text(catalog: Catalog) -> None:
+    """No fresh text equals a catalog example, a row of the other sets or a training-only
+    negative: nothing fitted has seen it."""
+    seen = {normalize(e) for t in catalog.tools for e in t.examples}
+    seen |= {normalize(r.text) for name in ("catalog", "spoken") for r in load_eval_set(name)}
+    seen |= {normalize(r.text) for r in linker_negatives() + generated_negatives()}
+    assert [r.text for r in load_eval_set("fresh") if normalize(r.text) in seen] == []
+
+
+def test_tuning_rows_are_catalog_dev_and_all_spoken(catalog: Catalog) -> None:
+    """The spent spoken report half tunes now; catalog test and fresh never do."""
+    rows = tuning_rows(cast(Retriever, SimpleNamespace(catalog=catalog)))
+    by_set = Counter(name for _, name in rows)
+    assert by_set == {"catalog": sum(r.split == "dev" for r in load_eval_set("catalog")),
+                      "spoken": len(load_eval_set("spoken"))}
+    assert {r.split for r, name in rows if name == "spoken"} == {"tune", "report"}
+    assert [name for name, spec in EVAL_SETS.items() if spec.held_out] == ["catalog", "fresh"]
+    assert tuple(EVAL_SETS) == EVAL_SET_NAMES  # the CLI's --set choices
+
+
+def test_held_out_only_set_has_no_chosen_threshold() -> None:
+    rows = [EvalRow("a", "x", "t1", "report"), EvalRow("b", "y", None, "report")]
+    out = _linking(rows, ["t1", "t1"], [0.9, 0.4], EVAL_SETS["fresh"], 0.5, 0.6)
+    assert out["threshold_chosen_on_tune"] is None and out["at_chosen"] == {}
+    assert set(out["at_configured"]) == {"report", "all"}
+    assert out["at_configured"]["report"]["precision"] == 1.0
+    spoken = _linking(rows, ["t1", "t1"], [0.9, 0.4], EVAL_SETS["spoken"], 0.5, 0.6)
+    assert spoken["threshold_chosen_on_tune"] is not None  # chosen on all its rows
 
 
 def test_eval_set_is_not_copied_from_examples(catalog: Catalog) -> None:
