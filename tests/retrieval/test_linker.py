@@ -74,6 +74,29 @@ def test_features_read_the_form_of_the_text() -> None:
     assert not answers_questions("Turns on Wi-Fi.")
 
 
+def _form(text: str) -> dict[str, float]:
+    return dict(zip(FEATURES, features(text, _ranking()), strict=True))
+
+
+def test_number_feature_and_its_question_cross() -> None:
+    assert _form("what's 15 percent of 80")["number_x_question"] == 1
+    assert _form("set a timer for ten minutes")["number"] == 1
+    assert _form("set a timer for ten minutes")["number_x_question"] == 0
+    assert _form("how many moons does jupiter have")["number"] == 0
+
+
+@pytest.mark.parametrize(("text", "served"), [
+    ("write a riddle about nfc", 1), ("tell me about the printing press", 1),
+    ("can you recommend a laptop", 1), ("help me write a birthday card message", 1),
+    ("could you write me a story", 1), ("sing me a song", 1),
+    # requests a tool serves: a message or note to write, something to tell
+    ("write an email to bob", 0), ("write down milk", 0), ("can you write a note", 0),
+    ("compose a text to mum", 0), ("tell me the time", 0), ("can you tell me the weather", 0),
+])
+def test_self_served_marks_what_the_assistant_does_itself(text: str, served: int) -> None:
+    assert _form(text)["self_served"] == served
+
+
 def test_model_round_trips_and_rejects_other_features(tmp_path) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, len(FEATURES)))
@@ -94,7 +117,7 @@ def test_packaged_linker_was_fitted_on_tuning_splits_only() -> None:
     model: LinkModel = load_link_model()
     assert set(model.meta["fitted_on"]) == {"catalog", "spoken", "negatives", "generated"}
     assert "dev split" in model.meta["fitted_on"]["catalog"]
-    assert "tune split" in model.meta["fitted_on"]["spoken"]
+    assert "tune+report splits" in model.meta["fitted_on"]["spoken"]  # the spent half too
     assert 0 < model.threshold < 1
     assert model.meta["spoken_weight"] == SPOKEN_WEIGHT  # as `toolrec tools fit-linker` fits
 
