@@ -3,7 +3,8 @@ catalog (`retrieval.finetune`) raise retrieval on unseen phrasing?
 
 Fits the encoder once (cached under the retrieval cache by `finetune_key`), then scores the
 base and the fine-tuned encoder side by side in one run, both on the torch engine, on the
-TUNING splits only (spoken `tune`, catalog `dev`; held-out splits never read): R@1 / R@5 /
+TUNING rows only (every spoken row, catalog `dev`; catalog `test` and the fresh set never
+read): R@1 / R@5 /
 MRR of the fused ranking, and with `--cv` the out-of-fold linking of `toolrec tools cv`
 (reranker and linker refitted per fold, so each encoder gets its own linker).
 
