@@ -9,6 +9,12 @@ MRR of the fused ranking, and with `--cv` the out-of-fold linking of `toolrec to
 (reranker and linker refitted per fold, so each encoder gets its own linker).
 
     OMP_NUM_THREADS=1 nice -n 19 python -m bench.encoder_finetune [--epochs 1] [--cv]
+        [--lora-rank R --lr 2e-4 [--lora-alpha A]]
+
+With `--lora-rank` the fit is a LoRA (its merged model is scored; the low-rank file it
+would ship, `encoder_lora.npz`, lies beside it); its update scale is alpha / rank, so a
+higher rank at the default alpha (16) is also a smaller step: pass `--lora-alpha` = rank
+to keep the scale at 1.
 """
 
 from __future__ import annotations
@@ -93,6 +99,8 @@ def main() -> None:
     ap.add_argument("--no-framed", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
+    ap.add_argument("--lora-alpha", type=int, default=FinetuneSettings.lora_alpha,
+                    help="LoRA update scale is alpha / rank (16 at rank 16: scale 1)")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N triples only")
     ap.add_argument("--cv", action="store_true", help="also cross-validate the linker")
     ap.add_argument("--skip-base", action="store_true")
@@ -101,7 +109,7 @@ def main() -> None:
     settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.lr,
                                 batch_size=args.batch_size, hard_pool=args.hard_pool,
                                 framed=not args.no_framed, seed=args.seed,
-                                lora_rank=args.lora_rank)
+                                lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
     tuned_dir = fit(config, settings, args.limit)
     if not args.skip_base:
         report("base", Retriever(config), args.cv)
