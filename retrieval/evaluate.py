@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
@@ -269,10 +269,11 @@ def tuning_rows(retriever: Retriever) -> list[tuple[EvalRow, str]]:
             if spec.is_tuning(r) and (r.gold is None or r.gold in retriever.catalog)]
 
 
-def tuning_note(name: str, n_rows: int) -> str:
-    """How a set's tuning rows are named in a fitted model's metadata."""
-    tune = EVAL_SETS[name].tune
-    return f"{'+'.join(tune)} split{'s' if len(tune) > 1 else ''}, {n_rows} rows"
+def tuning_notes(rows_per_set: Counter[str]) -> dict[str, str]:
+    """What a fitted model's metadata says it was fitted on, per set with tuning rows:
+    its tuning splits and how many of `rows_per_set` (set name -> rows) it used."""
+    return {name: f"{'+'.join(spec.tune)} split{'s' if len(spec.tune) > 1 else ''}, "
+                  f"{rows_per_set[name]} rows" for name, spec in EVAL_SETS.items() if spec.tune}
 
 
 NEGATIVES_RESOURCE = "linker_negatives.jsonl"
@@ -322,12 +323,10 @@ def fit_linker(retriever: Retriever, *, target_precision: float, l2: float = 1.0
     x, y = linker_xy(retriever, [r for r, _ in rows], retriever.link_signals(texts))
     groups = text_groups(texts)
     weight = source_weights([n for _, n in rows], spoken_weight)
-    meta = {"fitted_on": {name: tuning_note(name, sum(1 for _, n in rows if n == name))
-                          for name, spec in EVAL_SETS.items() if spec.tune}
-            | {"negatives": f"{NEGATIVES_RESOURCE}, "
-                            f"{sum(1 for _, n in rows if n == 'negatives')} rows",
-               "generated": f"retrieval.negatives, "
-                            f"{sum(1 for _, n in rows if n == 'generated')} rows"},
+    per_set = Counter(n for _, n in rows)
+    meta = {"fitted_on": tuning_notes(per_set)
+            | {"negatives": f"{NEGATIVES_RESOURCE}, {per_set['negatives']} rows",
+               "generated": f"retrieval.negatives, {per_set['generated']} rows"},
             "catalog_hash": retriever.catalog.hash, "adapter": retriever.adapter_id,
             "encoder": retriever.encoder_id, "rerank": retriever.config.rerank,
             "target_precision": target_precision, "l2": l2, "spoken_weight": spoken_weight,
@@ -379,8 +378,7 @@ def fit_reranker(retriever: Retriever, *, l2: float = 1.0) -> RerankModel:
     choices = [c for c in reranker_choices(retriever, rows,
                                            retriever.link_signals([r.text for r in rows]))
                if c is not None]
-    meta = {"fitted_on": {name: tuning_note(name, sum(1 for _, n in pairs if n == name))
-                          for name, spec in EVAL_SETS.items() if spec.tune},
+    meta = {"fitted_on": tuning_notes(Counter(n for _, n in pairs)),
             "queries": len(choices), "catalog_hash": retriever.catalog.hash, "l2": l2}
     return fit_rerank_model([x for x, _ in choices], [g for _, g in choices], l2=l2,
                             meta=meta)
