@@ -48,20 +48,16 @@ Record = tuple[int, bytes | None, bytes | None]  # partition, key, value
 
 def load_records(kafka: KafkaConfig, topic: str) -> list[Record]:
     """Every record of `topic`, partition after partition (the order within one is kept)."""
-    from aiokafka.structs import TopicPartition
+    from bench.pipeline import end_offsets
 
-    from infra.compat import true_end_offsets
-
-    async def read() -> list[Record]:
-        tps = {TopicPartition(topic, p): 0 for p in range(kafka.partitions)}
-        ends = await true_end_offsets(kafka.client_kwargs(), tps)
+    async def read(ends: dict[int, int]) -> list[Record]:
         records: list[Record] = []
-        for tp, end in sorted(ends.items()):
-            records += [(tp.partition, r.key, r.value) for r in await read_range(
-                kafka.client_kwargs(), topic, tp.partition, range(0, end), timeout_s=300)]
+        for partition, end in sorted(ends.items()):
+            records += [(partition, r.key, r.value) for r in await read_range(
+                kafka.client_kwargs(), topic, partition, range(0, end), timeout_s=300)]
         return records
 
-    return asyncio.run(read())
+    return asyncio.run(read(end_offsets(kafka, topic)))
 
 
 class Forwarder:

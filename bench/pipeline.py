@@ -168,13 +168,30 @@ def cpu_by_process(procs: dict[str, subprocess.Popen[bytes]], stack: LocalStack
             "broker": cpu_seconds(stack.broker.pid or 0), "bench": own.user + own.system}
 
 
+PROGRESS = re.compile(r"\[(\S+ \S+)\].*streams: partitions=\[[^\]]*\] events=(\d+)")
+
+
 def first_event_time(log: Path) -> float | None:
-    """Wall time of the first progress line that reports handled events."""
+    """When the worker began handling events, from its progress lines (one per
+    `stats_interval_s`, 1 s here, with ms timestamps): the first line that counts events,
+    moved back by those events at the rate between it and the next line (at most 1 s, the
+    interval; 1 s when there is no next line). The bound agent (`forward_bound`) reports
+    its first batch itself; this is the worker's equivalent."""
+    counted: list[tuple[float, int]] = []
     for line in log.read_text(errors="replace").splitlines():
-        match = re.match(r"\[(\S+ \S+)\].*streams: partitions=\[[^\]]*\] events=(\d+)", line)
+        match = PROGRESS.match(line)
         if match and int(match.group(2)) > 0:
-            return time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S")) - 1.0
-    return None
+            stamp, ms = match.group(1).split(",")
+            counted.append((time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+                            + int(ms) / 1000, int(match.group(2))))
+            if len(counted) == 2:
+                break
+    if not counted:
+        return None
+    (t1, e1), rate = counted[0], 0.0
+    if len(counted) == 2 and counted[1][1] > e1:
+        rate = (counted[1][1] - e1) / (counted[1][0] - t1)
+    return t1 - min(e1 / rate, 1.0) if rate else t1 - 1.0
 
 
 def last_profile(log: Path) -> str:
@@ -280,16 +297,24 @@ def env_for(kafka: KafkaConfig, base: Path, name: str) -> dict[str, str]:
     }
 
 
-def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: int,
-              workers: int, args: argparse.Namespace, *, sink: bool) -> Phase:
-    """`workers` workers (and, with `sink`, the sink and the live latency phase) on a fresh
-    group, samples topic and lake over the backlog."""
-    kafka = stack.kafka_config()
+def phase_setup(kafka: KafkaConfig, base: Path, name: str) -> tuple[dict[str, str], str,
+                                                                     LakeConfig]:
+    """A phase's environment (`env_for`), its samples topic and lake, with the worker's
+    topics created for its app id and samples topic."""
     env = env_for(kafka, base, name)
     topic, lake = env["TOOLREC_KAFKA__TOPICS__SAMPLES"], LakeConfig(root=env["TOOLREC_LAKE__ROOT"])
     ensure_worker_topics(StreamsConfig(app_id=env["TOOLREC_STREAMS__APP_ID"]),
                          kafka.model_copy(update={"topics": kafka.topics.model_copy(
                              update={"samples": topic})}))
+    return env, topic, lake
+
+
+def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: int,
+              workers: int, args: argparse.Namespace, *, sink: bool) -> Phase:
+    """`workers` workers (and, with `sink`, the sink and the live latency phase) on a fresh
+    group, samples topic and lake over the backlog."""
+    kafka = stack.kafka_config()
+    env, topic, lake = phase_setup(kafka, base, name)
     logs = [base / f"{name}-worker{i}.log" for i in range(workers)]
     started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {f"worker{i}": spawn(["toolrec", "streams", "worker", "--loglevel", "info"], env, log)
@@ -574,11 +599,7 @@ def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
     the CPU seconds per process."""
     kafka = stack.kafka_config()
     name = f"bound{burn_us:g}" if burn_us else "bound"
-    env = env_for(kafka, base, name)
-    topic, lake = env["TOOLREC_KAFKA__TOPICS__SAMPLES"], LakeConfig(root=env["TOOLREC_LAKE__ROOT"])
-    ensure_worker_topics(StreamsConfig(app_id=env["TOOLREC_STREAMS__APP_ID"]),
-                         kafka.model_copy(update={"topics": kafka.topics.model_copy(
-                             update={"samples": topic})}))
+    env, topic, lake = phase_setup(kafka, base, name)
     log = base / f"{name}-agent.log"
     started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {"agent": spawn(["bench.faust_floor", "--bootstrap", kafka.bootstrap_servers,
