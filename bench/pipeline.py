@@ -18,8 +18,9 @@
    machine. Pipeline / bound is the share the worker's own computation leaves; bound /
    floor what delivery, sink and broker leave. `--budget 18,40,72` runs it again spending
    that many CPU µs per event before each batch is forwarded: the pipeline's rate as a
-   function of the worker's own CPU per event (`pipeline_rate_by_worker_cpu`), to read
-   against `bench.worker_cpu`'s in-process numbers.
+   function of the worker's own CPU per event (`pipeline_rate_by_worker_cpu`);
+   `--budget ideal,worker` burns what `bench.worker_cpu` measures in this run for the
+   idealized pure-Python loop and for the worker itself (in-process, a fresh process).
 5. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
 6. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
    click of that phase (the time its sample is readable in Delta after the click was sent;
@@ -641,6 +642,24 @@ def stage_report(splits: list[tuple[float, ...]]) -> str:
     return f"{per_stage}   slowest 1 % ({len(slowest)} clicks), mean s: {tail}"
 
 
+def budget_burns(budget: list[str], n_events: int, users: int, partitions: int
+                 ) -> dict[str, float]:
+    """`--budget`'s entries as CPU µs per event to burn: numbers as they are, `worker` and
+    `ideal` measured now by `bench.worker_cpu` on events like this run's, in a fresh
+    process (the bench's own heap would slow it)."""
+    measured: dict[str, float] = {}
+    if {"worker", "ideal"} & set(budget):
+        out = subprocess.run([sys.executable, "-m", "bench.worker_cpu", "--json", "--events",
+                              str(n_events), "--users", str(users), "--partitions",
+                              str(partitions)], check=True, capture_output=True, text=True)
+        measured = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        return {entry: measured[entry] if entry in measured else float(entry)
+                for entry in budget}
+    except ValueError as exc:
+        raise SystemExit(f"--budget: {exc}; give µs numbers, `worker` or `ideal`") from exc
+
+
 def per_1k(cpu: dict[str, float], n_events: int) -> str:
     return "  ".join(f"{p} {1000 * c / n_events:.2f}" for p, c in sorted(cpu.items()))
 
@@ -654,10 +673,12 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=20)
     parser.add_argument("--skip-sink", action="store_true", help="no separate sink run")
     parser.add_argument("--floor-runs", type=int, default=3, help="Faust floor runs (median)")
-    parser.add_argument("--budget", type=lambda v: [float(u) for u in v.split(",")],
-                        default=[], metavar="US[,US…]", help="also run the bound agent "
-                        "spending this many CPU µs per event: the pipeline's rate as a "
-                        "function of the worker's own CPU")
+    parser.add_argument("--budget", type=lambda v: v.split(","), default=[],
+                        metavar="US[,US…]", help="also run the bound agent spending this many "
+                        "CPU µs per event: the pipeline's rate as a function of the worker's "
+                        "own CPU; `worker` and `ideal` are the worker's and the idealized "
+                        "loop's in-process CPU per event, measured in this run "
+                        "(`bench.worker_cpu`)")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="toolrec-bench-pipeline-"))
@@ -677,8 +698,9 @@ def main() -> None:
         floor = statistics.median(floors)
         one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
         bound, bound_cpu = forward_bound(stack, base, len(events), samples, args)
-        budget = {us: forward_bound(stack, base, len(events), samples, args, us)[0]
-                  for us in args.budget}
+        burns = budget_burns(args.budget, args.events, args.users, kafka.partitions)
+        budget = {name: (us, forward_bound(stack, base, len(events), samples, args, us)[0])
+                  for name, us in burns.items()}
         solo = two = None
         if args.workers == 2:  # the worker stage alone, one worker then two
             solo = run_phase(stack, base, "solo", len(events), samples, 1, args, sink=False)
@@ -710,9 +732,10 @@ def main() -> None:
           f"{per_1k(bound_cpu, len(events))})")
     if budget:
         print("pipeline_rate_by_worker_cpu " + "  ".join(
-            f"{us:g}µs {rate:.0f}/s ({rate / floor:.2f} of the floor)"
-            for us, rate in budget.items()) + "   (the bound agent spending that much CPU per "
-            "event; the worker's own CPU per event in-process: `python -m bench.worker_cpu`)")
+            f"{f'{name} {us:.0f}' if name in ('worker', 'ideal') else f'{us:g}'}µs {rate:.0f}/s "
+            f"({rate / floor:.2f} of the floor)" for name, (us, rate) in budget.items())
+            + "   (the bound agent spending that much CPU per event; `worker` / `ideal`: the "
+            "worker's / `bench.worker_cpu.ideal_loop`'s in-process CPU per event, this run)")
     for line in sink_lines[:1]:
         print(f"{line}   (bench.sink.measure_sink on the run's samples topic)")
     live = one.live

@@ -217,6 +217,15 @@ def measure(events: list[Event], partitions: int) -> dict[str, Any]:
     return asyncio.run(_run(events, partitions))
 
 
+def worker_and_ideal(events: list[Event], partitions: int) -> dict[str, float]:
+    """The worker's and `ideal_loop`'s thread CPU µs per event over `events`, one run each
+    in this process (`bench.pipeline --budget worker,ideal` burns them)."""
+    from streams.config import StreamsConfig
+
+    worker = measure(events, partitions)["total"]
+    return {"worker": worker, "ideal": ideal_loop(events, StreamsConfig().batch_max_events)}
+
+
 def _child(tree: Path, events_file: Path, partitions: int) -> dict[str, Any]:
     """`measure` in a fresh process whose imports resolve to `tree` first."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
@@ -296,15 +305,20 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REF", help="compare against this git ref")
     parser.add_argument("--profile", choices=("tottime", "cumulative"),
                         help="cProfile one run, functions sorted by this")
+    parser.add_argument("--json", action="store_true", help="one round; print only "
+                        '`{"worker": µs, "ideal": µs}` (thread CPU per event)')
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # events file
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)  # a failing batch logs why, then exits 75
     if args.child:
         print(json.dumps(measure(pickle.loads(args.child.read_bytes()), args.partitions)))
         return
+    events = make_batches(args.events, args.users, args.partitions)
+    if args.json:
+        print(json.dumps(worker_and_ideal(events, args.partitions)))
+        return
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} at start; "
           f"{args.events} events, {args.users} users, {args.partitions} partitions")
-    events = make_batches(args.events, args.users, args.partitions)
     if args.profile:
         profile(events, args.partitions, args.profile)
     elif args.baseline:
