@@ -11,7 +11,8 @@ topics, prints one JSON line `{"events": N, "seconds": s, "events_per_s": r}` an
 
 With `--forward-from`, the agent is the bound of any worker that keeps the samples
 contract: it computes nothing, but delivers the worker's real output — the records of the
-`--forward-from` topic (a worker's samples for these events, loaded before it starts),
+`--forward-from` topic (a worker's samples for these events, loaded before it starts; below
+`--forward-until`'s offsets, when the topic also holds later samples),
 spread evenly over the events — to `--forward-to` with the worker's batch sender, flushed
 per batch as the worker does. It prints `{"first": t}` (epoch s) when its first batch
 arrives, so `bench.pipeline` can time it through a sink into Delta. `--burn-us U` spends U µs
@@ -46,8 +47,10 @@ from toolrec.kafka import KafkaConfig
 Record = tuple[int, bytes | None, bytes | None]  # partition, key, value
 
 
-def load_records(kafka: KafkaConfig, topic: str) -> list[Record]:
-    """Every record of `topic`, partition after partition (the order within one is kept)."""
+def load_records(kafka: KafkaConfig, topic: str,
+                 until: dict[int, int] | None = None) -> list[Record]:
+    """Every record of `topic` (below the offsets `until`, partition → end, when given),
+    partition after partition (the order within one is kept)."""
     from bench.pipeline import end_offsets
 
     async def read(ends: dict[int, int]) -> list[Record]:
@@ -57,7 +60,7 @@ def load_records(kafka: KafkaConfig, topic: str) -> list[Record]:
                 kafka.client_kwargs(), topic, partition, range(0, end), timeout_s=300)]
         return records
 
-    return asyncio.run(read(end_offsets(kafka, topic)))
+    return asyncio.run(read(until if until is not None else end_offsets(kafka, topic)))
 
 
 class Forwarder:
@@ -90,13 +93,19 @@ def main() -> None:
     parser.add_argument("--group", default=f"bench-faust-floor-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--forward-from", help="a topic whose records the agent forwards")
     parser.add_argument("--forward-to", help="where it forwards them")
+    parser.add_argument("--forward-until", type=json.loads, help="JSON partition → end "
+                        "offset: forward only the records below these (the backlog's samples, "
+                        "not those of a later live phase on the same topic)")
     parser.add_argument("--burn-us", type=float, default=0.0,
                         help="CPU µs per event spent before forwarding a batch")
     args = parser.parse_args()
     kafka, cfg = KafkaConfig(bootstrap_servers=args.bootstrap), StreamsConfig()
     forwarder = None
     if args.forward_from:
-        forwarder = Forwarder(kafka, args.forward_to, load_records(kafka, args.forward_from),
+        until = {int(p): int(end) for p, end in args.forward_until.items()} \
+            if args.forward_until else None
+        forwarder = Forwarder(kafka, args.forward_to,
+                              load_records(kafka, args.forward_from, until),
                               args.events, args.burn_us)
     datadir = Path(tempfile.mkdtemp(prefix=f"{args.group}-data-"))  # Faust's; removed at exit
     app = ToolrecApp(args.group, broker=kafka.faust_broker_url(), web_enabled=False,

@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -279,6 +279,10 @@ class Phase:
     profile: str
     live: Live
     recovery: str = ""
+    # the samples topic's end offsets after the backlog, before any live traffic: what the
+    # bound agent forwards (`forward_bound`; forwarding the live phase's samples as well
+    # reached the backlog's row count at ≈ 45 % of its events and doubled the bound)
+    backlog_ends: dict[int, int] = field(default_factory=dict)
 
 
 def env_for(kafka: KafkaConfig, base: Path, name: str) -> dict[str, str]:
@@ -327,6 +331,7 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
                         started, args.timeout, procs)
         first = min((t for t in map(first_event_time, logs) if t), default=started)
         worker_rate = n_events / (done - first)
+        backlog_ends = end_offsets(kafka, topic)
         pipeline_rate = 0.0
         if sink:
             in_delta = wait_for(lambda: delta_rows(lake), samples, "samples in Delta",
@@ -345,7 +350,7 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
     recovery = measure_recovery(env, base / f"{name}-recovery.log", kafka.partitions) \
         if sink else ""
     return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_profile(logs[0]),
-                 live, recovery)
+                 live, recovery, backlog_ends)
 
 
 def measure_live(stack: LocalStack, procs: dict[str, subprocess.Popen[bytes]],
@@ -591,13 +596,13 @@ def faust_floors(kafka: KafkaConfig, n_events: int, runs: int) -> list[float]:
 
 
 def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
-                  args: argparse.Namespace, burn_us: float = 0.0
+                  backlog_ends: dict[int, int], args: argparse.Namespace, burn_us: float = 0.0
                   ) -> tuple[float, dict[str, float]]:
     """The pipeline's bound on this machine for any worker that keeps the samples contract:
-    the floor agent forwarding phase "one"'s samples (it computes nothing, `bench.faust_floor
-    --forward-from`; with `burn_us`, it spends that much CPU per event first) with the same
-    sink into a fresh lake. Returns its events/s (first batch → every sample in Delta) and
-    the CPU seconds per process."""
+    the floor agent forwarding phase "one"'s backlog samples (those below `backlog_ends`; it
+    computes nothing, `bench.faust_floor --forward-from`; with `burn_us`, it spends that much
+    CPU per event first) with the same sink into a fresh lake. Returns its events/s (first
+    batch → every sample in Delta) and the CPU seconds per process."""
     kafka = stack.kafka_config()
     name = f"bound{burn_us:g}" if burn_us else "bound"
     env, topic, lake = phase_setup(kafka, base, name)
@@ -605,7 +610,8 @@ def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
     started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {"agent": spawn(["bench.faust_floor", "--bootstrap", kafka.bootstrap_servers,
                              "--events", str(n_events), "--forward-from", "toolrec.samples.one",
-                             "--forward-to", topic, "--burn-us", str(burn_us)], env, log),
+                             "--forward-to", topic, "--forward-until", json.dumps(backlog_ends),
+                             "--burn-us", str(burn_us)], env, log),
              "sink": spawn(["toolrec", "lake", "sink"], env, base / f"{name}-sink.log")}
     try:
         done = wait_for(lambda: delta_rows(lake), samples, "forwarded samples in Delta",
@@ -697,9 +703,11 @@ def main() -> None:
         floors = faust_floors(kafka, len(events), args.floor_runs)
         floor = statistics.median(floors)
         one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
-        bound, bound_cpu = forward_bound(stack, base, len(events), samples, args)
+        bound, bound_cpu = forward_bound(stack, base, len(events), samples,
+                                          one.backlog_ends, args)
         burns = budget_burns(args.budget, args.events, args.users, kafka.partitions)
-        budget = {name: (us, forward_bound(stack, base, len(events), samples, args, us)[0])
+        budget = {name: (us, forward_bound(stack, base, len(events), samples,
+                                                   one.backlog_ends, args, us)[0])
                   for name, us in burns.items()}
         solo = two = None
         if args.workers == 2:  # the worker stage alone, one worker then two
