@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -135,7 +135,7 @@ def validate(settings: Any, catalog_path: Path | None, no_duplicates: bool) -> N
 
 
 # the keys of retrieval.evaluate.EVAL_SETS (not imported here: it loads the encoder stack)
-EVAL_SET_NAMES = ("catalog", "spoken", "fresh")
+EVAL_SET_NAMES = ("catalog", "spoken", "forms", "fresh")
 
 
 @tools.command("eval")
@@ -147,7 +147,8 @@ EVAL_SET_NAMES = ("catalog", "spoken", "fresh")
 @pass_settings
 def eval_cmd(settings: Any, recall_floor: float, sets: tuple[str, ...], as_json: bool) -> None:
     """Evaluate retrieval (Recall@1/5/10, MRR) and linking on the labelled sets: catalog
-    (held-out test), spoken (all rows, tuned on) and fresh (held-out only)."""
+    (held-out test), spoken (all rows, tuned on), forms (tuning rows only) and fresh
+    (held-out only)."""
     from retrieval.evaluate import evaluate, format_report
 
     report = evaluate(_retriever(settings), recall_floor=recall_floor,
@@ -174,16 +175,21 @@ def _weight_arg(spoken_weight: float | None) -> dict[str, float]:
 @click.option("--drop", multiple=True, help="A linker feature to leave out (repeatable; an "
               "ablation to compare with).")
 @_spoken_weight_option
+@click.option("--perturb", type=click.Choice(["none", "question-mark", "filler"]),
+              default="none", show_default=True, help="Decide every row's text with a '?' "
+              "after it or a spoken filler ('hey, ') before it, fitted on the rows as written "
+              "(what a surface change the tuning rows lack does to linking).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def cv_cmd(settings: Any, repeats: int, folds: int, drop: tuple[str, ...],
-           spoken_weight: float | None, as_json: bool) -> None:
+           spoken_weight: float | None, perturb: str, as_json: bool) -> None:
     """Cross-validate the reranker and the linker on the tuning rows only (never the
     held-out splits): out-of-fold R@1 and linking precision / recall per set and kind."""
-    from retrieval.crossval import CvSpec, cross_validate, format_cv
+    from retrieval.crossval import CvSpec, Perturbation, cross_validate, format_cv
 
     spec = CvSpec(repeats=repeats, folds=folds, drop=drop, **_weight_arg(spoken_weight),
-                  target_precision=settings.retrieval.link_target_precision)
+                  target_precision=settings.retrieval.link_target_precision,
+                  perturb=cast(Perturbation, perturb))
     report = cross_validate(_retriever(settings), spec)
     click.echo(json.dumps(report, indent=2) if as_json else format_cv(report))
 

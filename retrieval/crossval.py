@@ -3,8 +3,9 @@
 The held-out rows (catalog `test`, the fresh set) are never read: this is how a change
 to linking is chosen without spending them. The rows are those `toolrec tools fit-linker`
 fits on — the tuning rows (catalog `dev`, all 833 spoken rows: its `report` half is spent
-after nine looks and tunes too) plus the training-only no-tool texts. Per repeat (a salt
-on the text hash that assigns folds) and per outer fold:
+after nine looks and tunes too; the `forms` set of question and indirect-need forms) plus
+the training-only no-tool texts. Per repeat (a salt on the text hash that assigns folds)
+and per outer fold:
 
 1. the reranker is fitted on the other folds' tuning rows that have a gold tool;
 2. every row is ranked with it (it reorders the top candidates only when `rerank` is on;
@@ -13,9 +14,12 @@ on the text hash that assigns folds) and per outer fold:
    by `spoken_weight`, its threshold from its own inner out-of-fold predictions at
    `link_target_precision`);
 4. the fold's rows are decided, so every decision is out-of-fold, threshold included.
+   With `perturb`, the decided text is each row's text changed the same way (a '?' after
+   it, a spoken filler before it), ranked again: the fit sees the rows as written, so this
+   measures what a surface change that the rows lack does to the decisions.
 
-Reported per set (and per kind of the spoken set), mean ± sd over repeats: R@1 of the
-ranking the linker reads, and linking precision, recall and the no-tool false-link rate,
+Reported per set (and per kind of the spoken and forms sets), mean ± sd over repeats: R@1
+of the ranking the linker reads, and linking precision, recall and the no-tool false-link rate,
 as `toolrec tools eval` defines them, plus the best recall any threshold reaches at the
 target precision (the linker's ranking quality, apart from the threshold rule); the
 false-link rate of the training-only no-tool texts. `drop` leaves linker features out (an
@@ -24,10 +28,10 @@ ablation). Imports `retrieval.evaluate` for the rows and features.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,21 +49,27 @@ from retrieval.rerank import RerankModel, fit_rerank_model
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
 
-REPORTED = ("spoken", "catalog")  # the tuning splits (the reranker's rows too)
+REPORTED = ("spoken", "catalog", "forms")  # the tuning splits (the reranker's rows too)
 NO_TOOL = ("negatives", "generated")  # training-only no-tool texts: only false links count
+# Surface changes of a text that should not change its decision (`CvSpec.perturb`).
+PERTURBATIONS: dict[str, Callable[[str], str]] = {
+    "question-mark": lambda t: t.rstrip().rstrip("?") + "?", "filler": lambda t: f"hey, {t}"}
+Perturbation = Literal["none", "question-mark", "filler"]
 _COLUMNS = {"recall@1": "R@1", "precision": "link precision", "recall": "link recall",
             "false_link_rate": "false links", "recall_at_target": "best R at target P"}
 
 
 @dataclass(frozen=True)
 class CvSpec:
-    """How to cross-validate: repeats × folds, the linker's precision target, ablations."""
+    """How to cross-validate: repeats × folds, the linker's precision target, ablations, a
+    perturbation of the decided texts."""
 
     repeats: int = 3
     folds: int = 5
     target_precision: float = 0.95
     spoken_weight: float = SPOKEN_WEIGHT
     drop: tuple[str, ...] = ()
+    perturb: Perturbation = "none"
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.folds < 2:
@@ -69,6 +79,9 @@ class CvSpec:
         if unknown:
             raise RetrievalError(f"drop names unknown linker features {unknown}; choose "
                                  f"from {list(FEATURES)}")
+        if self.perturb != "none" and self.perturb not in PERTURBATIONS:
+            raise RetrievalError(f"perturb must be 'none' or one of {sorted(PERTURBATIONS)}, "
+                                 f"got {self.perturb!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,7 @@ class _Rows:
     has_gold: np.ndarray
     signals: list[Any]
     choices: list[tuple[np.ndarray, int] | None]  # reranker rows (None: no gold in top)
+    decided: tuple[list[EvalRow], list[Any]]  # the rows as decided and their signals
 
 
 def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
@@ -92,14 +106,25 @@ def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
     data = _Rows(rows, np.array([n for _, n in pairs]), np.array([r.kind for r in rows]),
                  np.array([r.split for r in rows]),
                  np.array([r.gold is not None for r in rows]), signals,
-                 reranker_choices(retriever, rows, signals))
+                 reranker_choices(retriever, rows, signals),
+                 _decided(retriever, rows, signals, spec.perturb))
     runs = [_one_repeat(retriever, data, spec, repeat) for repeat in range(spec.repeats)]
     return {"spec": {"repeats": spec.repeats, "folds": spec.folds,
                      "target_precision": spec.target_precision, "drop": list(spec.drop),
-                     "spoken_weight": spec.spoken_weight,
+                     "spoken_weight": spec.spoken_weight, "perturb": spec.perturb,
                      "rerank": retriever.config.rerank},
             "rows": {str(s): int((data.source == s).sum()) for s in np.unique(data.source)},
             "scores": _summarise(runs)}
+
+
+def _decided(retriever: Retriever, rows: list[EvalRow], signals: list[Any],
+             perturb: Perturbation) -> tuple[list[EvalRow], list[Any]]:
+    """The rows the folds decide, with their signals: the rows themselves, or their
+    perturbed texts ranked again."""
+    if perturb == "none":
+        return rows, signals
+    changed = [replace(r, text=PERTURBATIONS[perturb](r.text)) for r in rows]
+    return changed, retriever.link_signals([r.text for r in changed])
 
 
 def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
@@ -116,13 +141,14 @@ def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
         test = fold == k
         with _using(retriever, _fit_reranker(data, ~test)):
             x, y = linker_xy(retriever, data.rows, data.signals)
-        x = x[:, keep]
-        model = fit_link_model(x[~test], y[~test], groups[~test] // spec.folds,
+            xd, yd = (x, y) if data.decided[0] is data.rows else linker_xy(retriever,
+                                                                           *data.decided)
+        model = fit_link_model(x[~test][:, keep], y[~test], groups[~test] // spec.folds,
                                target_precision=spec.target_precision,
                                sample_weight=weight[~test])
-        prob[test] = [model.probability(f) for f in x[test]]
+        prob[test] = [model.probability(f) for f in xd[test][:, keep]]
         linked[test] = prob[test] >= model.threshold
-        right[test] = y[test] == 1
+        right[test] = yd[test] == 1
     return _scores(data, linked, right, prob, spec.target_precision)
 
 
@@ -147,14 +173,16 @@ def _using(retriever: Retriever, model: RerankModel) -> Iterator[None]:
 def _scores(data: _Rows, linked: np.ndarray, right: np.ndarray, prob: np.ndarray,
             target: float) -> dict[str, dict[str, float]]:
     """R@1 and linking precision / recall / false-link rate per set, spoken split and
-    spoken kind, and the best recall any threshold reaches at the target precision on the
-    set's own out-of-fold probabilities (the linker's ranking quality, whatever the
-    threshold rule). The spoken `report` half is the one the retriever's rules were not
-    built on (it was read as aggregates only): its scores are the least flattering."""
+    kind (spoken and forms rows have one), and the best recall any threshold reaches at
+    the target precision on the set's own out-of-fold probabilities (the linker's ranking
+    quality, whatever the threshold rule). The spoken `report` half is the one the
+    retriever's rules were not built on (it was read as aggregates only): its scores are
+    the least flattering."""
     masks = {s: data.source == s for s in REPORTED}
     spoken = masks["spoken"]
     masks |= {f"spoken@{p}": spoken & (data.split == p) for p in sorted(set(data.split[spoken]))}
-    masks |= {f"spoken/{k}": spoken & (data.kind == k) for k in sorted(set(data.kind[spoken]))}
+    masks |= {f"{s}/{k}": masks[s] & (data.kind == k) for s in REPORTED
+              for k in sorted(set(data.kind[masks[s]]) - {""})}
     out = {s: {"false_link_rate": float(linked[data.source == s].mean())} for s in NO_TOOL}
     for name, mask in masks.items():
         gold, none = mask & data.has_gold, mask & ~data.has_gold
@@ -190,7 +218,7 @@ def format_cv(report: dict[str, Any]) -> str:
     lines = [f"out-of-fold over the tuning rows {report['rows']}: {spec['repeats']} repeats x "
              f"{spec['folds']} folds, linker precision target {spec['target_precision']}, "
              f"spoken weight {spec['spoken_weight']}, rerank {'on' if spec['rerank'] else 'off'}"
-             f", dropped {spec['drop'] or 'none'}",
+             f", dropped {spec['drop'] or 'none'}, decided texts perturbed: {spec['perturb']}",
              f"  {'rows':<18}" + "".join(f"{h:>20}" for h in _COLUMNS.values())]
     for name, m in report["scores"].items():
         cells = "".join(f"{m[k][0]:>12.3f} ± {m[k][1]:.3f}" if k in m else f"{'':>20}"

@@ -1,6 +1,6 @@
 """Evaluation of retrieval and tool linking on the labelled sets shipped with the package.
 
-Three sets, written by different procedures, are reported side by side:
+Four sets, written by different procedures, are reported side by side:
 - `catalog` (`retrieval/data/eval.jsonl`): utterances written beside the catalog, in
   its own voice, and looked at while tuning; `split` dev (tuned on) / test (held out).
 - `spoken` (`retrieval/data/eval_spoken.jsonl`): terse, spoken, misrecognised (ASR-style),
@@ -11,6 +11,12 @@ Three sets, written by different procedures, are reported side by side:
   spoken row (both splits, 833) is now tuning data for the linker, the reranker and
   `toolrec tools cv`, and the set is reported over all its rows, marked as tuned on.
   A gold id the catalog lacks counts as a miss.
+- `forms` (`retrieval/data/eval_forms.jsonl`): tuning rows only (`split` tune), written
+  for the two forms the fresh set showed the linker refusing: questions ("can you…",
+  "is my…", "how do I…") and indirect needs (a situation that implies the tool: "the
+  shower water is lukewarm"), with no-tool rows in the same forms (trivia, how-it-works,
+  advice, chit-chat, statements of feeling) so that the form alone decides nothing;
+  written from situations before any retriever output on them; `kind` question / indirect.
 - `fresh` (`retrieval/data/eval_fresh.jsonl`): 614 utterances written blind (situations ->
   what people say, six kinds incl. `indirect`) before any retriever output on them, no
   text equal to a catalog example, another set's row or a training negative; held-out
@@ -73,6 +79,8 @@ EVAL_SETS = {
     # the report half was held out for nine looks and is spent: all 833 rows tune
     "spoken": EvalSpec("spoken", "eval_spoken.jsonl", ("tune", "report"), "all",
                        strict=False),
+    # written as tuning rows: question and indirect-need forms, tool and no-tool alike
+    "forms": EvalSpec("forms", "eval_forms.jsonl", ("tune",), "all", strict=True),
     "fresh": EvalSpec("fresh", "eval_fresh.jsonl", (), "report", strict=True),
 }
 EVAL_RESOURCE = EVAL_SETS["catalog"].resource
@@ -263,7 +271,7 @@ def _per_kind(rows: list[EvalRow], ranks: list[int], best: list[str | None],
 
 def tuning_rows(retriever: Retriever) -> list[tuple[EvalRow, str]]:
     """The rows the linker may be fitted on: each set's tuning splits (catalog dev, every
-    spoken row), never a held-out split (catalog test, the fresh set)."""
+    spoken row, every forms row), never a held-out split (catalog test, the fresh set)."""
     return [(r, name) for name, spec in EVAL_SETS.items() if spec.tune
             for r in load_eval_set(name)
             if spec.is_tuning(r) and (r.gold is None or r.gold in retriever.catalog)]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.crossval import CvSpec, _recall_at, cross_validate, format_cv
+from retrieval.crossval import (
+    PERTURBATIONS,
+    CvSpec,
+    _recall_at,
+    cross_validate,
+    format_cv,
+)
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
 
@@ -15,6 +21,14 @@ def test_spec_names_what_is_wrong() -> None:
         CvSpec(drop=("no_such_feature",))
     with pytest.raises(RetrievalError, match="folds=1"):
         CvSpec(folds=1)
+    with pytest.raises(RetrievalError, match="perturb must be"):
+        CvSpec(perturb="shout")  # type: ignore[arg-type]
+
+
+def test_perturbations_change_only_the_surface() -> None:
+    assert PERTURBATIONS["question-mark"]("wifi on") == "wifi on?"
+    assert PERTURBATIONS["question-mark"]("is it on?") == "is it on?"
+    assert PERTURBATIONS["filler"]("wifi on") == "hey, wifi on"
 
 
 def test_recall_at_the_target_precision() -> None:
@@ -33,3 +47,4 @@ def test_cross_validation_decides_every_row_out_of_fold(retriever: Retriever) ->
     assert report["rows"]["spoken"] > 0 and "report" not in str(report["rows"])
     assert set(report["scores"]["generated"]) == {"false_link_rate"}
     assert "spoken/asr" in format_cv(report) and "spoken@report" in report["scores"]
+    assert {"forms/question", "forms/indirect"} <= set(report["scores"])

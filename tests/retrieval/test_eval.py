@@ -74,12 +74,46 @@ def test_fresh_set_shares_no_text(catalog: Catalog) -> None:
     assert [r.text for r in load_eval_set("fresh") if normalize(r.text) in seen] == []
 
 
-def test_tuning_rows_are_catalog_dev_and_all_spoken(catalog: Catalog) -> None:
+def test_forms_set_shape(catalog: Catalog) -> None:
+    """The tuning-only set of question and indirect-need forms, tool and no-tool rows."""
+    rows = load_eval_set("forms")
+    assert len(rows) >= 400 and sum(r.gold is None for r in rows) >= 100
+    assert all(r.gold in catalog for r in rows if r.gold)
+    assert {r.gold.split(".")[0] for r in rows if r.gold} == set(catalog.categories)
+    assert Counter((r.kind, r.gold is None) for r in rows).keys() == {
+        ("question", False), ("question", True), ("indirect", False), ("indirect", True)}
+    assert {r.split for r in rows} == {"tune"}
+    assert [r.id for r in rows] == [f"v{i:04d}" for i in range(1, len(rows) + 1)]
+    assert len({normalize(r.text) for r in rows}) == len(rows)
+
+
+def test_forms_set_shares_no_text(catalog: Catalog) -> None:
+    """No forms text equals a catalog example, a row of the catalog or spoken set or a
+    training-only negative (it adds phrasings, not copies)."""
+    seen = {normalize(e) for t in catalog.tools for e in t.examples}
+    seen |= {normalize(r.text) for name in ("catalog", "spoken") for r in load_eval_set(name)}
+    seen |= {normalize(r.text) for r in linker_negatives() + generated_negatives()}
+    assert [r.text for r in load_eval_set("forms") if normalize(r.text) in seen] == []
+
+
+@pytest.mark.xfail(strict=True, reason="9 forms rows equal fresh texts (session 11): removing "
+                   "them needs reading the fresh set, which the forms set's author may not; "
+                   "drop them, refit the linker, then remove this mark")
+def test_fresh_set_shares_no_text_with_forms() -> None:
+    """The forms set tunes, so no fresh text may equal one of its rows. Counted only: the
+    forms set's author may not read the fresh set, so a failure must not print its rows."""
+    forms = {normalize(r.text) for r in load_eval_set("forms")}
+    shared = sum(normalize(r.text) in forms for r in load_eval_set("fresh"))
+    assert shared == 0
+
+
+def test_tuning_rows_are_catalog_dev_all_spoken_and_forms(catalog: Catalog) -> None:
     """The spent spoken report half tunes now; catalog test and fresh never do."""
     rows = tuning_rows(cast(Retriever, SimpleNamespace(catalog=catalog)))
     by_set = Counter(name for _, name in rows)
     assert by_set == {"catalog": sum(r.split == "dev" for r in load_eval_set("catalog")),
-                      "spoken": len(load_eval_set("spoken"))}
+                      "spoken": len(load_eval_set("spoken")),
+                      "forms": len(load_eval_set("forms"))}
     assert {r.split for r, name in rows if name == "spoken"} == {"tune", "report"}
     assert [name for name, spec in EVAL_SETS.items() if spec.held_out] == ["catalog", "fresh"]
     assert tuple(EVAL_SETS) == EVAL_SET_NAMES  # the CLI's --set choices

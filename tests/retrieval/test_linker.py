@@ -16,6 +16,7 @@ from retrieval.linker import (
     features,
     fit_link_model,
     fit_logistic,
+    form_text,
     load_link_model,
     precision_threshold,
 )
@@ -78,6 +79,26 @@ def _form(text: str) -> dict[str, float]:
     return dict(zip(FEATURES, features(text, _ranking()), strict=True))
 
 
+@pytest.mark.parametrize(("written", "said"), [
+    ("could you turn on the lights?", "could you turn on the lights"),
+    ("hey, can you mute me?", "can you mute me"),
+    ("um what's my heart rate", "what's my heart rate"),
+    ("ok so, the shower water is cold", "the shower water is cold"),
+    ("wifi on??", "wifi on"),
+])
+def test_form_is_read_without_fillers_or_a_final_question_mark(written: str, said: str) -> None:
+    """The tuning rows are transcribed speech: a typed '?' or a spoken filler must not
+    change the form the linker reads."""
+    assert form_text(written) == said
+    assert _form(written) == _form(said)
+
+
+def test_a_polite_request_with_a_question_mark_is_not_a_question() -> None:
+    assert _form("could you turn on the lights?")["question"] == 0
+    assert _form("is my flight on time?")["question"] == 1  # grammar, not punctuation
+    assert form_text("so cold in here") == "so cold in here"  # "so" is a filler with a comma
+
+
 def test_number_feature_and_its_question_cross() -> None:
     assert _form("what's 15 percent of 80")["number_x_question"] == 1
     assert _form("set a timer for ten minutes")["number"] == 1
@@ -115,8 +136,10 @@ def test_model_round_trips_and_rejects_other_features(tmp_path) -> None:
 
 def test_packaged_linker_was_fitted_on_tuning_splits_only() -> None:
     model: LinkModel = load_link_model()
-    assert set(model.meta["fitted_on"]) == {"catalog", "spoken", "negatives", "generated"}
+    assert set(model.meta["fitted_on"]) == {"catalog", "spoken", "forms", "negatives",
+                                            "generated"}
     assert "dev split" in model.meta["fitted_on"]["catalog"]
+    assert "tune split" in model.meta["fitted_on"]["forms"]
     assert "tune+report splits" in model.meta["fitted_on"]["spoken"]  # the spent half too
     assert 0 < model.threshold < 1
     assert model.meta["spoken_weight"] == SPOKEN_WEIGHT  # as `toolrec tools fit-linker` fits
