@@ -96,9 +96,6 @@ def test_forms_set_shares_no_text(catalog: Catalog) -> None:
     assert [r.text for r in load_eval_set("forms") if normalize(r.text) in seen] == []
 
 
-@pytest.mark.xfail(strict=True, reason="9 forms rows equal fresh texts (session 11): removing "
-                   "them needs reading the fresh set, which the forms set's author may not; "
-                   "drop them, refit the linker, then remove this mark")
 def test_fresh_set_shares_no_text_with_forms() -> None:
     """The forms set tunes, so no fresh text may equal one of its rows. Counted only: the
     forms set's author may not read the fresh set, so a failure must not print its rows."""
