@@ -137,7 +137,11 @@ def test_zero_weight_sample_contributes_no_gradient(weighted: Any, j: int) -> No
     loss_a, grad_a = _loss_and_grad(weighted, _batch(weighted, zero))
     loss_b, grad_b = _loss_and_grad(weighted, _batch(weighted, zero, swap=j))
     assert torch.allclose(loss_a, loss_b, rtol=0, atol=1e-7)
-    assert torch.allclose(grad_a, grad_b, rtol=0, atol=1e-8)
+    # equal up to float32 rounding of the gradient's scale (the swapped batch runs other
+    # values through the same kernels: max difference 1.3e-8 at a scale of 0.045 on an
+    # AVX2-only core, 0 elsewhere), far below the weighted sample's effect checked next
+    rounding = 8 * torch.finfo(torch.float32).eps * grad_a.abs().max().item()
+    assert torch.allclose(grad_a, grad_b, rtol=0, atol=rounding)
     # the same change with the sample weighted does move the loss: the test is not vacuous
     loss_c, grad_c = _loss_and_grad(weighted, _batch(weighted, weights))
     loss_d, grad_d = _loss_and_grad(weighted, _batch(weighted, weights, swap=j))
