@@ -86,6 +86,11 @@ class Forwarder:
         await self.sender.flush()
 
 
+def _partition_ends(text: str) -> dict[int, int]:
+    """`--forward-until`'s JSON (keys are strings in JSON) as partition → end offset."""
+    return {int(partition): int(end) for partition, end in json.loads(text).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", required=True)
@@ -93,7 +98,7 @@ def main() -> None:
     parser.add_argument("--group", default=f"bench-faust-floor-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--forward-from", help="a topic whose records the agent forwards")
     parser.add_argument("--forward-to", help="where it forwards them")
-    parser.add_argument("--forward-until", type=json.loads, help="JSON partition → end "
+    parser.add_argument("--forward-until", type=_partition_ends, help="JSON partition → end "
                         "offset: forward only the records below these (the backlog's samples, "
                         "not those of a later live phase on the same topic)")
     parser.add_argument("--burn-us", type=float, default=0.0,
@@ -102,10 +107,8 @@ def main() -> None:
     kafka, cfg = KafkaConfig(bootstrap_servers=args.bootstrap), StreamsConfig()
     forwarder = None
     if args.forward_from:
-        until = {int(p): int(end) for p, end in args.forward_until.items()} \
-            if args.forward_until else None
         forwarder = Forwarder(kafka, args.forward_to,
-                              load_records(kafka, args.forward_from, until),
+                              load_records(kafka, args.forward_from, args.forward_until),
                               args.events, args.burn_us)
     datadir = Path(tempfile.mkdtemp(prefix=f"{args.group}-data-"))  # Faust's; removed at exit
     app = ToolrecApp(args.group, broker=kafka.faust_broker_url(), web_enabled=False,

@@ -650,20 +650,28 @@ def stage_report(splits: list[tuple[float, ...]]) -> str:
 
 def budget_burns(budget: list[str], n_events: int, users: int, partitions: int
                  ) -> dict[str, float]:
-    """`--budget`'s entries as CPU µs per event to burn: numbers as they are, `worker` and
-    `ideal` measured now by `bench.worker_cpu` on events like this run's, in a fresh
-    process (the bench's own heap would slow it)."""
+    """`--budget`'s entries as label → CPU µs per event to burn: numbers as they are,
+    `worker` and `ideal` measured now by `bench.worker_cpu` on events like this run's, in
+    a fresh process (the bench's own heap would slow it), labelled with their value."""
+    unknown = [e for e in budget if e not in ("worker", "ideal") and not _is_number(e)]
+    if unknown:
+        raise SystemExit(f"--budget: {unknown}: give µs numbers, `worker` or `ideal`")
     measured: dict[str, float] = {}
     if {"worker", "ideal"} & set(budget):
         out = subprocess.run([sys.executable, "-m", "bench.worker_cpu", "--json", "--events",
                               str(n_events), "--users", str(users), "--partitions",
                               str(partitions)], check=True, capture_output=True, text=True)
         measured = json.loads(out.stdout.strip().splitlines()[-1])
+    return {(f"{e} {measured[e]:.0f}" if e in measured else e):
+            (measured[e] if e in measured else float(e)) for e in budget}
+
+
+def _is_number(text: str) -> bool:
     try:
-        return {entry: measured[entry] if entry in measured else float(entry)
-                for entry in budget}
-    except ValueError as exc:
-        raise SystemExit(f"--budget: {exc}; give µs numbers, `worker` or `ideal`") from exc
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def per_1k(cpu: dict[str, float], n_events: int) -> str:
@@ -706,9 +714,8 @@ def main() -> None:
         bound, bound_cpu = forward_bound(stack, base, len(events), samples,
                                           one.backlog_ends, args)
         burns = budget_burns(args.budget, args.events, args.users, kafka.partitions)
-        budget = {name: (us, forward_bound(stack, base, len(events), samples,
-                                                   one.backlog_ends, args, us)[0])
-                  for name, us in burns.items()}
+        budget = {label: forward_bound(stack, base, len(events), samples, one.backlog_ends,
+                                       args, us)[0] for label, us in burns.items()}
         solo = two = None
         if args.workers == 2:  # the worker stage alone, one worker then two
             solo = run_phase(stack, base, "solo", len(events), samples, 1, args, sink=False)
@@ -740,8 +747,8 @@ def main() -> None:
           f"{per_1k(bound_cpu, len(events))})")
     if budget:
         print("pipeline_rate_by_worker_cpu " + "  ".join(
-            f"{f'{name} {us:.0f}' if name in ('worker', 'ideal') else f'{us:g}'}µs {rate:.0f}/s "
-            f"({rate / floor:.2f} of the floor)" for name, (us, rate) in budget.items())
+            f"{label}µs {rate:.0f}/s ({rate / floor:.2f} of the floor)"
+            for label, rate in budget.items())
             + "   (the bound agent spending that much CPU per event; `worker` / `ideal`: the "
             "worker's / `bench.worker_cpu.ideal_loop`'s in-process CPU per event, this run)")
     for line in sink_lines[:1]:

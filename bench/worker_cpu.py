@@ -217,13 +217,13 @@ def measure(events: list[Event], partitions: int) -> dict[str, Any]:
     return asyncio.run(_run(events, partitions))
 
 
-def worker_and_ideal(events: list[Event], partitions: int) -> dict[str, float]:
-    """The worker's and `ideal_loop`'s thread CPU µs per event over `events`, one run each
-    in this process (`bench.pipeline --budget worker,ideal` burns them)."""
+def worker_and_ideal(events: list[Event], partitions: int) -> tuple[dict[str, Any], float]:
+    """One `measure` of the worker and `ideal_loop`'s thread CPU µs per event over the same
+    `events`, in this process (a plain round; `bench.pipeline --budget worker,ideal`)."""
     from streams.config import StreamsConfig
 
-    worker = measure(events, partitions)["total"]
-    return {"worker": worker, "ideal": ideal_loop(events, StreamsConfig().batch_max_events)}
+    result = measure(events, partitions)
+    return result, ideal_loop(events, StreamsConfig().batch_max_events)
 
 
 def _child(tree: Path, events_file: Path, partitions: int) -> dict[str, Any]:
@@ -315,7 +315,8 @@ def main() -> None:
         return
     events = make_batches(args.events, args.users, args.partitions)
     if args.json:
-        print(json.dumps(worker_and_ideal(events, args.partitions)))
+        result, ideal = worker_and_ideal(events, args.partitions)
+        print(json.dumps({"worker": result["total"], "ideal": ideal}))
         return
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} at start; "
           f"{args.events} events, {args.users} users, {args.partitions} partitions")
@@ -324,12 +325,9 @@ def main() -> None:
     elif args.baseline:
         compare(args.baseline, events, args.partitions, args.rounds)
     else:
-        from streams.config import StreamsConfig
-
         for _ in range(args.rounds):
-            result = measure(events, args.partitions)
+            result, ideal = worker_and_ideal(events, args.partitions)
             print(_line("run", result), flush=True)
-            ideal = ideal_loop(events, StreamsConfig().batch_max_events)
             print(f"ideal: µs/event {ideal:.1f}   (`ideal_loop`, same events, same process; "
                   f"worker / ideal {result['total'] / ideal:.1f})", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at end")

@@ -94,13 +94,12 @@ def _assert_quality_parity(reference: dict[str, Any], fast: dict[str, Any]) -> N
 
 def test_int8_engine_matches_pytorch_quality_on_the_gate_prompts(
         engines: dict[str, Any], evaluator: Any) -> None:
-    reference, ref_results = evaluator.score_generator(engines["torch"])
-    fast, fast_results = evaluator.score_generator(engines["int8"])
+    reference, _ = evaluator.score_generator(engines["torch"])
+    fast, _ = evaluator.score_generator(engines["int8"])
     _assert_quality_parity(reference, fast)
     # Not asserted: how many greedy lists are the same to the token. It depends on the
     # CPU's int8 kernels (at least 8 of 16 on session 10's machine, 4 of 16 on an AVX2-only
     # core, 2026-12-03); the float32 conversion is checked token for token above.
-    assert len(fast_results) == len(ref_results)
 
 
 SMOLLM2 = Path("models/smollm2-135m-instruct")
