@@ -7,8 +7,8 @@ Measures, single-threaded on this machine:
   set's misrecognised words add a respelled text to encode);
 - the cost of respelling and the fitted linker: search and link with respelling on and
   off, interleaved call by call so machine load hits both alike;
-- the encoder engines (CTranslate2, the default, against PyTorch) on the same searches,
-  interleaved the same way, as a ratio;
+- the encoders (CTranslate2 float32 and int8, PyTorch) on the same searches, interleaved
+  the same way, as ratios to the configured one (`--precision`);
 - batch throughput: link_many over batches of suggestions, and sequential searches;
 - hnswlib against exact numpy search in the same run: raw index latency and recall@10 of
   ANN vs exact (centroid index, and tools via the phrase index), and the full ranking in
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from retrieval.config import RetrievalConfig
-from retrieval.encoder import Encoder, EncoderEngine
+from retrieval.encoder import Encoder, EncoderEngine, Precision
 from retrieval.evaluate import load_eval_set
 from retrieval.retriever import Retriever
 
@@ -122,17 +122,23 @@ def respelling_section(retriever: Retriever, queries: list[str]) -> None:
                 lambda r, text: (r.search(text, k=5), r.link(text)), queries)
 
 
+ENCODERS: list[tuple[EncoderEngine, Precision]] = [
+    ("ctranslate2", "float32"), ("ctranslate2", "int8"), ("torch", "float32")]
+
+
 def engine_section(retriever: Retriever, queries: list[str]) -> None:
-    """The encoder engines on the same requests: the configured one against the other."""
+    """The encoders on the same requests, the configured one first: each with its own index
+    (int8 embeddings are a different encoder's)."""
+    current = (retriever.encoder.engine, retriever.encoder.precision)
     engines: dict[str, Retriever] = {}
-    order: list[EncoderEngine] = ["ctranslate2", "torch"]
-    if retriever.encoder.engine == "torch":
-        order.reverse()
-    for engine in order:
-        encoder = Encoder(cache_size=0, threads=retriever.encoder.threads, engine=engine)
-        engines[f"search(query), encoder {engine}"] = Retriever(
-            retriever.config, catalog=retriever.catalog, encoder=encoder).warm()
-    interleaved("encoder engines, interleaved per call (same weights; encoder cache off):",
+    for engine, precision in sorted(ENCODERS, key=lambda e: e != current):
+        encoder = Encoder(cache_size=0, threads=retriever.encoder.threads, engine=engine,
+                          precision=precision)
+        config = retriever.config.model_copy(
+            update={"encoder_engine": engine, "encoder_precision": precision})
+        engines[f"search(query), {engine} {precision}"] = Retriever(
+            config, catalog=retriever.catalog, encoder=encoder).warm()
+    interleaved("encoders, interleaved per call (encoder cache off):",
                 engines, lambda r, text: r.search(text, k=5), queries)
 
 
@@ -182,8 +188,11 @@ def ann_section(retriever: Retriever, queries: list[str]) -> None:
 
     exact = Retriever(retriever.config.model_copy(update={"search_mode": "exact"}),
                       catalog=retriever.catalog, encoder=retriever.encoder)
-    retriever.encoder.cache_size = len(queries) + 10  # isolate scoring from encoding
-    retriever.encode(queries)
+    # isolate scoring from encoding: every text a search encodes (the query, its respelled
+    # and app-generic forms) is cached by a first search
+    retriever.encoder.cache_size = 4 * len(queries) + 10
+    for q in queries:
+        retriever.search(q, k=k)
     top_ann = [[h.tool_id for h in retriever.search(q, k=k)] for q in queries]
     top_exact = [[h.tool_id for h in exact.search(q, k=k)] for q in queries]
     ms_ann, _ = timed(lambda q: retriever.search(q, k=k), queries)
@@ -214,13 +223,17 @@ def main() -> None:
                         help="torch intra-op threads for encoding (0 = torch's default); one "
                              "short query gains little from more, and spinning threads on a "
                              "busy machine cost a lot")
+    parser.add_argument("--precision", choices=["float32", "int8"],
+                        default=RetrievalConfig().encoder_precision,
+                        help="the CTranslate2 encoder's precision [default: the config's]")
     args = parser.parse_args()
     import torch
 
     sets = [[r.text for r in load_eval_set(name)] for name in ("spoken", "catalog")]
     queries = [q for pair in zip(*sets, strict=False) for q in pair][: args.n]
-    encoder = Encoder(cache_size=0, threads=args.threads)
-    config = RetrievalConfig(encode_cache_size=0, encoder_threads=args.threads)
+    encoder = Encoder(cache_size=0, threads=args.threads, precision=args.precision)
+    config = RetrievalConfig(encode_cache_size=0, encoder_threads=args.threads,
+                             encoder_precision=args.precision)
     retriever = Retriever(config, encoder=encoder).warm()
     say(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, torch "
           f"threads {torch.get_num_threads()}; catalog {len(retriever.catalog)} tools, "

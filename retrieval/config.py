@@ -45,6 +45,14 @@ class RetrievalConfig(BaseModel):
         "torch: transformers + PyTorch. A failed conversion falls back to torch with a "
         "warning",
     )
+    encoder_precision: Literal["float32", "int8"] = Field(
+        "float32",
+        description="the CTranslate2 engine's weights and matrix products: float32 (PyTorch's "
+        "embeddings) or int8 (weights quantized when the model loads: one query + response "
+        "encodes ≈ 1.75x faster on one AVX2 core, embeddings move to cosine ≈ 0.99 of "
+        "float32's, so the index is rebuilt and the linker must be fitted on the same "
+        "precision); the torch engine runs float32 only",
+    )
     encoder_threads: int = Field(
         0, ge=0, le=64,
         description="encoder intra-op threads (CTranslate2's or torch's) and numpy BLAS "
@@ -177,6 +185,12 @@ class RetrievalConfig(BaseModel):
         0.95, ge=0, le=1,
         description="cosine of two tool descriptions at or above which they are duplicates",
     )
+
+    @model_validator(mode="after")
+    def _int8_needs_ctranslate2(self) -> RetrievalConfig:
+        if self.encoder_precision == "int8" and self.encoder_engine != "ctranslate2":
+            raise ValueError("encoder_precision int8 runs on encoder_engine ctranslate2 only")
+        return self
 
     @model_validator(mode="after")
     def _gate_order(self) -> RetrievalConfig:

@@ -45,7 +45,7 @@ from retrieval.apps import AppNames
 from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints, parse_hint
-from retrieval.encoder import Encoder, default_model_dir, encoder_identity
+from retrieval.encoder import Encoder, default_model_dir
 from retrieval.finetune import lora_model_dir
 from retrieval.index import IndexParams, ToolIndex
 from retrieval.lexical import BM25, STOPWORDS, is_question
@@ -158,7 +158,8 @@ class Retriever:
             self._encoder = Encoder(model_dir, max_seq_length=cfg.max_seq_length,
                                     threads=cfg.encoder_threads,
                                     cache_size=cfg.encode_cache_size, batch_size=cfg.batch_size,
-                                    engine=cfg.encoder_engine, engine_cache=cfg.cache_dir)
+                                    engine=cfg.encoder_engine, engine_cache=cfg.cache_dir,
+                                    precision=cfg.encoder_precision)
         return self._encoder
 
     @property
@@ -212,10 +213,8 @@ class Retriever:
     def encoder_id(self) -> str:
         """What the index's vectors depend on: the encoder's weights and settings (a
         fine-tuned model's digest included) and the adapter's digest when it is on."""
-        model_dir = self.encoder.model_dir or default_model_dir()
         adapter = self.adapter_id
-        return (encoder_identity(model_dir, self.config.max_seq_length)
-                + (f":adapter-{adapter}" if adapter != "off" else ""))
+        return self.encoder.identity + (f":adapter-{adapter}" if adapter != "off" else "")
 
     @property
     def linker(self) -> LinkModel:
