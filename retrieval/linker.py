@@ -8,9 +8,9 @@ A logistic model over features of the text and of its ranking (this project's de
 set: the best score and its lead over the runner-up, the parts of the best score (query
 similarity, word overlap, polarity), the form of the text (question word, polite request,
 first-person statement, definition or advice question, length, the share of words the
-catalog never uses — trivia names things no tool mentions; read without leading fillers
-or a final '?', so that "hey, could you turn on the lights?" has the form of "could you
-turn on the lights"), whether the best tool
+catalog never uses — trivia names things no tool mentions; read on `lexical.form_text`,
+without leading fillers or a final '?', so that "hey, could you turn on the lights?" has
+the form of "could you turn on the lights"), whether the best tool
 answers questions (its description says it shows or tells something) and that crossed
 with the question form — the blanket
 question penalty this replaces refused correct "how much battery do I have" links; the
@@ -26,7 +26,7 @@ all those rows, weighted alike (the lowest with precision ≥ the target), `tool
 cross-validates the whole fit on them, and `toolrec tools eval` reports the held-out ones
 (catalog `test`, the fresh set).
 
-Pure numpy; imports `retrieval.lexical` for the question test.
+Pure numpy; imports `retrieval.lexical` for the said form and the question test.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.lexical import is_question
+from retrieval.lexical import form_text, is_question
 from toolrec.errors import RetrievalError
 
 LINKER_RESOURCE = "linker.json"
@@ -81,12 +81,6 @@ _SELF_SERVED = re.compile(
     r"|\btell\s+me\s+(a|an|another|some|something|about)\b"
     r"|\bhelp\s+me\s+(write|come\s+up|think|decide|choose|plan)\b", re.IGNORECASE)
 _FIRST = re.compile(r"^\s*([a-z']+)", re.IGNORECASE)
-# Spoken fillers before the request ("hey", "um", "ok", "so,"): the form features read the
-# start of the text, and a filler there hid the form — with "hey, " before every tuning row
-# the out-of-fold false links of the hand-written negatives went 6.1 -> 19.5 %, of the
-# spoken no-tool rows 1.8 -> 7.5 % (`toolrec tools cv --perturb filler`; 3.4 / 1.0 % here).
-_FILLER = re.compile(r"^\s*(((hey|hi|hello|ok|okay|um+|uh+|erm+|oh|alright|yeah|and)\b|"
-                     r"(so|well)\s*,)[\s,]*)+", re.IGNORECASE)
 _WH = {"wh_what": {"what", "what's", "whats"}, "wh_who_why": {"who", "who's", "why"},
        "wh_how": {"how", "how's"}, "wh_when_where": {"when", "where", "where's", "which"},
        "aux_first": {"is", "are", "do", "does", "did", "should", "has", "have", "was", "am"}}
@@ -109,17 +103,6 @@ class Ranking:
     answers: bool
     respelled: bool
     unknown_share: float = 0.0  # share of the text's words the catalog never uses
-
-
-def form_text(text: str) -> str:
-    """The text whose form the features read: without leading fillers or a final '?'.
-    The tuning rows are transcribed speech and hold almost no '?' (one spoken row), so
-    the question weights are learned on grammar (a wh-word or an auxiliary first); a typed
-    '?' made "could you turn on the lights?" a question: with a '?' after every tuning row,
-    out-of-fold link recall fell 0.708 -> 0.558 on the spoken rows, 0.745 -> 0.559 on the
-    catalog's (`toolrec tools cv --perturb question-mark`; 0.683 / 0.733 reading the form
-    here, the rest is the ranking's own reading of the '?')."""
-    return _FILLER.sub("", text).rstrip().rstrip("?").rstrip()
 
 
 def features(text: str, r: Ranking) -> np.ndarray:

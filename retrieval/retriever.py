@@ -21,6 +21,13 @@ lifts battery saver for "make the screen darker" but not for "set an alarm for 7
 text at all (empty query, response and recent), the ranking is by context alone (gate 1),
 which is how proactive suggestions are grounded.
 
+The user's utterances — the query, the recent queries, the texts to link — are read in
+their said form (`lexical.form_text`: without leading fillers or a final '?', which the
+tuning rows do not have) before they are encoded, BM25-scored or tested for the question
+form: "hey, could you turn on the lights?" ranks as "could you turn on the lights", a
+polite request; a wh-question stays one by grammar. The assistant's response is not an
+utterance and is read as written.
+
 Every hit reports these parts; they sum to its score. Linking ranks with the text parts of
 the query alone and asks the fitted logistic linker (`retrieval.linker`) for the
 probability that the best tool is the one the text invokes; it links at or above the
@@ -48,7 +55,7 @@ from retrieval.context import DeviceContext, active_hints, parse_hint
 from retrieval.encoder import Encoder, default_model_dir
 from retrieval.finetune import lora_model_dir
 from retrieval.index import IndexParams, ToolIndex
-from retrieval.lexical import BM25, STOPWORDS, is_question
+from retrieval.lexical import BM25, STOPWORDS, form_text, is_question
 from retrieval.linker import LinkModel, Ranking, answers_questions, features, load_link_model
 from retrieval.polarity import text_sides, tool_side
 from retrieval.rerank import (
@@ -304,21 +311,22 @@ class Retriever:
 
     def link_many(self, texts: Sequence[str]) -> list[LinkResult]:
         """Link several texts with one batched encoder call (the serving path)."""
-        clipped = [_clip(t) if isinstance(t, str) else "" for t in texts]
-        live = [i for i, t in enumerate(clipped) if t.strip()]
-        results = [LinkResult(None, 0.0) for _ in clipped]
+        said = [_utterance(t) for t in texts]
+        live = [i for i, t in enumerate(said) if t]  # filler-only texts link nothing
+        results = [LinkResult(None, 0.0) for _ in said]
         if not live:
             return results
-        for i, signals in zip(live, self.link_signals([clipped[i] for i in live]),
+        for i, signals in zip(live, self.link_signals([said[i] for i in live]),
                               strict=True):
             results[i] = self._link_one(signals)
         return results
 
     # ------------------------------------------------------------------ internals
     def _signals(self, query: str, response: str, recent: Sequence[str]) -> _Signals:
-        """Encode query, response and recent queries in one batch (cached texts are free)."""
-        query, response = _clip(query), _clip(response or "")
-        history = [_clip(r) for r in recent if isinstance(r, str) and r.strip()]
+        """Encode query, response and recent queries in one batch (cached texts are free);
+        the query and the recent queries in their said form (`form_text`)."""
+        query, response = _utterance(query), _clip(response or "")
+        history = [said for said in map(_utterance, recent) if said]
         history = history[-self.config.max_recent:] if self.config.max_recent else []
         generic = self._generic(query)
         respelled = self._respell(query)
@@ -538,7 +546,9 @@ class Retriever:
         return sum(w not in self._respeller.known for w in words) / len(words) if words else 0.0
 
     def link_signals(self, texts: Sequence[str]) -> list[_Signals]:
-        """Encoded query-only signals of several texts (one batched encoder call)."""
+        """Encoded query-only signals of several texts (one batched encoder call), each
+        read in its said form (`form_text`)."""
+        texts = [_utterance(t) for t in texts]
         generic = [self._generic(t) for t in texts]
         respelled = [self._respell(t) for t in texts]
         extra = [g for g in generic if g] + [r for r in respelled if r]
@@ -582,3 +592,8 @@ def tokenize_words(text: str) -> list[str]:
 
 def _clip(text: str) -> str:
     return text[:MAX_TEXT_CHARS] if isinstance(text, str) else ""
+
+
+def _utterance(text: object) -> str:
+    """A user's text as ranking reads it: clipped, in its said form (`form_text`)."""
+    return form_text(text[:MAX_TEXT_CHARS]) if isinstance(text, str) else ""

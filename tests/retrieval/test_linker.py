@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from retrieval.evaluate import SPOKEN_WEIGHT
+from retrieval.lexical import form_text
 from retrieval.linker import (
     FEATURES,
     LinkModel,
@@ -16,7 +17,6 @@ from retrieval.linker import (
     features,
     fit_link_model,
     fit_logistic,
-    form_text,
     load_link_model,
     precision_threshold,
 )
