@@ -46,7 +46,7 @@ class RetrievalConfig(BaseModel):
         "warning",
     )
     encoder_precision: Literal["float32", "int8"] = Field(
-        "float32",
+        "int8",
         description="the CTranslate2 engine's weights and matrix products: float32 (PyTorch's "
         "embeddings) or int8 (weights quantized when the model loads: one query + response "
         "encodes ≈ 1.75x faster on one AVX2 core, embeddings move to cosine ≈ 0.99 of "

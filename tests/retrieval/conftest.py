@@ -18,7 +18,9 @@ from retrieval.retriever import Retriever
 
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
-    return Encoder()
+    """The configured encoder (CTranslate2 int8 by default): what the shipped linker was
+    fitted with."""
+    return Retriever(RetrievalConfig()).encoder
 
 
 @pytest.fixture(scope="session")
