@@ -80,7 +80,13 @@ def test_hidden_intents_follow_the_documented_mixture(sim: Simulator) -> None:
         assert turn.intent.tool_id not in {t.id for t in query_tools if len(query_tools) == 1}
         if query_tools and ids[turn.intent.key].category == query_tools[0].category:
             same_category += 1
-    assert same_category > 0.3 * kinds["tool"]
+    # Same-category moves: the uniform component alone gives 0.20 x 0.8 (turns whose query
+    # is a tool example) = 0.16 of tool intents, the related tools add more. The share's
+    # mean is 0.30 (0.294-0.310 over seeds 7-9 x 200 users, on this catalog and the one
+    # before session 12's examples), so "> 0.30" held or failed by the sample (0.2996 here
+    # after the catalog grew); 0.25 is that mean less three standard deviations of this
+    # 750-intent sample, still well above the uniform component's floor.
+    assert same_category > 0.25 * kinds["tool"]
 
 
 def test_low_battery_context_makes_battery_intents_likelier(sim: Simulator) -> None:
