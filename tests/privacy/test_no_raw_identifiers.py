@@ -109,16 +109,23 @@ def _leaks(stores: dict[str, str], needles: list[str]) -> list[str]:
                   for needle in needles if needle in text)
 
 
-def _wait_for_samples(root: Path, user_ids: set[str], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    seen: set[str] = set()
+def _wait_for_samples(root: Path, rows_of: dict[str, int], timeout_s: float = 120) -> None:
+    """Until each user has at least its number of sample rows in the lake (all its closed
+    windows: a user seen once may still have a window in flight)."""
+    from lakehouse import read_table
+    from lakehouse.config import LakeConfig
+    from lakehouse.maintenance import list_tables
+
+    config, deadline = LakeConfig(root=str(root)), time.monotonic() + timeout_s
+    short: set[str] = set(rows_of)
     while time.monotonic() < deadline:
-        tables = _lake_text(root)
-        seen = {u for u in user_ids if u in tables.get("samples", "")}
-        if seen == user_ids:
+        users = (read_table(config, "samples").column("user_id").to_pylist()
+                 if "samples" in list_tables(config) else [])
+        short = {u for u, n in rows_of.items() if users.count(u) < n}
+        if not short:
             return
         time.sleep(1)
-    raise AssertionError(f"samples of {user_ids - seen} did not land within {timeout_s} s")
+    raise AssertionError(f"samples of {short} did not land within {timeout_s} s")
 
 
 def test_no_raw_identifier_or_personal_data_is_stored_anywhere(
@@ -155,7 +162,8 @@ def test_no_raw_identifier_or_personal_data_is_stored_anywhere(
 
     alice, carol, dave = (pseudonymize(raw, key) for raw in (ALICE, CAROL, DAVE))
     lake = tmp_path / "lake"
-    _wait_for_samples(lake, {alice, carol, dave})
+    shown = sum(len(a["suggestions"]) for a in answers)  # one sample per shown one
+    _wait_for_samples(lake, {alice: shown, carol: 1, dave: 1})
     stores = {**{f"lake:{t}": x for t, x in _lake_text(lake).items()},
               **{f"topic:{t}": x for t, x in _topics_text(kafka).items()},
               "spool": _spool_text(settings.serving.spool_dir)}
