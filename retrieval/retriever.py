@@ -590,10 +590,10 @@ def tokenize_words(text: str) -> list[str]:
     return [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in STOPWORDS]
 
 
-def _clip(text: str) -> str:
+def _clip(text: object) -> str:
     return text[:MAX_TEXT_CHARS] if isinstance(text, str) else ""
 
 
 def _utterance(text: object) -> str:
     """A user's text as ranking reads it: clipped, in its said form (`form_text`)."""
-    return form_text(text[:MAX_TEXT_CHARS]) if isinstance(text, str) else ""
+    return form_text(_clip(text))
