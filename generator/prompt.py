@@ -90,14 +90,32 @@ def clean_text(text: object, max_chars: int | None = None) -> str:
     NFKC first, so full-width look-alikes of `<`, `|` and `>` are taken apart too.
     """
     value = str(text)
+    if not _is_clean(value):
+        value = _folded(value)
+    if max_chars is not None and len(value) > max_chars:
+        value = value[:max_chars].rstrip() + "…"
+    return value
+
+
+def _is_clean(value: str) -> bool:
+    """True when `_folded` would return `value` unchanged, checked without building
+    anything (the stream worker cleans every shown suggestion, issue 12): printable ASCII
+    (NFKC-stable, its only whitespace is " "), no run of spaces, nothing to strip, no
+    chat-marker part."""
+    return (value.isascii() and value.isprintable() and "  " not in value
+            and value[:1] != " " and value[-1:] != " "
+            and not any(part in value for part in _MARKER_PARTS))
+
+
+def _folded(value: str) -> str:
+    """`value` on one line (NFKC unless printable ASCII, controls as spaces, whitespace
+    runs as one space, stripped), chat markers taken apart."""
     if not (value.isascii() and value.isprintable()):  # printable ASCII: NFKC-stable, no Cc
         value = unicodedata.normalize("NFKC", value)
         value = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in value)
     value = _WHITESPACE.sub(" ", value).strip()
     while any(part in value for part in _MARKER_PARTS):
         value = value.replace("<|", "<").replace("|>", ">")
-    if max_chars is not None and len(value) > max_chars:
-        value = value[:max_chars].rstrip() + "…"
     return value
 
 

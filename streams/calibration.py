@@ -84,7 +84,12 @@ def decayed_at(value: float, since: int, ts: int, half_life_ms: float) -> float:
     the object: the stream worker reads ≈ 12 of them per closed window)."""
     if ts <= since:
         return value
-    return value * math.exp(-_LN2 * (ts - since) / half_life_ms)
+    return value * decay_factor(since, ts, half_life_ms)
+
+
+def decay_factor(since: int, ts: int, half_life_ms: float) -> float:
+    """What a count as of `since` is multiplied by to be seen at a later `ts`."""
+    return math.exp(-_LN2 * (ts - since) / half_life_ms)
 
 
 def decayed_add(value: float, since: int, amount: float, ts: int,
@@ -213,25 +218,35 @@ class Calibrator:
         # clicked → w_activity, filled when first needed (what raises for a click, e.g.
         # 0 ** -γ, still raises only when the window has one)
         self.activity: dict[bool, float] = {}
+        # form "ours": (clicked, executed, is_tool_query, theta) → its Weights; a window's
+        # samples mostly share them (most are skips of tool queries)
+        self.known: dict[tuple[bool, bool, bool, float], Weights] = {}
 
     def weights(self, *, clicked: bool, executed: bool, is_tool_query: bool, theta: float,
                 toolrec: ToolRecState | None = None) -> Weights:
         """One sample's weights (`calibrate`'s arguments beyond the shared state)."""
         cfg = self.cfg
-        w_position = position_weight(clicked, theta, cfg)
         if cfg.form == "toolrec":
+            w_position = position_weight(clicked, theta, cfg)
             if toolrec is None:
                 raise ValueError("calibration form 'toolrec' needs its online estimates "
                                  "(toolrec=ToolRecState(mu, scale, tool_quantile)); got None")
             w_u, w_s, weight = _toolrec(clicked, is_tool_query, self.user_ctr, w_position,
                                         toolrec, cfg)
             return Weights(self.user_ctr, w_u, w_s, w_position, weight)
+        key = (clicked, executed, is_tool_query, theta)
+        known = self.known.get(key)
+        if known is not None:
+            return known
+        w_position = position_weight(clicked, theta, cfg)
         w_activity = self.activity.get(clicked)
         if w_activity is None:
             w_activity = self.activity[clicked] = activity_weight(clicked, *self.counts, cfg)
         w_tool = tool_weight(clicked, is_tool_query, executed, cfg)
-        return Weights(self.user_ctr, w_activity, w_tool, w_position,
-                       clip(w_activity * w_tool * w_position, cfg.w_min, cfg.w_max))
+        known = self.known[key] = Weights(
+            self.user_ctr, w_activity, w_tool, w_position,
+            clip(w_activity * w_tool * w_position, cfg.w_min, cfg.w_max))
+        return known
 
 
 # --------------------------------------------------------------------------- online estimates

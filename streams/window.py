@@ -49,6 +49,7 @@ from streams.calibration import (
     CtrSketch,
     ToolRecState,
     clip,
+    decay_factor,
     decayed_add,
     decayed_at,
     smoothed_user_ctr,
@@ -331,18 +332,47 @@ def _at(pair: list[float], ts: int, half_life_ms: float) -> float:
     return decayed_at(float(pair[0]), int(pair[1]), ts, half_life_ms)
 
 
+class _Decay:
+    """`_at` and `_added` at one event time `ts` (a window's close) with one `exp` per
+    distinct last-update time — a user's counts share one, the partition's another —
+    instead of one per pair (issue 12); the same floats, by the same expressions."""
+
+    __slots__ = ("ts", "half_life_ms", "factors")
+
+    def __init__(self, ts: int, half_life_ms: float) -> None:
+        self.ts, self.half_life_ms = ts, half_life_ms
+        self.factors: dict[int, float] = {}  # last-update time → its decay factor to ts
+
+    def _factor(self, since: int) -> float:
+        factor = self.factors.get(since)
+        if factor is None:
+            factor = self.factors[since] = decay_factor(since, self.ts, self.half_life_ms)
+        return factor
+
+    def at(self, pair: Sequence[float]) -> float:
+        """`_at(pair, ts, half_life_ms)`."""
+        value, since = float(pair[0]), int(pair[1])
+        return value if self.ts <= since else value * self._factor(since)
+
+    def added(self, pair: Sequence[float], amount: float) -> list[float]:
+        """`_added(pair, amount, ts, half_life_ms)`."""
+        value, since = float(pair[0]), int(pair[1])
+        if self.ts < since:  # a late amount: decayed to the pair's time instead (decayed_add)
+            return [value + decayed_at(amount, self.ts, since, self.half_life_ms), since]
+        return [(value if self.ts == since else value * self._factor(since)) + amount, self.ts]
+
+
 def _rate(clicks: float, shown: float, prior: float, strength: float) -> float:
     return (clicks + strength * prior) / (shown + strength)
 
 
-def global_ctr(state: GlobalState, ts: int, cfg: StreamsConfig) -> float:
-    cal, half = cfg.calibration, cfg.calibration.half_life_days * MS_PER_DAY
-    return _rate(
-        _at(state["clicks"], ts, half),
-        _at(state["shown"], ts, half),
-        cal.prior_ctr,
-        cal.global_prior_strength,
-    )
+def global_ctr(state: GlobalState, ts: int, cfg: StreamsConfig, *,
+               decay: _Decay | None = None) -> float:
+    """The partition's smoothed click rate p̄ at `ts` (`decay`: the close's, at `ts`)."""
+    cal = cfg.calibration
+    decay = decay or _Decay(ts, cal.half_life_days * MS_PER_DAY)
+    return _rate(decay.at(state["clicks"]), decay.at(state["shown"]), cal.prior_ctr,
+                 cal.global_prior_strength)
 
 
 def theta(state: GlobalState, position: int, ts: int, p_bar: float, cfg: StreamsConfig, *,
@@ -399,9 +429,11 @@ def close_as(
     pending = user["pending"].pop(rid)
     order = [pending["deadline"], rid]
     already_counted = order <= glob["last_closed"]
+    decay = _Decay(impression.ts, cfg.calibration.half_life_days * MS_PER_DAY)
     samples = [] if already_counted else [
-        make(row) for row in sample_rows(user, glob, impression, pending, cfg)]
-    count_outcome(user, None if already_counted else glob, impression, pending, cfg)
+        make(row) for row in sample_rows(user, glob, impression, pending, cfg, decay=decay)]
+    count_outcome(user, None if already_counted else glob, impression, pending, cfg,
+                  decay=decay)
     glob["last_closed"] = max(order, glob["last_closed"])
     # Remember recent closes for a while (and at most max_closed_per_user of them), to
     # tell expired clicks from unknown ones.
@@ -424,16 +456,18 @@ def sample_rows(
     impression: Impression,
     pending: Pending,
     cfg: StreamsConfig,
+    *,
+    decay: _Decay | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The window's samples as plain rows (`Sample`'s JSON names in its field order, values
     of the exact types its fields hold: `contracts.events.sample_json` dumps them as they
-    are), one at a time."""
+    are), one at a time. `decay`: the close's (`close_as`), at the impression's time."""
     cal = cfg.calibration
-    half = cal.half_life_days * MS_PER_DAY
     ts = impression.ts
-    user_impressions = _at(user["shown"], ts, half)
-    user_clicks = _at(user["clicks"], ts, half)
-    p_bar = global_ctr(glob, ts, cfg)
+    decay = decay or _Decay(ts, cal.half_life_days * MS_PER_DAY)
+    user_impressions = decay.at(user["shown"])
+    user_clicks = decay.at(user["clicks"])
+    p_bar = global_ctr(glob, ts, cfg, decay=decay)
     executed_positions = pending["executed"]
     clicked_positions = set(pending["clicks"]).union(executed_positions)
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
@@ -498,25 +532,27 @@ def count_outcome(
     impression: Impression,
     pending: Pending,
     cfg: StreamsConfig,
+    *,
+    decay: _Decay | None = None,
 ) -> None:
-    """Add a closed impression's shown suggestions and clicks to user and partition state."""
-    half = cfg.calibration.half_life_days * MS_PER_DAY
-    ts = impression.ts
+    """Add a closed impression's shown suggestions and clicks to user and partition state
+    (`decay`: the close's, at the impression's time)."""
+    decay = decay or _Decay(impression.ts, cfg.calibration.half_life_days * MS_PER_DAY)
+    added = decay.added
     clicked = set(pending["clicks"]).union(pending["executed"])
 
-    user["shown"] = _added(user["shown"], pending["n"], ts, half)
-    user["clicks"] = _added(user["clicks"], len(clicked), ts, half)
+    user["shown"] = added(user["shown"], pending["n"])
+    user["clicks"] = added(user["clicks"], len(clicked))
     if glob is None:
         return
-    glob["shown"] = _added(glob["shown"], pending["n"], ts, half)
-    glob["clicks"] = _added(glob["clicks"], len(clicked), ts, half)
+    glob["shown"] = added(glob["shown"], pending["n"])
+    glob["clicks"] = added(glob["clicks"], len(clicked))
     shown, clicks = glob["position_shown"], glob["position_clicks"]
     for suggestion in impression.suggestions:
         position = suggestion.position
         key = str(position)
-        shown[key] = _added(shown.get(key, _NOTHING), 1, ts, half)
-        clicks[key] = _added(clicks.get(key, _NOTHING), 1 if position in clicked else 0, ts,
-                             half)
+        shown[key] = added(shown.get(key, _NOTHING), 1)
+        clicks[key] = added(clicks.get(key, _NOTHING), 1 if position in clicked else 0)
     if cfg.calibration.form == "toolrec":
         count_toolrec(user, glob, impression, clicked, cfg)
 
