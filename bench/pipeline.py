@@ -15,10 +15,14 @@
 4. Bound: the floor agent again, now forwarding the samples the worker wrote in step 3
    (it computes nothing, `bench.faust_floor --forward-from`), with the same sink into a
    fresh lake: what a worker that keeps the samples contract could reach at most on this
-   machine. Pipeline / bound is the share the worker's own computation leaves; bound /
-   floor what delivery, sink and broker leave. `--budget 18,40,72` runs it again spending
-   that many CPU µs per event before each batch is forwarded: the pipeline's rate as a
-   function of the worker's own CPU per event (`pipeline_rate_by_worker_cpu`);
+   machine. Its sink reads the backlog's events from a copy of the two topics made at
+   preload (`BACKLOG_TOPICS`): the originals also hold step 6's live events by then, which
+   would give the bound's sink more events-table rows than the pipeline's sink had (≈ 2.2×
+   at the defaults) and understate the bound. Pipeline / bound is the share the worker's
+   own computation leaves; bound / floor what delivery, sink and broker leave.
+   `--budget 18,40,72` runs it again spending that many CPU µs per event before each batch
+   is forwarded: the pipeline's rate as a function of the worker's own CPU per event
+   (`pipeline_rate_by_worker_cpu`);
    `--budget ideal,worker` burns what `bench.worker_cpu` measures in this run for the
    idealized pure-Python loop and for the worker itself (in-process, a fresh process).
 5. Sink: `bench.sink.measure_sink` drains the same samples again into a fresh lake.
@@ -65,6 +69,7 @@ from contracts.events import pseudonymize
 from infra.broker import LocalStack
 from infra.compat import true_end_offsets
 from infra.processes import stop_pid
+from infra.topics import ensure_topics
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import history
 from lakehouse.tables import table_uri
@@ -85,6 +90,9 @@ TOOLS = ["battery.saver.on", None, "clock.alarm.set"]
 # the sink built its batch (`ingest_ts`) → the Delta commit (commitInfo.timestamp) → the
 # watcher read it (`watch_delta`'s poll).
 STAGES = ("window", "close", "sink_batch", "commit", "watch")
+# The backlog's events again, for the bound's sink (step 4): topic field → copy's name.
+BACKLOG_TOPICS = {"impressions": "toolrec.impressions.backlog",
+                  "feedback": "toolrec.feedback.backlog"}
 
 
 def make_events(
@@ -606,13 +614,15 @@ def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
     kafka = stack.kafka_config()
     name = f"bound{burn_us:g}" if burn_us else "bound"
     env, topic, lake = phase_setup(kafka, base, name)
+    sink_env = {**env, **{f"TOOLREC_KAFKA__TOPICS__{field.upper()}": copy
+                          for field, copy in BACKLOG_TOPICS.items()}}
     log = base / f"{name}-agent.log"
     started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {"agent": spawn(["bench.faust_floor", "--bootstrap", kafka.bootstrap_servers,
                              "--events", str(n_events), "--forward-from", "toolrec.samples.one",
                              "--forward-to", topic, "--forward-until", json.dumps(backlog_ends),
                              "--burn-us", str(burn_us)], env, log),
-             "sink": spawn(["toolrec", "lake", "sink"], env, base / f"{name}-sink.log")}
+             "sink": spawn(["toolrec", "lake", "sink"], sink_env, base / f"{name}-sink.log")}
     try:
         done = wait_for(lambda: delta_rows(lake), samples, "forwarded samples in Delta",
                         started, args.timeout, {"sink": procs["sink"]})
@@ -674,6 +684,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def backlog_copy(kafka: KafkaConfig) -> KafkaConfig:
+    """`kafka` with the event topics renamed to `BACKLOG_TOPICS`, which it creates."""
+    copy = kafka.model_copy(update={"topics": kafka.topics.model_copy(update=BACKLOG_TOPICS)})
+    ensure_topics(copy, list(BACKLOG_TOPICS.values()))
+    return copy
+
+
 def per_1k(cpu: dict[str, float], n_events: int) -> str:
     return "  ".join(f"{p} {1000 * c / n_events:.2f}" for p, c in sorted(cpu.items()))
 
@@ -706,6 +723,7 @@ def main() -> None:
         ensure_worker_topics(StreamsConfig(), kafka)
         print(f"events {len(events)} ({n_impressions} impressions → {samples} samples)")
         print(f"producer_events_per_s {asyncio.run(produce(kafka, events)):.0f}")
+        asyncio.run(produce(backlog_copy(kafka), events))  # the bound's sink reads these
         topics = [kafka.topics.impressions, kafka.topics.feedback]
         ceiling = asyncio.run(ceiling_rate(kafka, topics, len(events)))
         floors = faust_floors(kafka, len(events), args.floor_runs)
