@@ -90,6 +90,7 @@ TOOLS = ["battery.saver.on", None, "clock.alarm.set"]
 # the sink built its batch (`ingest_ts`) → the Delta commit (commitInfo.timestamp) → the
 # watcher read it (`watch_delta`'s poll).
 STAGES = ("window", "close", "sink_batch", "commit", "watch")
+SINK_PROFILE = "cpu s per 10k rows"  # the sink's progress line (`lakehouse.sink`)
 # The backlog's events again, for the bound's sink (step 4): topic field → copy's name.
 BACKLOG_TOPICS = {"impressions": "toolrec.impressions.backlog",
                   "feedback": "toolrec.feedback.backlog"}
@@ -203,10 +204,11 @@ def first_event_time(log: Path) -> float | None:
     return t1 - min(e1 / rate, 1.0) if rate else t1 - 1.0
 
 
-def last_profile(log: Path) -> str:
-    """The worker's last per-stage profile (`streams.app.Processor.report`)."""
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "profile:" in ln]
-    return lines[-1].split("profile:", 1)[1].strip() if lines else "(none logged)"
+def last_logged(log: Path, marker: str) -> str:
+    """What follows `marker` on the last line of `log` that has it: the worker's per-stage
+    profile (`streams.app.Processor.report`, "profile:"), the sink's ("cpu s per 10k rows")."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if marker in ln]
+    return lines[-1].split(marker, 1)[1].strip() if lines else "(none logged)"
 
 
 def delta_rows(lake: LakeConfig) -> int:
@@ -287,6 +289,7 @@ class Phase:
     profile: str
     live: Live
     recovery: str = ""
+    sink_profile: str = ""  # the sink's CPU per stage over the phase, live part included
     # the samples topic's end offsets after the backlog, before any live traffic: what the
     # bound agent forwards (`forward_bound`; forwarding the live phase's samples as well
     # reached the backlog's row count at ≈ 45 % of its events and doubled the bound)
@@ -357,8 +360,9 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
             stop_pid(proc.pid, timeout_s=20)
     recovery = measure_recovery(env, base / f"{name}-recovery.log", kafka.partitions) \
         if sink else ""
-    return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_profile(logs[0]),
-                 live, recovery, backlog_ends)
+    sink_profile = last_logged(base / f"{name}-sink.log", SINK_PROFILE) if sink else ""
+    return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_logged(logs[0], "profile:"),
+                 live, recovery, sink_profile=sink_profile, backlog_ends=backlog_ends)
 
 
 def measure_live(stack: LocalStack, procs: dict[str, subprocess.Popen[bytes]],
@@ -791,6 +795,8 @@ def main() -> None:
         print(f"cpu_s_per_1k_events_live {per_1k(live.cpu, int(live_events))}   (live "
               f"phase; × {args.rate / 1000:g} = cores used at {args.rate:g} events/s)")
     print(f"worker_profile {one.profile}")
+    print(f"sink_profile cpu s per 10k rows {one.sink_profile}   (its last progress line: "
+          "backlog and live phase)")
     if one.recovery:
         print(f"state_recovery {one.recovery}")
     if solo is not None and two is not None:

@@ -41,7 +41,7 @@ from aiokafka.structs import TopicPartition
 from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, SAMPLE_SCHEMA, pseudonymize
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize
-from lakehouse.sink import CommitInfo, Sink, TableName
+from lakehouse.sink import CommitInfo, Sink, TableName, cpu_profile
 from lakehouse.tables import open_table
 from toolrec.kafka import KafkaConfig, Topics
 
@@ -107,7 +107,6 @@ class SinkBenchResult:
     def lines(self) -> list[str]:
         ratio = self.sink_rows_per_s / self.ceiling_msgs_per_s if self.ceiling_msgs_per_s else 0
         per_10k = 10_000 / max(self.rows, 1)
-        profile = sorted(self.stages.items(), key=lambda kv: -kv[1])
         return [
             f"sink_rows_per_s {self.sink_rows_per_s:.0f}",
             f"ceiling_msgs_per_s {self.ceiling_msgs_per_s:.0f}",
@@ -117,8 +116,7 @@ class SinkBenchResult:
             f"files/commit {self.files_per_commit:.2f}",
             f"commit_p50_s {self.commit_p50_s:.3f}  commit_p99_s {self.commit_p99_s:.3f}",
             f"sink_cpu_s_per_10k_rows {self.cpu_s * per_10k:.3f}",
-            "sink_profile_cpu_s_per_10k_rows "
-            + "  ".join(f"{k}={v * per_10k:.3f}" for k, v in profile)
+            f"sink_profile_cpu_s_per_10k_rows {cpu_profile(self.stages, self.rows)}"
             # the rest: aiokafka's record decoding outside `getmany`, Arrow's and delta-rs'
             # own threads (the JSON reader, parquet encoding), start-up
             + f"  unattributed={(self.cpu_s - sum(self.stages.values())) * per_10k:.3f}",

@@ -584,14 +584,23 @@ class Sink:
     def _log_progress(self) -> None:
         s = self.stats
         log.info(
-            "sink: %d records (%.0f/s), rows %s, %d duplicates, %d dlq, %d commits",
+            "sink: %d records (%.0f/s), rows %s, %d duplicates, %d dlq, %d commits; "
+            "cpu s per 10k rows %s",
             s.records,
             s.rate(),
             s.rows,
             s.duplicates,
             s.dlq,
             s.commits,
+            cpu_profile(s.cpu, s.rows_total),
         )
+
+
+def cpu_profile(stages: dict[str, float], rows: int) -> str:
+    """CPU seconds per stage as seconds per 10k rows, the costliest first."""
+    per_10k = 10_000 / max(rows, 1)
+    return "  ".join(f"{stage}={seconds * per_10k:.3f}"
+                     for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]))
 
 
 def run_sink(
