@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
-from contracts.events import SAMPLE_SCHEMA, Feedback, Impression, Sample, sample_json
+from contracts.events import SAMPLE_SCHEMA, Feedback, Impression, Sample, sample_json_of
 from generator.prompt import format_completion
 from streams.calibration import (
     MS_PER_DAY,
@@ -404,12 +404,24 @@ def close(
     return close_as(user, glob, impression, cfg, Sample.model_validate)
 
 
+# The fields of a row of `sample_rows` that are checked in every row (`sample_json_of`):
+# what it computes. A request id of 200 characters makes a sample id of 203, the prompt
+# grows by every suggestion shown above, the deadline and the floats come from state and
+# configuration. The others are constants, bools and ints it makes, and fields of the
+# validated impression and its suggestions under Sample's annotations (pinned by
+# tests/streams/test_sample_fields.py).
+COMPUTED_FIELDS = ("sample_id", "closed_ts", "prompt", "completion", "user_impressions",
+                   "user_clicks", "user_ctr", "global_ctr", "w_activity", "w_tool",
+                   "w_position", "weight")
+_sample_json = sample_json_of(COMPUTED_FIELDS)
+
+
 def close_json(
     user: UserState, glob: GlobalState, impression: Impression, cfg: StreamsConfig
 ) -> list[bytes]:
     """`close` with each sample as the JSON the worker sends: the bytes of
-    `Sample.to_json_bytes`, without a model per sample (`contracts.events.sample_json`)."""
-    return close_as(user, glob, impression, cfg, sample_json)
+    `Sample.to_json_bytes`, without a model per sample (`contracts.events.sample_json_of`)."""
+    return close_as(user, glob, impression, cfg, _sample_json)
 
 
 def close_as(
@@ -465,17 +477,17 @@ def sample_rows(
     cal = cfg.calibration
     ts = impression.ts
     decay = decay or _Decay(ts, cal.half_life_days * MS_PER_DAY)
-    user_impressions = decay.at(user["shown"])
-    user_clicks = decay.at(user["clicks"])
     p_bar = global_ctr(glob, ts, cfg, decay=decay)
+    window = _window_row(impression, pending, decay.at(user["shown"]), decay.at(user["clicks"]),
+                         p_bar)
     executed_positions = pending["executed"]
     clicked_positions = set(pending["clicks"]).union(executed_positions)
     toolrec = toolrec_estimates(glob, ts, p_bar, cfg)
-    weights_of = Calibrator(user_impressions, user_clicks, p_bar, cal).weights
+    weights_of = Calibrator(window["user_impressions"], window["user_clicks"], p_bar,
+                            cal).weights
     first: float | None = None  # position 1's rate, once per window (`theta`)
     prompt = impression.prompt  # = sample_prompt(impression.prompt, the suggestions above)
-    explored = bool(impression.decoding.get("explore", False))
-    request_id, n_shown = impression.request_id, len(impression.suggestions)
+    request_id = impression.request_id
     for suggestion in impression.suggestions:
         position, tool_id = suggestion.position, suggestion.tool_id
         clicked = position in clicked_positions
@@ -486,7 +498,7 @@ def sample_rows(
             if first is None and position != 1:
                 first = position_rate(glob, 1, ts, p_bar, cfg)
             theta_k = theta(glob, position, ts, p_bar, cfg, first=first)
-        weights = weights_of(
+        user_ctr, w_activity, w_tool, w_position, weight = weights_of(
             clicked=clicked,
             executed=executed,
             is_tool_query=tool_id is not None,
@@ -494,36 +506,58 @@ def sample_rows(
             toolrec=None if toolrec is None else ToolRecState(
                 toolrec[0], toolrec[1], usage_quantile(toolrec[2], tool_id)),
         )
-        yield {
-            "schema": SAMPLE_SCHEMA,
-            "sample_id": f"{request_id}:{position}",
-            "request_id": request_id,
-            "event_id": impression.event_id,
-            "user_id": impression.user_id,
-            "session_id": impression.session_id,
-            "impression_ts": ts,
-            "closed_ts": pending["deadline"],
-            "model_version": impression.model_version,
-            "template_version": impression.template_version,
-            "prompt": prompt,
-            "completion": completion,
-            "position": position,
-            "n_shown": n_shown,
-            "clicked": clicked,
-            "executed": executed,
-            "explored": explored,
-            "tool_id": tool_id,
-            "is_tool_query": tool_id is not None,
-            "user_impressions": user_impressions,
-            "user_clicks": user_clicks,
-            "user_ctr": weights.user_ctr,
-            "global_ctr": p_bar,
-            "w_activity": weights.w_activity,
-            "w_tool": weights.w_tool,
-            "w_position": weights.w_position,
-            "weight": weights.weight,
-        }
+        row = window.copy()  # its own fields below, in place: the keys keep their order
+        row["sample_id"] = f"{request_id}:{position}"
+        row["prompt"] = prompt
+        row["completion"] = completion
+        row["position"] = position
+        row["clicked"] = clicked
+        row["executed"] = executed
+        row["tool_id"] = tool_id
+        row["is_tool_query"] = tool_id is not None
+        row["user_ctr"] = user_ctr
+        row["w_activity"] = w_activity
+        row["w_tool"] = w_tool
+        row["w_position"] = w_position
+        row["weight"] = weight
+        yield row
         prompt += completion
+
+
+def _window_row(impression: Impression, pending: Pending, user_impressions: float,
+                user_clicks: float, global_ctr: float) -> dict[str, Any]:
+    """What a window's sample rows share, in a row whose per-sample fields are left for
+    `sample_rows` to set in each copy (a dict copy costs a third of building one of 27
+    keys: issue 12)."""
+    return {
+        "schema": SAMPLE_SCHEMA,
+        "sample_id": "",
+        "request_id": impression.request_id,
+        "event_id": impression.event_id,
+        "user_id": impression.user_id,
+        "session_id": impression.session_id,
+        "impression_ts": impression.ts,
+        "closed_ts": pending["deadline"],
+        "model_version": impression.model_version,
+        "template_version": impression.template_version,
+        "prompt": "",
+        "completion": "",
+        "position": 0,
+        "n_shown": len(impression.suggestions),
+        "clicked": False,
+        "executed": False,
+        "explored": bool(impression.decoding.get("explore", False)),
+        "tool_id": None,
+        "is_tool_query": False,
+        "user_impressions": user_impressions,
+        "user_clicks": user_clicks,
+        "user_ctr": 0.0,
+        "global_ctr": global_ctr,
+        "w_activity": 0.0,
+        "w_tool": 0.0,
+        "w_position": 0.0,
+        "weight": 0.0,
+    }
 
 
 def count_outcome(
