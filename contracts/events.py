@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import to_json
+from pydantic_core import SchemaSerializer, core_schema
 
 from contracts.privacy import PiiPolicy, redact
 from toolrec.durable import now_ms
@@ -191,9 +191,9 @@ class _RowChecks:
     """A model's fields as checks on a plain row (keys = the JSON names, in field order):
     the exact Python type of each value and the field's length and range constraints, all
     read from the model, which stays the one definition. Fields it cannot express (other
-    annotations, constraints or validators) are refused when it is built. With `only`, the
-    values of just those fields are checked (the row's keys still all are): the caller
-    vouches for the others (`sample_json_of`)."""
+    annotations, constraints or validators) are refused when it is built. With `only`, just
+    the values of those fields are checked: the caller vouches for the row's keys and the
+    other fields (`sample_json_of`)."""
 
     def __init__(self, model: type[BaseModel], only: Collection[str] | None = None) -> None:
         decorators = model.__pydantic_decorators__
@@ -214,8 +214,8 @@ class _RowChecks:
                    enumerate(fields.items()) if only is None or self.keys[position] in only]
         for index, (_, name, field) in enumerate(checked):
             self._add(index, f"{model.__name__}.{name}", field.annotation, field.metadata)
-        # the checked values out of all of a row's (None: all of them)
-        self.pick = None if only is None else _picker([position for position, *_ in checked])
+        # the checked values of a row (None: all of them, after its keys are checked)
+        self.pick = None if only is None else _picker([self.keys[p] for p, *_ in checked])
 
     def _add(self, index: int, where: str, annotation: Any, metadata: Sequence[Any]) -> None:
         if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -242,9 +242,15 @@ class _RowChecks:
 
     def fit(self, row: Mapping[str, Any]) -> bool:
         """True when `row` is exactly what the model would validate and dump unchanged."""
-        if tuple(row) != self.keys:
-            return False
-        values = tuple(row.values()) if self.pick is None else self.pick(tuple(row.values()))
+        if self.pick is None:
+            if tuple(row) != self.keys:
+                return False
+            values = tuple(row.values())
+        else:  # the checked fields by name: the caller vouches for the keys (`only`)
+            try:
+                values = self.pick(row)
+            except KeyError:
+                return False
         kinds = list(map(type, values))
         for index in self.optional:
             if values[index] is None:
@@ -263,12 +269,12 @@ class _RowChecks:
         return True
 
 
-def _picker(positions: Sequence[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    """The values at `positions` of a tuple, as a tuple (itemgetter returns a bare value
-    for one position)."""
-    if len(positions) >= 2:
-        return operator.itemgetter(*positions)
-    return lambda values: tuple(values[position] for position in positions)
+def _picker(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The values of `keys` in a row, as a tuple (itemgetter returns a bare value for one
+    key); KeyError when one is missing."""
+    if len(keys) >= 2:
+        return operator.itemgetter(*keys)
+    return lambda row: tuple(row[key] for key in keys)
 
 
 def _bounds(where: str, metadata: Sequence[Any]) -> tuple[int, int | None, float, float]:
@@ -288,8 +294,20 @@ def _bounds(where: str, metadata: Sequence[Any]) -> tuple[int, int | None, float
     return min_len, max_len, gt, lt
 
 
+def _row_serializer(model: type[BaseModel]) -> SchemaSerializer:
+    """A serializer of `model`'s rows (dicts keyed by its JSON names) built from the model's
+    own field schemas and config: a row of exact types dumps as the model would dump it,
+    ≈ 20 % faster than `to_json`, which infers every value's type (issue 12)."""
+    schema = model.__pydantic_core_schema__
+    if schema["type"] != "model" or schema["schema"]["type"] != "model-fields":
+        raise TypeError(f"{model.__name__}'s core schema is not a plain model of fields")
+    fields = {field.get("serialization_alias") or name: core_schema.typed_dict_field(
+        field["schema"]) for name, field in schema["schema"]["fields"].items()}
+    return SchemaSerializer(core_schema.typed_dict_schema(fields), schema.get("config"))
+
+
 _SAMPLE_ROW = _RowChecks(Sample)
-_SAMPLE_INF_NAN = Sample.model_config.get("ser_json_inf_nan", "null")
+_SAMPLE_SERIALIZER = _row_serializer(Sample)
 
 
 def sample_json(row: Mapping[str, Any]) -> bytes:
@@ -302,17 +320,17 @@ def sample_json(row: Mapping[str, Any]) -> bytes:
 
 
 def sample_json_of(computed: Collection[str]) -> Callable[[Mapping[str, Any]], bytes]:
-    """`sample_json` for a row builder that makes every field but `computed` exact by
-    construction — constants, bools and ints it makes itself, values of a validated event
-    under the annotation Sample gives the field. Its rows are checked in their keys and in
-    the `computed` fields only (each a check in Python, ≈ 10 µs a window in the stream
-    worker: issue 12); a row that fails still goes through `Sample`."""
+    """`sample_json` for a row builder that makes its rows' keys (Sample's, in order) and
+    every field but `computed` exact by construction — constants, bools and ints it makes
+    itself, values of a validated event under the annotation Sample gives the field. Only
+    the `computed` fields are checked (each check is Python work on the stream worker's
+    every sample: issue 12); a row that fails them still goes through `Sample`."""
     return functools.partial(_dumped, checks=_RowChecks(Sample, only=computed))
 
 
 def _dumped(row: Mapping[str, Any], checks: _RowChecks) -> bytes:
     if checks.fit(row):
-        return to_json(row, inf_nan_mode=_SAMPLE_INF_NAN)
+        return _SAMPLE_SERIALIZER.to_json(row)
     return Sample.model_validate(row).to_json_bytes()
 
 
@@ -338,8 +356,8 @@ def parse_event(
     if len(raw) > max_bytes:
         raise ValidationError("<event>", "oversized", f"{len(raw)} bytes > limit {max_bytes}")
     if expected is not None:
-        try:
-            return expected.model_validate_json(raw)  # type: ignore[return-value]
+        try:  # the model's validator itself: `model_validate_json` without its wrapper
+            return expected.__pydantic_validator__.validate_json(raw)  # type: ignore[no-any-return]
         except PydanticValidationError:
             pass  # diagnose below
     try:

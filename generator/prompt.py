@@ -104,7 +104,7 @@ def _is_clean(value: str) -> bool:
     chat-marker part."""
     return (value.isascii() and value.isprintable() and "  " not in value
             and value[:1] != " " and value[-1:] != " "
-            and not any(part in value for part in _MARKER_PARTS))
+            and "<|" not in value and "|>" not in value)  # _MARKER_PARTS, spelled out
 
 
 def _folded(value: str) -> str:

@@ -344,22 +344,27 @@ class _Decay:
         self.factors: dict[int, float] = {}  # last-update time → its decay factor to ts
 
     def _factor(self, since: int) -> float:
-        factor = self.factors.get(since)
-        if factor is None:
-            factor = self.factors[since] = decay_factor(since, self.ts, self.half_life_ms)
+        """The factor of `since`, computed (callers look in `factors` first: a hit costs
+        no call; a factor of 0.0 is computed again, to the same 0.0)."""
+        factor = self.factors[since] = decay_factor(since, self.ts, self.half_life_ms)
         return factor
 
     def at(self, pair: Sequence[float]) -> float:
         """`_at(pair, ts, half_life_ms)`."""
         value, since = float(pair[0]), int(pair[1])
-        return value if self.ts <= since else value * self._factor(since)
+        if self.ts <= since:
+            return value
+        return value * (self.factors.get(since) or self._factor(since))
 
     def added(self, pair: Sequence[float], amount: float) -> list[float]:
         """`_added(pair, amount, ts, half_life_ms)`."""
         value, since = float(pair[0]), int(pair[1])
-        if self.ts < since:  # a late amount: decayed to the pair's time instead (decayed_add)
-            return [value + decayed_at(amount, self.ts, since, self.half_life_ms), since]
-        return [(value if self.ts == since else value * self._factor(since)) + amount, self.ts]
+        ts = self.ts
+        if ts < since:  # a late amount: decayed to the pair's time instead (decayed_add)
+            return [value + decayed_at(amount, ts, since, self.half_life_ms), since]
+        if ts == since:
+            return [value + amount, ts]
+        return [value * (self.factors.get(since) or self._factor(since)) + amount, ts]
 
 
 def _rate(clicks: float, shown: float, prior: float, strength: float) -> float:
