@@ -97,6 +97,9 @@ class _Event(BaseModel):
 E = TypeVar("E", bound=_Event)
 
 
+_BY_POSITION = operator.attrgetter("position")  # a sort key without a Python call per item
+
+
 class Suggestion(_Event):
     position: int = Field(ge=1, le=50)
     text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
@@ -128,7 +131,7 @@ class Impression(_Event):
         positions = [s.position for s in suggestions]
         if len(set(positions)) != len(positions):
             raise ValueError(f"positions must be unique, got {positions}")
-        return sorted(suggestions, key=lambda s: s.position)
+        return sorted(suggestions, key=_BY_POSITION)
 
 
 class Feedback(_Event):

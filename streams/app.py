@@ -215,8 +215,7 @@ class Processor:
             for partition in partitions:
                 await self._ensure_index(partition)
             clock.lap("recover")
-            for source in batch:
-                await self._handle_one(source)
+            await self._handle_events(batch)
             clock.lap("events")
             for partition in partitions:
                 self.stats["samples"] += self._close_due(partition)
@@ -232,6 +231,17 @@ class Processor:
                          exc_info=True)
             logging.shutdown()
             os._exit(EXIT_UNDELIVERED)
+
+    async def _handle_events(self, batch: list[Source]) -> None:
+        """`_handle_one` of each record; an event that follows the last one handled of its
+        partition (the usual case) is processed here without a coroutine of its own."""
+        events, positions = (self.topics.impressions, self.topics.feedback), self.positions
+        for source in batch:
+            if source.topic in events and \
+                    positions.get((source.topic, source.partition), -2) + 1 == source.offset:
+                self._guarded(source)
+            else:
+                await self._handle_one(source)
 
     async def _handle_one(self, source: Source) -> None:
         if source.topic in (self.topics.impressions, self.topics.feedback):

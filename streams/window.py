@@ -534,35 +534,33 @@ def _window_row(impression: Impression, pending: Pending, user_impressions: floa
     """What a window's sample rows share, in a row whose per-sample fields are left for
     `sample_rows` to set in each copy (a dict copy costs a third of building one of 27
     keys: issue 12)."""
-    return {
-        "schema": SAMPLE_SCHEMA,
-        "sample_id": "",
-        "request_id": impression.request_id,
-        "event_id": impression.event_id,
-        "user_id": impression.user_id,
-        "session_id": impression.session_id,
-        "impression_ts": impression.ts,
-        "closed_ts": pending["deadline"],
-        "model_version": impression.model_version,
-        "template_version": impression.template_version,
-        "prompt": "",
-        "completion": "",
-        "position": 0,
-        "n_shown": len(impression.suggestions),
-        "clicked": False,
-        "executed": False,
-        "explored": bool(impression.decoding.get("explore", False)),
-        "tool_id": None,
-        "is_tool_query": False,
-        "user_impressions": user_impressions,
-        "user_clicks": user_clicks,
-        "user_ctr": 0.0,
-        "global_ctr": global_ctr,
-        "w_activity": 0.0,
-        "w_tool": 0.0,
-        "w_position": 0.0,
-        "weight": 0.0,
-    }
+    row = _SAMPLE_ROW.copy()
+    row["request_id"] = impression.request_id
+    row["event_id"] = impression.event_id
+    row["user_id"] = impression.user_id
+    row["session_id"] = impression.session_id
+    row["impression_ts"] = impression.ts
+    row["closed_ts"] = pending["deadline"]
+    row["model_version"] = impression.model_version
+    row["template_version"] = impression.template_version
+    row["n_shown"] = len(impression.suggestions)
+    row["explored"] = bool(impression.decoding.get("explore", False))
+    row["user_impressions"] = user_impressions
+    row["user_clicks"] = user_clicks
+    row["global_ctr"] = global_ctr
+    return row
+
+
+# Every sample row's keys in Sample's field order; the values are placeholders that
+# `_window_row` and `sample_rows` replace, but for the schema tag.
+_SAMPLE_ROW: dict[str, Any] = {
+    "schema": SAMPLE_SCHEMA, "sample_id": "", "request_id": "", "event_id": "", "user_id": "",
+    "session_id": "", "impression_ts": 0, "closed_ts": 0, "model_version": "",
+    "template_version": "", "prompt": "", "completion": "", "position": 0, "n_shown": 0,
+    "clicked": False, "executed": False, "explored": False, "tool_id": None,
+    "is_tool_query": False, "user_impressions": 0.0, "user_clicks": 0.0, "user_ctr": 0.0,
+    "global_ctr": 0.0, "w_activity": 0.0, "w_tool": 0.0, "w_position": 0.0, "weight": 0.0,
+}
 
 
 def count_outcome(
