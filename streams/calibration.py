@@ -218,8 +218,9 @@ class Calibrator:
         # clicked → w_activity, filled when first needed (what raises for a click, e.g.
         # 0 ** -γ, still raises only when the window has one)
         self.activity: dict[bool, float] = {}
-        # form "ours": (clicked, executed, is_tool_query, theta) → its Weights; a window's
-        # samples mostly share them (most are skips of tool queries)
+        # form "ours": (clicked, executed, is_tool_query, theta) → its Weights, a skip's
+        # under (False, False, False, theta): its tool term is 1 whatever the tool inputs
+        # (`tool_weight`), so a window's skips — most of its samples — share one entry
         self.known: dict[tuple[bool, bool, bool, float], Weights] = {}
 
     def weights(self, *, clicked: bool, executed: bool, is_tool_query: bool, theta: float,
@@ -234,7 +235,7 @@ class Calibrator:
             w_u, w_s, weight = _toolrec(clicked, is_tool_query, self.user_ctr, w_position,
                                         toolrec, cfg)
             return Weights(self.user_ctr, w_u, w_s, w_position, weight)
-        key = (clicked, executed, is_tool_query, theta)
+        key = (True, executed, is_tool_query, theta) if clicked else (False, False, False, theta)
         known = self.known.get(key)
         if known is not None:
             return known
