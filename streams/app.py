@@ -235,19 +235,21 @@ class Processor:
     async def _handle_events(self, batch: list[Source]) -> None:
         """`_handle_one` of each record; an event that follows the last one handled of its
         partition (the usual case) is processed here without a coroutine of its own."""
-        events, positions = (self.topics.impressions, self.topics.feedback), self.positions
+        events = (self.topics.impressions, self.topics.feedback)
         for source in batch:
-            if source.topic in events and \
-                    positions.get((source.topic, source.partition), -2) + 1 == source.offset:
+            if source.topic in events and self._follows_last(source):
                 self._guarded(source)
             else:
                 await self._handle_one(source)
 
+    def _follows_last(self, source: Source) -> bool:
+        """Whether `source` is the next record of its partition after the last one handled:
+        then no record Faust skipped can precede it."""
+        return self.positions.get((source.topic, source.partition), -2) + 1 == source.offset
+
     async def _handle_one(self, source: Source) -> None:
         if source.topic in (self.topics.impressions, self.topics.feedback):
-            # Records Faust skipped can only precede an event that does not follow the last
-            # one handled (the usual case, checked here without a coroutine per event).
-            if self.positions.get((source.topic, source.partition), -2) + 1 != source.offset:
+            if not self._follows_last(source):
                 for record in await self._skipped_records(source.topic, source.partition,
                                                           source.offset):
                     self._guarded(Source(source.topic, source.partition, record.offset,
