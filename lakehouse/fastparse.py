@@ -153,8 +153,9 @@ class FastParser:
     def parse(
         self, raws: Sequence[bytes | None], *, max_bytes: int
     ) -> tuple[pa.Table, list[int], list[int]]:
-        """Parse `raws`; returns (table of the accepted rows, their indices in `raws`, the
-        indices that need the slow path: also every record above `max_bytes`)."""
+        """Parse `raws`; returns (table of the accepted rows, their indices in `raws`
+        ascending — the table's row order —, the indices that need the slow path: also
+        every record above `max_bytes`)."""
         if not self.enabled:
             return self.schema.empty_table(), [], list(range(len(raws)))
         fast = [i for i, raw in enumerate(raws) if _object_like(raw, max_bytes)]

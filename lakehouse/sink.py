@@ -38,6 +38,7 @@ ids are not exposed by the client).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import signal
@@ -147,7 +148,7 @@ class _Buffer:
         self.bytes = 0  # of record values
         self.closed = False  # a record did not fit: flush now, the rest goes to the next
         self.first_at: float | None = None
-        # records noted but not parsed yet (`Sink._defer`), per partition in offset order
+        # records noted but not parsed yet (`Sink._ingest`), runs of one partition each
         self.unparsed: list[tuple[TopicPartition, list[ConsumerRecord]]] = []
         self.unparsed_records = 0
 
@@ -437,35 +438,33 @@ class Sink:
     def _parse_unparsed(self, name: TableName, buffer: _Buffer) -> None:
         """Parse the records `buffer` holds unparsed in one fast-path call; those it is not
         sure of (and all of them when they are few) take the per-record path."""
-        held, buffer.unparsed, buffer.unparsed_records = buffer.unparsed, [], 0
-        if sum(len(records) for _, records in held) < _FAST_PATH_MIN_RECORDS:
+        held, count = buffer.unparsed, buffer.unparsed_records
+        buffer.unparsed, buffer.unparsed_records = [], 0
+        if count < _FAST_PATH_MIN_RECORDS:
             for tp, records in held:
                 self._ingest_each(self.routes[tp.topic], buffer, tp, records)
             return
-        flat = [(tp, record) for tp, records in held for record in records]
+        flat = [record for _, records in held for record in records]
         table, accepted, slow = self.fast_parsers[name].parse(
-            [record.value for _, record in flat], max_bytes=self.lake.max_record_bytes
+            [record.value for record in flat], max_bytes=self.lake.max_record_bytes
         )
-        order = sorted(range(len(accepted)), key=accepted.__getitem__)
-        table, accepted = table.take(order), [accepted[i] for i in order]
-        start = 0
-        while start < len(accepted):  # one run of rows per topic partition
-            tp = flat[accepted[start]][0]
-            end = start
-            while end < len(accepted) and flat[accepted[end]][0] == tp:
-                end += 1
-            run = [flat[i][1] for i in accepted[start:end]]
-            buffer.rows.add_arrow(
-                table.slice(start, end - start),
-                topic=tp.topic,
-                partition=tp.partition,
-                offsets=[r.offset for r in run],
-                timestamps=[r.timestamp for r in run],
-            )
-            start = end
-        for i in slow:
-            tp, record = flat[i]
-            self._ingest_each(self.routes[tp.topic], buffer, tp, [record])
+        first = 0  # where each held run starts in `flat`; `accepted`, `slow` are ascending
+        for tp, records in held:
+            end = first + len(records)
+            lo, hi = bisect.bisect_left(accepted, first), bisect.bisect_left(accepted, end)
+            if hi > lo:
+                rows = [flat[i] for i in accepted[lo:hi]]
+                buffer.rows.add_arrow(
+                    table.slice(lo, hi - lo),
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offsets=[r.offset for r in rows],
+                    timestamps=[r.timestamp for r in rows],
+                )
+            unsure = slow[bisect.bisect_left(slow, first):bisect.bisect_left(slow, end)]
+            if unsure:
+                self._ingest_each(self.routes[tp.topic], buffer, tp, [flat[i] for i in unsure])
+            first = end
 
     def _ingest_each(
         self, route: _Route, buffer: _Buffer, tp: TopicPartition, records: list[ConsumerRecord]

@@ -95,6 +95,7 @@ def test_fast_path_accepts_only_contract_valid_rows_with_contract_values(shuffle
         raws = raws[::-1]
     table, accepted, slow = parser.parse(raws, max_bytes=65_536)
     assert sorted(accepted + slow) == list(range(len(raws)))
+    assert accepted == sorted(accepted)  # the table keeps the records' order (the sink's runs)
     for index, row in zip(accepted, table.to_pylist(), strict=True):
         assert row == Sample.model_validate_json(raws[index]).model_dump(by_alias=True)
     accepted_raws = {raws[i] for i in accepted}

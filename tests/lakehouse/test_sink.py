@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import lakehouse.sink
 from lakehouse import read_samples_since, read_table, table_version
 from lakehouse.config import LakeConfig
 from lakehouse.maintenance import optimize, vacuum
@@ -86,9 +89,14 @@ def _assert_samples_exactly(lake: LakeConfig, indices: range) -> None:
     assert by_id == expected
 
 
+# The fast path parses samples in chunks (`_FAST_PATH_CHUNK`) and the rest at the flush:
+# the default parses these few hundred at the flush, 37 mid-stream runs across partitions.
+@pytest.mark.parametrize("chunk", [None, 37])
 def test_sink_writes_each_sample_once_and_dead_letters_garbage(
-    kafka: KafkaConfig, tmp_path: Path
+    kafka: KafkaConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int | None
 ) -> None:
+    if chunk is not None:
+        monkeypatch.setattr(lakehouse.sink, "_FAST_PATH_CHUNK", chunk)
     lake = _lake(tmp_path, max_record_bytes=2048)
     topics = kafka.topics
     garbage = [
