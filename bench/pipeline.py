@@ -35,8 +35,9 @@ Prints one result per line: `pipeline_events_per_s`, `faust_floor_events_per_s`,
 `click_to_delta_s p50=… p99=… max=… n=…`, its stages (`click_to_delta_stages_s`, p50/p99
 per stage, and the stages of the slowest 1 %), the worker's watermark lag over the live
 phase (`worker_watermark_lag_s`), peak RSS, CPU per 1k events by process (backlog and live
-phases), the worker's own per-stage profile, and with two workers `scale_out_ratio` and
-the broker's CPU share.
+phases), the machine's bound at that CPU cost (`machine_bound_events_per_s`: cores / CPU
+per event of worker, sink and broker), the worker's own per-stage profile, and with two
+workers `scale_out_ratio` and the broker's CPU share.
 """
 
 from __future__ import annotations
@@ -699,6 +700,18 @@ def per_1k(cpu: dict[str, float], n_events: int) -> str:
     return "  ".join(f"{p} {1000 * c / n_events:.2f}" for p, c in sorted(cpu.items()))
 
 
+def machine_bound_line(cpu: dict[str, float], n_events: int, floor: float) -> str:
+    """The most this machine runs at the phase's CPU cost per event: its cores over the CPU
+    the pipeline's own processes (worker(s), sink, broker; not this bench) spent per event,
+    as if they overlapped perfectly. Whatever the worker's design, the pipeline stays below
+    it unless the total CPU per event falls."""
+    cores = os.cpu_count() or 1
+    spent = sum(seconds for process, seconds in cpu.items() if process != "bench") / n_events
+    bound = cores / spent
+    return (f"machine_bound_events_per_s {bound:.0f}   ({cores} cores / {1000 * spent:.2f} "
+            f"CPU-ms per event of worker, sink and broker; {bound / floor:.2f} of the floor)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -790,6 +803,7 @@ def main() -> None:
               "stage that is the worker trailing the stream)")
     print("peak_rss_mb " + "  ".join(f"{p} {r:.0f}" for p, r in sorted(one.rss.items())))
     print(f"cpu_s_per_1k_events {per_1k(one.cpu, len(events))}   (backlog phase)")
+    print(machine_bound_line(one.cpu, len(events), floor))
     if live.cpu is not None:
         live_events = args.rate * args.live_seconds
         print(f"cpu_s_per_1k_events_live {per_1k(live.cpu, int(live_events))}   (live "
