@@ -164,8 +164,19 @@ def _spoken_weight_option(fn: Any) -> Any:
                         "threshold [default: retrieval.evaluate.SPOKEN_WEIGHT].")(fn)
 
 
-def _weight_arg(spoken_weight: float | None) -> dict[str, float]:
-    return {} if spoken_weight is None else {"spoken_weight": spoken_weight}
+def _contrast_weight_option(fn: Any) -> Any:
+    """--contrast-weight, shared by fit-linker and cv (unset: evaluate.CONTRAST_WEIGHT)."""
+    return click.option("--contrast-weight", type=click.FloatRange(0, 100), default=None,
+                        help="Weight of the contrast pairs (linker_contrast.jsonl) in the "
+                        "linker's fit and threshold, 0 leaves them out [default: "
+                        "retrieval.evaluate.CONTRAST_WEIGHT].")(fn)
+
+
+def _weight_arg(spoken_weight: float | None,
+                contrast_weight: float | None) -> dict[str, float]:
+    """The weights given on the command line (unset ones keep the fit's defaults)."""
+    given = {"spoken_weight": spoken_weight, "contrast_weight": contrast_weight}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 @tools.command("cv")
@@ -175,6 +186,7 @@ def _weight_arg(spoken_weight: float | None) -> dict[str, float]:
 @click.option("--drop", multiple=True, help="A linker feature to leave out (repeatable; an "
               "ablation to compare with).")
 @_spoken_weight_option
+@_contrast_weight_option
 @click.option("--perturb", type=click.Choice(["none", "question-mark", "filler"]),
               default="none", show_default=True, help="Decide every row's text with a '?' "
               "after it or a spoken filler ('hey, ') before it, fitted on the rows as written "
@@ -182,12 +194,14 @@ def _weight_arg(spoken_weight: float | None) -> dict[str, float]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def cv_cmd(settings: Any, repeats: int, folds: int, drop: tuple[str, ...],
-           spoken_weight: float | None, perturb: str, as_json: bool) -> None:
+           spoken_weight: float | None, contrast_weight: float | None, perturb: str,
+           as_json: bool) -> None:
     """Cross-validate the reranker and the linker on the tuning rows only (never the
     held-out splits): out-of-fold R@1 and linking precision / recall per set and kind."""
     from retrieval.crossval import CvSpec, Perturbation, cross_validate, format_cv
 
-    spec = CvSpec(repeats=repeats, folds=folds, drop=drop, **_weight_arg(spoken_weight),
+    spec = CvSpec(repeats=repeats, folds=folds, drop=drop,
+                  **_weight_arg(spoken_weight, contrast_weight),
                   target_precision=settings.retrieval.link_target_precision,
                   perturb=cast(Perturbation, perturb))
     report = cross_validate(_retriever(settings), spec)
@@ -212,16 +226,17 @@ def _write_fitted(model_json: dict[str, Any], out: Path | None, name: str) -> Pa
 @tools.command("fit-linker")
 @_fit_options
 @_spoken_weight_option
+@_contrast_weight_option
 @pass_settings
 def fit_linker_cmd(settings: Any, out: Path | None, l2: float,
-                   spoken_weight: float | None) -> None:
+                   spoken_weight: float | None, contrast_weight: float | None) -> None:
     """Fit the tool linker on the eval sets' tuning splits (never the held-out ones)."""
     from retrieval.evaluate import fit_linker
     from retrieval.linker import FEATURES
 
     cfg = settings.retrieval
     model = fit_linker(_retriever(settings), target_precision=cfg.link_target_precision, l2=l2,
-                       **_weight_arg(spoken_weight))
+                       **_weight_arg(spoken_weight, contrast_weight))
     target = _write_fitted(model.to_json(), out, "linker.json")
     click.echo(f"fitted on {model.meta['rows']} tuning rows ({model.meta['positives']} "
                f"correct best tools); threshold {model.threshold:.4f} -> {target}")

@@ -4,8 +4,8 @@ The held-out rows (catalog `test`, the fresh set) are never read: this is how a 
 to linking is chosen without spending them. The rows are those `toolrec tools fit-linker`
 fits on — the tuning rows (catalog `dev`, all 833 spoken rows: its `report` half is spent
 after nine looks and tunes too; the `forms` set of question and indirect-need forms) plus
-the training-only no-tool texts. Per repeat (a salt on the text hash that assigns folds)
-and per outer fold:
+the training-only rows (no-tool texts, contrast pairs). Per repeat (a salt on the text hash
+that assigns folds) and per outer fold:
 
 1. the reranker is fitted on the other folds' tuning rows that have a gold tool;
 2. every row is ranked with it (it reorders the top candidates only when `rerank` is on;
@@ -22,7 +22,9 @@ Reported per set (and per kind of the spoken and forms sets), mean ± sd over re
 of the ranking the linker reads, and linking precision, recall and the no-tool false-link rate,
 as `toolrec tools eval` defines them, plus the best recall any threshold reaches at the
 target precision (the linker's ranking quality, apart from the threshold rule); the
-false-link rate of the training-only no-tool texts. `drop` leaves linker features out (an
+false-link rate of the training-only no-tool texts, and the contrast pairs' scores per form
+(training-only rows are folded like the tuning rows: in 4 of 5 training folds, decided in
+the fifth, never in the tuning sets' lines). `drop` leaves linker features out (an
 ablation). Imports `retrieval.evaluate` for the rows and features.
 """
 
@@ -36,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from retrieval.evaluate import (
+    CONTRAST_WEIGHT,
     SPOKEN_WEIGHT,
     EvalRow,
     linker_rows,
@@ -51,6 +54,10 @@ from toolrec.errors import RetrievalError
 
 REPORTED = ("spoken", "catalog", "forms")  # the tuning splits (the reranker's rows too)
 NO_TOOL = ("negatives", "generated")  # training-only no-tool texts: only false links count
+# Training-only pairs with tool and no-tool rows (when `contrast_weight` > 0): folded like
+# the negatives (never the reranker's rows), scored on their own line per form, outside the
+# tuning sets' scores.
+CONTRAST = "contrast"
 # Surface changes of a text that should not change its decision (`CvSpec.perturb`).
 PERTURBATIONS: dict[str, Callable[[str], str]] = {
     "question-mark": lambda t: t.rstrip().rstrip("?") + "?", "filler": lambda t: f"hey, {t}"}
@@ -68,6 +75,7 @@ class CvSpec:
     folds: int = 5
     target_precision: float = 0.95
     spoken_weight: float = SPOKEN_WEIGHT
+    contrast_weight: float = CONTRAST_WEIGHT
     drop: tuple[str, ...] = ()
     perturb: Perturbation = "none"
 
@@ -100,7 +108,7 @@ class _Rows:
 
 def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
     """Out-of-fold linking scores over the tuning rows (see the module docstring)."""
-    pairs = linker_rows(retriever)
+    pairs = linker_rows(retriever, contrast=spec.contrast_weight > 0)
     rows = [r for r, _ in pairs]
     signals = retriever.link_signals([r.text for r in rows])
     data = _Rows(rows, np.array([n for _, n in pairs]), np.array([r.kind for r in rows]),
@@ -111,7 +119,8 @@ def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
     runs = [_one_repeat(retriever, data, spec, repeat) for repeat in range(spec.repeats)]
     return {"spec": {"repeats": spec.repeats, "folds": spec.folds,
                      "target_precision": spec.target_precision, "drop": list(spec.drop),
-                     "spoken_weight": spec.spoken_weight, "perturb": spec.perturb,
+                     "spoken_weight": spec.spoken_weight,
+                     "contrast_weight": spec.contrast_weight, "perturb": spec.perturb,
                      "rerank": retriever.config.rerank},
             "rows": {str(s): int((data.source == s).sum()) for s in np.unique(data.source)},
             "scores": _summarise(runs)}
@@ -133,7 +142,7 @@ def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
     groups = text_groups([r.text for r in data.rows], salt=f"{repeat}:" if repeat else "")
     fold = groups % spec.folds
     keep = [i for i, name in enumerate(FEATURES) if name not in spec.drop]
-    weight = source_weights(list(data.source), spec.spoken_weight)
+    weight = source_weights(list(data.source), spec.spoken_weight, spec.contrast_weight)
     prob = np.zeros(len(data.rows))
     right = np.zeros(len(data.rows), dtype=bool)  # the best tool is the gold tool
     linked = np.zeros(len(data.rows), dtype=bool)
@@ -178,10 +187,11 @@ def _scores(data: _Rows, linked: np.ndarray, right: np.ndarray, prob: np.ndarray
     quality, whatever the threshold rule). The spoken `report` half is the one the
     retriever's rules were not built on (it was read as aggregates only): its scores are
     the least flattering."""
-    masks = {s: data.source == s for s in REPORTED}
+    scored = (*REPORTED, *([CONTRAST] if (data.source == CONTRAST).any() else []))
+    masks = {s: data.source == s for s in scored}
     spoken = masks["spoken"]
     masks |= {f"spoken@{p}": spoken & (data.split == p) for p in sorted(set(data.split[spoken]))}
-    masks |= {f"{s}/{k}": masks[s] & (data.kind == k) for s in REPORTED
+    masks |= {f"{s}/{k}": masks[s] & (data.kind == k) for s in scored
               for k in sorted(set(data.kind[masks[s]]) - {""})}
     out = {s: {"false_link_rate": float(linked[data.source == s].mean())} for s in NO_TOOL}
     for name, mask in masks.items():
@@ -217,7 +227,8 @@ def format_cv(report: dict[str, Any]) -> str:
     spec = report["spec"]
     lines = [f"out-of-fold over the tuning rows {report['rows']}: {spec['repeats']} repeats x "
              f"{spec['folds']} folds, linker precision target {spec['target_precision']}, "
-             f"spoken weight {spec['spoken_weight']}, rerank {'on' if spec['rerank'] else 'off'}"
+             f"spoken weight {spec['spoken_weight']}, contrast weight "
+             f"{spec['contrast_weight']}, rerank {'on' if spec['rerank'] else 'off'}"
              f", dropped {spec['drop'] or 'none'}, decided texts perturbed: {spec['perturb']}",
              f"  {'rows':<18}" + "".join(f"{h:>20}" for h in _COLUMNS.values())]
     for name, m in report["scores"].items():

@@ -285,14 +285,21 @@ def tuning_notes(rows_per_set: Counter[str]) -> dict[str, str]:
 
 
 NEGATIVES_RESOURCE = "linker_negatives.jsonl"
+# Minimal pairs in the same form and topic, one needing a catalog tool and one not ("is it
+# going to rain tomorrow" / "why does it rain more in spring"): the tuning rows' no-tool
+# questions are mostly trivia, so "question" read as "no tool" (session 13).
+CONTRAST_RESOURCE = "linker_contrast.jsonl"
 
 
-def linker_negatives() -> list[EvalRow]:
-    """Training-only texts that need no tool (`data/linker_negatives.jsonl`): questions
-    about phone topics, trivia, chit-chat and statements, written for the linker after the
-    tuning rows showed few no-tool examples; they are in neither eval set."""
-    ref = resources.files("retrieval.data").joinpath(NEGATIVES_RESOURCE)
-    return [EvalRow(d["id"], d["text"], None, "train")
+def training_texts(resource: str = NEGATIVES_RESOURCE) -> list[EvalRow]:
+    """Training-only rows of the linker, in neither eval set: `linker_negatives.jsonl`,
+    no-tool texts (questions about phone topics, trivia, chit-chat, statements) written
+    after the tuning rows showed few no-tool examples; or `linker_contrast.jsonl`, pairs of
+    a text a catalog tool serves (its `gold`) and a near neighbour that needs none, in
+    question, stated-need, terse and spoken forms (the row's `kind`), written from the
+    catalog and everyday life, with every pair near an eval text (cosine >= 0.9) dropped."""
+    ref = resources.files("retrieval.data").joinpath(resource)
+    return [EvalRow(d["id"], d["text"], d.get("gold"), "train", d.get("form", ""))
             for d in map(json.loads, ref.read_text(encoding="utf-8").splitlines()) if d]
 
 
@@ -319,42 +326,65 @@ def generated_negatives() -> list[EvalRow]:
 # target 0.95), weight 1 / 2 / 3: spoken P 0.947 / 0.948 / 0.951 at R 0.712 each, on the
 # old report half P 0.918 / 0.921 / 0.925 at R 0.703-0.706: kept.
 SPOKEN_WEIGHT = 3.0
+# The contrast pairs' weight in the linker's fit and threshold; 0 leaves them out. Off:
+# `toolrec tools cv --repeats 4` (session 14, retrieval/EVAL.md) with weight 0.5 / 1 / 2 lowers
+# spoken link recall 0.725 -> 0.714 / 0.705 / 0.697 and forms 0.480 -> 0.454 / 0.445 / 0.432
+# (precision and false links improve, the best recall at P 0.95 does not move): the
+# linker's features of the ranking do not tell the pairs apart better than the tuning rows
+# already teach. `--contrast-weight` turns them on for an experiment.
+CONTRAST_WEIGHT = 0.0
 
 
 def fit_linker(retriever: Retriever, *, target_precision: float, l2: float = 1.0,
-               spoken_weight: float = SPOKEN_WEIGHT) -> LinkModel:
-    """Fit the logistic linker on the tuning splits plus the training-only negatives, the
-    hand-written and the generated ones (y = the best tool is the gold tool; no-tool rows
-    are negatives), spoken rows weighted by `spoken_weight`; folds by a hash of the text."""
-    rows = linker_rows(retriever)
+               spoken_weight: float = SPOKEN_WEIGHT,
+               contrast_weight: float = CONTRAST_WEIGHT) -> LinkModel:
+    """Fit the logistic linker on the tuning splits plus the training-only rows: the
+    hand-written and the generated negatives and the contrast pairs (y = the best tool is
+    the gold tool; no-tool rows are negatives), spoken rows weighted by `spoken_weight`,
+    contrast rows by `contrast_weight` (0: left out); folds by a hash of the text."""
+    rows = linker_rows(retriever, contrast=contrast_weight > 0)
     texts = [r.text for r, _ in rows]
     x, y = linker_xy(retriever, [r for r, _ in rows], retriever.link_signals(texts))
     groups = text_groups(texts)
-    weight = source_weights([n for _, n in rows], spoken_weight)
+    weight = source_weights([n for _, n in rows], spoken_weight, contrast_weight)
     per_set = Counter(n for _, n in rows)
     meta = {"fitted_on": tuning_notes(per_set)
             | {"negatives": f"{NEGATIVES_RESOURCE}, {per_set['negatives']} rows",
-               "generated": f"retrieval.negatives, {per_set['generated']} rows"},
+               "generated": f"retrieval.negatives, {per_set['generated']} rows"}
+            | ({"contrast": f"{CONTRAST_RESOURCE}, {per_set['contrast']} rows"}
+               if per_set["contrast"] else {}),
             "catalog_hash": retriever.catalog.hash, "adapter": retriever.adapter_id,
             "encoder": retriever.encoder_id, "rerank": retriever.config.rerank,
             "target_precision": target_precision, "l2": l2, "spoken_weight": spoken_weight,
+            **({"contrast_weight": contrast_weight} if contrast_weight else {}),
             "positives": int(sum(y)), "rows": len(y)}
     return fit_link_model(x, y, groups, target_precision=target_precision, l2=l2,
                           sample_weight=weight, meta=meta)
 
 
-def source_weights(sources: list[str], spoken_weight: float) -> np.ndarray:
-    """Each linker row's weight: `spoken_weight` for the spoken set's rows, else 1."""
+def source_weights(sources: list[str], spoken_weight: float,
+                   contrast_weight: float = CONTRAST_WEIGHT) -> np.ndarray:
+    """Each linker row's weight: `spoken_weight` for the spoken set's rows,
+    `contrast_weight` for the contrast pairs, else 1."""
     if spoken_weight <= 0:
         raise RetrievalError(f"spoken_weight must be positive, got {spoken_weight}")
-    return np.array([spoken_weight if s == "spoken" else 1.0 for s in sources])
+    if contrast_weight < 0:
+        raise RetrievalError(f"contrast_weight must be >= 0 (0: left out), got "
+                             f"{contrast_weight}")
+    weights = {"spoken": spoken_weight, "contrast": contrast_weight}
+    return np.array([weights.get(s, 1.0) for s in sources])
 
 
-def linker_rows(retriever: Retriever) -> list[tuple[EvalRow, str]]:
+def linker_rows(retriever: Retriever, *, contrast: bool) -> list[tuple[EvalRow, str]]:
     """The linker's training rows with their source: the tuning splits, then the
-    hand-written and the generated training-only negatives."""
-    return (tuning_rows(retriever) + [(r, "negatives") for r in linker_negatives()]
-            + [(r, "generated") for r in generated_negatives()])
+    training-only rows: hand-written and generated negatives and, with `contrast`, the
+    contrast pairs (gold ids the catalog lacks, none when it validates, left out like the
+    tuning rows')."""
+    pairs = training_texts(CONTRAST_RESOURCE) if contrast else []
+    contrast_rows = [r for r in pairs if r.gold is None or r.gold in retriever.catalog]
+    return (tuning_rows(retriever) + [(r, "negatives") for r in training_texts()]
+            + [(r, "generated") for r in generated_negatives()]
+            + [(r, "contrast") for r in contrast_rows])
 
 
 def linker_xy(retriever: Retriever, rows: list[EvalRow],

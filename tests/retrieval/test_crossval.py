@@ -41,10 +41,12 @@ def test_recall_at_the_target_precision() -> None:
 
 @pytest.mark.slow
 def test_cross_validation_decides_every_row_out_of_fold(retriever: Retriever) -> None:
-    report = cross_validate(retriever, CvSpec(repeats=1, folds=2, drop=("advice",)))
+    report = cross_validate(retriever, CvSpec(repeats=1, folds=2, drop=("advice",),
+                                              contrast_weight=1.0))
     spoken = report["scores"]["spoken"]
     assert 0.5 < spoken["recall@1"][0] <= 1 and 0 < spoken["recall"][0] <= spoken["recall@1"][0]
     assert report["rows"]["spoken"] > 0 and "report" not in str(report["rows"])
     assert set(report["scores"]["generated"]) == {"false_link_rate"}
     assert "spoken/asr" in format_cv(report) and "spoken@report" in report["scores"]
     assert {"forms/question", "forms/indirect"} <= set(report["scores"])
+    assert report["rows"]["contrast"] > 0 and "contrast/question" in report["scores"]

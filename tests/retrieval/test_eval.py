@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from importlib import resources
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from retrieval.catalog import Catalog
 from retrieval.cli import EVAL_SET_NAMES
 from retrieval.evaluate import (
+    CONTRAST_RESOURCE,
     EVAL_SETS,
     EvalRow,
     _linking,
@@ -18,10 +21,10 @@ from retrieval.evaluate import (
     evaluate,
     generated_negatives,
     link_metrics,
-    linker_negatives,
     load_eval_set,
     normalize,
     ranking_metrics,
+    training_texts,
     tuning_rows,
 )
 from retrieval.retriever import Retriever
@@ -70,7 +73,7 @@ def test_fresh_set_shares_no_text(catalog: Catalog) -> None:
     negative: nothing fitted has seen it."""
     seen = {normalize(e) for t in catalog.tools for e in t.examples}
     seen |= {normalize(r.text) for name in ("catalog", "spoken") for r in load_eval_set(name)}
-    seen |= {normalize(r.text) for r in linker_negatives() + generated_negatives()}
+    seen |= {normalize(r.text) for r in training_texts() + generated_negatives()}
     assert [r.text for r in load_eval_set("fresh") if normalize(r.text) in seen] == []
 
 
@@ -92,7 +95,7 @@ def test_forms_set_shares_no_text(catalog: Catalog) -> None:
     training-only negative (it adds phrasings, not copies)."""
     seen = {normalize(e) for t in catalog.tools for e in t.examples}
     seen |= {normalize(r.text) for name in ("catalog", "spoken") for r in load_eval_set(name)}
-    seen |= {normalize(r.text) for r in linker_negatives() + generated_negatives()}
+    seen |= {normalize(r.text) for r in training_texts() + generated_negatives()}
     assert [r.text for r in load_eval_set("forms") if normalize(r.text) in seen] == []
 
 
@@ -101,6 +104,37 @@ def test_fresh_set_shares_no_text_with_forms() -> None:
     forms set's author may not read the fresh set, so a failure must not print its rows."""
     forms = {normalize(r.text) for r in load_eval_set("forms")}
     shared = sum(normalize(r.text) in forms for r in load_eval_set("fresh"))
+    assert shared == 0
+
+
+def test_contrast_pairs_are_one_tool_row_and_one_no_tool_row(catalog: Catalog) -> None:
+    """Each contrast pair: a text one catalog tool serves and a no-tool twin in the same
+    form; at most three pairs per tool, every category covered, no text twice."""
+    rows = training_texts(CONTRAST_RESOURCE)
+    assert [r.id for r in rows] == [f"c{i:04d}" for i in range(1, len(rows) + 1)]
+    assert [r.gold for r in rows if r.gold and r.gold not in catalog] == []
+    pairs: dict[str, list[EvalRow]] = {}
+    for row, line in zip(rows, _contrast_lines(), strict=True):
+        pairs.setdefault(line["pair"], []).append(row)
+    assert all(len(p) == 2 and sum(r.gold is None for r in p) == 1
+               and p[0].kind == p[1].kind for p in pairs.values())
+    assert {r.kind for r in rows} == {"question", "need", "terse", "spoken"}
+    assert max(Counter(r.gold for r in rows if r.gold).values()) <= 3
+    assert {r.gold.split(".")[0] for r in rows if r.gold} == set(catalog.categories)
+    assert len({normalize(r.text) for r in rows}) == len(rows)
+
+
+def _contrast_lines() -> list[dict[str, Any]]:
+    text = resources.files("retrieval.data").joinpath(CONTRAST_RESOURCE).read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def test_contrast_pairs_share_no_text_with_an_eval_set() -> None:
+    """Training-only rows may not copy an eval text. Counted only: the pairs' author may
+    not read the eval sets, so a failure must not print their rows."""
+    contrast = {normalize(r.text) for r in training_texts(CONTRAST_RESOURCE)}
+    shared = sum(normalize(r.text) in contrast for name in EVAL_SETS
+                 for r in load_eval_set(name))
     assert shared == 0
 
 
