@@ -59,6 +59,7 @@ __all__ = [
     "new_impression",
     "is_local_endpoint",
     "is_pseudonym",
+    "json_names",
     "load_user_id_key",
     "parse_event",
     "protect_event",
@@ -190,6 +191,12 @@ _SCHEMAS: dict[str, type[_Event]] = {
 }
 
 
+def json_names(model: type[BaseModel]) -> tuple[str, ...]:
+    """The model's fields by their JSON names (alias or name), in field order: the keys of
+    its rows (`sample_json`)."""
+    return tuple(field.alias or name for name, field in model.model_fields.items())
+
+
 class _RowChecks:
     """A model's fields as checks on a plain row (keys = the JSON names, in field order):
     the exact Python type of each value and the field's length and range constraints, all
@@ -203,7 +210,7 @@ class _RowChecks:
         if decorators.field_validators or decorators.model_validators:
             raise TypeError(f"{model.__name__} has validators a row check cannot express")
         fields = model.model_fields
-        self.keys = tuple(field.alias or name for name, field in fields.items())
+        self.keys = json_names(model)
         unknown = sorted(set(only or ()) - set(self.keys))
         if unknown:
             raise TypeError(f"{model.__name__} has no fields {unknown} to check")

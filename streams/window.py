@@ -41,7 +41,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
-from contracts.events import SAMPLE_SCHEMA, Feedback, Impression, Sample, sample_json_of
+from contracts.events import (
+    SAMPLE_SCHEMA,
+    Feedback,
+    Impression,
+    Sample,
+    json_names,
+    sample_json_of,
+)
 from generator.prompt import format_completion
 from streams.calibration import (
     MS_PER_DAY,
@@ -551,16 +558,10 @@ def _window_row(impression: Impression, pending: Pending, user_impressions: floa
     return row
 
 
-# Every sample row's keys in Sample's field order; the values are placeholders that
-# `_window_row` and `sample_rows` replace, but for the schema tag.
-_SAMPLE_ROW: dict[str, Any] = {
-    "schema": SAMPLE_SCHEMA, "sample_id": "", "request_id": "", "event_id": "", "user_id": "",
-    "session_id": "", "impression_ts": 0, "closed_ts": 0, "model_version": "",
-    "template_version": "", "prompt": "", "completion": "", "position": 0, "n_shown": 0,
-    "clicked": False, "executed": False, "explored": False, "tool_id": None,
-    "is_tool_query": False, "user_impressions": 0.0, "user_clicks": 0.0, "user_ctr": 0.0,
-    "global_ctr": 0.0, "w_activity": 0.0, "w_tool": 0.0, "w_position": 0.0, "weight": 0.0,
-}
+# Every sample row's keys in Sample's field order, as Sample defines them; `_window_row`
+# and `sample_rows` set every value but the schema tag (a None left over fails Sample's
+# check: tests/streams/test_sample_fields.py).
+_SAMPLE_ROW: dict[str, Any] = dict.fromkeys(json_names(Sample)) | {"schema": SAMPLE_SCHEMA}
 
 
 def count_outcome(
