@@ -57,7 +57,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import unquote
 
 import pyarrow.parquet as pq
@@ -158,16 +158,50 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                             stderr=subprocess.STDOUT)
 
 
+def with_children(pid: int) -> list[int]:
+    """`pid` and its live child processes (a worker with `engine = "process"` does its work
+    in one: its CPU and memory are the worker's)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ppid == pid:
+            children.append(int(stat.parent.name))
+    return [pid, *children]
+
+
 def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    """The peak resident memory of `pid` and its children, summed (each one's own peak)."""
+    kib = 0
+    for status in proc_files(pid, "status"):
+        kib += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return kib / 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (robust to a loaded machine, unlike
-    wall time): fields 14 and 15 of /proc/<pid>/stat, in clock ticks."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a live process and its live children (robust to a
+    loaded machine, unlike wall time): fields 14 and 15 of /proc/<pid>/stat, in clock
+    ticks."""
+    ticks = 0
+    for stat in proc_files(pid, "stat"):
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_files(pid: int, name: str) -> list[str]:
+    """/proc/<p>/<name> of `pid` and its children (`with_children`); a child that ended
+    since it was listed is left out, `pid` itself must be there."""
+    texts = []
+    for member in with_children(pid):
+        try:
+            texts.append(Path(f"/proc/{member}/{name}").read_text())
+        except OSError:
+            if member == pid:
+                raise
+    return texts
 
 
 def cpu_by_process(procs: dict[str, subprocess.Popen[bytes]], stack: LocalStack
@@ -297,6 +331,9 @@ class Phase:
     backlog_ends: dict[int, int] = field(default_factory=dict)
 
 
+ENGINES: tuple[str, ...] = get_args(StreamsConfig.model_fields["engine"].annotation)
+
+
 def env_for(kafka: KafkaConfig, base: Path, name: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -327,11 +364,14 @@ def phase_setup(kafka: KafkaConfig, base: Path, name: str) -> tuple[dict[str, st
 
 
 def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: int,
-              workers: int, args: argparse.Namespace, *, sink: bool) -> Phase:
+              workers: int, args: argparse.Namespace, *, sink: bool, engine: str | None = None
+              ) -> Phase:
     """`workers` workers (and, with `sink`, the sink and the live latency phase) on a fresh
-    group, samples topic and lake over the backlog."""
+    group, samples topic and lake over the backlog; `engine`: the workers' `[streams]
+    engine` (None: `args.engine`, else the configured one)."""
     kafka = stack.kafka_config()
     env, topic, lake = phase_setup(kafka, base, name)
+    env["TOOLREC_STREAMS__ENGINE"] = engine or engine_of(args)
     logs = [base / f"{name}-worker{i}.log" for i in range(workers)]
     started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {f"worker{i}": spawn(["toolrec", "streams", "worker", "--loglevel", "info"], env, log)
@@ -700,6 +740,21 @@ def per_1k(cpu: dict[str, float], n_events: int) -> str:
     return "  ".join(f"{p} {1000 * c / n_events:.2f}" for p, c in sorted(cpu.items()))
 
 
+def latency_summary(live: Live) -> str:
+    """p50, p99 and max of click → Delta over every click of the live phase."""
+    if not live.splits:
+        return "n=0"
+    latencies = sorted(sum(split) for split in live.splits)
+    return (f"p50={statistics.median(latencies):.2f} p99={p99(latencies):.2f} "
+            f"max={latencies[-1]:.2f} n={len(latencies)} missing={live.missing}")
+
+
+def engine_of(args: argparse.Namespace) -> str:
+    """The workers' engine in this run: `--engine`, else the environment's, else the default."""
+    return str(args.engine or os.environ.get("TOOLREC_STREAMS__ENGINE")
+               or StreamsConfig().engine)
+
+
 def machine_bound_line(cpu: dict[str, float], n_events: int, floor: float) -> str:
     """The most this machine runs at the phase's CPU cost per event: its cores over the CPU
     the pipeline's own processes (worker(s), sink, broker; not this bench) spent per event,
@@ -727,6 +782,10 @@ def main() -> None:
                         "own CPU; `worker` and `ideal` are the worker's and the idealized "
                         "loop's in-process CPU per event, measured in this run "
                         "(`bench.worker_cpu`)")
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="the workers' [streams] engine (default: as configured)")
+    parser.add_argument("--compare-engine", action="store_true", help="also run the pipeline "
+                        "phase with the other engine, side by side")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="toolrec-bench-pipeline-"))
@@ -746,6 +805,9 @@ def main() -> None:
         floors = faust_floors(kafka, len(events), args.floor_runs)
         floor = statistics.median(floors)
         one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
+        other_engine = next(e for e in ENGINES if e != engine_of(args))
+        other = run_phase(stack, base, "other", len(events), samples, 1, args, sink=True,
+                          engine=other_engine) if args.compare_engine else None
         bound, bound_cpu = forward_bound(stack, base, len(events), samples,
                                           one.backlog_ends, args)
         burns = budget_burns(args.budget, args.events, args.users, kafka.partitions)
@@ -768,7 +830,14 @@ def main() -> None:
         commits = [c for c in history(LakeConfig(root=str(base / "lake-one")), "samples")
                    if c.get("operation") == "WRITE"]
     print(f"pipeline_events_per_s {one.pipeline_rate:.0f}   (backlog through worker and sink "
-          f"into Delta; worker stage alone {one.worker_rate:.0f}/s; 1 worker, 1 sink)")
+          f"into Delta; worker stage alone {one.worker_rate:.0f}/s; 1 worker, 1 sink; engine "
+          f"{engine_of(args)})")
+    if other is not None:
+        print(f"pipeline_events_per_s_{other_engine} {other.pipeline_rate:.0f}   (the same "
+              f"phase with engine {other_engine}, same run; worker stage alone "
+              f"{other.worker_rate:.0f}/s; {engine_of(args)} / {other_engine} = "
+              f"{one.pipeline_rate / other.pipeline_rate:.2f}; cpu_s_per_1k_events "
+              f"{per_1k(other.cpu, len(events))}; click_to_delta_s {latency_summary(other.live)})")
     print(f"faust_floor_events_per_s {floor:.0f}   (an agent that only iterates the same "
           f"topics, same batching; median of {len(floors)} runs: "
           f"{', '.join(f'{f:.0f}' for f in floors)}; pipeline / floor = "
@@ -790,11 +859,9 @@ def main() -> None:
         print(f"{line}   (bench.sink.measure_sink on the run's samples topic)")
     live = one.live
     if live.splits:
-        latencies = sorted(sum(split) for split in live.splits)
-        print(f"click_to_delta_s p50={statistics.median(latencies):.2f} "
-              f"p99={p99(latencies):.2f} max={latencies[-1]:.2f} n={len(latencies)} "
-              f"missing={live.missing}   (every click of {args.live_seconds:g} s at "
-              f"{args.rate:g} events/s; includes window {WINDOW_S} s + lateness {LATENESS_S} s)")
+        print(f"click_to_delta_s {latency_summary(live)}   (every click of "
+              f"{args.live_seconds:g} s at {args.rate:g} events/s; includes window {WINDOW_S} s "
+              f"+ lateness {LATENESS_S} s)")
         print(f"click_to_delta_stages_s {stage_report(live.splits)}")
     if live.lags:
         print(f"worker_watermark_lag_s p50={statistics.median(live.lags):.2f} "

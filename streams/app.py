@@ -67,8 +67,8 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import faust
 from faust.types import TP
@@ -106,6 +106,9 @@ from streams.window import (
 from toolrec.durable import now_ms
 from toolrec.errors import ValidationError
 from toolrec.kafka import KafkaConfig
+
+if TYPE_CHECKING:
+    from streams.engine import EngineProcess
 
 log = logging.getLogger(__name__)
 
@@ -593,6 +596,29 @@ class Processor:
             self.state.drop(partition)
 
 
+class InlineEngine:
+    """The `Processor` in Faust's own event loop (`[streams] engine = "inline"`): what the
+    app's timers and rebalance hooks ask of it, answered in place (the same questions as
+    `streams.engine.EngineProcess`, whose child answers them with this class)."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    async def caught_up(self, partitions: list[int], highwater: Mapping[TP, int | None]
+                        ) -> list[int]:
+        return await confirmed_caught_up(self.processor, self.processor.kafka, partitions,
+                                         highwater.get)
+
+    async def forget(self, partitions: set[int]) -> None:
+        self.processor.forget(partitions)
+
+    def report(self, partitions: list[int]) -> None:
+        self.processor.report(partitions)
+
+    async def stop(self) -> None:
+        await self.processor.out.stop()
+
+
 class _StageClock:
     """Adds the event loop thread's CPU time since the previous lap to `timings[stage]`
     and the wall time to `wall[stage]` (the worker's own profile, logged with the progress
@@ -701,7 +727,7 @@ def tune_gc() -> None:
 
 
 def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | None = None,
-               pii: PiiPolicy | None = None) -> ToolrecApp:
+               pii: PiiPolicy | None = None, loglevel: str = "warning") -> ToolrecApp:
     """Build the Faust app; `faust.Worker(app).execute_from_commandline()` runs it. With
     `user_id_key`, events from producers that skipped the entry points' protection are
     pseudonymized and redacted (`pii`) before anything is stored (`Processor._protect`)."""
@@ -724,49 +750,58 @@ def create_app(cfg: StreamsConfig, kafka: KafkaConfig, *, user_id_key: bytes | N
         producer_max_batch_size=256 * 1024,
     )
     app.kafka_config = kafka
-    processor = Processor(app, cfg, kafka, user_id_key=user_id_key, pii=pii)
     ticks = app.topic(ticks_topic_name(cfg), partitions=kafka.partitions, **RAW_BYTES)
     source = app.topic(
         kafka.topics.impressions, kafka.topics.feedback, ticks_topic_name(cfg), **RAW_BYTES
     )
+    engine: InlineEngine | EngineProcess
+    if cfg.engine == "process":
+        from streams.engine import EngineProcess  # it imports this module
+
+        engine = EngineProcess(cfg, kafka, user_id_key=user_id_key, pii=pii, loglevel=loglevel)
+    else:
+        engine = InlineEngine(Processor(app, cfg, kafka, user_id_key=user_id_key, pii=pii))
+        app.processor = engine.processor  # type: ignore[attr-defined]
 
     @app.agent(source, name="calibrate")
     async def calibrate(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, faust.Stream)  # take_events is not on the StreamT protocol
-        async for events in stream.take_events(cfg.batch_max_events, within=cfg.batch_within_s):
-            await processor.handle_batch([source_of(event) for event in events])
+        if isinstance(engine, InlineEngine):
+            async for events in stream.take_events(cfg.batch_max_events,
+                                                   within=cfg.batch_within_s):
+                await engine.processor.handle_batch([source_of(event) for event in events])
+        else:
+            await engine.run(stream)
+
+    def assigned() -> list[int]:
+        return sorted(tp.partition for tp in app.consumer.assignment()
+                      if tp.topic == kafka.topics.impressions)
 
     # faust types app.timer's decorator as a bare Callable.
     @app.timer(interval=cfg.tick_interval_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         started = now_ms()  # before the end offsets are read: see `confirmed_caught_up`
-        partitions = {
-            tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.topics.impressions
-        }
-        for partition in await confirmed_caught_up(processor, kafka, sorted(partitions),
-                                                   app.consumer.highwater):
+        partitions = assigned()
+        highwater = {TP(topic, p): app.consumer.highwater(TP(topic, p))
+                     for topic in (kafka.topics.impressions, kafka.topics.feedback)
+                     for p in partitions}
+        for partition in await engine.caught_up(partitions, highwater):
             await ticks.send(value=json.dumps({"ts": started}).encode(), partition=partition,
                              force=True)
 
     # faust types app.timer's decorator as a bare Callable.
     @app.timer(interval=cfg.stats_interval_s)  # type: ignore[untyped-decorator]
     async def report() -> None:
-        processor.report(
-            sorted(
-                tp.partition
-                for tp in app.consumer.assignment()
-                if tp.topic == kafka.topics.impressions
-            )
-        )
+        engine.report(assigned())
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def on_shutdown(app: ToolrecApp, **_: Any) -> None:
-        await processor.out.stop()  # every batch awaited its outputs: nothing is pending
+        await engine.stop()  # every batch awaited its outputs: nothing is pending
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: ToolrecApp, revoked: set[TP], **_: Any) -> None:
-        processor.forget({tp.partition for tp in revoked if tp.topic == kafka.topics.impressions})
+        await engine.forget({tp.partition for tp in revoked
+                             if tp.topic == kafka.topics.impressions})
 
-    app.processor = processor  # type: ignore[attr-defined]
     tune_gc()
     return app

@@ -40,7 +40,7 @@ def worker(settings: Settings, loglevel: str) -> None:
     key = settings_key(settings) if settings.streams.protect_events else None
     ensure_worker_topics(settings.streams, settings.kafka)
     app = create_app(settings.streams, settings.kafka, user_id_key=key,
-                     pii=settings.privacy.pii)
+                     pii=settings.privacy.pii, loglevel=loglevel)
     runner = faust.Worker(app, loglevel=loglevel, quiet=True)
     # Faust's progress spinner installs its handler at DEBUG on the root logger: every
     # debug call then builds a record (15–26 % of a send-heavy worker's time, issue 12).

@@ -129,6 +129,16 @@ class StreamsConfig(BaseModel):
     batch_within_s: float = Field(
         0.2, gt=0, le=10, description="A batch is handled after this long even if not full."
     )
+    engine: Literal["inline", "process"] = Field(
+        "inline", description="Where the worker's windows, state and outputs are computed: "
+        "'inline' in Faust's event loop (a batch is acknowledged when its body returns), "
+        "'process' in a child process with its own producer, so Faust's per-message "
+        "delivery of the next batch overlaps the work on the last (streams.engine)."
+    )
+    engine_inflight_batches: int = Field(
+        2, ge=1, le=16, description="With engine='process': batches handed to the child "
+        "and not yet done before the agent waits (each is at most batch_max_events)."
+    )
     session_timeout_s: float = Field(6.0, gt=0, description="tansu joins take ~half of it.")
     # -- hostile input (streams.window / streams.app docstrings: the rules) --------------
     max_future_skew_s: float = Field(

@@ -2,4 +2,5 @@
 
 from toolrec.cli import main
 
-main()
+if __name__ == "__main__":  # not again in a multiprocessing child
+    main()

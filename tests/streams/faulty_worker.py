@@ -48,4 +48,7 @@ async def refusing_flush(self: BatchSender) -> int:
 BatchSender.flush = refusing_flush  # type: ignore[method-assign]
 worker_app.on_feedback = exploding_feedback  # type: ignore[assignment]
 worker_app.close_json = exploding_close  # type: ignore[assignment]
-main()
+# Guarded: with `engine = "process"` the engine's child (multiprocessing's spawn) imports
+# this module again as `__mp_main__`, which applies the faults above there too.
+if __name__ == "__main__":
+    main()
