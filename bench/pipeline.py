@@ -180,15 +180,27 @@ def peak_rss_mb(pid: int) -> float:
     return kib / 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process and its live children (robust to a
-    loaded machine, unlike wall time): fields 14 and 15 of /proc/<pid>/stat, in clock
-    ticks."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds of a live process and (`children`) its live children
+    (robust to a loaded machine, unlike wall time): fields 14 and 15 of /proc/<pid>/stat,
+    in clock ticks."""
     ticks = 0
-    for stat in proc_files(pid, "stat"):
+    for stat in proc_files(pid, "stat")[:None if children else 1]:
         fields = stat.rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_name(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds of each process; a worker's engine process (`engine = "process"`) on a
+    line of its own, `<name>.engine`."""
+    cpu = {}
+    for name, proc in procs.items():
+        cpu[name] = cpu_seconds(proc.pid, children=False)
+        engine = cpu_seconds(proc.pid) - cpu[name]
+        if engine > 0:
+            cpu[f"{name}.engine"] = engine
+    return cpu
 
 
 def proc_files(pid: int, name: str) -> list[str]:
@@ -209,8 +221,8 @@ def cpu_by_process(procs: dict[str, subprocess.Popen[bytes]], stack: LocalStack
     """CPU seconds so far of the phase's processes, the broker and this one (the live
     traffic's producer and the Delta watcher)."""
     own = os.times()
-    return {**{p: cpu_seconds(proc.pid) for p, proc in procs.items()},
-            "broker": cpu_seconds(stack.broker.pid or 0), "bench": own.user + own.system}
+    return {**cpu_by_name(procs), "broker": cpu_seconds(stack.broker.pid or 0),
+            "bench": own.user + own.system}
 
 
 PROGRESS = re.compile(r"\[(\S+ \S+)\].*streams: partitions=\[[^\]]*\] events=(\d+)")
@@ -364,11 +376,12 @@ def phase_setup(kafka: KafkaConfig, base: Path, name: str) -> tuple[dict[str, st
 
 
 def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: int,
-              workers: int, args: argparse.Namespace, *, sink: bool, engine: str | None = None
-              ) -> Phase:
-    """`workers` workers (and, with `sink`, the sink and the live latency phase) on a fresh
-    group, samples topic and lake over the backlog; `engine`: the workers' `[streams]
-    engine` (None: `args.engine`, else the configured one)."""
+              workers: int, args: argparse.Namespace, *, sink: bool, engine: str | None = None,
+              live_too: bool = True) -> Phase:
+    """`workers` workers (and, with `sink`, the sink and — `live_too` — the live latency
+    phase and the recovery probe) on a fresh group, samples topic and lake over the
+    backlog; `engine`: the workers' `[streams] engine` (None: `args.engine`, else the
+    configured one)."""
     kafka = stack.kafka_config()
     env, topic, lake = phase_setup(kafka, base, name)
     env["TOOLREC_STREAMS__ENGINE"] = engine or engine_of(args)
@@ -389,10 +402,10 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
             in_delta = wait_for(lambda: delta_rows(lake), samples, "samples in Delta",
                                 started, args.timeout, procs)
             pipeline_rate = n_events / (in_delta - first)
-        cpu = {p: cpu_seconds(proc.pid) for p, proc in procs.items()}
+        cpu = cpu_by_name(procs)
         cpu["broker"] = cpu_seconds(stack.broker.pid or 0) - broker_cpu
         live = Live([], 0)
-        if sink and args.live_seconds > 0:
+        if sink and live_too and args.live_seconds > 0:
             live = measure_live(stack, procs, lake, state_topic_name(
                 env["TOOLREC_STREAMS__APP_ID"]), args)
         rss = {p: peak_rss_mb(proc.pid) for p, proc in procs.items()}
@@ -400,7 +413,7 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
         for proc in procs.values():
             stop_pid(proc.pid, timeout_s=20)
     recovery = measure_recovery(env, base / f"{name}-recovery.log", kafka.partitions) \
-        if sink else ""
+        if sink and live_too else ""
     sink_profile = last_logged(base / f"{name}-sink.log", SINK_PROFILE) if sink else ""
     return Phase(workers, worker_rate, pipeline_rate, cpu, rss, last_logged(logs[0], "profile:"),
                  live, recovery, sink_profile=sink_profile, backlog_ends=backlog_ends)
@@ -804,10 +817,12 @@ def main() -> None:
         ceiling = asyncio.run(ceiling_rate(kafka, topics, len(events)))
         floors = faust_floors(kafka, len(events), args.floor_runs)
         floor = statistics.median(floors)
-        one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
+        # The other engine first and without live traffic: a phase reads the source topics
+        # from the start, so it would also meet the live events of any phase before it.
         other_engine = next(e for e in ENGINES if e != engine_of(args))
         other = run_phase(stack, base, "other", len(events), samples, 1, args, sink=True,
-                          engine=other_engine) if args.compare_engine else None
+                          engine=other_engine, live_too=False) if args.compare_engine else None
+        one = run_phase(stack, base, "one", len(events), samples, 1, args, sink=True)
         bound, bound_cpu = forward_bound(stack, base, len(events), samples,
                                           one.backlog_ends, args)
         burns = budget_burns(args.budget, args.events, args.users, kafka.partitions)
@@ -837,7 +852,7 @@ def main() -> None:
               f"phase with engine {other_engine}, same run; worker stage alone "
               f"{other.worker_rate:.0f}/s; {engine_of(args)} / {other_engine} = "
               f"{one.pipeline_rate / other.pipeline_rate:.2f}; cpu_s_per_1k_events "
-              f"{per_1k(other.cpu, len(events))}; click_to_delta_s {latency_summary(other.live)})")
+              f"{per_1k(other.cpu, len(events))}; run before the main phase, no live traffic)")
     print(f"faust_floor_events_per_s {floor:.0f}   (an agent that only iterates the same "
           f"topics, same batching; median of {len(floors)} runs: "
           f"{', '.join(f'{f:.0f}' for f in floors)}; pipeline / floor = "

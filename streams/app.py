@@ -2,10 +2,12 @@
 
 One agent reads `toolrec.impressions`, `toolrec.feedback` and an internal ticks topic,
 all co-partitioned by user, so every event of a user is handled in order by one worker.
-The agent takes batches (`take_events`); `Processor.handle_batch` routes each event to the
-pure transitions of `streams.window`, closes what is due and writes each changed state
-key once per batch (issue 12: Faust's per-message table and send paths cost more than
-everything else together).
+The agent takes batches; `Processor.handle_batch` routes each event to the pure transitions
+of `streams.window`, closes what is due and writes each changed state key once per batch
+(issue 12: Faust's per-message table and send paths cost more than everything else
+together). Where the `Processor` runs is `[streams] engine`: in a child process that the
+agent hands each batch to (`streams.engine`, the default), or here in Faust's event loop
+(`InlineEngine`, batches from `take_events`).
 
 Guarantees (Faust runs at-least-once; tansu cannot do Kafka transactions, DESIGN.md §5d):
 - all state lives in one store (`streams.state`) with one changelog partition per source
@@ -16,7 +18,8 @@ Guarantees (Faust runs at-least-once; tansu cannot do Kafka transactions, DESIGN
   records are sent, and the transport flushes those before Faust commits the batch's
   offsets, so a crash re-emits identical samples (same `sample_id`, same content) rather
   than losing them; the lake sink keeps one row per `sample_id`;
-- a batch is acknowledged only when its body returned, and the body never raises: an event
+- a batch is acknowledged only when its body returned (with the engine in a child: when
+  the child reported it done), and the body never raises: an event
   that raises is dead-lettered; a delivery the broker refuses stops the process before
   the batch is acknowledged (`handle_batch`).
 Windows close on event time. The watermark of a partition is the smaller of the largest

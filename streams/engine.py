@@ -4,8 +4,8 @@ Faust hands the agent one message at a time, ≈ 190 µs of its own Python per e
 machine, and the `Processor` (windows, state, samples, deliveries) costs about as much
 again. In one process the two take turns on one core. Here the `Processor` runs in a child
 process with its own producer, so Faust's delivery of the next batch overlaps the child's
-work on the last one (measured in session 14: ≈ 3,600-5,500 events/s against ≈ 2,900 with
-the same work in-process).
+work on the last one: through worker and sink into Delta on 2 cores, 3,076 events/s
+against 2,539 in-process in the same run (`bench.pipeline --compare-engine`).
 
 What stays true (the guarantees of `streams.app`):
 - the child handles messages in the order the parent sent them, so batches, tick checks
@@ -17,7 +17,13 @@ What stays true (the guarantees of `streams.app`):
   events are replayed after a restart), and a parent that dies takes the child with it
   (`PR_SET_PDEATHSIG`), so no orphan writes after its group moved on.
 
-Parent side: `EngineProcess`; child side: `serve`. Imports streams.app and the stdlib only.
+The child is started with multiprocessing's "spawn", which imports the parent's main
+module again (as `__mp_main__`) unless it is a package's `__main__`: a script that runs
+the worker must guard its entry point with `if __name__ == "__main__":` (the `toolrec`
+command does).
+
+Parent side: `EngineProcess`; child side: `serve`. Imports faust, streams.app and the
+stdlib.
 """
 
 from __future__ import annotations

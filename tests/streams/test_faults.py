@@ -52,8 +52,14 @@ def diagnosis(kafka: KafkaConfig, missing: list[str], extra: list[str]) -> str:
             f"dead letters by reason {dict(reasons)}")
 
 
-def test_sigkill_worker_mid_stream_then_restart(kafka: KafkaConfig, start_worker) -> None:  # type: ignore[no-untyped-def]
-    worker = start_worker(**WINDOW)
+# Both places the worker's engine can run (`streams.engine`), the same promises.
+ENGINES = pytest.mark.parametrize("engine", ["process", "inline"])
+
+
+@ENGINES
+def test_sigkill_worker_mid_stream_then_restart(  # type: ignore[no-untyped-def]
+        kafka: KafkaConfig, start_worker, engine: str) -> None:
+    worker = start_worker(**WINDOW, engine=engine)
     traffic = Traffic(kafka)
     for _ in range(3):
         traffic.wave(30)
@@ -63,15 +69,16 @@ def test_sigkill_worker_mid_stream_then_restart(kafka: KafkaConfig, start_worker
     traffic.wave(30)
     worker.kill()
     traffic.wave(30)
-    restarted = start_worker(**WINDOW)
+    restarted = start_worker(**WINDOW, engine=engine)
     traffic.wave(30)
     traffic.close()
     assert_exactly(kafka, traffic)
     wait_for_log(restarted, "streams: partitions=")
 
 
-def test_scale_out_and_hand_over(kafka: KafkaConfig, start_worker) -> None:  # type: ignore[no-untyped-def]
-    first, second = start_worker(**WINDOW), start_worker(**WINDOW)
+@ENGINES
+def test_scale_out_and_hand_over(kafka: KafkaConfig, start_worker, engine: str) -> None:  # type: ignore[no-untyped-def]
+    first, second = start_worker(**WINDOW, engine=engine), start_worker(**WINDOW, engine=engine)
     traffic = Traffic(kafka, seed=11, users=24)
     deadline = time.monotonic() + 60
     while not (owns_partitions(first) and owns_partitions(second)):

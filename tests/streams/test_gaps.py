@@ -58,7 +58,8 @@ def test_the_worker_re_reads_what_faust_skipped(kafka: KafkaConfig) -> None:
         producer.send(topic, value=f"v{i}".encode(), partition=2)
     producer.flush()
     producer.close()
-    processor = create_app(StreamsConfig(app_id="gap-test-group"), kafka).processor  # type: ignore[attr-defined]
+    cfg = StreamsConfig(app_id="gap-test-group", engine="inline")  # the Processor in reach
+    processor = create_app(cfg, kafka).processor  # type: ignore[attr-defined]
 
     async def skipped(offset: int) -> list[int]:
         return [r.offset for r in await processor._skipped_records(topic, 2, offset)]
