@@ -89,10 +89,6 @@ class EngineProcess:
         self._sender = loop.create_task(self._send_forever())
         log.info("engine process %d started", process.pid)
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     async def run(self, stream: faust.Stream[bytes]) -> None:
         """The agent's body: batches without Faust's acknowledgement (`noack_take`: its
         body must return at once for Faust to go on delivering), each handed to the child;
@@ -120,17 +116,22 @@ class EngineProcess:
     async def caught_up(self, partitions: list[int], highwater: Mapping[TP, int | None]
                         ) -> list[int]:
         """`streams.app.confirmed_caught_up`, answered by the child after every batch sent
-        before; `highwater` is the consumer's, read by the caller now."""
+        before; `highwater` is the consumer's, read by the caller now. None before the
+        agent started the child (it has handled nothing)."""
+        if self._process is None:
+            return []
         result: list[int] = await self._request("caught_up", (partitions, highwater))
         return result
 
     async def forget(self, partitions: set[int]) -> None:
         """The child drops the partitions' state once the batches sent before are done."""
-        await self._request("forget", partitions)
+        if self._process is not None:
+            await self._request("forget", partitions)
 
     def report(self, partitions: list[int]) -> None:
         """The child logs its progress line (`Processor.report`)."""
-        self._request("report", partitions)
+        if self._process is not None:
+            self._request("report", partitions)
 
     async def stop(self) -> None:
         """Let the child finish what was sent, close its producer and exit."""
