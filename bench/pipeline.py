@@ -386,17 +386,12 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
     env, topic, lake = phase_setup(kafka, base, name)
     env["TOOLREC_STREAMS__ENGINE"] = engine or engine_of(args)
     logs = [base / f"{name}-worker{i}.log" for i in range(workers)]
-    started = time.time()
+    started, broker_cpu = time.time(), cpu_seconds(stack.broker.pid or 0)
     procs = {f"worker{i}": spawn(["toolrec", "streams", "worker", "--loglevel", "info"], env, log)
              for i, log in enumerate(logs)}
     if sink:
         procs["sink"] = spawn(["toolrec", "lake", "sink"], env, base / f"{name}-sink.log")
     try:
-        # The CPU from the first sample on: the processes' start (imports, the engine's
-        # spawn, joining the group) is ≈ 2-4 CPU-s each, ≈ 15 % of a 50,000-event phase.
-        wait_for(lambda: topic_records(kafka, topic), 1, "first sample", started, args.timeout,
-                 procs)
-        at_first = cpu_by_name(procs) | {"broker": cpu_seconds(stack.broker.pid or 0)}
         done = wait_for(lambda: topic_records(kafka, topic), samples, "samples on the topic",
                         started, args.timeout, procs)
         first = min((t for t in map(first_event_time, logs) if t), default=started)
@@ -407,8 +402,8 @@ def run_phase(stack: LocalStack, base: Path, name: str, n_events: int, samples: 
             in_delta = wait_for(lambda: delta_rows(lake), samples, "samples in Delta",
                                 started, args.timeout, procs)
             pipeline_rate = n_events / (in_delta - first)
-        now = cpu_by_name(procs) | {"broker": cpu_seconds(stack.broker.pid or 0)}
-        cpu = {p: seconds - at_first.get(p, 0.0) for p, seconds in now.items()}
+        cpu = cpu_by_name(procs)
+        cpu["broker"] = cpu_seconds(stack.broker.pid or 0) - broker_cpu
         live = Live([], 0)
         if sink and live_too and args.live_seconds > 0:
             live = measure_live(stack, procs, lake, state_topic_name(
@@ -889,8 +884,7 @@ def main() -> None:
               "phase: clock − watermark at each partition-state write; the part of the close "
               "stage that is the worker trailing the stream)")
     print("peak_rss_mb " + "  ".join(f"{p} {r:.0f}" for p, r in sorted(one.rss.items())))
-    print(f"cpu_s_per_1k_events {per_1k(one.cpu, len(events))}   (backlog phase, from its "
-          "first sample on)")
+    print(f"cpu_s_per_1k_events {per_1k(one.cpu, len(events))}   (backlog phase)")
     print(machine_bound_line(one.cpu, len(events), floor))
     if live.cpu is not None:
         live_events = args.rate * args.live_seconds
