@@ -25,12 +25,14 @@ target precision (the linker's ranking quality, apart from the threshold rule); 
 false-link rate of the training-only no-tool texts, and the contrast pairs' scores per form
 (training-only rows are folded like the tuning rows: in 4 of 5 training folds, decided in
 the fifth, never in the tuning sets' lines). `drop` leaves linker features out (an
-ablation). Imports `retrieval.evaluate` for the rows and features.
+ablation); `extra` adds one feature computed from each row's text and best tool (an
+experiment's model, e.g. `retrieval.crossencoder`). Imports `retrieval.evaluate` for the rows
+and features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -62,6 +64,8 @@ CONTRAST = "contrast"
 PERTURBATIONS: dict[str, Callable[[str], str]] = {
     "question-mark": lambda t: t.rstrip().rstrip("?") + "?", "filler": lambda t: f"hey, {t}"}
 Perturbation = Literal["none", "question-mark", "filler"]
+# One more linker feature from the texts and their best-ranked tool ids (`CvSpec.extra`).
+ExtraFeature = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 _COLUMNS = {"recall@1": "R@1", "precision": "link precision", "recall": "link recall",
             "false_link_rate": "false links", "recall_at_target": "best R at target P"}
 
@@ -69,7 +73,7 @@ _COLUMNS = {"recall@1": "R@1", "precision": "link precision", "recall": "link re
 @dataclass(frozen=True)
 class CvSpec:
     """How to cross-validate: repeats × folds, the linker's precision target, ablations, a
-    perturbation of the decided texts."""
+    perturbation of the decided texts, an extra feature (None: the shipped features)."""
 
     repeats: int = 3
     folds: int = 5
@@ -78,6 +82,7 @@ class CvSpec:
     contrast_weight: float = CONTRAST_WEIGHT
     drop: tuple[str, ...] = ()
     perturb: Perturbation = "none"
+    extra: ExtraFeature | None = None
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.folds < 2:
@@ -121,7 +126,9 @@ def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
                      "target_precision": spec.target_precision, "drop": list(spec.drop),
                      "spoken_weight": spec.spoken_weight,
                      "contrast_weight": spec.contrast_weight, "perturb": spec.perturb,
-                     "rerank": retriever.config.rerank},
+                     "rerank": retriever.config.rerank,
+                     **({"extra": getattr(spec.extra, "__qualname__", "extra")}
+                        if spec.extra else {})},
             "rows": {str(s): int((data.source == s).sum()) for s in np.unique(data.source)},
             "scores": _summarise(runs)}
 
@@ -149,16 +156,27 @@ def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
     for k in range(spec.folds):
         test = fold == k
         with _using(retriever, _fit_reranker(data, ~test)):
-            x, y = linker_xy(retriever, data.rows, data.signals)
-            xd, yd = (x, y) if data.decided[0] is data.rows else linker_xy(retriever,
-                                                                           *data.decided)
-        model = fit_link_model(x[~test][:, keep], y[~test], groups[~test] // spec.folds,
+            x, y = _xy(retriever, data.rows, data.signals, keep, spec.extra)
+            xd, yd = (x, y) if data.decided[0] is data.rows else _xy(retriever, *data.decided,
+                                                                     keep, spec.extra)
+        model = fit_link_model(x[~test], y[~test], groups[~test] // spec.folds,
                                target_precision=spec.target_precision,
                                sample_weight=weight[~test])
-        prob[test] = [model.probability(f) for f in xd[test][:, keep]]
+        prob[test] = [model.probability(f) for f in xd[test]]
         linked[test] = prob[test] >= model.threshold
         right[test] = yd[test] == 1
     return _scores(data, linked, right, prob, spec.target_precision)
+
+
+def _xy(retriever: Retriever, rows: list[EvalRow], signals: list[Any], keep: list[int],
+        extra: ExtraFeature | None) -> tuple[np.ndarray, np.ndarray]:
+    """The kept linker features (and the extra one, last) of each row, and y."""
+    x, y = linker_xy(retriever, rows, signals)
+    if extra is None:
+        return x[:, keep], y
+    best = [retriever.ranking(s)[1] for s in signals]
+    column = np.asarray(extra([r.text for r in rows], best), dtype=np.float64)
+    return np.hstack([x[:, keep], column[:, None]]), y
 
 
 def _fit_reranker(data: _Rows, train: np.ndarray) -> RerankModel:
@@ -229,7 +247,8 @@ def format_cv(report: dict[str, Any]) -> str:
              f"{spec['folds']} folds, linker precision target {spec['target_precision']}, "
              f"spoken weight {spec['spoken_weight']}, contrast weight "
              f"{spec['contrast_weight']}, rerank {'on' if spec['rerank'] else 'off'}"
-             f", dropped {spec['drop'] or 'none'}, decided texts perturbed: {spec['perturb']}",
+             f", dropped {spec['drop'] or 'none'}, decided texts perturbed: {spec['perturb']}"
+             + (f", extra feature {spec['extra']}" if "extra" in spec else ""),
              f"  {'rows':<18}" + "".join(f"{h:>20}" for h in _COLUMNS.values())]
     for name, m in report["scores"].items():
         cells = "".join(f"{m[k][0]:>12.3f} ± {m[k][1]:.3f}" if k in m else f"{'':>20}"
