@@ -173,8 +173,9 @@ def _contrast_weight_option(fn: Any) -> Any:
 
 
 def _weight_arg(spoken_weight: float | None,
-                contrast_weight: float | None) -> dict[str, float]:
-    """The weights given on the command line (unset ones keep the fit's defaults)."""
+                contrast_weight: float | None) -> dict[str, Any]:
+    """The weights given on the command line (unset ones keep the fit's defaults), as
+    keyword arguments (typed Any: splatted into CvSpec, whose other fields are not floats)."""
     given = {"spoken_weight": spoken_weight, "contrast_weight": contrast_weight}
     return {k: v for k, v in given.items() if v is not None}
 
