@@ -48,3 +48,25 @@ def test_a_workers_engine_process_is_counted_on_its_own_line() -> None:
             os.kill(pid, signal.SIGKILL)
         parent.kill()
         parent.wait(5)
+
+
+def test_the_timeline_puts_each_click_in_the_segment_it_was_sent_in() -> None:
+    """`timeline_report`: p99 per segment of the live phase, by when the click was sent,
+    so a worker trailing the stream shows as a close stage that grows segment by segment."""
+    from bench.pipeline import Live, timeline_report
+
+    steady = (2.0, 0.3, 0.5, 0.1, 0.05)  # window, close, sink_batch, commit, watch
+    trailing = (2.0, 4.0, 0.5, 0.1, 0.05)
+    live = Live([steady, steady, trailing], 0, sent=[0.5, 4.9, 5.1])
+    report = timeline_report(live)
+    assert report.startswith("0-5s p99=2.95 (close 0.30, sink_batch 0.50, n=2)")
+    assert "5-10s p99=6.65 (close 4.00, sink_batch 0.50, n=1)" in report
+
+
+def test_the_latency_summary_counts_missing_clicks_only_when_asked() -> None:
+    from bench.pipeline import latency_summary
+
+    splits = [(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)]
+    assert latency_summary(splits, 1) == "p50=4.00 p99=5.96 max=6.00 n=3 missing=1"
+    assert latency_summary(splits) == "p50=4.00 p99=5.96 max=6.00 n=3"
+    assert latency_summary([]) == "n=0"
