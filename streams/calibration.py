@@ -123,7 +123,10 @@ class ToolRecState:
 
 
 def clip(value: float, low: float, high: float) -> float:
-    return min(max(value, low), high)
+    """`min(max(value, low), high)` by the comparisons those builtins make, in the same
+    order (NaN and ties come out the same), without their calls: ≈ 2.6 clips a window."""
+    value = low if low > value else value
+    return high if high < value else value
 
 
 def smoothed_user_ctr(impressions: float, clicks: float, global_ctr: float, kappa: float) -> float:
