@@ -97,10 +97,13 @@ def _single_lines(
     raws: Sequence[bytes | None], fast: list[int], max_bytes: int
 ) -> tuple[list[int], bytes]:
     """`fast` and its records joined one per line; if a record holds a line break itself
-    (JSON whitespace, rare) the records are checked one by one instead."""
-    block = b"\n".join(raws[i] for i in fast)  # type: ignore[misc]
-    if block.count(b"\n") == max(len(fast) - 1, 0) and b"\r" not in block:
-        return fast, block
+    (JSON whitespace, rare) the records are checked one by one instead. (Looking for a
+    line break in the records joined without separator is a memchr: a count of the
+    block's line breaks cost 0.4-0.5 µs per 1 KB record.)"""
+    records: list[bytes] = [raws[i] for i in fast]  # type: ignore[misc]
+    joined = b"".join(records)
+    if b"\n" not in joined and b"\r" not in joined:
+        return fast, b"\n".join(records)
     fast = [i for i in fast if _one_object_line(raws[i], max_bytes)]
     return fast, b"\n".join(raws[i] for i in fast)  # type: ignore[misc]
 
@@ -217,10 +220,10 @@ class FastParser:
     def _row_checks(
         self, table: pa.Table, raws: Sequence[bytes | None], accepted: list[int]
     ) -> list[bool]:
-        ok = pa.array([True] * table.num_rows, pa.bool_())
-        for check in self.checks:
-            ok = pc.and_(ok, pc.fill_null(check(table), False))
-        passed: list[bool] = ok.to_pylist()
+        ok: Any = pa.array([True] * table.num_rows, pa.bool_())
+        for check in self.checks:  # a null result propagates (`and_` is not Kleene's)…
+            ok = pc.and_(ok, check(table))
+        passed: list[bool] = pc.fill_null(ok, False).to_pylist()  # …and fails the row
         for name, key in self._nullable_required:
             for row in pc.indices_nonzero(pc.is_null(table[name])).to_pylist():
                 if passed[row] and not key.search(raws[accepted[row]] or b""):
