@@ -55,17 +55,11 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError as PydanticValidationError
 
 from contracts.dlq import DeadLetter
-from contracts.events import (
-    Feedback,
-    Impression,
-    Sample,
-    parse_event,
-    protect_untrusted,
-)
+from contracts.events import Feedback, Impression, Sample, parse_event, protect_untrusted
 from contracts.privacy import PiiPolicy
 from lakehouse.config import LakeConfig
 from lakehouse.fastparse import FastParser
-from lakehouse.tables import RowBuffer, Source, contract_schema, spec_of
+from lakehouse.tables import RowBuffer, contract_schema, spec_of
 from lakehouse.writer import AppendResult, DeltaAppender
 from toolrec.durable import now_ms
 from toolrec.errors import LakeError, ValidationError
@@ -470,8 +464,10 @@ class Sink:
         self, route: _Route, buffer: _Buffer, tp: TopicPartition, records: list[ConsumerRecord]
     ) -> None:
         """The per-record path: the contract's model validates each record (failures go to
-        the DLQ with the field and reason)."""
+        the DLQ with the field and reason); the Kafka coordinates are added in bulk."""
         rows = buffer.rows
+        valid: list[ConsumerRecord] = []
+        key = self.user_id_key if route.table == "events" else None
         for record in records:
             try:
                 model = self._parse(route, record.value)
@@ -479,16 +475,21 @@ class Sink:
                 buffer.dlq.append((record, exc))
                 continue
             raw = record.value
-            if self.user_id_key is not None and isinstance(model, Impression | Feedback):
-                protected = protect_untrusted(model, self.user_id_key, self.pii)
+            if key is not None:  # an impression or feedback (`_parse` checked the model)
+                protected = protect_untrusted(model, key, self.pii)
                 if protected is not model:
                     model, raw = protected, protected.to_json_bytes()
-            source = Source(tp.topic, tp.partition, record.offset, record.timestamp)
-            rows.add_model(model, raw=raw, source=source)
+            rows.add_row(model, raw=raw)
+            valid.append(record)
+        rows.add_sources(
+            tp.topic, tp.partition, offsets=[r.offset for r in valid],
+            timestamps=[r.timestamp for r in valid],
+        )  # fmt: skip
 
     def _parse(self, route: _Route, raw: bytes | None) -> Any:
-        """The fast path validates straight from JSON; failures are re-parsed by the
-        contract's `parse_event` to name the field and the DLQ reason."""
+        """The contract's model validates straight from JSON (its validator, without the
+        `model_validate_json` wrapper); failures are re-parsed by the contract's
+        `parse_event` to name the field and the DLQ reason."""
         if raw is None:
             raise ValidationError("<event>", "malformed_json", "empty record (tombstone)")
         if len(raw) > self.lake.max_record_bytes:
@@ -496,7 +497,7 @@ class Sink:
                 "<event>", "oversized", f"{len(raw)} bytes > limit {self.lake.max_record_bytes}"
             )
         try:
-            return route.model.model_validate_json(raw)
+            return route.model.__pydantic_validator__.validate_json(raw)
         except PydanticValidationError:
             pass
         event = parse_event(raw, max_bytes=self.lake.max_record_bytes)  # raises the precise error

@@ -14,6 +14,7 @@ Writers live in `lakehouse.writer`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -262,11 +263,33 @@ class RowBuffer:
 
     def add_model(self, model: Any, *, raw: bytes | None, source: Source | None) -> None:
         """Add a validated Sample (to `samples`) or Impression / Feedback (to `events`)."""
+        self.add_row(model, raw=raw)
+        self.add_sources(
+            source.topic if source else None, source.partition if source else None,
+            offsets=[source.offset if source else None],
+            timestamps=[source.timestamp if source else None],
+        )  # fmt: skip
+
+    def add_row(self, model: Any, *, raw: bytes | None) -> None:
+        """Add the contract's columns of one validated model; `add_sources` adds the rest.
+        (Rows are taken apart at once: holding a batch of models alive costs more in
+        garbage collection than the calls it would save.)"""
         if self._sample:
             self._add_sample(model)
         else:
             self._add_event(model, raw)
-        self._add_source(source)
+
+    def add_sources(
+        self, topic: str | None, partition: int | None, *, offsets: Sequence[int | None],
+        timestamps: Sequence[int | None],
+    ) -> None:  # fmt: skip
+        """The Kafka coordinates of the rows `add_row` just added, all from one topic
+        partition (None: not from Kafka), in their order."""
+        columns = self.columns
+        columns["source_topic"].extend([topic] * len(offsets))
+        columns["source_partition"].extend([partition] * len(offsets))
+        columns["source_offset"].extend(offsets)
+        columns["source_timestamp"].extend(timestamps)
 
     def _add_sample(self, sample: Any) -> None:
         values = sample.__dict__  # pydantic models keep their fields here
@@ -276,25 +299,19 @@ class RowBuffer:
 
     def _add_event(self, event: Any, raw: bytes | None) -> None:
         columns = self.columns
+        values = event.__dict__
         is_feedback = isinstance(event, Feedback)  # (hasattr on a pydantic model: 2 µs)
-        columns["event_id"].append(event.event_id)
+        columns["event_id"].append(values["event_id"])
         columns["kind"].append("feedback" if is_feedback else "impression")
-        columns["schema"].append(event.schema_)
-        columns["user_id"].append(event.user_id)
-        columns["request_id"].append(event.request_id)
-        columns["ts"].append(event.ts)
-        columns["date"].append(utc_date(event.ts))
-        columns["feedback_type"].append(event.type if is_feedback else None)
-        columns["position"].append(event.position if is_feedback else None)
+        columns["schema"].append(values["schema_"])
+        columns["user_id"].append(values["user_id"])
+        columns["request_id"].append(values["request_id"])
+        columns["ts"].append(values["ts"])
+        columns["date"].append(utc_date(values["ts"]))
+        columns["feedback_type"].append(values["type"] if is_feedback else None)
+        columns["position"].append(values["position"] if is_feedback else None)
         payload = raw if raw is not None else event.to_json_bytes()
         columns["payload"].append(payload.decode())
-
-    def _add_source(self, source: Source | None) -> None:
-        columns = self.columns
-        columns["source_topic"].append(source.topic if source else None)
-        columns["source_partition"].append(source.partition if source else None)
-        columns["source_offset"].append(source.offset if source else None)
-        columns["source_timestamp"].append(source.timestamp if source else None)
 
     def to_table(self, *, ingest_ts: int) -> pa.Table:
         """The rows as an Arrow table of `spec.input_schema`; `ingest_ts` (ms) stamps them."""
