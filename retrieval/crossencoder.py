@@ -23,7 +23,8 @@ transformers are imported inside the loop and the scorer.
 `python -m retrieval.crossencoder` trains (cached under the retrieval cache) and compares the
 linker with and without the pair score as one more feature (`CvSpec.extra`). Not shipped:
 on CV it raised spoken link recall 1.4-3.0 points, but one pair score costs 8-12 ms even
-in CTranslate2 int8 (EVAL.md).
+in CTranslate2 int8; with the tool's name alone (`name_only`) it fits 8 ms but the gain
+falls to 0.6-0.8 points (EVAL.md, sessions 15 and 16).
 
 Imports `retrieval.evaluate` (rows, `CONTRAST_RESOURCE`), `retrieval.crossval`,
 `retrieval.lexical`, `retrieval.encoder` (the weights' directory).
@@ -68,6 +69,7 @@ class PairSettings:
     warmup: float = 0.1
     max_length: int = 64  # tokens of text + tool together
     seed: int = 0
+    name_only: bool = False  # the tool side is its name alone: half the tokens (session 16)
 
     def __post_init__(self) -> None:
         counts = {"max_per_tool": self.max_per_tool, "epochs": self.epochs,
@@ -88,9 +90,9 @@ class Pair:
     label: float  # 1: the tool serves the text
 
 
-def tool_text(tool: Tool) -> str:
+def tool_text(tool: Tool, *, name_only: bool = False) -> str:
     """The tool side of a pair."""
-    return f"{tool.name}: {tool.description}"
+    return tool.name if name_only else f"{tool.name}: {tool.description}"
 
 
 def catalog_texts(catalog: Catalog, max_per_tool: int, seed: int,
@@ -136,19 +138,24 @@ def build_pairs(texts: Sequence[TrainingText], ranked: Sequence[Sequence[str]],
 def settings_key(settings: PairSettings, catalog: Catalog, resource: str) -> str:
     """Names a fit: its settings, the catalog and the contrast file."""
     data = resources.files("retrieval.data").joinpath(resource).read_bytes()
-    blob = json.dumps(asdict(settings), sort_keys=True).encode() + catalog.hash.encode() + data
+    named = asdict(settings)
+    if not settings.name_only:  # fits made before the option keep their key
+        del named["name_only"]
+    blob = json.dumps(named, sort_keys=True).encode() + catalog.hash.encode() + data
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
 class CrossEncoder:
     """The pair model: MiniLM over "[CLS] text [SEP] tool [SEP]", mean-pooled, one logit."""
 
-    def __init__(self, model_dir: Path, catalog: Catalog, *, max_length: int = 64) -> None:
+    def __init__(self, model_dir: Path, catalog: Catalog, *, max_length: int = 64,
+                 name_only: bool = False) -> None:
         import torch
         from tokenizers import Tokenizer
         from transformers import AutoModel
 
         self.catalog = catalog
+        self.name_only = name_only
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.enable_padding()
@@ -163,7 +170,8 @@ class CrossEncoder:
         import torch
 
         enc = self.tokenizer.encode_batch(
-            [(text, tool_text(self.catalog.get(tool))) for text, tool in pairs])
+            [(text, tool_text(self.catalog.get(tool), name_only=self.name_only))
+             for text, tool in pairs])
         ids = torch.tensor([e.ids for e in enc])
         mask = torch.tensor([e.attention_mask for e in enc])
         types = torch.tensor([e.type_ids for e in enc])
@@ -303,7 +311,8 @@ def fitted(retriever: Any, settings: PairSettings, *, cache_dir: Path) -> CrossE
 
     torch.set_num_threads(1)
     catalog = retriever.catalog
-    model = CrossEncoder(default_model_dir(), catalog, max_length=settings.max_length)
+    model = CrossEncoder(default_model_dir(), catalog, max_length=settings.max_length,
+                         name_only=settings.name_only)
     path = cache_dir / f"crossencoder-{settings_key(settings, catalog, CONTRAST_RESOURCE)}.pt"
     if path.is_file():
         return model.load(path)
@@ -361,13 +370,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=PairSettings.epochs)
     parser.add_argument("--learning-rate", type=float, default=PairSettings.learning_rate)
     parser.add_argument("--seed", type=int, default=PairSettings.seed)
+    parser.add_argument("--max-length", type=int, default=PairSettings.max_length)
+    parser.add_argument("--name-only", action="store_true", help="the tool side is its name")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--no-base", action="store_true", help="skip the run without it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     retriever = Retriever(RetrievalConfig())
     settings = PairSettings(max_per_tool=args.max_per_tool, epochs=args.epochs,
-                            learning_rate=args.learning_rate, seed=args.seed)
+                            learning_rate=args.learning_rate, seed=args.seed,
+                            max_length=args.max_length, name_only=args.name_only)
     model = fitted(retriever, settings, cache_dir=retriever.config.cache_dir)
     if args.train_only:
         return

@@ -17,6 +17,8 @@ from retrieval.crossencoder import (
     build_pairs,
     catalog_texts,
     contrast_texts,
+    settings_key,
+    tool_text,
     train,
     training_set,
 )
@@ -68,6 +70,16 @@ def test_pair_model_trains_on_no_tuning_or_eval_text(catalog: Catalog) -> None:
     rows = [r.text for name in ("catalog", "spoken", "forms") for r in load_eval_set(name)]
     assert sum(normalize(t) in texts or normalize(form_text(t)) in texts for t in rows) == 0
     assert len({p.text for p in pairs}) > 4000  # only the equal ones left out
+
+
+def test_name_only_tool_side_and_its_cache_key(catalog: Catalog) -> None:
+    """The name-only option shortens the tool side and names its own fit."""
+    tool = catalog.tools[0]
+    assert tool_text(tool) == f"{tool.name}: {tool.description}"
+    assert tool_text(tool, name_only=True) == tool.name
+    keys = {settings_key(PairSettings(name_only=n), catalog, CONTRAST_RESOURCE)
+            for n in (False, True)}
+    assert len(keys) == 2
 
 
 def test_auc_counts_ties_as_half() -> None:
