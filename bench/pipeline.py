@@ -61,6 +61,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -87,6 +88,7 @@ from streams.sender import BatchSender
 from streams.state import state_topic_name
 from toolrec.kafka import KafkaConfig
 
+EVENTS_PER_IMPRESSION = 1.3  # an impression and, for ~30 % of them, a click
 BENCH_KEY = "toolrec-bench-pipeline-key-not-a-secret"  # the run's pseudonym key (env below)
 WINDOW_S, LATENESS_S = 2.0, 0.5
 PROMPT = "<|im_start|>system\nSuggest follow-up queries.<|im_end|>\n" + "context " * 30
@@ -110,7 +112,7 @@ def make_events(
     rng = random.Random(seed)
     key = BENCH_KEY.encode()
     pseudonyms = [pseudonymize(f"user{u}", key) for u in range(users)]
-    n_impressions = int(n_events / 1.3)
+    n_impressions = int(n_events / EVENTS_PER_IMPRESSION)
     events: list[tuple[str, bytes, bytes]] = []
     for i in range(n_impressions):
         if len(events) >= n_events:
@@ -436,8 +438,8 @@ def measure_live(stack: LocalStack, procs: dict[str, subprocess.Popen[bytes]],
     start = end_offsets(kafka, changelog)
     # prepared before the CPU count starts: the JSON and pseudonyms are most of the load
     # generator's work, and none of it is the pipeline's
-    prepared = live_impressions(
-        int((args.live_seconds + args.tail_seconds) * args.rate / 1.3) + 1, args.users)
+    seconds = args.live_seconds + args.tail_seconds
+    prepared = live_impressions(int(seconds * args.rate / EVENTS_PER_IMPRESSION) + 1, args.users)
     before = cpu_by_process(procs, stack)
     live = live_latency(kafka, lake, args, prepared)
     live.cpu = {p: c - before[p] for p, c in cpu_by_process(procs, stack).items()}
@@ -491,9 +493,7 @@ def stage_splits(sent: float, seen: Seen) -> tuple[float, ...]:
 def live_latency(kafka: KafkaConfig, lake: LakeConfig, args: argparse.Namespace,
                  prepared: list[LiveImpression]) -> Live:
     """Live traffic of `prepared` at `args.rate` events/s (`produce_live`), Delta watched
-    *while* it is produced: the stage splits of click → Delta for every click (sent 0.5 s after its
-    impression) and when it was sent, the tail's clicks apart, and how many never
-    arrived."""
+    *while* it is produced; what it measured, by `split_live`."""
     seen: dict[str, Seen] = {}
     stop = threading.Event()
     start_version = table_version(lake)  # the backlog's commits: not watched
@@ -509,6 +509,12 @@ def live_latency(kafka: KafkaConfig, lake: LakeConfig, args: argparse.Namespace,
     finally:
         stop.set()
         watcher.join(10)
+    return split_live(traffic, seen)
+
+
+def split_live(traffic: LiveTraffic, seen: dict[str, Seen]) -> Live:
+    """The stage splits of click → Delta for every click that arrived and when it was sent
+    (s after the first click), the tail's clicks apart, and how many never arrived."""
     first = min(traffic.sent_at.values(), default=0.0)
     live = Live([], 0, events=traffic.events)
     for sample_id, sent in traffic.sent_at.items():
@@ -630,11 +636,11 @@ class LiveTraffic:
 async def produce_live(kafka: KafkaConfig, prepared: list[LiveImpression], rate: float,
                        seconds: float, tail_s: float) -> LiveTraffic:
     """`prepared` (enough of them) at `rate` events/s for `seconds` and then `tail_s` more,
-    with event time = now, each
-    click 0.5 s after its impression. The tail keeps the stream flowing at the same rate
-    while the measured clicks' windows close, as in a steady stream: a window closes when
-    events past its deadline arrive (or, on an idle partition, at the next wall-clock tick,
-    which is what the tail's own last clicks meet)."""
+    with event time = now, each click 0.5 s after its impression. The tail keeps the
+    stream flowing at the same rate while the measured clicks' windows close, as in a
+    steady stream: a window closes when events past its deadline arrive (or, on an idle
+    partition, at the next wall-clock tick, which is what the tail's own last clicks
+    meet)."""
     total_s = seconds + tail_s
     out = BatchSender(kafka.client_kwargs())  # one record batch per partition per round
     await out.start()
@@ -643,7 +649,7 @@ async def produce_live(kafka: KafkaConfig, prepared: list[LiveImpression], rate:
     started, i = time.time(), 0
     try:
         while (now := time.time()) < started + total_s or clicks:
-            while now < started + total_s and i < (now - started) * rate / 1.3:
+            while now < started + total_s and i < (now - started) * rate / EVENTS_PER_IMPRESSION:
                 event, ts = prepared[i], int(now * 1000)
                 out.add(kafka.topics.impressions, event.user, stamped(event.body, ts))
                 traffic.events += 1
@@ -686,17 +692,19 @@ def dead_letter_reasons(kafka: KafkaConfig) -> Counter[str]:
     return asyncio.run(read())
 
 
-def faust_floor(kafka: KafkaConfig, n_events: int) -> float:
+def faust_floor(kafka: KafkaConfig, n_events: int, monitor: str = "quiet") -> float:
     out = subprocess.run([sys.executable, "-m", "bench.faust_floor", "--bootstrap",
-                          kafka.bootstrap_servers, "--events", str(n_events)],
+                          kafka.bootstrap_servers, "--events", str(n_events),
+                          "--monitor", monitor],
                          capture_output=True, text=True, timeout=600, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
 
 
-def faust_floors(kafka: KafkaConfig, n_events: int, runs: int) -> list[float]:
+def faust_floors(kafka: KafkaConfig, n_events: int, runs: int,
+                 monitor: str = "quiet") -> list[float]:
     """`runs` floor measurements, each on a fresh group, sorted: one run swings by ±25 %
     here (8,900–13,900 events/s on the same events), so the ratio uses their median."""
-    return sorted(faust_floor(kafka, n_events) for _ in range(runs))
+    return sorted(faust_floor(kafka, n_events, monitor) for _ in range(runs))
 
 
 def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
@@ -806,7 +814,7 @@ def per_1k(cpu: dict[str, float], n_events: int) -> str:
     return "  ".join(f"{p} {1000 * c / n_events:.2f}" for p, c in sorted(cpu.items()))
 
 
-def latency_summary(splits: list[tuple[float, ...]], missing: int | None = None) -> str:
+def latency_summary(splits: Sequence[tuple[float, ...]], missing: int | None = None) -> str:
     """p50, p99 and max of click → Delta over `splits` (each click's stages)."""
     if not splits:
         return "n=0"
@@ -877,6 +885,8 @@ def main() -> None:
         topics = [kafka.topics.impressions, kafka.topics.feedback]
         ceiling = asyncio.run(ceiling_rate(kafka, topics, len(events)))
         floors = faust_floors(kafka, len(events), args.floor_runs)
+        # the worker's app runs `QuietMonitor`; the floor with Faust's own, beside it
+        faust_monitor_floors = faust_floors(kafka, len(events), args.floor_runs, "faust")
         floor = statistics.median(floors)
         # The other engine first and without live traffic: a phase reads the source topics
         # from the start, so it would also meet the live events of any phase before it.
@@ -919,6 +929,11 @@ def main() -> None:
           f"{', '.join(f'{f:.0f}' for f in floors)}; pipeline / floor = "
           f"{one.pipeline_rate / floor:.2f}, worker stage / floor = "
           f"{one.worker_rate / floor:.2f})")
+    faust_monitor_floor = statistics.median(faust_monitor_floors)
+    print(f"faust_floor_faust_monitor_events_per_s {faust_monitor_floor:.0f}   (the same floor "
+          f"agent with Faust's own Monitor, same run: "
+          f"{', '.join(f'{f:.0f}' for f in faust_monitor_floors)}; QuietMonitor / Faust's = "
+          f"{floor / faust_monitor_floor:.2f})")
     print(f"ceiling_events_per_s {ceiling:.0f}   (bare aiokafka consumer, same topics)")
     print(f"pipeline_bound_events_per_s {bound:.0f}   (the floor agent forwarding the worker's "
           f"own samples, computing nothing, with the same sink into Delta: the most any worker "

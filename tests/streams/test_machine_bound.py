@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.pipeline import machine_bound_line
@@ -70,3 +72,57 @@ def test_the_latency_summary_counts_missing_clicks_only_when_asked() -> None:
     assert latency_summary(splits, 1) == "p50=4.00 p99=5.96 max=6.00 n=3 missing=1"
     assert latency_summary(splits) == "p50=4.00 p99=5.96 max=6.00 n=3"
     assert latency_summary([]) == "n=0"
+
+
+def test_the_live_clicks_split_into_measured_tail_and_missing() -> None:
+    """`split_live`: a tail click is reported apart, a click never seen counts as missing,
+    and a measured click's send time is relative to the first click."""
+    from bench.pipeline import LiveTraffic, Seen, split_live
+
+    traffic = LiveTraffic({"a:1": 100.0, "b:2": 101.5, "c:1": 120.0, "d:3": 121.0},
+                          tail={"c:1"}, events=9)
+    seen = {sid: Seen(at=105.0 + i, closed=102.0, produced=103.0, built=104.0,
+                      committed=104.5) for i, sid in enumerate(("a:1", "b:2", "c:1"))}
+    live = split_live(traffic, seen)
+    assert (live.missing, live.events, live.sent) == (1, 9, [0.0, 1.5])
+    assert live.splits[0] == (2.0, 1.0, 1.0, 0.5, 0.5)  # window, close, batch, commit, watch
+    assert len(live.tail_splits) == 1 and sum(live.tail_splits[0]) == 107.0 - 120.0
+
+
+def test_the_watcher_sees_each_commit_of_a_real_delta_table(tmp_path: Path) -> None:
+    """`watch_delta` finds commits by their log entries, skipping those up to `after`."""
+    import threading
+    import time
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from bench.pipeline import Seen, watch_delta
+    from lakehouse.config import LakeConfig
+    from lakehouse.tables import table_uri
+
+    lake = LakeConfig(root=str(tmp_path))
+    uri = table_uri(lake, "samples")
+
+    def commit(ids: list[str]) -> None:
+        n = len(ids)
+        write_deltalake(uri, pa.table({"sample_id": ids, "closed_ts": [1000] * n,
+                                       "source_timestamp": [2000] * n,
+                                       "ingest_ts": [3000] * n}), mode="append")
+
+    commit(["old:1"])  # version 0: before the watch
+    seen: dict[str, Seen] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_delta, args=(lake, seen, stop, 0), daemon=True)
+    watcher.start()
+    try:
+        commit(["a:1", "a:2"])
+        commit(["b:1"])
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert sorted(seen) == ["a:1", "a:2", "b:1"]
+    assert seen["b:1"].closed == 1.0 and seen["b:1"].built == 3.0
