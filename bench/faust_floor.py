@@ -103,8 +103,6 @@ def main() -> None:
                         "not those of a later live phase on the same topic)")
     parser.add_argument("--burn-us", type=float, default=0.0,
                         help="CPU µs per event spent before forwarding a batch")
-    parser.add_argument("--monitor", choices=("quiet", "faust"), default="quiet",
-                        help="the app's Monitor: the worker's `QuietMonitor`, or Faust's own")
     args = parser.parse_args()
     kafka, cfg = KafkaConfig(bootstrap_servers=args.bootstrap), StreamsConfig()
     forwarder = None
@@ -117,8 +115,7 @@ def main() -> None:
                      datadir=str(datadir),
                      consumer_auto_offset_reset="earliest", topic_partitions=kafka.partitions,
                      broker_session_timeout=cfg.session_timeout_s,
-                     broker_heartbeat_interval=max(cfg.session_timeout_s / 6, 0.2),
-                     **({"Monitor": faust.sensors.Monitor} if args.monitor == "faust" else {}))
+                     broker_heartbeat_interval=max(cfg.session_timeout_s / 6, 0.2))
     app.kafka_config = kafka
     source = app.topic(kafka.topics.impressions, kafka.topics.feedback, key_type=bytes,
                        value_type=bytes, key_serializer="raw", value_serializer="raw")

@@ -692,19 +692,17 @@ def dead_letter_reasons(kafka: KafkaConfig) -> Counter[str]:
     return asyncio.run(read())
 
 
-def faust_floor(kafka: KafkaConfig, n_events: int, monitor: str = "quiet") -> float:
+def faust_floor(kafka: KafkaConfig, n_events: int) -> float:
     out = subprocess.run([sys.executable, "-m", "bench.faust_floor", "--bootstrap",
-                          kafka.bootstrap_servers, "--events", str(n_events),
-                          "--monitor", monitor],
+                          kafka.bootstrap_servers, "--events", str(n_events)],
                          capture_output=True, text=True, timeout=600, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["events_per_s"])
 
 
-def faust_floors(kafka: KafkaConfig, n_events: int, runs: int,
-                 monitor: str = "quiet") -> list[float]:
+def faust_floors(kafka: KafkaConfig, n_events: int, runs: int) -> list[float]:
     """`runs` floor measurements, each on a fresh group, sorted: one run swings by ±25 %
     here (8,900–13,900 events/s on the same events), so the ratio uses their median."""
-    return sorted(faust_floor(kafka, n_events, monitor) for _ in range(runs))
+    return sorted(faust_floor(kafka, n_events) for _ in range(runs))
 
 
 def forward_bound(stack: LocalStack, base: Path, n_events: int, samples: int,
@@ -885,8 +883,6 @@ def main() -> None:
         topics = [kafka.topics.impressions, kafka.topics.feedback]
         ceiling = asyncio.run(ceiling_rate(kafka, topics, len(events)))
         floors = faust_floors(kafka, len(events), args.floor_runs)
-        # the worker's app runs `QuietMonitor`; the floor with Faust's own, beside it
-        faust_monitor_floors = faust_floors(kafka, len(events), args.floor_runs, "faust")
         floor = statistics.median(floors)
         # The other engine first and without live traffic: a phase reads the source topics
         # from the start, so it would also meet the live events of any phase before it.
@@ -929,11 +925,6 @@ def main() -> None:
           f"{', '.join(f'{f:.0f}' for f in floors)}; pipeline / floor = "
           f"{one.pipeline_rate / floor:.2f}, worker stage / floor = "
           f"{one.worker_rate / floor:.2f})")
-    faust_monitor_floor = statistics.median(faust_monitor_floors)
-    print(f"faust_floor_faust_monitor_events_per_s {faust_monitor_floor:.0f}   (the same floor "
-          f"agent with Faust's own Monitor, same run: "
-          f"{', '.join(f'{f:.0f}' for f in faust_monitor_floors)}; QuietMonitor / Faust's = "
-          f"{floor / faust_monitor_floor:.2f})")
     print(f"ceiling_events_per_s {ceiling:.0f}   (bare aiokafka consumer, same topics)")
     print(f"pipeline_bound_events_per_s {bound:.0f}   (the floor agent forwarding the worker's "
           f"own samples, computing nothing, with the same sink into Delta: the most any worker "

@@ -74,7 +74,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import faust
-from faust.sensors import Monitor
 from faust.types import TP
 
 from contracts.dlq import DeadLetter
@@ -153,36 +152,10 @@ class Source(NamedTuple):
     timestamp: int | None = None  # the record's timestamp (ms), None when unknown
 
 
-class QuietMonitor(Monitor):
-    """Faust's Monitor (its documented `Monitor` setting) without the per-message and
-    per-event bookkeeping (counters by topic, stream and task, timestamps on each message, a
-    latency deque): with the web views off nothing reads them, and they cost every event on
-    the agent's core. Offsets, commits and rebalances are still tracked (the consumer asks
-    for those). `bench.pipeline` prints the Faust floor with each, side by side
-    (`faust_floor_faust_monitor_events_per_s`)."""
-
-    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
-        pass
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
-        return None
-
-    def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any,
-                            state: Any = None) -> None:
-        pass
-
-    def on_message_out(self, tp: TP, offset: int, message: Any) -> None:
-        pass
-
-
 class ToolrecApp(faust.App):
     """A Faust app that knows its KafkaConfig (the tansu transport reads it)."""
 
     kafka_config: KafkaConfig
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("Monitor", QuietMonitor)
-        super().__init__(*args, **kwargs)
 
 
 def ticks_topic_name(cfg: StreamsConfig) -> str:
