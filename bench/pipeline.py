@@ -29,7 +29,9 @@
 6. Latency: live traffic at `--rate` events/s for `--live-seconds`; click → Delta for every
    click of that phase (the time its sample is readable in Delta after the click was sent;
    it includes the attribution window + lateness), split into stages at stamps the sample
-   already carries (`Seen`, `STAGES`), and over time (`click_to_delta_timeline_s`). The
+   already carries (`Seen`, `STAGES`), and over time (`click_to_delta_timeline_s`, with the
+   close stage's slope, `click_to_delta_trend`: a worker short of CPU trails further every
+   second, and a short phase hides it). The
    stream flows on at the same rate for `--tail-seconds` more, so the measured clicks'
    windows close as in a steady stream, on event time; the tail's own clicks are reported
    apart (`click_to_delta_stream_end_s`): after them the stream stops and their windows
@@ -775,6 +777,26 @@ def timeline_report(live: Live, segment_s: float = 5.0) -> str:
         for k, splits in sorted(by_segment.items()))
 
 
+# A close stage growing slower than this (s per s of stream) adds at most 0.4 s over the
+# default 20 s phase: the worker keeps up. Faster, the phase's p99 depends on its length.
+STEADY_TREND = 0.02
+
+
+def close_trend(live: Live) -> str:
+    """The least-squares slope of each click's close stage against when it was sent: how
+    much further the worker falls behind per second of stream. A 20 s phase can pass a p99
+    bound while a worker short of CPU trails more every second (2026-12-04: p99 4.96 s over
+    20 s at 3,000 events/s, 21.1 s over 60 s); this line says which it was."""
+    if len(live.sent) < 2 or len(set(live.sent)) < 2:
+        return "n/a (fewer than two send times)"
+    close = STAGES.index("close")
+    slope = statistics.linear_regression(live.sent, [s[close] for s in live.splits]).slope
+    verdict = (f"steady: |slope| < {STEADY_TREND:g}" if abs(slope) < STEADY_TREND else
+               "not sustained: the worker trails the stream further every second, so the "
+               "p99 grows with the phase's length" if slope > 0 else "catching up")
+    return f"close_s_per_s={slope:.3f} ({verdict})"
+
+
 def budget_burns(budget: list[str], n_events: int, users: int, partitions: int
                  ) -> dict[str, float]:
     """`--budget`'s entries as label → CPU µs per event to burn: numbers as they are,
@@ -948,6 +970,7 @@ def main() -> None:
         print(f"click_to_delta_stages_s {stage_report(live.splits)}")
         print(f"click_to_delta_timeline_s {timeline_report(live)}   (by when the click was "
               "sent)")
+        print(f"click_to_delta_trend {close_trend(live)}")
         print(f"click_to_delta_stream_end_s {latency_summary(live.tail_splits)}   (the "
               f"{args.tail_seconds:g} s tail's clicks: the stream stops after them, so the "
               "last windows close on the worker's wall-clock tick, tick_interval_s)")

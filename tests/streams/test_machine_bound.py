@@ -65,6 +65,23 @@ def test_the_timeline_puts_each_click_in_the_segment_it_was_sent_in() -> None:
     assert "5-10s p99=6.65 (close 4.00, sink_batch 0.50, n=1)" in report
 
 
+def test_the_trend_tells_a_worker_falling_behind_from_a_steady_one() -> None:
+    """`close_trend`: the close stage's slope over send time; a worker trailing 0.3 s more
+    per second is not sustained, one whose close stage only jitters is steady."""
+    from bench.pipeline import Live, close_trend
+
+    def live(close_at: list[tuple[float, float]]) -> Live:
+        splits = [(2.0, close, 0.5, 0.1, 0.05) for _, close in close_at]
+        return Live(splits, 0, sent=[sent for sent, _ in close_at])
+
+    trailing = live([(t, 0.5 + 0.3 * t) for t in range(20)])
+    assert close_trend(trailing).startswith("close_s_per_s=0.300 (not sustained")
+    steady = live([(t, 0.5 + (0.05 if t % 2 else -0.05)) for t in range(20)])
+    assert close_trend(steady).startswith("close_s_per_s=")
+    assert "(steady" in close_trend(steady)
+    assert close_trend(live([(1.0, 0.5)])).startswith("n/a")
+
+
 def test_the_latency_summary_counts_missing_clicks_only_when_asked() -> None:
     from bench.pipeline import latency_summary
 
