@@ -25,7 +25,7 @@ target precision (the linker's ranking quality, apart from the threshold rule); 
 false-link rate of the training-only no-tool texts, and the contrast pairs' scores per form
 (training-only rows are folded like the tuning rows: in 4 of 5 training folds, decided in
 the fifth, never in the tuning sets' lines). `drop` leaves linker features out (an
-ablation); `extra` adds one feature computed from each row's text and best tool (an
+ablation); `extra` adds one feature or several computed from each row's text and best tool (an
 experiment's model, e.g. `retrieval.crossencoder`). Imports `retrieval.evaluate` for the rows
 and features.
 """
@@ -64,7 +64,8 @@ CONTRAST = "contrast"
 PERTURBATIONS: dict[str, Callable[[str], str]] = {
     "question-mark": lambda t: t.rstrip().rstrip("?") + "?", "filler": lambda t: f"hey, {t}"}
 Perturbation = Literal["none", "question-mark", "filler"]
-# One more linker feature from the texts and their best-ranked tool ids (`CvSpec.extra`).
+# More linker features from the texts and their best-ranked tool ids (`CvSpec.extra`): one
+# column (shape n) or several (n x k).
 ExtraFeature = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 _COLUMNS = {"recall@1": "R@1", "precision": "link precision", "recall": "link recall",
             "false_link_rate": "false links", "recall_at_target": "best R at target P"}
@@ -170,13 +171,17 @@ def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
 
 def _xy(retriever: Retriever, rows: list[EvalRow], signals: list[Any], keep: list[int],
         extra: ExtraFeature | None) -> tuple[np.ndarray, np.ndarray]:
-    """The kept linker features (and the extra one, last) of each row, and y."""
+    """The kept linker features (and the extra columns, last) of each row, and y."""
     x, y = linker_xy(retriever, rows, signals)
     if extra is None:
         return x[:, keep], y
     best = [retriever.ranking(s)[1] for s in signals]
-    column = np.asarray(extra([r.text for r in rows], best), dtype=np.float64)
-    return np.hstack([x[:, keep], column[:, None]]), y
+    columns = np.asarray(extra([r.text for r in rows], best), dtype=np.float64)
+    if columns.ndim not in (1, 2) or columns.shape[0] != len(rows):
+        raise RetrievalError(f"the extra feature must give one value or one row of values "
+                             f"per text: shape ({len(rows)},) or ({len(rows)}, k), got "
+                             f"{columns.shape}")
+    return np.hstack([x[:, keep], columns.reshape(len(rows), -1)]), y
 
 
 def _fit_reranker(data: _Rows, train: np.ndarray) -> RerankModel:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pytest
 
+from retrieval import crossval
 from retrieval.crossval import (
     PERTURBATIONS,
     CvSpec,
     _recall_at,
+    _xy,
     cross_validate,
     format_cv,
 )
+from retrieval.evaluate import EvalRow
 from retrieval.retriever import Retriever
 from toolrec.errors import RetrievalError
 
@@ -37,6 +43,36 @@ def test_recall_at_the_target_precision() -> None:
     assert _recall_at(prob, right, 4, 0.75) == 0.75  # 3 of the top 4 right, 4 gold rows
     assert _recall_at(prob, right, 4, 1.0) == 0.5
     assert _recall_at(prob, np.zeros(5, dtype=bool), 4, 0.9) == 0.0
+
+
+class _BestOnly:
+    """A retriever stand-in whose ranking names only the best tool (the text's first word)."""
+
+    def ranking(self, signals: str) -> tuple[None, str, float]:
+        return None, signals.split()[0], 0.0
+
+
+def test_extra_feature_adds_one_column_or_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [EvalRow(id=str(i), text=t, gold=None, split="dev")
+            for i, t in enumerate(["a x", "b y", "a z"])]
+    shipped = np.arange(6.0).reshape(3, 2)
+    monkeypatch.setattr(crossval, "linker_xy", lambda *_: (shipped, np.zeros(3)))
+    fake: Any = _BestOnly()
+    texts = [r.text for r in rows]
+
+    def one(t: Sequence[str], best: Sequence[str]) -> np.ndarray:
+        return np.array([float(b == "a") for b in best])
+
+    def two(t: Sequence[str], best: Sequence[str]) -> np.ndarray:
+        return np.array([[float(b == "a"), float(b == "b")] for b in best])
+
+    x, _ = _xy(fake, rows, texts, [1], one)
+    assert x.tolist() == [[1, 1], [3, 0], [5, 1]]
+    x, _ = _xy(fake, rows, texts, [0, 1], two)
+    assert x.tolist() == [[0, 1, 1, 0], [2, 3, 0, 1], [4, 5, 1, 0]]
+    assert _xy(fake, rows, texts, [0, 1], None)[0].tolist() == shipped.tolist()
+    with pytest.raises(RetrievalError, match=r"one row of values per text.*got \(2,\)"):
+        _xy(fake, rows, texts, [0], lambda t, b: np.zeros(2))
 
 
 @pytest.mark.slow
