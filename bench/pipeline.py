@@ -777,8 +777,8 @@ def timeline_report(live: Live, segment_s: float = 5.0) -> str:
         for k, splits in sorted(by_segment.items()))
 
 
-# A close stage growing slower than this (s per s of stream) adds at most 0.4 s over the
-# default 20 s phase: the worker keeps up. Faster, the phase's p99 depends on its length.
+# A close stage growing slower than this (s per s of stream) adds at most 1.2 s over the
+# default 60 s phase: the worker keeps up. Faster, the phase's p99 depends on its length.
 STEADY_TREND = 0.02
 
 
