@@ -791,9 +791,13 @@ def close_trend(live: Live) -> str:
         return "n/a (fewer than two send times)"
     close = STAGES.index("close")
     slope = statistics.linear_regression(live.sent, [s[close] for s in live.splits]).slope
-    verdict = (f"steady: |slope| < {STEADY_TREND:g}" if abs(slope) < STEADY_TREND else
-               "not sustained: the worker trails the stream further every second, so the "
-               "p99 grows with the phase's length" if slope > 0 else "catching up")
+    if abs(slope) < STEADY_TREND:
+        verdict = f"steady: |slope| < {STEADY_TREND:g}"
+    elif slope > 0:
+        verdict = ("not sustained: the worker trails the stream further every second, so the "
+                   "p99 grows with the phase's length")
+    else:
+        verdict = "catching up: a backlog from before the phase drains"
     return f"close_s_per_s={slope:.3f} ({verdict})"
 
 
@@ -873,9 +877,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1)
     parser.add_argument("--rate", type=float, default=3000, help="live events/s for latency")
     parser.add_argument("--live-seconds", type=float, default=60,
-                        help="long enough that a worker short of CPU shows: at 3,000 events/s "
-                        "on 2026-12-04 p99 was 4.96 s over 20 s and 21.1 s over 60 s "
-                        "(click_to_delta_trend)")
+                        help="long enough that a worker short of CPU shows (`close_trend`)")
     parser.add_argument("--tail-seconds", type=float, default=WINDOW_S + LATENESS_S + 1.0,
                         help="the live stream flows on this long after the measured clicks, "
                         "so their windows close on event time as in a steady stream")

@@ -264,11 +264,11 @@ class RowBuffer:
     def add_model(self, model: Any, *, raw: bytes | None, source: Source | None) -> None:
         """Add a validated Sample (to `samples`) or Impression / Feedback (to `events`)."""
         self.add_row(model, raw=raw)
-        self.add_sources(
-            source.topic if source else None, source.partition if source else None,
-            offsets=[source.offset if source else None],
-            timestamps=[source.timestamp if source else None],
-        )  # fmt: skip
+        if source is None:
+            self.add_sources(None, None, offsets=[None], timestamps=[None])
+        else:
+            self.add_sources(source.topic, source.partition, offsets=[source.offset],
+                             timestamps=[source.timestamp])
 
     def add_row(self, model: Any, *, raw: bytes | None) -> None:
         """Add the contract's columns of one validated model; `add_sources` adds the rest.

@@ -79,6 +79,8 @@ def test_the_trend_tells_a_worker_falling_behind_from_a_steady_one() -> None:
     steady = live([(t, 0.5 + (0.05 if t % 2 else -0.05)) for t in range(20)])
     assert close_trend(steady).startswith("close_s_per_s=")
     assert "(steady" in close_trend(steady)
+    draining = live([(t, 5.0 - 0.2 * t) for t in range(20)])
+    assert close_trend(draining).startswith("close_s_per_s=-0.200 (catching up")
     assert close_trend(live([(1.0, 0.5)])).startswith("n/a")
 
 
