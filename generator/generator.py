@@ -166,12 +166,26 @@ class Generator:
         throughput but each request waits for the slowest (DESIGN.md §5).
         """
         n = n or self.config.n_suggestions
+        return self.generate_rendered([self.render(inputs, n) for inputs in batch], batch,
+                                      n=n, decoding=decoding)
+
+    def generate_rendered(
+        self,
+        prompts: Sequence[str],
+        batch: Sequence[PromptInputs],
+        *,
+        n: int,
+        decoding: DecodingConfig | None = None,
+    ) -> list[GenerationResult]:
+        """`generate_batch` for prompts rendered already (a stored impression's, which this
+        code version might render differently); `batch[i]` holds what the parser checks
+        prompt i's list against: its query and recent queries (`RenderedPrompt.inputs`)."""
         decoding = decoding or self.config.decoding
+        prompts = list(prompts)
         with self._lock:
             started = time.perf_counter()
             rng = random.Random(decoding.seed) if decoding.seed is not None else self._rng
             settings = resolve_decoding(decoding, rng)
-            prompts = [self.render(inputs, n) for inputs in batch]
             texts, complete, counts = self._sample(prompts, settings, n)
             generated = time.perf_counter()
             results = [

@@ -44,9 +44,11 @@ __all__ = [
     "clean_text",
     "format_completion",
     "format_response",
+    "parse_prompt",
     "prompt_tools",
     "render_prompt",
     "sample_prompt",
+    "tool_label",
 ]
 
 TEMPLATE_VERSION = "gqr-chatml-v2"  # v2: shorter instruction (39 instead of 69 tokens)
@@ -137,9 +139,14 @@ def prompt_tools(items: Iterable[Any]) -> tuple[PromptTool, ...]:
     return tuple(tools)
 
 
+def tool_label(name: str) -> str:
+    """A tool's name as a prompt shows it (what `parse_prompt` reads back)."""
+    return clean_text(name, 60)
+
+
 def _tool_line(tool: PromptTool) -> str:
     detail = tool.example or tool.description
-    name = clean_text(tool.name, 60)
+    name = tool_label(tool.name)
     return f"* {name}: {clean_text(detail, 100)}" if detail else f"* {name}"
 
 
@@ -178,6 +185,61 @@ def render_prompt(inputs: PromptInputs, n: int, config: GeneratorConfig | None =
         f"<|im_start|>user\n{user}{END_OF_TURN}\n"
         "<|im_start|>assistant\n"
     )
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """What `parse_prompt` reads back from a rendered prompt: its pieces as rendered (cleaned,
+    possibly truncated), enough to judge a list written for it (the refresh's reward
+    objective reads stored prompts, `trainer.listwise`)."""
+
+    n: int
+    query: str
+    response: str = ""
+    recent: tuple[str, ...] = ()
+    tool_names: tuple[str, ...] = ()  # in the prompt's order, as `_tool_line` wrote them
+
+    def inputs(self) -> PromptInputs:
+        """What the suggestion parser checks a list against (the query, the recent ones)."""
+        return PromptInputs(query=self.query, response=self.response, recent=self.recent)
+
+
+_RENDERED = re.compile(
+    r"<\|im_start\|>system\nSuggest (?P<n>[0-9]+) short [^\n]*" + re.escape(END_OF_TURN)
+    + r"\n<\|im_start\|>user\n(?P<user>.*)" + re.escape(END_OF_TURN)
+    + r"\n<\|im_start\|>assistant\n", re.DOTALL)
+_SECTIONS = {"Recent queries:": "recent", "Context:": "context", "Tools:": "tools"}
+
+
+def parse_prompt(rendered: str) -> RenderedPrompt:
+    """The inverse of `render_prompt` for what a reader of stored prompts needs. Every piece
+    went through `clean_text` (one line, no chat markers), so lines and markers split it
+    unambiguously. Raises `ValidationError` for a prompt of another template."""
+    match = _RENDERED.fullmatch(rendered)
+    if match is None:
+        raise ValidationError("prompt", "unknown_template",
+                              f"not a rendered {TEMPLATE_VERSION} prompt")
+    fields: dict[str, str] = {}
+    lists: dict[str, list[str]] = {"recent": [], "context": [], "tools": []}
+    section = ""
+    for line in match["user"].splitlines():
+        if line in _SECTIONS:
+            section = _SECTIONS[line]
+        elif line.startswith("* ") and section:
+            lists[section].append(line[2:])
+        elif not section and line.startswith(("Query: ", "Response: ")):
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        else:
+            raise ValidationError("prompt", "unknown_template",
+                                  f"unexpected line in a {TEMPLATE_VERSION} prompt: {line[:40]!r}")
+    if "Query" not in fields:
+        raise ValidationError("prompt", "unknown_template", "the prompt has no query")
+    # a tool line is "* name: detail" or "* name"; names are catalog names (no ": ")
+    names = tuple(line.partition(": ")[0] for line in lists["tools"])
+    return RenderedPrompt(n=int(match["n"]), query=fields["Query"],
+                          response=fields.get("Response", ""), recent=tuple(lists["recent"]),
+                          tool_names=names)
 
 
 def format_completion(text: str) -> str:

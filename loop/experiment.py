@@ -489,7 +489,7 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
                      encode: Callable[[Sequence[str]], Any]) -> CandidateSet:
     """Features (`trainer.reward.list_features`; relevance = cosine to the turn's query and
     response) and true CTR of every candidate list of every logged request."""
-    from trainer.reward import ListCandidate, Suggestion, list_features
+    from trainer.reward import ListCandidate, Suggestion, scored_lists
 
     prompts = {i.request_id: i.prompt for i in logged.impressions}
     out = CandidateSet([], [], [], [], [], [])
@@ -500,15 +500,8 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
         ordered = [tuple(sorted(c, key=lambda s: s.position)) for c in candidates]
         options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
                    for shown in ordered]
-        # one encoder call per request: the turn's text, then every line of every list
-        vectors = encode([f"{request.query} {request.response}".strip(),
-                          *(s.text for shown in ordered for s in shown)])
-        cosines = (vectors[1:] @ vectors[0]).tolist()
-        features, start = [], 0
-        for option in options:
-            end = start + len(option.suggestions)
-            features.append(list_features(option.suggestions, prompt_tools, cosines[start:end]))
-            start = end
+        features = scored_lists(f"{request.query} {request.response}", options, prompt_tools,
+                                encode)
         out.request_ids.append(record.request_id)
         out.prompts.append(prompts[record.request_id])
         out.lists.append(ordered)
@@ -530,8 +523,7 @@ def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
     the CTR model is still fitted and reported)."""
     import numpy as np
 
-    from generator.prompt import format_response
-    from trainer.reward import fit_ctr, label_pairs
+    from trainer.reward import fit_ctr, label_pairs, pair_rows
 
     by_id = {s.sample_id: s for s in samples}
     x, y, w = [], [], []
@@ -555,13 +547,8 @@ def reward_rows(samples: Sequence[Any], candidates: CandidateSet, *, l2: float,
         pair = label_pairs(options, true_ctr if oracle else predicted, min_gap=min_gap)
         if pair is None:
             continue
-        chosen, rejected = pair
-        gaps.append(true_ctr[chosen] - true_ctr[rejected])
-        for label, index in ((True, chosen), (False, rejected)):
-            rows.append({"sample_id": f"{rid}:{'chosen' if label else 'rejected'}",
-                         "request_id": rid, "prompt": prompt,
-                         "completion": format_response(options[index].texts), "clicked": label,
-                         "weight": 1.0, "closed_ts": 0})
+        gaps.append(true_ctr[pair[0]] - true_ctr[pair[1]])
+        rows += pair_rows(rid, prompt, options, pair)
     return rows, {
         "ctr_model": model.describe(), "pairs": len(gaps),
         "pair_true_gap": float(np.mean(gaps)) if gaps else None,

@@ -52,11 +52,47 @@ class GateTolerances(BaseModel):
     )
 
 
+class RewardObjectiveConfig(BaseModel):
+    """GQR's CTR alignment in a refresh (`training.objective = "reward"`, trainer.listwise):
+    a CTR model fitted on the calibrated clicks scores candidate lists sampled from the
+    champion; KTO trains on the best and worst whole list per prompt."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    candidates: int = Field(
+        3, ge=1, le=16, description="Lists sampled per logged prompt beside the logged one "
+        "(the generator's decoding, one seed per draw)."
+    )
+    min_gap: float = Field(
+        0.02, ge=0, le=4, description="A prompt trains only when its best and worst list "
+        "differ by at least this many expected clicks."
+    )
+    l2: float = Field(1.0, ge=0, description="L2 penalty of the CTR model's fit.")
+    max_prompts: int = Field(
+        96, ge=1, le=100_000, description="Most recent training prompts a refresh samples "
+        "candidates for (generation is the objective's cost: ≈ candidates × max_prompts "
+        "lists; each prompt gives at most one pair, two rows)."
+    )
+    generation_batch: int = Field(8, ge=1, le=64, description="Prompts per generate call.")
+    learning_rate: float = Field(
+        2e-4, gt=0.0, le=1e-2, description="LoRA learning rate with this objective (replaces "
+        "training.learning_rate, which is the click objective's): 2e-4 and 20 steps lifted "
+        "every calibration arm above the SFT start over 5 seeds (loop/RESULTS.md)."
+    )
+
+
 class TrainingConfig(BaseModel):
     """Weighted KTO, incremental refresh, evaluation gate, registry and daemon."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    objective: Literal["clicks", "reward"] = Field(
+        "reward", description="What a refresh trains on. reward: GQR's CTR alignment on whole "
+        "lists (`reward`, trainer.listwise), the objective that lifted the generator above "
+        "its SFT start (loop/RESULTS.md); engine 'fast' only. clicks: each shown suggestion "
+        "labelled by its click, weighted by its calibrated weight."
+    )
+    reward: RewardObjectiveConfig = RewardObjectiveConfig()
     # weighted KTO (trainer.fastkto, or trainer.kto on TRL's KTOTrainer)
     engine: Literal["fast", "trl"] = Field(
         "fast", description="KTO implementation: 'fast' (trainer.fastkto: the same loss, ≈6× "
@@ -68,7 +104,8 @@ class TrainingConfig(BaseModel):
         "wall on 1 thread, 15–22 s on 2 (OpenMP threads spin while the other core is busy)."
     )
     learning_rate: float = Field(
-        5e-5, gt=0.0, le=1e-2, description="AdamW peak LR for LoRA (KTOConfig's 1e-6 is for "
+        5e-5, gt=0.0, le=1e-2, description="AdamW peak LR for LoRA with the click objective "
+        "(the reward objective's is reward.learning_rate) (KTOConfig's 1e-6 is for "
         "full fine-tuning and far too low for LoRA; 2e-4 pushed every calibration arm below "
         "the SFT start in 20 steps, 5e-5 did not: loop/RESULTS.md)."
     )
@@ -197,6 +234,13 @@ class TrainingConfig(BaseModel):
         "once for serving's fast engine (CTranslate2) in <artifact_dir>/<version>/engine/, "
         "its checksum in the registry row; 'none': no conversion (serving uses PyTorch).",
     )
+
+    @model_validator(mode="after")
+    def _reward_objective_on_the_fast_engine(self) -> TrainingConfig:
+        if self.objective == "reward" and self.engine != "fast":
+            raise ValueError("training.objective 'reward' trains whole lists with the fast "
+                             "engine only; set training.engine = 'fast' or objective 'clicks'")
+        return self
 
     @model_validator(mode="after")
     def _ratio_bounds_ordered(self) -> TrainingConfig:

@@ -41,7 +41,8 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -126,6 +127,7 @@ class _Data:
     new: pa.Table
     train: TrainingSet
     held_out: pa.Table
+    reward_objective: dict[str, Any] = field(default_factory=dict)  # what trainer.listwise did
 
 
 class Refresher:
@@ -141,6 +143,7 @@ class Refresher:
         linker: ToolLinker | None = None,
         encoder: Encoder | None = None,
         tool_search: ToolSearch | None = None,
+        tool_ids: Mapping[str, str] | None = None,
     ) -> None:
         self.lake = lake
         self.config = config
@@ -150,6 +153,7 @@ class Refresher:
         self.linker = linker
         self.encoder = encoder
         self.tool_search = tool_search
+        self.tool_ids = tool_ids or {}  # a tool's name as prompts show it → its id
         self.lock = FileLock(Path(self.training.lock_path), what="refresh lock")
         self._stop = threading.Event()
 
@@ -207,6 +211,9 @@ class Refresher:
             record, gate_ok = self._train_and_evaluate(
                 version, seq, champion, data, tmp_dir, timings, max_steps
             )
+        except InsufficientDataError as exc:  # the reward objective found no list pair
+            log.info("refresh skipped: %s", exc)
+            return RefreshResult("skipped", str(exc), new_samples=data.new.num_rows)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)  # gone once published
         try:
@@ -269,8 +276,13 @@ class Refresher:
         tmp_dir: Path, timings: dict[str, float], max_steps: int | None,
     ) -> tuple[ModelRecord, bool]:
         t0 = time.monotonic()
+        loaded = None
+        if self.training.objective == "reward":
+            loaded = self._trainable(champion)
+            data = self._with_list_pairs(data, loaded, champion)
+            timings["pairs_s"] = time.monotonic() - t0
         model, tokenizer, train_loss = self._train(champion, data.train, tmp_dir / "trainer",
-                                                   max_steps)
+                                                   max_steps, loaded=loaded)
         self._check_stop("during training")
         timings["train_s"] = time.monotonic() - t0
         adapter_tmp = tmp_dir / "adapter"
@@ -314,6 +326,9 @@ class Refresher:
                      "baseline_version": sides.baseline_version, "train_loss": train_loss,
                      "train_weights": data.train.weight_summary(),
                      "holdout_share": self.training.holdout_share,
+                     "objective": self.training.objective,
+                     **({"reward_objective": data.reward_objective}
+                        if data.reward_objective else {}),
                      "weights_file": WEIGHTS_FILE, "timings": dict(timings)},
             decision=result.record(),
             status=status,  # type: ignore[arg-type]
@@ -321,9 +336,11 @@ class Refresher:
         return record, result.promote
 
     def _train(self, champion: ModelRecord | None, train: TrainingSet, out_dir: Path,
-               max_steps: int | None) -> tuple[Any, Any, float | None]:
+               max_steps: int | None, *, loaded: tuple[Any, Any] | None = None,
+               ) -> tuple[Any, Any, float | None]:
         """Weighted KTO from the champion (reference = the champion) with the configured
-        engine: (model with the trained adapter 'default', tokenizer, mean training loss)."""
+        engine: (model with the trained adapter 'default', tokenizer, mean training loss).
+        `loaded`: the fast engine's model and tokenizer, loaded already (`_trainable`)."""
         if self.training.engine == "trl":
             trainer = self._trainer(champion, train, out_dir, max_steps)
             trainer.train()
@@ -331,10 +348,24 @@ class Refresher:
         if self.training.engine != "fast":
             raise TrainerError(f"unknown trainer.training.engine {self.training.engine!r}; "
                                "use 'fast' or 'trl'")
+        from trainer.fastkto import train_weighted_kto
+
+        model, tokenizer = loaded or self._trainable(champion)
+        whole_lists = self.training.objective == "reward"
+        config = (self.training.model_copy(
+            update={"learning_rate": self.training.reward.learning_rate})
+            if whole_lists else self.training)
+        result = train_weighted_kto(model, tokenizer, train.table.to_pylist(), config,
+                                    max_steps=max_steps, stop=self._stop, label="refresh",
+                                    completion_eos=whole_lists)
+        return model, tokenizer, result.train_loss
+
+    def _trainable(self, champion: ModelRecord | None) -> tuple[Any, Any]:
+        """The base model with a trainable LoRA 'default' that starts as the champion's (a
+        fresh one without a champion), and its tokenizer."""
         from peft import get_peft_model
 
         from generator.loading import load_model
-        from trainer.fastkto import train_weighted_kto
         from trainer.kto import lora_config
 
         model, tokenizer = load_model(self.base_model)
@@ -342,9 +373,41 @@ class Refresher:
                                else lora_config(self.training))
         if champion is not None:
             _load_adapter_weights(model, champion)
-        result = train_weighted_kto(model, tokenizer, train.table.to_pylist(), self.training,
-                                    max_steps=max_steps, stop=self._stop, label="refresh")
-        return model, tokenizer, result.train_loss
+        return model, tokenizer
+
+    def _with_list_pairs(self, data: _Data, loaded: tuple[Any, Any],
+                         champion: ModelRecord | None) -> _Data:
+        """`data` training on the reward objective's whole-list pairs (`trainer.listwise`),
+        sampled from `loaded` before its first step, i.e. from the champion. Raises
+        InsufficientDataError when no prompt gives a pair."""
+        import pyarrow as pa
+
+        from generator.generator import Generator
+        from trainer.data import split_holdout
+        from trainer.listwise import pair_set
+
+        if self.encoder is None:
+            raise TrainerError("training.objective 'reward' scores lists by their relevance "
+                               "to the turn and needs the retrieval encoder, which did not "
+                               "load (see the warning above); use objective 'clicks' or fix "
+                               "retrieval")
+        model, tokenizer = loaded
+        model.eval()  # no dropout while sampling
+        generator = Generator(model, tokenizer, config=self.config.generator,
+                              linker=self.linker,
+                              model_version=champion.version if champion else BASE_VERSION)
+        train_side, _ = split_holdout(data.new, self.training.holdout_share)
+        pairs = pair_set(train_side, generator, self.encoder, self.tool_ids,
+                         self.training.reward, seed=self.training.seed + (data.until or 0))
+        if not pairs.rows:
+            raise InsufficientDataError(
+                f"the reward objective found no list pair in {pairs.diagnostics['requests']} "
+                f"requests ({pairs.diagnostics['skipped_requests']} unreadable): every "
+                f"prompt's lists scored within reward.min_gap")
+        train = build_training_set(pa.Table.from_pylist(pairs.rows), None, self.training)
+        log.info("reward objective: training on %d whole lists (%d pairs) from %d prompts",
+                 train.table.num_rows, pairs.diagnostics["pairs"], pairs.diagnostics["prompts"])
+        return replace(data, train=train, reward_objective=pairs.diagnostics)
 
     def _trainer(self, champion: ModelRecord | None, train: TrainingSet, out_dir: Path,
                  max_steps: int | None) -> Any:
@@ -504,6 +567,8 @@ def retrieval_parts(config: Any, *, max_tools: int = 4) -> dict[str, Any]:
     encoder and tool search, for the gate's grounding and relevance metrics and realistic
     eval prompts. Empty, with a warning, when retrieval cannot load: those two metrics are
     then not measured (not guarded) and the eval prompts use fixed tools."""
+    from generator.prompt import tool_label
+
     try:
         from retrieval import Retriever
 
@@ -516,7 +581,8 @@ def retrieval_parts(config: Any, *, max_tools: int = 4) -> dict[str, Any]:
     def search(query: str, response: str) -> Any:
         return retriever.search(query, response=response, k=max_tools)
 
-    return {"linker": retriever, "encoder": retriever.encode, "tool_search": search}
+    return {"linker": retriever, "encoder": retriever.encode, "tool_search": search,
+            "tool_ids": {tool_label(tool.name): tool.id for tool in retriever.catalog.tools}}
 
 
 class StopCallback(TrainerCallback):

@@ -34,16 +34,20 @@ r(x, y) = Σ_k p_k. `label_pairs` turns scored candidate lists of one prompt int
 the best list desirable, the worst undesirable (GQR Algorithm 1 with random candidates in
 place of beam search), when their rewards differ by at least `min_gap`.
 
-Pure numpy; no torch. Imported by the experiment (`loop.experiment`); the refresh does not
-use it yet.
+`scored_lists` computes every candidate's features with one encoder call per prompt and
+`pair_rows` writes a pair as the sample table's rows; both are shared by the experiment
+(`loop.experiment`) and the refresh (`trainer.listwise`). Pure numpy; no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from generator.prompt import format_response
 
 __all__ = [
     "FEATURES",
@@ -53,11 +57,14 @@ __all__ = [
     "fit_ctr",
     "label_pairs",
     "list_features",
+    "pair_rows",
+    "scored_lists",
 ]
 
 FEATURES = ("bias", "relevance", "rank1", "rank2", "rank3", "rank4plus", "off_list",
             "repeat_tool", "words", "pos2", "pos3", "pos4plus")
 MAX_WORDS = 12  # length feature saturates here (suggestions are short queries)
+Encode = Callable[[list[str]], Any]  # texts → unit vectors, one row per text
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,34 @@ def list_features(suggestions: Sequence[Suggestion], prompt_tools: Sequence[str]
         if k >= 1:
             row[9 + min(k - 1, 2)] = 1.0
     return rows
+
+
+def scored_lists(turn: str, options: Sequence[ListCandidate], prompt_tools: Sequence[str],
+                 encode: Encode) -> list[np.ndarray]:
+    """`list_features` of each of one prompt's candidate lists, relevance the cosine of each
+    line to `turn` (the query and the response): one encoder call for the turn and every
+    line (`encode` returns unit vectors, one row per text)."""
+    lines = [s.text for option in options for s in option.suggestions]
+    vectors = np.asarray(encode([turn.strip(), *lines]))
+    cosines = (vectors[1:] @ vectors[0]).tolist() if lines else []
+    features, start = [], 0
+    for option in options:
+        end = start + len(option.suggestions)
+        features.append(list_features(option.suggestions, prompt_tools, cosines[start:end]))
+        start = end
+    return features
+
+
+def pair_rows(request_id: str, prompt: str, options: Sequence[ListCandidate],
+              pair: tuple[int, int]) -> list[dict[str, Any]]:
+    """A `label_pairs` pair as two rows of the sample table's columns: the chosen whole list
+    desirable, the rejected one undesirable, weight 1 (the reward model holds the
+    calibration), each completion a whole response that ends the turn."""
+    return [{"sample_id": f"{request_id}:{'chosen' if label else 'rejected'}",
+             "request_id": request_id, "prompt": prompt,
+             "completion": format_response(options[index].texts), "clicked": label,
+             "weight": 1.0, "closed_ts": 0}
+            for label, index in ((True, pair[0]), (False, pair[1]))]
 
 
 @dataclass(frozen=True)

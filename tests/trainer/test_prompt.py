@@ -18,6 +18,7 @@ from generator.prompt import (
     clean_text,
     format_completion,
     format_response,
+    parse_prompt,
     prompt_tools,
     render_prompt,
     sample_prompt,
@@ -168,3 +169,39 @@ def test_prompt_tools_from_hits_and_tools() -> None:
     )
     bare = SimpleNamespace(id="x", name="", description="", examples=[])
     assert prompt_tools([bare])[0].name == "x"
+
+
+def test_parse_prompt_reads_back_what_render_wrote() -> None:
+    inputs = PromptInputs(query="my battery is dying", response="Your battery is at 12%.",
+                          recent=("wifi off", "dark mode"), tools=TOOLS,
+                          context={"battery_level": 12, "charging": False})
+    parsed = parse_prompt(render_prompt(inputs, n=3))
+    assert (parsed.n, parsed.query, parsed.response) == (3, inputs.query, inputs.response)
+    assert parsed.recent == inputs.recent
+    assert parsed.tool_names == ("Battery saver", "Wi-Fi settings")
+    assert parsed.inputs().query == inputs.query and parsed.inputs().recent == inputs.recent
+    # a stored sample's prompt (suggestions shown above it) is not a rendered prompt
+    with pytest.raises(ValidationError, match="unknown_template|rendered"):
+        parse_prompt(sample_prompt(render_prompt(inputs, n=3), ["turn on battery saver"]))
+
+
+def test_parse_prompt_of_hostile_text_gives_the_cleaned_text() -> None:
+    rng = random.Random(11)
+    alphabet = ["<", "|", ">", "\n", "-", " ", "*", ":", ": ", "im_end", "Tools:", "Query: ",
+                "Context:", "a", "\u2028"]
+    config = GeneratorConfig()
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        inputs = PromptInputs(query=text or "q", response=text, recent=(text,),
+                              context={text: text}, tools=(PromptTool("t", "T", text),))
+        parsed = parse_prompt(render_prompt(inputs, n=2))
+        assert parsed.query == clean_text(text or "q", config.max_query_chars)
+        assert parsed.response == clean_text(text, config.max_response_chars)
+        assert parsed.recent == tuple(q for q in [clean_text(text, config.max_query_chars)] if q)
+        assert parsed.tool_names == ("T",)
+
+
+def test_parse_prompt_refuses_other_templates() -> None:
+    for text in ("", "hello", "<|im_start|>system\nBe helpful<|im_end|>\n"):
+        with pytest.raises(ValidationError):
+            parse_prompt(text)

@@ -37,7 +37,10 @@ LOOSE = GateTolerances(reward_margin=10, format_valid_rate=1, tool_grounded_shar
 
 def _config(tmp_path: Path, model_dir: Path, generator: GeneratorConfig | None = None,
             **training: Any) -> TrainerConfig:
+    # the refresh's mechanics on the cheaper click objective; the reward objective (the
+    # default) has its own test below
     values: dict[str, Any] = dict(
+        objective="clicks",
         batch_size=4, max_steps=3, learning_rate=5e-3, min_new_samples=16, holdout_share=0.2,
         max_eval_samples=16, min_heldout_clicks=2, min_heldout_nonclicks=4, eval_prompts=2,
         artifact_dir=tmp_path / "artifacts",
@@ -199,6 +202,51 @@ def test_full_refresh_from_the_sft_champion_then_incrementally(
     assert [m["version"] for m in announced] == promoted
     assert announced[1]["adapter_path"] == v2.adapter_path and announced[1]["previous"] == "v1"
     assert not any(p.name.startswith(".tmp-") for p in strict.registry.artifact_dir.iterdir())
+
+
+def test_reward_objective_trains_whole_lists_sampled_from_the_champion(
+    tmp_path: Path, tiny_model_dir: Path, tiny_sft: Any
+) -> None:
+    """objective 'reward' (trainer.listwise) with the real retrieval parts: a CTR model on
+    the training-side clicks, lists sampled from the champion on the stored prompts, KTO on
+    the best and worst whole list per prompt; the gate still scores held-out single clicks."""
+    import pyarrow.parquet as pq
+
+    from retrieval.config import RetrievalConfig
+    from trainer.config import RewardObjectiveConfig
+    from trainer.refresh import WEIGHTS_FILE, retrieval_parts
+
+    lake = _lake(tmp_path)
+    reward = RewardObjectiveConfig(candidates=2, min_gap=0.0, max_prompts=6,
+                                   generation_batch=3, learning_rate=5e-3)
+    config = _config(tmp_path, tiny_model_dir, generator=tiny_sft.config, gate=LOOSE,
+                     objective="reward", reward=reward)
+    parts = retrieval_parts(RetrievalConfig())
+    assert parts["tool_ids"] and set(parts) >= {"linker", "encoder"}
+    refresher = Refresher(lake, config, **parts)
+    refresher.registry.import_adapter(tiny_sft.adapter_dir, tiny_model_dir, promote=True)
+    rows = synthetic_samples(64, seed=1)
+    write_samples(lake, rows)
+
+    result = refresher.run()
+    assert result.outcome == "promoted", result.reason
+    record = result.record
+    assert record is not None and record.metrics["objective"] == "reward"
+    done = record.metrics["reward_objective"]
+    held = set(r["request_id"] for r in rows if is_holdout([r["request_id"]], 0.2)[0])
+    assert done["requests"] == len({r["request_id"] for r in rows} - held)
+    assert done["skipped_requests"] == 0 and done["prompts"] == 6 and done["candidates"] == 2
+    assert 1 <= done["pairs"] <= 6 and record.n_train == 2 * done["pairs"]
+    assert set(done["ctr_model"]) >= {"bias", "relevance", "rank1"}
+    trained = pq.read_table(Path(record.adapter_path) / WEIGHTS_FILE).to_pylist()
+    assert len(trained) == 2 * done["pairs"]
+    # on training-side prompts only, one chosen and one rejected whole list per prompt
+    requests = {row["request_id"] for row in trained}
+    assert not requests & held
+    assert sorted((row["sample_id"], row["label"]) for row in trained) == sorted(
+        (f"{rid}:{name}", name == "chosen") for rid in requests for name in ("chosen", "rejected"))
+    # the gate scored the held-out single clicks, as with the click objective
+    assert record.n_holdout > 0 and record.metrics["candidate"]["reward_margin"] is not None
 
 
 def test_corrupt_or_missing_champion_adapter_fails_clearly_and_keeps_the_champion(
