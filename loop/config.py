@@ -9,6 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainer.config import RewardObjectiveConfig
+
+_REWARD = RewardObjectiveConfig()
+
 
 class ClickModelConfig(BaseModel):
     """How simulated users click (`loop.population`).
@@ -276,15 +280,17 @@ class ExperimentConfig(BaseModel):
         "prompts; KTO on the best (desirable) and worst (undesirable) whole list per prompt "
         "(trainer.reward)."
     )
+    # the refresh's defaults (trainer.config.RewardObjectiveConfig), so both train alike
     candidates: int = Field(
-        3, ge=1, le=16, description="reward objective: lists sampled per logged prompt "
-        "beside the logged one (same decoding as serving), shared by every arm of a seed."
+        _REWARD.candidates, ge=1, le=16, description="reward objective: lists sampled per "
+        "logged prompt beside the logged one (same decoding as serving), shared by every arm "
+        "of a seed."
     )
     min_reward_gap: float = Field(
-        0.02, ge=0, le=4, description="reward objective: a prompt trains only when its best "
-        "and worst candidate differ by at least this many expected clicks."
+        _REWARD.min_gap, ge=0, le=4, description="reward objective: a prompt trains only when "
+        "its best and worst candidate differ by at least this many expected clicks."
     )
-    reward_l2: float = Field(1.0, ge=0, description="L2 penalty of the CTR model's fit.")
+    reward_l2: float = Field(_REWARD.l2, ge=0, description="L2 penalty of the CTR model's fit.")
     engine: Literal["torch", "ctranslate2"] = Field(
         "ctranslate2", description="Engine of every generation (logged traffic, candidates, "
         "evaluation): torch runs the adapter as trained; ctranslate2 converts each adapter "

@@ -10,9 +10,10 @@ calibration arm above the SFT start). From the refresh's new training-side sampl
    are parsed from it (`generator.prompt.parse_prompt`);
 2. a CTR model is fitted on the logged lines, labelled by their clicks and weighted by
    their calibrated weights (so the calibration decides what the reward model believes);
-3. for the most recent `reward.max_prompts` requests, the champion (the model about to be
-   trained, before its first step) samples `reward.candidates` more lists from the stored
-   prompt, with the generator's decoding, as serving would;
+3. for the most recent `reward.max_prompts` requests, the champion samples
+   `reward.candidates` more lists from the stored prompt with the generator's decoding, as
+   serving does: on its CTranslate2 engine when it has one (`trainer.refresh`), else the
+   PyTorch model about to be trained, before its first step;
 4. per request the CTR model scores every list (logged included) and the best and worst
    become a desirable and an undesirable whole-list row (`trainer.reward.label_pairs`).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -134,14 +135,17 @@ def fit_logged(lists: Sequence[LoggedList], features: Sequence[np.ndarray], *,
 
 
 def sample_candidates(generator: Generator, lists: Sequence[LoggedList], *, candidates: int,
-                      batch: int, seed: int) -> list[list[ListCandidate]]:
+                      batch: int, seed: int, checkpoint: Callable[[], None] = lambda: None,
+                      ) -> list[list[ListCandidate]]:
     """`candidates` lists per logged prompt from `generator`, each draw with its own seed and
-    the generator's decoding; progress is logged with rate and ETA."""
+    the generator's decoding; progress is logged with rate and ETA. `checkpoint` runs before
+    each generate call (a refresh's stop request raises there)."""
     decoding = generator.config.decoding
     out: list[list[ListCandidate]] = [[] for _ in lists]
     total, done, started = candidates * len(lists), 0, time.monotonic()
     for draw in range(candidates):
         for start in range(0, len(lists), batch):
+            checkpoint()
             chunk = lists[start:start + batch]
             n = max(logged.prompt.n for logged in chunk)
             results = generator.generate_rendered(
@@ -160,7 +164,7 @@ def sample_candidates(generator: Generator, lists: Sequence[LoggedList], *, cand
 
 def pair_set(table: pa.Table, generator: Generator, encode: Encode,
              tool_ids: Mapping[str, str], config: RewardObjectiveConfig, *,
-             seed: int) -> PairSet:
+             seed: int, checkpoint: Callable[[], None] = lambda: None) -> PairSet:
     """The reward objective's training rows from the training-side samples `table` (see the
     module docstring), and its diagnostics."""
     started = time.monotonic()
@@ -174,7 +178,8 @@ def pair_set(table: pa.Table, generator: Generator, encode: Encode,
     recent = lists[-config.max_prompts:]
     generation_started = time.monotonic()
     drawn = sample_candidates(generator, recent, candidates=config.candidates,
-                              batch=config.generation_batch, seed=seed)
+                              batch=config.generation_batch, seed=seed,
+                              checkpoint=checkpoint)
     generated_s = time.monotonic() - generation_started
     rows: list[dict[str, Any]] = []
     gaps = []

@@ -204,12 +204,14 @@ def test_full_refresh_from_the_sft_champion_then_incrementally(
     assert not any(p.name.startswith(".tmp-") for p in strict.registry.artifact_dir.iterdir())
 
 
+@pytest.mark.parametrize("engine", ["int8", "none"])
 def test_reward_objective_trains_whole_lists_sampled_from_the_champion(
-    tmp_path: Path, tiny_model_dir: Path, tiny_sft: Any
+    tmp_path: Path, tiny_model_dir: Path, tiny_sft: Any, engine: str
 ) -> None:
     """objective 'reward' (trainer.listwise) with the real retrieval parts: a CTR model on
-    the training-side clicks, lists sampled from the champion on the stored prompts, KTO on
-    the best and worst whole list per prompt; the gate still scores held-out single clicks."""
+    the training-side clicks, lists sampled from the champion on the stored prompts (on its
+    CTranslate2 engine, or on PyTorch when it has none), KTO on the best and worst whole
+    list per prompt; the gate still scores held-out single clicks."""
     import pyarrow.parquet as pq
 
     from retrieval.config import RetrievalConfig
@@ -220,11 +222,12 @@ def test_reward_objective_trains_whole_lists_sampled_from_the_champion(
     reward = RewardObjectiveConfig(candidates=2, min_gap=0.0, max_prompts=6,
                                    generation_batch=3, learning_rate=5e-3)
     config = _config(tmp_path, tiny_model_dir, generator=tiny_sft.config, gate=LOOSE,
-                     objective="reward", reward=reward)
+                     objective="reward", reward=reward, engine_quantization=engine)
     parts = retrieval_parts(RetrievalConfig())
     assert parts["tool_ids"] and set(parts) >= {"linker", "encoder"}
     refresher = Refresher(lake, config, **parts)
-    refresher.registry.import_adapter(tiny_sft.adapter_dir, tiny_model_dir, promote=True)
+    v1 = refresher.registry.import_adapter(tiny_sft.adapter_dir, tiny_model_dir, promote=True)
+    assert bool(v1.engine_path) == (engine != "none")
     rows = synthetic_samples(64, seed=1)
     write_samples(lake, rows)
 
