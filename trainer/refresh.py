@@ -13,7 +13,10 @@ One refresh (`Refresher.run`), single-flight across processes (`TrainingConfig.l
 4. train weighted KTO with LoRA (`training.engine`: `trainer.fastkto` or TRL's trainer in
    `trainer.kto`), continuing from the champion's adapter (its weights loaded into a fresh
    adapter of the same config); the KTO reference is the champion, frozen (DESIGN.md §4c);
-   a fresh adapter, whose start is the base model, when there is no champion;
+   a fresh adapter, whose start is the base model, when there is no champion. With
+   `training.objective = "reward"` (the default) the training rows of step 3 are replaced
+   by whole-list pairs (`trainer.listwise`: a CTR model on the training-side clicks ranks
+   lists the champion samples on their stored prompts); "no pair" skips the refresh;
 5. evaluate candidate, champion (or the base) and the fixed SFT baseline
    (`Registry.baseline`) on the same held-out samples and fixed prompts; the reward margin
    only with enough held-out clicks and non-clicks; gate (`trainer.evaluate`);
