@@ -425,8 +425,11 @@ def main() -> None:
             print(f"\n[3] full refresh of {n} samples (train + evaluate + register)")
             result, wall, training = full_refresh(args.model, n, out)
             record = result.record
-            print(f"full refresh of {n} samples: {wall:.1f} s wall; outcome {result.outcome} "
-                  f"({result.reason}); timings {_rounded(result.timings)}")
+            sampler = ("; no champion: its lists sampled on PyTorch"
+                       if training.objective == "reward" else "")
+            print(f"full refresh of {n} samples (objective {training.objective}{sampler}): "
+                  f"{wall:.1f} s wall; outcome {result.outcome} ({result.reason}); timings "
+                  f"{_rounded(result.timings)}")
             if record is not None:
                 print(f"  trained on {record.n_train} samples ({training.batch_size}/step, "
                       f"max {training.max_steps} steps, {training.epochs} epoch), "

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +288,7 @@ def _env(tmp_path: Path, model_dir: Path, **training: Any) -> dict[str, str]:
         "TOOLREC_TRAINER__TRAINING__LOCK_PATH": str(tmp_path / "trainer.lock"),
         "TOOLREC_TRAINER__TRAINING__ANNOUNCE": "false",
         "TOOLREC_TRAINER__TRAINING__GATE_RETRIEVAL": "false",
+        "TOOLREC_TRAINER__TRAINING__OBJECTIVE": "clicks",  # the reward objective needs retrieval
         "TOOLREC_TRAINER__TRAINING__BATCH_SIZE": "2",
         "TOOLREC_TRAINER__TRAINING__MAX_STEPS": "100000",
         "TOOLREC_TRAINER__TRAINING__EPOCHS": "20",
@@ -308,19 +309,35 @@ def start_toolrec(args: list[str], env: dict[str, str], cwd: Path) -> subprocess
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float = 90) -> list[str]:
-    """Read the process's output until a line contains `needle` (fails on exit/timeout)."""
+    """Read the process's output until a line contains `needle` (fails on exit/timeout). A
+    process that goes silent is killed at the timeout, which ends the blocking read."""
     assert proc.stdout is not None
     seen: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
-        if needle in line:
-            return seen
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.start()
+    try:
+        while True:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            seen.append(line)
+            if needle in line:
+                return seen
+    finally:
+        watchdog.cancel()
     proc.kill()
     raise AssertionError(f"no {needle!r} in the output:\n{''.join(seen[-30:])}")
+
+
+def test_the_reward_objective_without_retrieval_is_refused_at_start(tmp_path: Path,
+                                                                     tiny_model_dir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "from toolrec.cli import main; main()", "trainer", "refresh"],
+        env=_env(tmp_path, tiny_model_dir, objective="reward"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "objective 'reward' needs the retrieval encoder" in out.stderr
+    assert "gate_retrieval is false" in out.stderr
 
 
 def test_killed_refresh_leaves_the_registry_consistent_and_the_next_run_starts_cleanly(
