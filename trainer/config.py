@@ -73,7 +73,10 @@ class RewardObjectiveConfig(BaseModel):
         "candidates for (generation is the objective's cost: ≈ candidates × max_prompts "
         "lists; each prompt gives at most one pair, two rows)."
     )
-    generation_batch: int = Field(8, ge=1, le=64, description="Prompts per generate call.")
+    generation_batch: int = Field(
+        4, ge=1, le=64, description="Prompts per generate call, each repeated `candidates` "
+        "times in it (trainer.listwise.sample_candidates measured 4 × 3 fastest here)."
+    )
     learning_rate: float = Field(
         2e-4, gt=0.0, le=1e-2, description="LoRA learning rate with this objective (replaces "
         "training.learning_rate, which is the click objective's): 2e-4 and 20 steps lifted "

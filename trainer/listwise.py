@@ -137,28 +137,29 @@ def fit_logged(lists: Sequence[LoggedList], features: Sequence[np.ndarray], *,
 def sample_candidates(generator: Generator, lists: Sequence[LoggedList], *, candidates: int,
                       batch: int, seed: int, checkpoint: Callable[[], None] = lambda: None,
                       ) -> list[list[ListCandidate]]:
-    """`candidates` lists per logged prompt from `generator`, each draw with its own seed and
-    the generator's decoding; progress is logged with rate and ETA. `checkpoint` runs before
-    each generate call (a refresh's stop request raises there)."""
+    """`candidates` lists per logged prompt from `generator` with its decoding: `batch`
+    prompts per generate call, each repeated `candidates` times (rows sample independently;
+    on the int8 engine 4 prompts × 3 drew 1.5–2.0 lists/s against 1.3–1.5 for one draw of 8
+    prompts per call, 2026-12-04). Progress is logged with rate and ETA; `checkpoint` runs
+    before each call (a refresh's stop request raises there)."""
     decoding = generator.config.decoding
     out: list[list[ListCandidate]] = [[] for _ in lists]
-    total, done, started = candidates * len(lists), 0, time.monotonic()
-    for draw in range(candidates):
-        for start in range(0, len(lists), batch):
-            checkpoint()
-            chunk = lists[start:start + batch]
-            n = max(logged.prompt.n for logged in chunk)
-            results = generator.generate_rendered(
-                [logged.rendered for logged in chunk], [logged.prompt.inputs() for logged in chunk],
-                n=n, decoding=decoding.model_copy(update={
-                    "seed": seed * 1_000_003 + draw * 10_007 + start, "explore_rate": 0.0}))
-            for index, result in enumerate(results):
-                out[start + index].append(ListCandidate(tuple(
-                    Suggestion(s.text, s.tool_id) for s in result.suggestions)))
-            done += len(chunk)
-            rate = done / max(time.monotonic() - started, 1e-9)
-            log.info("reward objective: %d/%d candidate lists, %.2f lists/s, ETA %.0fs",
-                     done, total, rate, (total - done) / rate)
+    total, started = candidates * len(lists), time.monotonic()
+    for start in range(0, len(lists), batch):
+        checkpoint()
+        rows = [logged for logged in lists[start:start + batch] for _ in range(candidates)]
+        results = generator.generate_rendered(
+            [logged.rendered for logged in rows], [logged.prompt.inputs() for logged in rows],
+            n=max(logged.prompt.n for logged in rows),
+            decoding=decoding.model_copy(update={"seed": seed * 1_000_003 + start,
+                                                 "explore_rate": 0.0}))
+        for index, result in enumerate(results):
+            out[start + index // candidates].append(ListCandidate(tuple(
+                Suggestion(s.text, s.tool_id) for s in result.suggestions)))
+        done = min(start + batch, len(lists)) * candidates
+        rate = done / max(time.monotonic() - started, 1e-9)
+        log.info("reward objective: %d/%d candidate lists, %.2f lists/s, ETA %.0fs",
+                 done, total, rate, (total - done) / rate)
     return out
 
 
