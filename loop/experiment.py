@@ -489,7 +489,7 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
                      encode: Callable[[Sequence[str]], Any]) -> CandidateSet:
     """Features (`trainer.reward.list_features`; relevance = cosine to the turn's query and
     response) and true CTR of every candidate list of every logged request."""
-    from trainer.reward import ListCandidate, Suggestion, scored_lists
+    from trainer.reward import ListCandidate, Suggestion, candidate_features
 
     prompts = {i.request_id: i.prompt for i in logged.impressions}
     out = CandidateSet([], [], [], [], [], [])
@@ -500,7 +500,7 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
         ordered = [tuple(sorted(c, key=lambda s: s.position)) for c in candidates]
         options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
                    for shown in ordered]
-        features = scored_lists(f"{request.query} {request.response}", options, prompt_tools,
+        features = candidate_features(f"{request.query} {request.response}", options, prompt_tools,
                                 encode)
         out.request_ids.append(record.request_id)
         out.prompts.append(prompts[record.request_id])

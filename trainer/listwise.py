@@ -40,10 +40,10 @@ from trainer.reward import (
     Encode,
     ListCandidate,
     Suggestion,
+    candidate_features,
     fit_ctr,
     label_pairs,
     pair_rows,
-    scored_lists,
 )
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def pair_set(table: pa.Table, generator: Generator, encode: Encode,
     if not lists:
         return PairSet([], {"requests": 0, "skipped_requests": skipped, "pairs": 0})
     tools = [prompt_tool_ids(logged.prompt, tool_ids) for logged in lists]
-    logged_features = [scored_lists(logged.turn, [logged.shown], prompt_tools, encode)[0]
+    logged_features = [candidate_features(logged.turn, [logged.shown], prompt_tools, encode)[0]
                        for logged, prompt_tools in zip(lists, tools, strict=True)]
     model = fit_logged(lists, logged_features, l2=config.l2)
     recent = lists[-config.max_prompts:]
@@ -187,7 +187,7 @@ def pair_set(table: pa.Table, generator: Generator, encode: Encode,
     for logged, prompt_tools, draws in zip(recent, tools[-len(recent):], drawn, strict=True):
         options = [logged.shown, *draws]
         rewards = [model.list_reward(f)
-                   for f in scored_lists(logged.turn, options, prompt_tools, encode)]
+                   for f in candidate_features(logged.turn, options, prompt_tools, encode)]
         pair = label_pairs(options, rewards, min_gap=config.min_gap)
         if pair is not None:
             gaps.append(rewards[pair[0]] - rewards[pair[1]])

@@ -34,7 +34,7 @@ r(x, y) = Σ_k p_k. `label_pairs` turns scored candidate lists of one prompt int
 the best list desirable, the worst undesirable (GQR Algorithm 1 with random candidates in
 place of beam search), when their rewards differ by at least `min_gap`.
 
-`scored_lists` computes every candidate's features with one encoder call per prompt and
+`candidate_features` computes every candidate's features with one encoder call per prompt and
 `pair_rows` writes a pair as the sample table's rows; both are shared by the experiment
 (`loop.experiment`) and the refresh (`trainer.listwise`). Pure numpy; no torch.
 """
@@ -51,6 +51,7 @@ from generator.prompt import format_response
 
 __all__ = [
     "FEATURES",
+    "candidate_features",
     "CtrModel",
     "ListCandidate",
     "Suggestion",
@@ -58,7 +59,6 @@ __all__ = [
     "label_pairs",
     "list_features",
     "pair_rows",
-    "scored_lists",
 ]
 
 FEATURES = ("bias", "relevance", "rank1", "rank2", "rank3", "rank4plus", "off_list",
@@ -110,7 +110,7 @@ def list_features(suggestions: Sequence[Suggestion], prompt_tools: Sequence[str]
     return rows
 
 
-def scored_lists(turn: str, options: Sequence[ListCandidate], prompt_tools: Sequence[str],
+def candidate_features(turn: str, options: Sequence[ListCandidate], prompt_tools: Sequence[str],
                  encode: Encode) -> list[np.ndarray]:
     """`list_features` of each of one prompt's candidate lists, relevance the cosine of each
     line to `turn` (the query and the response): one encoder call for the turn and every

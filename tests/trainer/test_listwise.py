@@ -12,7 +12,7 @@ import pytest
 from bench.samples import synthetic_samples
 from generator.prompt import parse_prompt
 from trainer.listwise import fit_logged, logged_lists, prompt_tool_ids
-from trainer.reward import FEATURES, scored_lists
+from trainer.reward import FEATURES, candidate_features
 
 
 def _table(rows: list[dict]) -> pa.Table:  # type: ignore[type-arg]
@@ -62,7 +62,7 @@ def test_prompt_tools_as_ids_and_the_logged_fit() -> None:
     def encode(texts: list[str]) -> np.ndarray:
         return np.tile(np.eye(1, 4), (len(texts), 1))  # every cosine 1: relevance constant
 
-    features = [scored_lists(logged.turn, [logged.shown],
+    features = [candidate_features(logged.turn, [logged.shown],
                              tuple(line.tool_id or "" for line in logged.shown.suggestions),
                              encode)[0] for logged in lists]
     assert all(f.shape == (len(logged.shown.suggestions), len(FEATURES))
