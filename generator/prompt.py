@@ -42,6 +42,7 @@ __all__ = [
     "PromptInputs",
     "PromptTool",
     "clean_text",
+    "completion_text",
     "format_completion",
     "format_response",
     "parse_prompt",
@@ -245,6 +246,11 @@ def parse_prompt(rendered: str) -> RenderedPrompt:
 def format_completion(text: str) -> str:
     """One suggestion as the model writes it: its line, delimiter included."""
     return f"{SUGGESTION_PREFIX}{clean_text(text)}{SUGGESTION_SEP}"
+
+
+def completion_text(completion: str) -> str:
+    """The suggestion of a `format_completion` line (a stored sample's completion)."""
+    return completion.removeprefix(SUGGESTION_PREFIX).removesuffix(SUGGESTION_SEP)
 
 
 def sample_prompt(rendered_prompt: str, shown_before: Sequence[str]) -> str:

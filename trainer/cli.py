@@ -112,17 +112,9 @@ def _refresher(settings: Any) -> Any:
     from trainer.refresh import Refresher, retrieval_parts
 
     parts = {}
-    training = settings.trainer.training
-    if training.gate_retrieval:
+    if settings.trainer.training.gate_retrieval:
         parts = retrieval_parts(settings.retrieval,
                                 max_tools=settings.trainer.generator.max_tools)
-    if training.objective == "reward" and "encoder" not in parts:
-        # fail at start, not at every refresh: the objective scores lists by relevance
-        raise click.UsageError(
-            "trainer.training.objective 'reward' needs the retrieval encoder, but "
-            + ("retrieval did not load (see the warning above)" if training.gate_retrieval
-               else "trainer.training.gate_retrieval is false")
-            + "; fix retrieval or set trainer.training.objective = 'clicks'")
     cap, w_max = settings.trainer.training.weight_max, settings.streams.calibration.w_max
     if cap != w_max:  # DESIGN.md §4: the trainer's renormalisation respects the calibration's cap
         click.echo(f"warning: trainer.training.weight_max ({cap}) differs from "

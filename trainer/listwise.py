@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from generator.prompt import RenderedPrompt, parse_prompt, sample_prompt
+from generator.prompt import RenderedPrompt, completion_text, parse_prompt, sample_prompt
 from toolrec.errors import ValidationError
 from trainer.reward import (
     CtrModel,
@@ -83,10 +83,6 @@ class PairSet:
     diagnostics: dict[str, Any]
 
 
-def _suggestion_text(completion: str) -> str:
-    return completion.removeprefix("- ").removesuffix("\n")
-
-
 def logged_lists(table: pa.Table) -> tuple[list[LoggedList], int]:
     """The table's requests as lists (oldest close first), and how many requests were skipped
     because their rows do not make one list of this template: another template's prompt,
@@ -98,7 +94,7 @@ def logged_lists(table: pa.Table) -> tuple[list[LoggedList], int]:
     lists, skipped = [], 0
     for request_id, lines in by_request.items():
         lines.sort(key=lambda row: row["position"])
-        texts = [_suggestion_text(row["completion"]) for row in lines]
+        texts = [completion_text(row["completion"]) for row in lines]
         rendered = lines[0]["prompt"]
         consistent = all(row["prompt"] == sample_prompt(rendered, texts[:k])
                          for k, row in enumerate(lines))
@@ -184,10 +180,12 @@ def pair_set(table: pa.Table, generator: Generator, encode: Encode,
     generated_s = time.monotonic() - generation_started
     rows: list[dict[str, Any]] = []
     gaps = []
-    for logged, prompt_tools, draws in zip(recent, tools[-len(recent):], drawn, strict=True):
+    first = len(lists) - len(recent)
+    for logged, prompt_tools, shown, draws in zip(recent, tools[first:], logged_features[first:],
+                                                  drawn, strict=True):
         options = [logged.shown, *draws]
-        rewards = [model.list_reward(f)
-                   for f in candidate_features(logged.turn, options, prompt_tools, encode)]
+        rewards = [model.list_reward(f) for f in
+                   [shown, *candidate_features(logged.turn, draws, prompt_tools, encode)]]
         pair = label_pairs(options, rewards, min_gap=config.min_gap)
         if pair is not None:
             gaps.append(rewards[pair[0]] - rewards[pair[1]])

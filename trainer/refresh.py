@@ -157,6 +157,14 @@ class Refresher:
         self.encoder = encoder
         self.tool_search = tool_search
         self.tool_ids = tool_ids or {}  # a tool's name as prompts show it → its id
+        if self.training.objective == "reward" and encoder is None:
+            # refused here, once, not at every refresh: the objective scores lists by their
+            # relevance to the turn
+            raise TrainerError(
+                "trainer.training.objective 'reward' needs the retrieval encoder, which is "
+                "missing (trainer.training.gate_retrieval is false, or retrieval did not load: "
+                "see the warning above); fix retrieval or set trainer.training.objective = "
+                "'clicks'")
         self.lock = FileLock(Path(self.training.lock_path), what="refresh lock")
         self._stop = threading.Event()
 
@@ -411,11 +419,7 @@ class Refresher:
         from trainer.data import split_holdout
         from trainer.listwise import pair_set
 
-        if self.encoder is None:
-            raise TrainerError("training.objective 'reward' scores lists by their relevance "
-                               "to the turn and needs the retrieval encoder, which did not "
-                               "load (see the warning above); use objective 'clicks' or fix "
-                               "retrieval")
+        assert self.encoder is not None  # checked in __init__
         train_side, _ = split_holdout(data.new, self.training.holdout_share)
         generator = self._sampler(loaded, champion)
         try:

@@ -16,6 +16,7 @@ from generator.prompt import (
     PromptInputs,
     PromptTool,
     clean_text,
+    completion_text,
     format_completion,
     format_response,
     parse_prompt,
@@ -205,3 +206,8 @@ def test_parse_prompt_refuses_other_templates() -> None:
     for text in ("", "hello", "<|im_start|>system\nBe helpful<|im_end|>\n"):
         with pytest.raises(ValidationError):
             parse_prompt(text)
+
+
+def test_completion_text_inverts_format_completion() -> None:
+    for text in ("turn on wifi", "- dash first", "ends with newline\n", "  spaced  "):
+        assert completion_text(format_completion(text)) == clean_text(text)

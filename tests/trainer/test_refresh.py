@@ -18,7 +18,7 @@ from generator.config import DecodingConfig, GeneratorConfig
 from lakehouse.config import LakeConfig
 from lakehouse.tables import table_version
 from lakehouse.writer import write_samples
-from toolrec.errors import LockBusyError
+from toolrec.errors import LockBusyError, TrainerError
 from toolrec.kafka import KafkaConfig
 from trainer.config import GateTolerances, TrainerConfig, TrainingConfig
 from trainer.data import is_holdout
@@ -338,6 +338,8 @@ def test_the_reward_objective_without_retrieval_is_refused_at_start(tmp_path: Pa
     assert out.returncode == 2, out.stdout + out.stderr
     assert "objective 'reward' needs the retrieval encoder" in out.stderr
     assert "gate_retrieval is false" in out.stderr
+    with pytest.raises(TrainerError, match="needs the retrieval encoder"):
+        Refresher(_lake(tmp_path), _config(tmp_path, tiny_model_dir, objective="reward"))
 
 
 def test_killed_refresh_leaves_the_registry_consistent_and_the_next_run_starts_cleanly(
