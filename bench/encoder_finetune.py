@@ -2,10 +2,10 @@
 catalog (`retrieval.finetune`) raise retrieval on unseen phrasing?
 
 Fits the encoder once (cached under the retrieval cache by `finetune_key`), then scores the
-base and the fine-tuned encoder side by side in one run, both on the torch engine, on the
-TUNING rows only (every spoken row, catalog `dev`; catalog `test` and the fresh set never
-read): R@1 / R@5 /
-MRR of the fused ranking, and with `--cv` the out-of-fold linking of `toolrec tools cv`
+base and the fine-tuned encoder side by side in one run, both on the shipped engine
+(CTranslate2 int8; the fine-tuned directory is converted like the base), on the TUNING rows
+only (every spoken row, catalog `dev`; catalog `test` and the fresh set never read): R@1 /
+R@5 / MRR of the fused ranking, and with `--cv` the out-of-fold linking of `toolrec tools cv`
 (reranker and linker refitted per fold, so each encoder gets its own linker).
 
     OMP_NUM_THREADS=1 nice -n 19 python -m bench.encoder_finetune [--epochs 1] [--cv]
@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--cv", action="store_true", help="also cross-validate the linker")
     ap.add_argument("--skip-base", action="store_true")
     args = ap.parse_args()
-    config = RetrievalConfig(encoder_engine="torch", encoder_threads=1)
+    config = RetrievalConfig(encoder_threads=1)  # the shipped engine and precision
     settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.lr,
                                 batch_size=args.batch_size, hard_pool=args.hard_pool,
                                 framed=not args.no_framed, seed=args.seed,

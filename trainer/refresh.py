@@ -80,7 +80,7 @@ if TYPE_CHECKING:
     from generator.parser import ToolLinker
     from lakehouse.config import LakeConfig
     from toolrec.kafka import KafkaConfig
-    from trainer.config import TrainerConfig
+    from trainer.config import TrainerConfig, TrainingConfig
     from trainer.evaluate import Encoder, Evidence, GateResult, ToolSearch
 
 __all__ = ["RefreshCancelled", "RefreshResult", "Refresher", "retrieval_parts"]
@@ -339,6 +339,8 @@ class Refresher:
                      "train_weights": data.train.weight_summary(),
                      "holdout_share": self.training.holdout_share,
                      "objective": self.training.objective,
+                     "learning_rate": self._objective_settings()[0].learning_rate,
+                     "completion_eos": self._objective_settings()[1],
                      **({"reward_objective": data.reward_objective}
                         if data.reward_objective else {}),
                      "weights_file": WEIGHTS_FILE, "timings": dict(timings)},
@@ -363,14 +365,20 @@ class Refresher:
         from trainer.fastkto import train_weighted_kto
 
         model, tokenizer = loaded or self._trainable(champion)
-        whole_lists = self.training.objective == "reward"
-        config = (self.training.model_copy(
-            update={"learning_rate": self.training.reward.learning_rate})
-            if whole_lists else self.training)
+        config, completion_eos = self._objective_settings()
         result = train_weighted_kto(model, tokenizer, train.table.to_pylist(), config,
                                     max_steps=max_steps, stop=self._stop, label="refresh",
-                                    completion_eos=whole_lists)
+                                    completion_eos=completion_eos)
         return model, tokenizer, result.train_loss
+
+    def _objective_settings(self) -> tuple[TrainingConfig, bool]:
+        """The training settings the objective trains with, and whether a completion ends
+        with the end-of-sequence token: whole lists (reward) at `reward.learning_rate`, and
+        they end there; single clicks at the configured rate, open-ended."""
+        if self.training.objective != "reward":
+            return self.training, False
+        return self.training.model_copy(
+            update={"learning_rate": self.training.reward.learning_rate}), True
 
     def _trainable(self, champion: ModelRecord | None) -> tuple[Any, Any]:
         """The base model with a trainable LoRA 'default' that starts as the champion's (a
@@ -422,6 +430,7 @@ class Refresher:
         assert self.encoder is not None  # checked in __init__
         train_side, _ = split_holdout(data.new, self.training.holdout_share)
         generator = self._sampler(loaded, champion)
+        sampler = "ctranslate2" if type(generator).__name__ == "FastGenerator" else "torch"
         try:
             pairs = pair_set(train_side, generator, self.encoder, self.tool_ids,
                              self.training.reward, seed=self.training.seed + (data.until or 0),
@@ -436,7 +445,8 @@ class Refresher:
         train = build_training_set(pa.Table.from_pylist(pairs.rows), None, self.training)
         log.info("reward objective: training on %d whole lists (%d pairs) from %d prompts",
                  train.table.num_rows, pairs.diagnostics["pairs"], pairs.diagnostics["prompts"])
-        return replace(data, train=train, reward_objective=pairs.diagnostics)
+        return replace(data, train=train,
+                       reward_objective={**pairs.diagnostics, "sampler": sampler})
 
     def _trainer(self, champion: ModelRecord | None, train: TrainingSet, out_dir: Path,
                  max_steps: int | None) -> Any:

@@ -220,7 +220,7 @@ def test_reward_objective_trains_whole_lists_sampled_from_the_champion(
 
     lake = _lake(tmp_path)
     reward = RewardObjectiveConfig(candidates=2, min_gap=0.0, max_prompts=6,
-                                   generation_batch=3, learning_rate=5e-3)
+                                   generation_batch=3, learning_rate=4e-3)
     config = _config(tmp_path, tiny_model_dir, generator=tiny_sft.config, gate=LOOSE,
                      objective="reward", reward=reward, engine_quantization=engine)
     parts = retrieval_parts(RetrievalConfig())
@@ -241,6 +241,11 @@ def test_reward_objective_trains_whole_lists_sampled_from_the_champion(
     assert done["skipped_requests"] == 0 and done["prompts"] == 6 and done["candidates"] == 2
     assert 1 <= done["pairs"] <= 6 and record.n_train == 2 * done["pairs"]
     assert set(done["ctr_model"]) >= {"bias", "relevance", "rank1"}
+    # sampled as serving runs the champion; trained at the objective's own rate, whole lists
+    assert done["sampler"] == ("torch" if engine == "none" else "ctranslate2")
+    assert config.training.learning_rate != reward.learning_rate
+    assert record.metrics["learning_rate"] == reward.learning_rate
+    assert record.metrics["completion_eos"] is True
     trained = pq.read_table(Path(record.adapter_path) / WEIGHTS_FILE).to_pylist()
     assert len(trained) == 2 * done["pairs"]
     # on training-side prompts only, one chosen and one rejected whole list per prompt
