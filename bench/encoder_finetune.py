@@ -27,7 +27,13 @@ from typing import Any
 from retrieval.config import RetrievalConfig
 from retrieval.crossval import CvSpec, cross_validate
 from retrieval.encoder import default_model_dir, encoder_identity
-from retrieval.evaluate import EVAL_SETS, load_eval_set, ranking_metrics
+from retrieval.evaluate import (
+    CONTRAST_RESOURCE,
+    EVAL_SETS,
+    load_eval_set,
+    ranking_metrics,
+    training_texts,
+)
 from retrieval.finetune import (
     FINETUNE_DIR_PREFIX,
     FinetuneSettings,
@@ -54,12 +60,18 @@ def tune_ranking(retriever: Retriever) -> dict[str, dict[str, float]]:
     return out
 
 
+def contrast_no_tool_texts() -> list[str]:
+    """The no-tool side of the linker's contrast pairs (training-only; `linker_contrast.jsonl`)."""
+    return [r.text for r in training_texts(CONTRAST_RESOURCE) if r.gold is None]
+
+
 def fit(config: RetrievalConfig, settings: FinetuneSettings, limit: int) -> Path:
     """The fine-tuned model directory under the cache, trained now if missing."""
     base = Retriever(config)
     base_dir = default_model_dir()
+    no_tool = contrast_no_tool_texts() if settings.no_tool_per_batch else []
     key = finetune_key(base.catalog.hash, encoder_identity(base_dir, config.max_seq_length),
-                       settings)
+                       settings, no_tool)
     out = config.cache_dir / f"{FINETUNE_DIR_PREFIX}{key}{'-lim' + str(limit) if limit else ''}"
     if (out / "model.safetensors").is_file():
         print(f"fine-tuned model exists: {out}")
@@ -70,7 +82,7 @@ def fit(config: RetrievalConfig, settings: FinetuneSettings, limit: int) -> Path
     print(f"{len(triples)} triples mined in {time.perf_counter() - started[0]:.0f} s; e.g.")
     for t in triples[:: max(1, len(triples) // 5)][:5]:
         print(f"  {t.anchor!r} + {t.positive!r} - {t.negative!r}")
-    record = train(base_dir, triples, settings, out, log_every=20)
+    record = train(base_dir, triples, settings, out, no_tool=no_tool, log_every=20)
     print(f"trained {record['steps']} steps in {time.perf_counter() - started[0]:.0f} s wall, "
           f"{time.process_time() - started[1]:.0f} s CPU; loss {record['loss_first']:.3f} -> "
           f"{record['loss_last']:.3f} -> {out}")
@@ -101,6 +113,8 @@ def main() -> None:
     ap.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
     ap.add_argument("--lora-alpha", type=int, default=FinetuneSettings.lora_alpha,
                     help="LoRA update scale is alpha / rank (16 at rank 16: scale 1)")
+    ap.add_argument("--no-tool-per-batch", type=int, default=0,
+                    help="no-tool texts of the contrast pairs joining each batch as negatives")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N triples only")
     ap.add_argument("--cv", action="store_true", help="also cross-validate the linker")
     ap.add_argument("--skip-base", action="store_true")
@@ -109,7 +123,8 @@ def main() -> None:
     settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.lr,
                                 batch_size=args.batch_size, hard_pool=args.hard_pool,
                                 framed=not args.no_framed, seed=args.seed,
-                                lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+                                lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+                                no_tool_per_batch=args.no_tool_per_batch)
     tuned_dir = fit(config, settings, args.limit)
     if not args.skip_base:
         report("base", Retriever(config), args.cv)

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import click
 
+from retrieval.finetune import FinetuneSettings
 from toolrec.cli import pass_settings
 
 
@@ -204,6 +205,7 @@ def cv_cmd(settings: Any, repeats: int, folds: int, drop: tuple[str, ...],
     spec = CvSpec(repeats=repeats, folds=folds, drop=drop,
                   **_weight_arg(spoken_weight, contrast_weight),
                   target_precision=settings.retrieval.link_target_precision,
+                  max_false_links=settings.retrieval.link_max_false_links,
                   perturb=cast(Perturbation, perturb))
     report = cross_validate(_retriever(settings), spec)
     click.echo(json.dumps(report, indent=2) if as_json else format_cv(report))
@@ -237,6 +239,7 @@ def fit_linker_cmd(settings: Any, out: Path | None, l2: float,
 
     cfg = settings.retrieval
     model = fit_linker(_retriever(settings), target_precision=cfg.link_target_precision, l2=l2,
+                       max_false_links=cfg.link_max_false_links,
                        **_weight_arg(spoken_weight, contrast_weight))
     target = _write_fitted(model.to_json(), out, "linker.json")
     click.echo(f"fitted on {model.meta['rows']} tuning rows ({model.meta['positives']} "
@@ -290,33 +293,49 @@ def fit_adapter_cmd(settings: Any, out: Path | None, rank: int, epochs: int, l2:
 @tools.command("fit-encoder")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to write the .npz (its .json beside it; default: the packaged "
-              "retrieval/data/encoder_lora.npz).")
-@click.option("--rank", type=click.IntRange(1, 384), default=16, show_default=True)
+              "retrieval/data/encoder_update.npz).")
 @click.option("--epochs", type=click.IntRange(1, 20), default=1, show_default=True)
-@click.option("--lr", type=click.FloatRange(1e-6, 1e-2), default=2e-4, show_default=True)
-@click.option("--framed/--no-framed", default=False, show_default=True,
+@click.option("--lr", type=click.FloatRange(1e-6, 1e-2), default=None,
+              help="Learning rate [default: 2e-5, or 2e-4 with --lora-rank].")
+@click.option("--lora-rank", type=click.IntRange(0, 384), default=0, show_default=True,
+              help="Train low-rank updates only (0: every weight, shipped compacted).")
+@click.option("--update-rank", type=click.IntRange(1, 384),
+              default=FinetuneSettings.update_rank, show_default=True,
+              help="Rank each linear's change is truncated to in the shipped update.")
+@click.option("--no-tool-per-batch", type=click.IntRange(0, 256),
+              default=FinetuneSettings.no_tool_per_batch, show_default=True,
+              help="No-tool texts (the contrast pairs' no-tool side) joining each batch as "
+              "negatives of every anchor.")
+@click.option("--framed/--no-framed", default=True, show_default=True,
               help="Add the examples in spoken frames to the anchors.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @pass_settings
-def fit_encoder_cmd(settings: Any, out: Path | None, rank: int, epochs: int, lr: float,
-                    framed: bool, seed: int) -> None:
-    """Fine-tune the encoder (LoRA) on the catalog's own text by hard-negative contrastive
-    learning; refit the reranker and linker after (their features are of its ranking)."""
+def fit_encoder_cmd(settings: Any, out: Path | None, epochs: int, lr: float | None,
+                    lora_rank: int, update_rank: int, no_tool_per_batch: int, framed: bool,
+                    seed: int) -> None:
+    """Fine-tune the encoder on the catalog's own text by hard-negative contrastive learning
+    and write the weight update `retrieval.encoder_update` runs with; refit the linker after
+    (its features are of the ranking). ≈ 10-20 CPU-minutes for a full fit."""
     from retrieval.encoder import default_model_dir
-    from retrieval.finetune import FinetuneSettings, fit_catalog_lora
+    from retrieval.evaluate import CONTRAST_RESOURCE, training_texts
+    from retrieval.finetune import fit_catalog_update
 
     cfg = settings.retrieval
-    retriever = _retriever(settings, encoder_lora=False, encoder_engine="torch")
-    blob, meta = fit_catalog_lora(
-        retriever.catalog, retriever.encoder, cfg.model_dir or default_model_dir(),
-        FinetuneSettings(epochs=epochs, learning_rate=lr, lora_rank=rank, framed=framed,
-                         seed=seed), cfg.cache_dir, cfg.max_seq_length)
-    target = out or Path(__file__).parent / "data" / "encoder_lora.npz"
+    retriever = _retriever(settings, encoder_update=False)  # mines with the base encoder
+    no_tool = [r.text for r in training_texts(CONTRAST_RESOURCE) if r.gold is None]
+    fit = FinetuneSettings(epochs=epochs, learning_rate=lr or (2e-4 if lora_rank else 2e-5),
+                           lora_rank=lora_rank, lora_alpha=lora_rank or 16,
+                           update_rank=update_rank, no_tool_per_batch=no_tool_per_batch,
+                           framed=framed, seed=seed)
+    blob, meta = fit_catalog_update(retriever.catalog, retriever.encoder,
+                                    cfg.model_dir or default_model_dir(), fit, cfg.cache_dir,
+                                    cfg.max_seq_length, no_tool=no_tool)
+    target = out or Path(__file__).parent / "data" / "encoder_update.npz"
     target.write_bytes(blob)
     target.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     click.echo(f"fitted on {meta['triples']} triples in {meta['steps']} steps (loss "
-               f"{meta['loss_first']:.3f} -> {meta['loss_last']:.3f}); sha256 "
-               f"{meta['sha256'][:12]} -> {target}")
+               f"{meta['loss_first']:.3f} -> {meta['loss_last']:.3f}); {len(blob) / 1e6:.1f} MB, "
+               f"sha256 {meta['sha256'][:12]} -> {target}")
 
 
 @tools.command("index")

@@ -79,6 +79,7 @@ class CvSpec:
     repeats: int = 3
     folds: int = 5
     target_precision: float = 0.95
+    max_false_links: float | None = None
     spoken_weight: float = SPOKEN_WEIGHT
     contrast_weight: float = CONTRAST_WEIGHT
     drop: tuple[str, ...] = ()
@@ -124,7 +125,8 @@ def cross_validate(retriever: Retriever, spec: CvSpec) -> dict[str, Any]:
                  _decided(retriever, rows, signals, spec.perturb))
     runs = [_one_repeat(retriever, data, spec, repeat) for repeat in range(spec.repeats)]
     return {"spec": {"repeats": spec.repeats, "folds": spec.folds,
-                     "target_precision": spec.target_precision, "drop": list(spec.drop),
+                     "target_precision": spec.target_precision,
+                     "max_false_links": spec.max_false_links, "drop": list(spec.drop),
                      "spoken_weight": spec.spoken_weight,
                      "contrast_weight": spec.contrast_weight, "perturb": spec.perturb,
                      "rerank": retriever.config.rerank,
@@ -162,7 +164,8 @@ def _one_repeat(retriever: Retriever, data: _Rows, spec: CvSpec,
                                                                      keep, spec.extra)
         model = fit_link_model(x[~test], y[~test], groups[~test] // spec.folds,
                                target_precision=spec.target_precision,
-                               sample_weight=weight[~test])
+                               sample_weight=weight[~test], no_tool=~data.has_gold[~test],
+                               max_false_links=spec.max_false_links)
         prob[test] = [model.probability(f) for f in xd[test]]
         linked[test] = prob[test] >= model.threshold
         right[test] = yd[test] == 1

@@ -336,7 +336,7 @@ CONTRAST_WEIGHT = 0.0
 
 
 def fit_linker(retriever: Retriever, *, target_precision: float, l2: float = 1.0,
-               spoken_weight: float = SPOKEN_WEIGHT,
+               max_false_links: float | None = None, spoken_weight: float = SPOKEN_WEIGHT,
                contrast_weight: float = CONTRAST_WEIGHT) -> LinkModel:
     """Fit the logistic linker on the tuning splits plus the training-only rows: the
     hand-written and the generated negatives and the contrast pairs (y = the best tool is
@@ -355,11 +355,14 @@ def fit_linker(retriever: Retriever, *, target_precision: float, l2: float = 1.0
                if per_set["contrast"] else {}),
             "catalog_hash": retriever.catalog.hash, "adapter": retriever.adapter_id,
             "encoder": retriever.encoder_id, "rerank": retriever.config.rerank,
-            "target_precision": target_precision, "l2": l2, "spoken_weight": spoken_weight,
+            "target_precision": target_precision, "max_false_links": max_false_links,
+            "l2": l2, "spoken_weight": spoken_weight,
             **({"contrast_weight": contrast_weight} if contrast_weight else {}),
             "positives": int(sum(y)), "rows": len(y)}
+    no_tool = np.array([r.gold is None for r, _ in rows])
     return fit_link_model(x, y, groups, target_precision=target_precision, l2=l2,
-                          sample_weight=weight, meta=meta)
+                          sample_weight=weight, no_tool=no_tool,
+                          max_false_links=max_false_links, meta=meta)
 
 
 def source_weights(sources: list[str], spoken_weight: float,

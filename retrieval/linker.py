@@ -205,11 +205,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: i
 def fit_link_model(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
                    target_precision: float, l2: float = 1.0, folds: int = 5,
                    sample_weight: np.ndarray | None = None,
+                   no_tool: np.ndarray | None = None, max_false_links: float | None = None,
                    meta: dict[str, Any] | None = None) -> LinkModel:
     """Fit on all rows; choose the threshold on out-of-fold probabilities: the lowest whose
     precision (correct links / links; y = 1 when the best tool is the right one) reaches
-    the target. `groups` assigns rows to folds; `sample_weight` weighs rows in the fit and
-    in the precision alike."""
+    the target and, with `max_false_links`, whose share of linked `no_tool` rows stays
+    within it. `groups` assigns rows to folds; `sample_weight` weighs rows in the fit, the
+    precision and the false-link share alike."""
     sw = np.ones(len(y)) if sample_weight is None else sample_weight
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     xs = (x - mean) / scale
@@ -219,8 +221,23 @@ def fit_link_model(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
         w, b = fit_logistic(xs[~test], y[~test], l2=l2, sample_weight=sw[~test])
         oof[test] = 1.0 / (1.0 + np.exp(-(xs[test] @ w + b)))
     threshold = precision_threshold(oof, y, target_precision, sample_weight=sw)
+    if max_false_links is not None and no_tool is not None and no_tool.any():
+        threshold = max(threshold, false_link_threshold(oof[no_tool], max_false_links,
+                                                        sample_weight=sw[no_tool]))
     w, b = fit_logistic(xs, y, l2=l2, sample_weight=sw)
     return LinkModel(w, b, mean, scale, threshold, dict(meta or {}))
+
+
+def false_link_threshold(prob: np.ndarray, cap: float, *,
+                         sample_weight: np.ndarray | None = None) -> float:
+    """The lowest threshold that links at most the (weighted) share `cap` of these no-tool
+    rows' probabilities `prob` (a text links when its probability >= the threshold)."""
+    sw = np.ones(len(prob)) if sample_weight is None else sample_weight
+    order = np.argsort(-prob, kind="stable")
+    over = np.flatnonzero(np.cumsum(sw[order]) > cap * sw.sum() + 1e-12)
+    if not len(over):
+        return 0.0
+    return float(np.nextafter(prob[order][over[0]], np.inf))
 
 
 def precision_threshold(prob: np.ndarray, y: np.ndarray, target: float, *,

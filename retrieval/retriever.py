@@ -53,7 +53,7 @@ from retrieval.catalog import Catalog, Tool, load_catalog
 from retrieval.config import RetrievalConfig
 from retrieval.context import DeviceContext, active_hints, parse_hint
 from retrieval.encoder import Encoder, default_model_dir
-from retrieval.finetune import lora_model_dir
+from retrieval.finetune import update_model_dir
 from retrieval.index import IndexParams, ToolIndex
 from retrieval.lexical import BM25, STOPWORDS, form_text, is_question
 from retrieval.linker import LinkModel, Ranking, answers_questions, features, load_link_model
@@ -159,9 +159,9 @@ class Retriever:
         if self._encoder is None:
             cfg = self.config
             model_dir = cfg.model_dir
-            if cfg.encoder_lora:  # the fine-tuned weights (retrieval.finetune)
-                model_dir = lora_model_dir(model_dir or default_model_dir(),
-                                           cfg.encoder_lora_path, cfg.cache_dir)
+            if cfg.encoder_update:  # the fine-tuned weights (retrieval.finetune)
+                model_dir = update_model_dir(model_dir or default_model_dir(),
+                                             cfg.encoder_update_path, cfg.cache_dir)
             self._encoder = Encoder(model_dir, max_seq_length=cfg.max_seq_length,
                                     threads=cfg.encoder_threads,
                                     cache_size=cfg.encode_cache_size, batch_size=cfg.batch_size,

@@ -9,7 +9,9 @@ calibration arm above the SFT start). From the refresh's new training-side sampl
    rendered prompt is the prompt of its first shown suggestion, its turn and retrieved tools
    are parsed from it (`generator.prompt.parse_prompt`);
 2. a CTR model is fitted on the logged lines, labelled by their clicks and weighted by
-   their calibrated weights (so the calibration decides what the reward model believes);
+   their calibrated weights (so the calibration decides what the reward model believes),
+   and on the newest `reward.ctr_history` training-side lists of earlier samples (one
+   refresh's ≈ 170 lists left it noisy);
 3. for the most recent `reward.max_prompts` requests, the champion samples
    `reward.candidates` more lists from the stored prompt with the generator's decoding, as
    serving does: on its CTranslate2 engine when it has one (`trainer.refresh`), else the
@@ -116,6 +118,20 @@ def logged_lists(table: pa.Table) -> tuple[list[LoggedList], int]:
     return lists, skipped
 
 
+def _logged_features(logged: LoggedList, prompt_tools: Sequence[str],
+                     encode: Encode) -> np.ndarray:
+    """The CTR features of the list the user was shown."""
+    return candidate_features(logged.turn, [logged.shown], prompt_tools, encode)[0]
+
+
+def _history(table: pa.Table | None, limit: int, *, exclude: set[str]) -> list[LoggedList]:
+    """The newest `limit` readable lists of `table` whose request is not in `exclude`."""
+    if table is None or not limit or not table.num_rows:
+        return []
+    lists, _ = logged_lists(table)
+    return [x for x in lists if x.request_id not in exclude][-limit:]
+
+
 def prompt_tool_ids(prompt: RenderedPrompt, tool_ids: Mapping[str, str]) -> tuple[str, ...]:
     """The prompt's tools as ids (`tool_ids`: name as rendered → id); unknown names (a tool
     renamed or removed since) keep their place as themselves, matching no linked tool."""
@@ -161,17 +177,22 @@ def sample_candidates(generator: Generator, lists: Sequence[LoggedList], *, cand
 
 def pair_set(table: pa.Table, generator: Generator, encode: Encode,
              tool_ids: Mapping[str, str], config: RewardObjectiveConfig, *,
-             seed: int, checkpoint: Callable[[], None] = lambda: None) -> PairSet:
+             seed: int, history: pa.Table | None = None,
+             checkpoint: Callable[[], None] = lambda: None) -> PairSet:
     """The reward objective's training rows from the training-side samples `table` (see the
-    module docstring), and its diagnostics."""
+    module docstring), and its diagnostics. `history`: older training-side samples; the
+    CTR model is also fitted on their newest `config.ctr_history` lists (never sampled for)."""
     started = time.monotonic()
     lists, skipped = logged_lists(table)
     if not lists:
         return PairSet([], {"requests": 0, "skipped_requests": skipped, "pairs": 0})
     tools = [prompt_tool_ids(logged.prompt, tool_ids) for logged in lists]
-    logged_features = [candidate_features(logged.turn, [logged.shown], prompt_tools, encode)[0]
+    logged_features = [_logged_features(logged, prompt_tools, encode)
                        for logged, prompt_tools in zip(lists, tools, strict=True)]
-    model = fit_logged(lists, logged_features, l2=config.l2)
+    older = _history(history, config.ctr_history, exclude={x.request_id for x in lists})
+    older_features = [_logged_features(logged, prompt_tool_ids(logged.prompt, tool_ids), encode)
+                      for logged in older]
+    model = fit_logged([*older, *lists], [*older_features, *logged_features], l2=config.l2)
     recent = lists[-config.max_prompts:]
     generation_started = time.monotonic()
     drawn = sample_candidates(generator, recent, candidates=config.candidates,
@@ -192,6 +213,7 @@ def pair_set(table: pa.Table, generator: Generator, encode: Encode,
             rows += pair_rows(logged.request_id, logged.rendered, options, pair)
     diagnostics = {
         "requests": len(lists), "skipped_requests": skipped, "prompts": len(recent),
+        "ctr_history_lists": len(older),
         "candidates": config.candidates, "pairs": len(gaps),
         "mean_reward_gap": round(float(np.mean(gaps)), 4) if gaps else None,
         "ctr_model": model.describe(), "seconds": round(time.monotonic() - started, 1),

@@ -44,7 +44,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -425,15 +425,21 @@ class Refresher:
         import pyarrow as pa
 
         from trainer.data import split_holdout
-        from trainer.listwise import pair_set
+        from trainer.listwise import LIST_COLUMNS, pair_set
 
         assert self.encoder is not None  # checked in __init__
         train_side, _ = split_holdout(data.new, self.training.holdout_share)
+        history = None
+        if self.training.reward.ctr_history and data.since is not None and data.since >= 0:
+            # the older requests' training side only: the gate tops its hold-out up from them
+            older = replay_rows(self.lake, data.new, data.until, columns=LIST_COLUMNS)
+            history, _ = split_holdout(older, self.training.holdout_share)
         generator = self._sampler(loaded, champion)
         sampler = "ctranslate2" if type(generator).__name__ == "FastGenerator" else "torch"
         try:
             pairs = pair_set(train_side, generator, self.encoder, self.tool_ids,
                              self.training.reward, seed=self.training.seed + (data.until or 0),
+                             history=history,
                              checkpoint=lambda: self._check_stop("while sampling lists"))
         finally:
             del generator  # a CTranslate2 model is freed now, not at interpreter exit
@@ -549,7 +555,8 @@ class Refresher:
         return RefreshResult(outcome, reason, record, data.new.num_rows, announced, timings)
 
 
-def replay_rows(lake: LakeConfig, new: pa.Table, until: int) -> pa.Table:
+def replay_rows(lake: LakeConfig, new: pa.Table, until: int,
+                columns: Sequence[str] = SAMPLE_COLUMNS) -> pa.Table:
     """The rows the champion could have trained on, for replay: the `samples` version this
     refresh read (`until`, the table's current one) minus `new`, by the write batch each
     row carries. Not time travel to the champion's version: vacuum deletes that version's
@@ -560,8 +567,7 @@ def replay_rows(lake: LakeConfig, new: pa.Table, until: int) -> pa.Table:
     batch = BATCH_FIELD.name
     batches = pc.unique(new.column(batch)).to_pylist() if new.num_rows else []
     filters = [(batch, "not in", batches)] if batches else None
-    return read_table(lake, "samples", version=until, columns=list(SAMPLE_COLUMNS),
-                      filters=filters)
+    return read_table(lake, "samples", version=until, columns=list(columns), filters=filters)
 
 
 def _margins(evaluator: Any, loaded: tuple[Any, Any], held_out: pa.Table, sides: _Sides,

@@ -14,6 +14,7 @@ from retrieval.linker import (
     LinkModel,
     Ranking,
     answers_questions,
+    false_link_threshold,
     features,
     fit_link_model,
     fit_logistic,
@@ -116,6 +117,31 @@ def test_number_feature_and_its_question_cross() -> None:
 ])
 def test_self_served_marks_what_the_assistant_does_itself(text: str, served: int) -> None:
     assert _form(text)["self_served"] == served
+
+
+def test_false_link_threshold_links_at_most_the_capped_share_of_no_tool_rows() -> None:
+    prob = np.array([0.9, 0.7, 0.5, 0.3])
+    assert false_link_threshold(prob, 0.0) > 0.9  # none may link
+    assert 0.7 < false_link_threshold(prob, 0.25) <= np.nextafter(0.7, 1)  # only the 0.9
+    assert false_link_threshold(prob, 1.0) == 0.0  # no limit
+    heavy = np.array([3.0, 1.0, 1.0, 1.0])  # the 0.9 row alone is half the weight
+    assert false_link_threshold(prob, 0.25, sample_weight=heavy) > 0.9
+
+
+def test_the_false_link_cap_raises_the_threshold_only_when_it_binds() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, len(FEATURES)))
+    no_tool = rng.random(400) < 0.3
+    y = ((x[:, 0] + 0.8 * rng.normal(size=400) > 0) & ~no_tool).astype(float)
+    # a loose precision target, which alone links many no-tool rows
+    plain = fit_link_model(x, y, np.arange(400), target_precision=0.6)
+    loose = fit_link_model(x, y, np.arange(400), target_precision=0.6, no_tool=no_tool,
+                           max_false_links=1.0)
+    tight = fit_link_model(x, y, np.arange(400), target_precision=0.6, no_tool=no_tool,
+                           max_false_links=0.01)
+    assert loose.threshold == plain.threshold < tight.threshold
+    linked_no_tool = [tight.probability(f) >= tight.threshold for f in x[no_tool]]
+    assert np.mean(linked_no_tool) <= 0.05  # in-sample; the cap held out-of-fold (0.01)
 
 
 def test_model_round_trips_and_rejects_other_features(tmp_path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from bench.samples import synthetic_samples
 from generator.prompt import parse_prompt
-from trainer.listwise import fit_logged, logged_lists, prompt_tool_ids
+from trainer.listwise import _history, fit_logged, logged_lists, prompt_tool_ids
 from trainer.reward import FEATURES, candidate_features
 
 
@@ -75,3 +75,15 @@ def test_prompt_tools_as_ids_and_the_logged_fit() -> None:
     assert on_list.any() and coef["rank1"] > 0.5 and coef["rank2"] > 0.5
     with pytest.raises(ValueError):
         fit_logged([], [np.zeros((0, len(FEATURES)))], l2=1.0)
+
+
+def test_history_is_the_newest_readable_lists_of_other_requests() -> None:
+    table = _table(synthetic_samples(120, seed=6))
+    lists, _ = logged_lists(table)
+    assert len(lists) > 4
+    newest = _history(table, 3, exclude=set())
+    assert [x.request_id for x in newest] == [x.request_id for x in lists[-3:]]
+    skip = {lists[-1].request_id}
+    assert [x.request_id for x in _history(table, 3, exclude=skip)] == [
+        x.request_id for x in lists[-4:-1]]
+    assert _history(table, 0, exclude=set()) == [] and _history(None, 3, exclude=set()) == []

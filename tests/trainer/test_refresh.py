@@ -255,6 +255,15 @@ def test_reward_objective_trains_whole_lists_sampled_from_the_champion(
         (f"{rid}:{name}", name == "chosen") for rid in requests for name in ("chosen", "rejected"))
     # the gate scored the held-out single clicks, as with the click objective
     assert record.n_holdout > 0 and record.metrics["candidate"]["reward_margin"] is not None
+    assert done["ctr_history_lists"] == 0  # the first refresh has no earlier samples
+    if engine == "none":
+        return
+    # the next refresh fits its CTR model on the earlier training-side lists as well
+    write_samples(lake, synthetic_samples(64, seed=2))
+    second = refresher.run()
+    assert second.record is not None, second.reason
+    older = {r["request_id"] for r in rows} - held
+    assert second.record.metrics["reward_objective"]["ctr_history_lists"] == len(older)
 
 
 def test_corrupt_or_missing_champion_adapter_fails_clearly_and_keeps_the_champion(
