@@ -318,7 +318,7 @@ def merge_update(weights: dict[str, np.ndarray],
         key, _, kind = name.rpartition(":")
         if key not in weights:
             raise RetrievalError(f"encoder update {name!r} has no base weight")
-        mate = {"A": "B", "rows": "R"}.get(kind)
+        mate = {"A": "B", "B": "A", "rows": "R", "R": "rows"}.get(kind)
         if mate and f"{key}:{mate}" not in update:
             raise RetrievalError(f"encoder update {name!r} has no {key}:{mate}")
         if kind == "A":

@@ -130,6 +130,7 @@ class _Data:
     new: pa.Table
     train: TrainingSet
     held_out: pa.Table
+    old: pa.Table | None = None  # the older samples (replay, hold-out top-up, CTR history)
     reward_objective: dict[str, Any] = field(default_factory=dict)  # what trainer.listwise did
 
 
@@ -267,7 +268,8 @@ class Refresher:
             )
             error.new = new.num_rows  # type: ignore[attr-defined]
             raise error
-        old = replay_rows(self.lake, new, until) if since is not None and since >= 0 else None
+        old = (replay_rows(self.lake, new, until, columns=self._older_columns())
+               if since is not None and since >= 0 else None)
         train = build_training_set(new, old, self.training)
         held_out = build_eval_set(new, old, self.training)
         log.info("refresh data: samples versions (%s, %d]: %d new, %d replay, %d train, "
@@ -280,7 +282,16 @@ class Refresher:
                         "[%.3g, %.3g]: a class is too small to carry its share (trainer.data)",
                         self.training.weight_max, train.weighted_ratio,
                         self.training.desirable_ratio_min, self.training.desirable_ratio_max)
-        return _Data(since, until, new, train, held_out)
+        return _Data(since, until, new, train, held_out, old)
+
+    def _older_columns(self) -> tuple[str, ...]:
+        """The older samples' columns a refresh reads: the list columns too when the reward
+        objective fits its CTR model on them (one read serves replay and that fit)."""
+        if self.training.objective != "reward" or not self.training.reward.ctr_history:
+            return SAMPLE_COLUMNS
+        from trainer.listwise import LIST_COLUMNS
+
+        return tuple(dict.fromkeys((*SAMPLE_COLUMNS, *LIST_COLUMNS)))
 
     def _train_and_evaluate(
         self, version: str, seq: int, champion: ModelRecord | None, data: _Data,
@@ -425,15 +436,13 @@ class Refresher:
         import pyarrow as pa
 
         from trainer.data import split_holdout
-        from trainer.listwise import LIST_COLUMNS, pair_set
+        from trainer.listwise import pair_set
 
         assert self.encoder is not None  # checked in __init__
         train_side, _ = split_holdout(data.new, self.training.holdout_share)
-        history = None
-        if self.training.reward.ctr_history and data.since is not None and data.since >= 0:
-            # the older requests' training side only: the gate tops its hold-out up from them
-            older = replay_rows(self.lake, data.new, data.until, columns=LIST_COLUMNS)
-            history, _ = split_holdout(older, self.training.holdout_share)
+        # the older requests' training side only: the gate tops its hold-out up from them
+        history = (split_holdout(data.old, self.training.holdout_share)[0]
+                   if data.old is not None and self.training.reward.ctr_history else None)
         generator = self._sampler(loaded, champion)
         sampler = "ctranslate2" if type(generator).__name__ == "FastGenerator" else "torch"
         try:

@@ -105,6 +105,8 @@ def test_merge_adds_each_kind_of_update_to_its_weight() -> None:
         merge_update({"q.weight": w}, {"k.weight:A": a, "k.weight:B": b})
     with pytest.raises(RetrievalError, match="no q.weight:B"):
         merge_update({"q.weight": w}, {"q.weight:A": a})
+    with pytest.raises(RetrievalError, match="no q.weight:rows"):
+        merge_update({"q.weight": w}, {"q.weight:R": a})
     with pytest.raises(RetrievalError, match="unknown kind"):
         merge_update({"q.weight": w}, {"q.weight:Z": a})
 
