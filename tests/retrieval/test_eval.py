@@ -194,3 +194,18 @@ def test_evaluation_meets_targets(retriever: Retriever) -> None:
     linking = report["linking"]["at_chosen"]["test"]
     assert linking["precision"] >= 0.90 and linking["recall"] >= 0.85
     assert report["independence"]["exact_overlap"] == 0
+
+
+def test_context_set_shape(catalog: Catalog) -> None:
+    """The context set (not wired into `tools eval` yet): follow-ups that only the
+    assistant's response or the earlier queries resolve, each with its context and a gold
+    catalog tool, split half tune / half report."""
+    ref = resources.files("retrieval.data").joinpath("eval_context.jsonl")
+    rows = [json.loads(line) for line in ref.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 100
+    assert [r["id"] for r in rows] == [f"x{i:04d}" for i in range(1, len(rows) + 1)]
+    assert all(r["gold"] in catalog for r in rows)
+    assert all(r["response"] or r["recent"] for r in rows)  # every row has a context
+    assert {r["kind"] for r in rows} == {"confirm", "anaphora", "elliptic", "refine",
+                                         "topic_shift", "context_need"}
+    assert Counter(r["split"] for r in rows).keys() == {"tune", "report"}
