@@ -30,6 +30,8 @@ from retrieval.encoder import default_model_dir, encoder_identity
 from retrieval.evaluate import (
     CONTRAST_RESOURCE,
     EVAL_SETS,
+    context_ranking,
+    load_context_set,
     load_eval_set,
     ranking_metrics,
     training_texts,
@@ -45,7 +47,8 @@ from retrieval.retriever import Retriever
 
 
 def tune_ranking(retriever: Retriever) -> dict[str, dict[str, float]]:
-    """R@1/R@5/MRR of each set's tuning splits (gold rows whose tool is in the catalog)."""
+    """R@1/R@5/MRR of each set's tuning splits (gold rows whose tool is in the catalog), and
+    of the context set's tune half searched with its context."""
     out = {}
     for name, spec in EVAL_SETS.items():
         if not spec.tune:  # a held-out-only set (fresh) is never scored while tuning
@@ -57,6 +60,8 @@ def tune_ranking(retriever: Retriever) -> dict[str, dict[str, float]]:
             ids = [h.tool_id for h in retriever.search(r.text, k=10)]
             ranks.append(ids.index(r.gold) + 1 if r.gold in ids else 0)
         out[name] = ranking_metrics(ranks)
+    context = [r for r in load_context_set() if r.split == "tune"]
+    out["context"] = context_ranking(retriever, context)
     return out
 
 

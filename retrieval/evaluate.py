@@ -118,6 +118,43 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
 
 
+CONTEXT_RESOURCE = "eval_context.jsonl"
+
+
+@dataclass(frozen=True)
+class ContextRow:
+    """A follow-up whose tool only its context tells: the assistant's last response and the
+    user's earlier queries (oldest first)."""
+
+    id: str
+    text: str
+    response: str
+    recent: tuple[str, ...]
+    gold: str
+    split: str
+    kind: str
+
+
+def load_context_set() -> list[ContextRow]:
+    """The context set (`eval_context.jsonl`, written blind in session 19)."""
+    ref = resources.files("retrieval.data").joinpath(CONTEXT_RESOURCE)
+    return [ContextRow(d["id"], d["text"], d["response"], tuple(d["recent"]), d["gold"],
+                       d["split"], d["kind"])
+            for d in map(json.loads, ref.read_text(encoding="utf-8").splitlines()) if d]
+
+
+def context_ranking(retriever: Retriever, rows: list[ContextRow]) -> dict[str, float]:
+    """R@1/R@5/MRR of the rows' gold tools, each searched with its response and recent
+    queries (as serving searches a follow-up)."""
+    ranks = []
+    for row in rows:
+        hits = retriever.search(row.text, response=row.response, recent=list(row.recent),
+                                k=10)
+        ids = [h.tool_id for h in hits]
+        ranks.append(ids.index(row.gold) + 1 if row.gold in ids else 0)
+    return ranking_metrics(ranks)
+
+
 def ranking_metrics(ranks: list[int]) -> dict[str, float]:
     """Recall@1/5/10 and MRR from 1-based ranks (0 = not retrieved)."""
     r = np.array([x if x > 0 else 10**9 for x in ranks], dtype=float)

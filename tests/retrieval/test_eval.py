@@ -209,3 +209,17 @@ def test_context_set_shape(catalog: Catalog) -> None:
     assert {r["kind"] for r in rows} == {"confirm", "anaphora", "elliptic", "refine",
                                          "topic_shift", "context_need"}
     assert Counter(r["split"] for r in rows).keys() == {"tune", "report"}
+
+
+def test_context_ranking_searches_each_follow_up_with_its_context(retriever: Any) -> None:
+    from retrieval.evaluate import ContextRow, context_ranking, load_context_set
+
+    assert len(load_context_set()) >= 100
+    offer = "Your battery is at 9%. Turn on battery saver?"
+    rows = [ContextRow("a", "yes", offer, (), "battery.saver.on", "tune", "confirm"),
+            ContextRow("b", "turn it up", "", ("play some jazz",), "sound.volume.media.up",
+                       "tune", "anaphora")]
+    with_context = context_ranking(retriever, rows)
+    assert with_context["n"] == 2 and with_context["recall@5"] == 1.0
+    bare = [ContextRow(r.id, r.text, "", (), r.gold, r.split, r.kind) for r in rows]
+    assert context_ranking(retriever, bare)["mrr"] < with_context["mrr"]
