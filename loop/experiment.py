@@ -500,8 +500,8 @@ def build_candidates(sim: Simulator, logged: Logged, lists: Sequence[Sequence[tu
         ordered = [tuple(sorted(c, key=lambda s: s.position)) for c in candidates]
         options = [ListCandidate(tuple(Suggestion(s.text, s.tool_id) for s in shown))
                    for shown in ordered]
-        features = candidate_features(f"{request.query} {request.response}", options, prompt_tools,
-                                encode)
+        features = candidate_features(f"{request.query} {request.response}", options,
+                                      prompt_tools, encode)
         out.request_ids.append(record.request_id)
         out.prompts.append(prompts[record.request_id])
         out.lists.append(ordered)

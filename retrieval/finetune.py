@@ -160,8 +160,6 @@ def finetune_key(catalog_hash: str, base_identity: str, settings: FinetuneSettin
     of the index."""
     trained = {k: v for k, v in asdict(settings).items()  # not how the result is shipped
                if k not in ("update_rank", "row_tolerance")}
-    if not settings.no_tool_per_batch:  # keys of fits made before the option stay as they were
-        del trained["no_tool_per_batch"]
     fields: dict[str, Any] = {"catalog": catalog_hash, "base": base_identity,
                               "settings": trained, "version": 1}
     if settings.no_tool_per_batch and no_tool:

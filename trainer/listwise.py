@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from generator.prompt import RenderedPrompt, completion_text, parse_prompt, sample_prompt
 from toolrec.errors import ValidationError
@@ -125,11 +126,17 @@ def _logged_features(logged: LoggedList, prompt_tools: Sequence[str],
 
 
 def _history(table: pa.Table | None, limit: int, *, exclude: set[str]) -> list[LoggedList]:
-    """The newest `limit` readable lists of `table` whose request is not in `exclude`."""
+    """The readable lists of the newest `limit` requests of `table` (by their last close)
+    that are not in `exclude`. The newest are picked before any prompt is parsed: the older
+    samples grow with the lake, the history stays `limit` lists."""
     if table is None or not limit or not table.num_rows:
         return []
-    lists, _ = logged_lists(table)
-    return [x for x in lists if x.request_id not in exclude][-limit:]
+    closes = table.group_by("request_id").aggregate([("closed_ts", "max")]).to_pylist()
+    closes = [c for c in closes if c["request_id"] not in exclude]
+    closes.sort(key=lambda c: (c["closed_ts_max"], c["request_id"]))
+    newest = pa.array([c["request_id"] for c in closes[-limit:]])
+    lists, _ = logged_lists(table.filter(pc.is_in(table.column("request_id"), newest)))
+    return lists
 
 
 def prompt_tool_ids(prompt: RenderedPrompt, tool_ids: Mapping[str, str]) -> tuple[str, ...]:

@@ -338,6 +338,7 @@ class Refresher:
             "base_model": str(self.base_model), "created_ts": now_ms(),
         })
         status = {"promote": "champion", "reject": "rejected"}.get(result.outcome, "candidate")
+        trained_with, completion_eos = self._objective_settings()
         record = ModelRecord(
             version=version, seq=seq, parent=champion.version if champion else None,
             base_model=str(self.base_model), adapter_path=str(final),
@@ -350,8 +351,8 @@ class Refresher:
                      "train_weights": data.train.weight_summary(),
                      "holdout_share": self.training.holdout_share,
                      "objective": self.training.objective,
-                     "learning_rate": self._objective_settings()[0].learning_rate,
-                     "completion_eos": self._objective_settings()[1],
+                     "learning_rate": trained_with.learning_rate,
+                     "completion_eos": completion_eos,
                      **({"reward_objective": data.reward_objective}
                         if data.reward_objective else {}),
                      "weights_file": WEIGHTS_FILE, "timings": dict(timings)},
@@ -406,11 +407,12 @@ class Refresher:
             _load_adapter_weights(model, champion)
         return model, tokenizer
 
-    def _sampler(self, loaded: tuple[Any, Any], champion: ModelRecord | None) -> Any:
-        """The champion as serving runs it, to sample candidate lists: its CTranslate2 engine
-        when the registry has one (SmolLM2 here, 2026-12-04: 0.44–0.58 lists/s on PyTorch,
-        1.2–2.0 on the int8 engine), else `loaded`, the PyTorch model about to be trained,
-        before its first step (its adapter is still the champion's)."""
+    def _sampler(self, loaded: tuple[Any, Any],
+                 champion: ModelRecord | None) -> tuple[Any, Literal["ctranslate2", "torch"]]:
+        """The champion as serving runs it, to sample candidate lists, and the engine's name:
+        its CTranslate2 engine when the registry has one (SmolLM2 here, 2026-12-04: 0.44–0.58
+        lists/s on PyTorch, 1.2–2.0 on the int8 engine), else `loaded`, the PyTorch model
+        about to be trained, before its first step (its adapter is still the champion's)."""
         import torch
 
         from generator.fast import FastGenerator
@@ -420,13 +422,14 @@ class Refresher:
         if champion is not None and champion.engine_path:
             engine = Path(champion.engine_path)
             verify_artifact(engine, version=f"{champion.version} (engine)")
-            return FastGenerator.load_converted(engine, config=self.config.generator,
+            fast = FastGenerator.load_converted(engine, config=self.config.generator,
                                                 linker=self.linker, model_version=version,
                                                 threads=torch.get_num_threads())
+            return fast, "ctranslate2"
         model, tokenizer = loaded
         model.eval()  # no dropout while sampling
         return Generator(model, tokenizer, config=self.config.generator, linker=self.linker,
-                         model_version=version)
+                         model_version=version), "torch"
 
     def _with_list_pairs(self, data: _Data, loaded: tuple[Any, Any],
                          champion: ModelRecord | None) -> _Data:
@@ -443,8 +446,7 @@ class Refresher:
         # the older requests' training side only: the gate tops its hold-out up from them
         history = (split_holdout(data.old, self.training.holdout_share)[0]
                    if data.old is not None and self.training.reward.ctr_history else None)
-        generator = self._sampler(loaded, champion)
-        sampler = "ctranslate2" if type(generator).__name__ == "FastGenerator" else "torch"
+        generator, sampler = self._sampler(loaded, champion)
         try:
             pairs = pair_set(train_side, generator, self.encoder, self.tool_ids,
                              self.training.reward, seed=self.training.seed + (data.until or 0),

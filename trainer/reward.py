@@ -34,8 +34,8 @@ r(x, y) = Σ_k p_k. `label_pairs` turns scored candidate lists of one prompt int
 the best list desirable, the worst undesirable (GQR Algorithm 1 with random candidates in
 place of beam search), when their rewards differ by at least `min_gap`.
 
-`candidate_features` computes every candidate's features with one encoder call per prompt and
-`pair_rows` writes a pair as the sample table's rows; both are shared by the experiment
+`candidate_features` computes every candidate's features with one encoder call per prompt
+and `pair_rows` writes a pair as the sample table's rows; both are shared by the experiment
 (`loop.experiment`) and the refresh (`trainer.listwise`). Pure numpy; no torch.
 """
 
@@ -51,10 +51,10 @@ from generator.prompt import format_response
 
 __all__ = [
     "FEATURES",
-    "candidate_features",
     "CtrModel",
     "ListCandidate",
     "Suggestion",
+    "candidate_features",
     "fit_ctr",
     "label_pairs",
     "list_features",
@@ -110,8 +110,8 @@ def list_features(suggestions: Sequence[Suggestion], prompt_tools: Sequence[str]
     return rows
 
 
-def candidate_features(turn: str, options: Sequence[ListCandidate], prompt_tools: Sequence[str],
-                 encode: Encode) -> list[np.ndarray]:
+def candidate_features(turn: str, options: Sequence[ListCandidate],
+                       prompt_tools: Sequence[str], encode: Encode) -> list[np.ndarray]:
     """`list_features` of each of one prompt's candidate lists, relevance the cosine of each
     line to `turn` (the query and the response): one encoder call for the turn and every
     line (`encode` returns unit vectors, one row per text)."""
