@@ -21,7 +21,6 @@ import hmac
 import json
 import math
 import operator
-import os
 import secrets
 import types
 import typing
@@ -36,7 +35,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import SchemaSerializer, core_schema
 
 from contracts.privacy import PiiPolicy, redact
-from toolrec.durable import now_ms
+from toolrec.durable import create_once_text, now_ms
 from toolrec.errors import ConfigError, ValidationError
 
 __all__ = [
@@ -412,13 +411,9 @@ def load_user_id_key(telemetry: HasUserIdKey, state_dir: Path) -> bytes:
         if len(key) < 16:
             raise ConfigError("streams.telemetry.user_id_key must be at least 16 bytes long")
         return key
-    path = state_dir / "secrets" / "user_id_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    # The worker, the sink and the server may start at once: create_once_text lets one win.
+    key_file = state_dir / "secrets" / "user_id_key"
+    return create_once_text(key_file, lambda: secrets.token_hex(32)).strip().encode()
 
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

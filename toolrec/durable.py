@@ -1,5 +1,5 @@
 """Durability helpers every stage shares: wall-clock milliseconds, an inter-process file
-lock, directory fsync and atomic file replacement.
+lock, directory fsync, atomic file replacement and create-once files.
 
 Owned here (the core) because the trainer's registry and refresh, serving's spool and the
 loop's demo all need them and none may import another. May import the standard library
@@ -13,12 +13,13 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from toolrec.errors import LockBusyError
 
-__all__ = ["FileLock", "LockBusyError", "atomic_write_text", "fsync_dir", "now_ms"]
+__all__ = ["FileLock", "LockBusyError", "atomic_write_text", "create_once_text", "fsync_dir",
+           "now_ms"]
 
 
 def now_ms() -> int:
@@ -46,6 +47,29 @@ def atomic_write_text(path: Path, text: str, *, tmp_suffix: str = ".tmp") -> Non
         os.fsync(handle.fileno())
     tmp.replace(path)
     fsync_dir(path.parent)
+
+
+def create_once_text(path: Path, make_text: Callable[[], str], *, mode: int = 0o600) -> str:
+    """The content of `path`, created with `make_text()` (file mode `mode`) if it does not
+    exist yet. Safe when several processes start at once: each writes a private temporary
+    file and hard-links it into place, which succeeds for exactly one; every caller then reads
+    the winner's complete content (never a half-written or an empty file)."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(make_text())
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):  # another process linked first
+                os.link(tmp, path)
+            fsync_dir(path.parent)
+        finally:
+            tmp.unlink()
+    return path.read_text()
 
 
 class FileLock:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +36,29 @@ def test_key_from_config_or_created_once(tmp_path) -> None:  # type: ignore[no-u
     assert load_user_id_key(TelemetryConfig(user_id_key="s" * 20), tmp_path) == b"s" * 20
     with pytest.raises(ConfigError, match="16 bytes"):
         load_user_id_key(TelemetryConfig(user_id_key="short"), tmp_path)
+
+
+def _load_key_after(barrier: Any, state_dir: Path, out: Any) -> None:
+    barrier.wait()
+    out.put(load_user_id_key(TelemetryConfig(), state_dir))
+
+
+def test_processes_starting_at_once_share_one_complete_key(tmp_path: Path) -> None:
+    """The worker, the sink and the server create the per-machine key at the same moment (a
+    closed-loop CI run lost its worker to FileExistsError): one creates it, all read it whole."""
+    spawn = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        state_dir, out, barrier = tmp_path / str(attempt), spawn.Queue(), spawn.Barrier(6)
+        procs = [spawn.Process(target=_load_key_after, args=(barrier, state_dir, out))
+                 for _ in range(6)]
+        for proc in procs:
+            proc.start()
+        keys = {out.get(timeout=30) for _ in procs}
+        for proc in procs:
+            proc.join(timeout=30)
+        assert [proc.exitcode for proc in procs] == [0] * 6
+        assert len(keys) == 1 and len(keys.pop()) == 64
+        assert [p.name for p in (state_dir / "secrets").iterdir()] == ["user_id_key"]
 
 
 def test_send_validates_first_and_keys_by_pseudonym(kafka: KafkaConfig) -> None:
