@@ -5,7 +5,8 @@ Every tool contributes its phrasings (name, description, examples) and one centr
 under `cache_dir/systoolkit-index/<key>/` with a `meta.json` that records the catalog
 hash, the encoder identity and the index parameters; the key is a digest of those, so a
 changed catalog gets a new index built (atomically, via a temp directory) while processes
-still serving the old catalog keep theirs. Vectors of unchanged phrasings are reused from
+still serving the old catalog keep theirs; processes that start together build it once,
+under a file lock. Vectors of unchanged phrasings are reused from
 the previous index, and only the three most recent indexes are kept.
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 from retrieval.adapter import TextEncoder
 from retrieval.catalog import Catalog
 from retrieval.encoder import DIM
+from toolrec.durable import FileLock
 from toolrec.errors import RetrievalError
 
 log = logging.getLogger(__name__)
@@ -69,16 +71,32 @@ class ToolIndex:
                 "m": params.m, "ef_construction": params.ef_construction}
         key = hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()[:16]
         directory = cache_dir / INDEX_DIRNAME / key
+        index = cls._load_if_current(directory, params, want)
+        if index is not None:
+            return index
+        # Processes starting together (the worker and the API) build one index, not two
+        # racing ones: the first builds under the lock, the others then load its result.
+        lock = FileLock(directory.with_name(f".{key}.lock"), what="tool index build")
+        with lock.held(timeout_s=None):
+            index = cls._load_if_current(directory, params, want, quiet=True)
+            if index is not None:
+                return index
+            return cls._build(catalog, encoder, directory, params, want)
+
+    @classmethod
+    def _load_if_current(cls, directory: Path, params: IndexParams, want: dict[str, Any],
+                         *, quiet: bool = False) -> ToolIndex | None:
+        """The index under `directory` if it is whole and built for `want`, else None."""
         meta = _read_meta(directory)
         if meta is not None and all(meta.get(k) == v for k, v in want.items()):
             try:
                 return cls._load(directory, meta, params)
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
                 log.warning("index under %s unreadable (%s); rebuilding", directory, exc)
-        elif meta is not None:
+        elif meta is not None and not quiet:
             log.info("catalog or encoder changed (index %s, catalog %s); rebuilding index",
-                     meta.get("catalog_hash"), catalog.hash)
-        return cls._build(catalog, encoder, directory, params, want)
+                     meta.get("catalog_hash"), want["catalog_hash"])
+        return None
 
     @classmethod
     def _load(cls, directory: Path, meta: dict[str, Any], params: IndexParams) -> ToolIndex:
@@ -149,6 +167,7 @@ def _prune(directory: Path, keep: int = KEEP_INDEXES) -> None:
     """Drop all but the `keep` most recent other indexes (one per catalog version)."""
     for old in _siblings(directory)[keep - 1:]:
         shutil.rmtree(old, ignore_errors=True)
+        old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
 
 
 def _phrasings(catalog: Catalog) -> tuple[list[str], np.ndarray, np.ndarray]:

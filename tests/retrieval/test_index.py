@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from retrieval.catalog import Catalog, parse_records
 from retrieval.config import RetrievalConfig
 from retrieval.encoder import Encoder
-from retrieval.index import INDEX_DIRNAME
+from retrieval.index import INDEX_DIRNAME, IndexParams, ToolIndex
 from retrieval.retriever import Retriever
 
 from .conftest import SMALL_IDS, records
@@ -64,3 +66,21 @@ def test_different_encoder_settings_rebuild(small_catalog: Catalog, encoder: Enc
     config = RetrievalConfig(cache_dir=tmp_path, max_seq_length=64)
     other = Retriever(config, catalog=small_catalog, encoder=Encoder(max_seq_length=64))
     assert other.index.rebuilt
+
+
+def test_processes_starting_together_build_one_index(small_catalog: Catalog, encoder: Encoder,
+                                                     tmp_path: Path) -> None:
+    """The worker and the API open a cold cache at the same moment: one builds, the others
+    wait for it and load its index (two racing builds failed to rename onto each other)."""
+    gate = threading.Barrier(4)
+
+    def open_index(_: int) -> ToolIndex:
+        gate.wait()
+        return ToolIndex.open(small_catalog, encoder, tmp_path, IndexParams(),
+                              encoder_id="test-encoder")
+
+    with ThreadPoolExecutor(4) as pool:
+        indexes = list(pool.map(open_index, range(4)))
+    assert sorted(index.rebuilt for index in indexes) == [False, False, False, True]
+    assert all((index.phrases == indexes[0].phrases).all() for index in indexes)
+    assert len([p for p in (tmp_path / INDEX_DIRNAME).iterdir() if p.is_dir()]) == 1
