@@ -135,8 +135,9 @@ def validate(settings: Any, catalog_path: Path | None, no_duplicates: bool) -> N
     click.echo(f"valid{checked}")
 
 
-# the keys of retrieval.evaluate.EVAL_SETS (not imported here: it loads the encoder stack)
-EVAL_SET_NAMES = ("catalog", "spoken", "forms", "fresh")
+# the keys of retrieval.evaluate.EVAL_SETS and its CONTEXT_SET (not imported here: it loads
+# the encoder stack)
+EVAL_SET_NAMES = ("catalog", "spoken", "forms", "fresh", "context")
 
 
 @tools.command("eval")
@@ -149,7 +150,8 @@ EVAL_SET_NAMES = ("catalog", "spoken", "forms", "fresh")
 def eval_cmd(settings: Any, recall_floor: float, sets: tuple[str, ...], as_json: bool) -> None:
     """Evaluate retrieval (Recall@1/5/10, MRR) and linking on the labelled sets: catalog
     (held-out test), spoken (all rows, tuned on), forms (tuning rows only) and fresh
-    (held-out only)."""
+    (held-out only); and the ranking of follow-ups with their context (context: tune and
+    report halves, each beside the query searched alone)."""
     from retrieval.evaluate import evaluate, format_report
 
     report = evaluate(_retriever(settings), recall_floor=recall_floor,

@@ -24,6 +24,13 @@ Four sets, written by different procedures, are reported side by side:
 Each row has `text`, `gold` (a tool id, or null for questions, chit-chat and web lookups
 that invoke no tool) and `split`.
 
+A fifth set, `context` (`retrieval/data/eval_context.jsonl`, 101 rows written blind in
+session 19), holds follow-ups only their context resolves ("yes please" after an offer,
+"turn it up" after "play some jazz"): each with the assistant's last `response` and/or the
+user's `recent` queries, a `kind` and `split` tune / report (alternating). It is ranked
+with that context, as serving searches, beside the same text searched alone
+(`evaluate_context`); it has no linking labels.
+
 Metrics (query only, no context):
 - retrieval on the gold rows: Recall@1/5/10 (gold among the top k) and MRR;
 - linking on all rows: a link is correct when the linked id equals the gold id; precision
@@ -41,6 +48,7 @@ import hashlib
 import json
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
@@ -118,6 +126,7 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
 
 
+CONTEXT_SET = "context"  # follow-ups with their context: ranking only (`evaluate_context`)
 CONTEXT_RESOURCE = "eval_context.jsonl"
 
 
@@ -146,13 +155,42 @@ def load_context_set() -> list[ContextRow]:
 def context_ranking(retriever: Retriever, rows: list[ContextRow]) -> dict[str, float]:
     """R@1/R@5/MRR of the rows' gold tools, each searched with its response and recent
     queries (as serving searches a follow-up)."""
+    return ranking_metrics(_context_ranks(retriever, rows, with_context=True))
+
+
+def _context_ranks(retriever: Retriever, rows: list[ContextRow], *,
+                   with_context: bool) -> list[int]:
     ranks = []
     for row in rows:
-        hits = retriever.search(row.text, response=row.response, recent=list(row.recent),
-                                k=10)
+        if with_context:
+            hits = retriever.search(row.text, response=row.response, recent=list(row.recent),
+                                    k=10)
+        else:
+            hits = retriever.search(row.text, k=10)
         ids = [h.tool_id for h in hits]
         ranks.append(ids.index(row.gold) + 1 if row.gold in ids else 0)
-    return ranking_metrics(ranks)
+    return ranks
+
+
+def evaluate_context(retriever: Retriever) -> dict[str, Any]:
+    """The context set's report: ranking of each follow-up searched with its context, per
+    split and kind, beside the same follow-up searched alone (what the context adds). The
+    tune half has been tuned on; the report half is the held-out number."""
+    rows = load_context_set()
+    ranks = _context_ranks(retriever, rows, with_context=True)
+    alone = _context_ranks(retriever, rows, with_context=False)
+
+    def grouped(values: list[int], key: Callable[[ContextRow], str]) -> dict[str, Any]:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for row, rank in zip(rows, values, strict=True):
+            groups[key(row)].append(rank)
+        return {name: ranking_metrics(v) for name, v in sorted(groups.items())}
+
+    return {"name": "context", "rows": len(rows), "tune_splits": ["tune"],
+            "report_split": "report",
+            "with_context": {**grouped(ranks, lambda r: r.split), "all": ranking_metrics(ranks)},
+            "query_only": {**grouped(alone, lambda r: r.split), "all": ranking_metrics(alone)},
+            "per_kind": grouped(ranks, lambda r: r.kind)}
 
 
 def ranking_metrics(ranks: list[int]) -> dict[str, float]:
@@ -213,11 +251,16 @@ def independence(retriever: Retriever, rows: list[EvalRow]) -> dict[str, float]:
 
 
 def evaluate(retriever: Retriever, *, recall_floor: float = 0.87,
-             sets: tuple[str, ...] = tuple(EVAL_SETS)) -> dict[str, Any]:
+             sets: tuple[str, ...] = (*EVAL_SETS, CONTEXT_SET)) -> dict[str, Any]:
     """The full report of each set: ranking, linking (threshold from its tuning split and
-    the configured one), per category and kind, leakage."""
-    return {"sets": {name: evaluate_set(retriever, EVAL_SETS[name], recall_floor=recall_floor)
-                     for name in sets}}
+    the configured one), per category and kind, leakage; and the context set's ranking
+    (`evaluate_context`) when `sets` names it."""
+    report: dict[str, Any] = {
+        "sets": {name: evaluate_set(retriever, EVAL_SETS[name], recall_floor=recall_floor)
+                 for name in sets if name != CONTEXT_SET}}
+    if CONTEXT_SET in sets:
+        report["context"] = evaluate_context(retriever)
+    return report
 
 
 def evaluate_set(retriever: Retriever, spec: EvalSpec, *,
@@ -488,10 +531,28 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as aligned text (the `toolrec tools eval` output): the sets side by side
     on their held-out splits, then each set's details."""
     sets = report["sets"]
-    lines = _side_by_side(sets)
+    lines = _side_by_side(sets) if sets else []
     for rep in sets.values():
         lines += ["", *_set_details(rep)]
-    return "\n".join(lines)
+    if "context" in report:
+        lines += ["", *_context_details(report["context"])]
+    return "\n".join(lines).lstrip("\n")
+
+
+def _context_details(report: dict[str, Any]) -> list[str]:
+    def row(label: str, m: dict[str, float]) -> str:
+        return (f"  {label:<24}{m['n']:>4}  {m['recall@1']:.3f}  {m['recall@5']:.3f}  "
+                f"{m['mrr']:.3f}")
+
+    lines = [f"== context: {report['rows']} follow-ups with the assistant's response and/or "
+             "earlier queries (ranking only; the tune half was tuned on, report is held out)",
+             "  searched                   n   R@1    R@5    MRR"]
+    for split in ("report", "tune", "all"):
+        lines.append(row(f"{split}, with context", report["with_context"][split]))
+        lines.append(row(f"{split}, query only", report["query_only"][split]))
+    lines.append("per kind (all splits, with context):")
+    lines += [row(kind, m) for kind, m in report["per_kind"].items()]
+    return lines
 
 
 def _summary(r: dict[str, Any]) -> dict[str, str]:

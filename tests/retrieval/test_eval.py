@@ -223,3 +223,22 @@ def test_context_ranking_searches_each_follow_up_with_its_context(retriever: Any
     assert with_context["n"] == 2 and with_context["recall@5"] == 1.0
     bare = [ContextRow(r.id, r.text, "", (), r.gold, r.split, r.kind) for r in rows]
     assert context_ranking(retriever, bare)["mrr"] < with_context["mrr"]
+
+
+def test_the_context_set_is_reported_with_and_without_its_context(retriever: Any) -> None:
+    from retrieval.evaluate import evaluate, format_report, load_context_set
+
+    report = evaluate(retriever, sets=("context",))
+    assert report["sets"] == {}
+    context = report["context"]
+    rows = load_context_set()
+    assert context["rows"] == len(rows)
+    assert {s: context["with_context"][s]["n"] for s in ("tune", "report", "all")} == {
+        "tune": sum(r.split == "tune" for r in rows),
+        "report": sum(r.split == "report" for r in rows), "all": len(rows)}
+    assert sum(m["n"] for m in context["per_kind"].values()) == len(rows)
+    # what the set is for: its follow-ups are ranked far better with their context
+    assert all(context["with_context"][s]["mrr"] > context["query_only"][s]["mrr"] + 0.1
+               for s in ("tune", "report"))
+    text = format_report(report)
+    assert text.startswith("== context: ") and "report, with context" in text
