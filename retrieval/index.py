@@ -77,11 +77,17 @@ class ToolIndex:
         # Processes starting together (the worker and the API) build one index, not two
         # racing ones: the first builds under the lock, the others then load its result.
         lock = FileLock(directory.with_name(f".{key}.lock"), what="tool index build")
-        with lock.held(timeout_s=None):
+        try:
+            lock.acquire(timeout_s=None)
+        except OSError as exc:
+            raise _unwritable(directory, exc) from exc
+        try:
             index = cls._load_if_current(directory, params, want, quiet=True)
             if index is not None:
                 return index
             return cls._build(catalog, encoder, directory, params, want)
+        finally:
+            lock.release()
 
     @classmethod
     def _load_if_current(cls, directory: Path, params: IndexParams, want: dict[str, Any],
@@ -233,8 +239,10 @@ def _persist(directory: Path, phrases: np.ndarray, owner: np.ndarray, starts: np
         _prune(directory)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RetrievalError(
-            f"cannot write the tool index under {directory}: {exc}; "
-            "set retrieval.cache_dir to a writable directory"
-        ) from exc
+        raise _unwritable(directory, exc) from exc
+
+
+def _unwritable(directory: Path, exc: OSError) -> RetrievalError:
+    return RetrievalError(f"cannot write the tool index under {directory}: {exc}; "
+                          "set retrieval.cache_dir to a writable directory")
 

@@ -7,11 +7,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from retrieval.catalog import Catalog, parse_records
 from retrieval.config import RetrievalConfig
 from retrieval.encoder import Encoder
 from retrieval.index import INDEX_DIRNAME, IndexParams, ToolIndex
 from retrieval.retriever import Retriever
+from toolrec.errors import RetrievalError
 
 from .conftest import SMALL_IDS, records
 
@@ -84,3 +87,11 @@ def test_processes_starting_together_build_one_index(small_catalog: Catalog, enc
     assert sorted(index.rebuilt for index in indexes) == [False, False, False, True]
     assert all((index.phrases == indexes[0].phrases).all() for index in indexes)
     assert len([p for p in (tmp_path / INDEX_DIRNAME).iterdir() if p.is_dir()]) == 1
+
+
+def test_an_unwritable_cache_is_a_clear_error(small_catalog: Catalog, encoder: Encoder,
+                                              tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache directory should be")
+    with pytest.raises(RetrievalError, match="set retrieval.cache_dir to a writable directory"):
+        ToolIndex.open(small_catalog, encoder, not_a_dir, IndexParams(), encoder_id="test")
