@@ -172,6 +172,12 @@ class TrainingConfig(BaseModel):
         0.25, ge=0.0, le=0.9, description="Share of a refresh's training set drawn from older "
         "samples (replay against forgetting)."
     )
+    replay_window_days: float | None = Field(
+        30.0, gt=0.0, le=3650.0, description="How far back the older samples a refresh reads "
+        "reach (replay, the gate's hold-out top-up, the reward objective's CTR history): "
+        "impressions at most this many days before the newest new sample. Bounds each "
+        "refresh's read and memory as the lake grows; None reads every older sample."
+    )
     max_train_samples: int = Field(
         512, ge=8, le=10_000_000, description="Cap on new + replay samples per refresh "
         "(the most recent new ones are kept)."

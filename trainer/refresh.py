@@ -5,7 +5,9 @@ One refresh (`Refresher.run`), single-flight across processes (`TrainingConfig.l
 1. clean up what a killed earlier refresh left (temporary / unregistered artifact dirs);
 2. read the `samples` rows added since the Delta version the champion was trained up to
    (`read_samples_since`), and the older rows for replay and hold-out top-up
-   (`replay_rows`: the version just read, filtered, never time travel to the champion's);
+   (`replay_rows`: the version just read, filtered, never time travel to the champion's;
+   only the last `replay_window_days` before the newest new sample, so the read stays
+   bounded as the lake grows);
    skip when fewer than M new samples or a class is missing;
 3. build the training set (`trainer.data`: per-request hold-out removed, replay mixed in,
    per-class re-normalized weights capped at `weight_max`, shuffled; the weight
@@ -268,7 +270,8 @@ class Refresher:
             )
             error.new = new.num_rows  # type: ignore[attr-defined]
             raise error
-        old = (replay_rows(self.lake, new, until, columns=self._older_columns())
+        old = (replay_rows(self.lake, new, until, columns=self._older_columns(),
+                           window_days=self.training.replay_window_days)
                if since is not None and since >= 0 else None)
         train = build_training_set(new, old, self.training)
         held_out = build_eval_set(new, old, self.training)
@@ -567,18 +570,29 @@ class Refresher:
 
 
 def replay_rows(lake: LakeConfig, new: pa.Table, until: int,
-                columns: Sequence[str] = SAMPLE_COLUMNS) -> pa.Table:
+                columns: Sequence[str] = SAMPLE_COLUMNS, *,
+                window_days: float | None = None) -> pa.Table:
     """The rows the champion could have trained on, for replay: the `samples` version this
     refresh read (`until`, the table's current one) minus `new`, by the write batch each
     row carries. Not time travel to the champion's version: vacuum deletes that version's
     files once they pass its retention (compaction rewrites them), and the read fails for
-    good. Rows keep their batch id through `optimize`, so the filter stays exact."""
+    good. Rows keep their batch id through `optimize`, so the filter stays exact.
+
+    `window_days` keeps only impressions at most that long before `new`'s newest (None:
+    all): the read stays bounded as the lake grows, and the sink writes in time order, so
+    the files' statistics let the reader skip older files whole."""
     from lakehouse.tables import BATCH_FIELD, read_table
 
     batch = BATCH_FIELD.name
     batches = pc.unique(new.column(batch)).to_pylist() if new.num_rows else []
-    filters = [(batch, "not in", batches)] if batches else None
-    return read_table(lake, "samples", version=until, columns=list(columns), filters=filters)
+    filters: list[tuple[str, str, Any]] = [(batch, "not in", batches)] if batches else []
+    if window_days is not None and new.num_rows:
+        newest = int(pc.max(new.column("impression_ts")).as_py())
+        filters.append(("impression_ts", ">=", newest - round(window_days * 86_400_000)))
+    # the reader filters after projecting: every filtered column is read, then dropped
+    read = list(dict.fromkeys([*columns, *(column for column, _, _ in filters)]))
+    table = read_table(lake, "samples", version=until, columns=read, filters=filters or None)
+    return table.select(list(columns))
 
 
 def _margins(evaluator: Any, loaded: tuple[Any, Any], held_out: pa.Table, sides: _Sides,

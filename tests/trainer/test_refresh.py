@@ -103,6 +103,36 @@ def test_replay_reads_the_current_version_after_vacuum_removed_the_champions(
     assert set(old.column("sample_id").to_pylist()).isdisjoint(new.column("sample_id").to_pylist())
 
 
+def test_replay_reads_only_the_window_before_the_newest_sample(tmp_path: Path) -> None:
+    """The older read is bounded by time: impressions more than `window_days` before the
+    newest new sample stay in the lake, unread (the whole table grows without bound)."""
+    from lakehouse.tables import read_samples_since
+    from trainer.refresh import replay_rows
+
+    day = 86_400_000
+    newest_day = 1_767_300_000_000
+    lake = _lake(tmp_path)
+    for seed, days_before in enumerate((90, 40, 20, 5)):  # one commit of 8 rows each
+        start = newest_day - days_before * day
+        write_samples(lake, synthetic_samples(8, seed=seed, start_ts=start))
+    since = table_version(lake, "samples")
+    assert since is not None
+    write_samples(lake, synthetic_samples(8, seed=9, start_ts=newest_day))
+    new, until = read_samples_since(lake, since)
+    counts = {window: replay_rows(lake, new, until, window_days=window).num_rows
+              for window in (None, 60.0, 30.0, 10.0, 1.0)}
+    assert counts == {None: 32, 60.0: 24, 30.0: 16, 10.0: 8, 1.0: 0}
+    kept = replay_rows(lake, new, until, ["sample_id", "impression_ts"],
+                       window_days=30.0).column("impression_ts").to_pylist()
+    assert min(kept) >= max(new.column("impression_ts").to_pylist()) - 30 * day
+    # bounded reading, not a filter after it: the files older than the window are skipped
+    # whole (they are gone here, and the windowed read does not notice)
+    oldest = sorted((tmp_path / "lake" / "samples").glob("date=*"))[0]
+    for part in oldest.glob("*.parquet"):
+        part.unlink()
+    assert replay_rows(lake, new, until, window_days=60.0).num_rows == 24
+
+
 def test_weighted_margin_and_distinct_n() -> None:
     import numpy as np
 
