@@ -220,3 +220,36 @@ def test_update_file_is_checked(tmp_path: Path) -> None:
         load_update(path)
     with pytest.raises(RetrievalError, match="fit-encoder"):
         load_update(tmp_path / "missing.npz")
+
+
+def test_fit_encoder_writes_an_update_the_retriever_runs_with(
+        tmp_path: Path, small_catalog: Any, encoder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`toolrec tools fit-encoder` end to end on 12 tools: a real (tiny) fit, compacted,
+    written with its digest; `retrieval.encoder_update` then merges and runs it."""
+    from click.testing import CliRunner
+
+    import retrieval.cli as tools_cli
+    from retrieval.config import RetrievalConfig
+    from retrieval.retriever import Retriever
+    from toolrec.cli import cli
+
+    cache = tmp_path / "cache"
+    base = Retriever(RetrievalConfig(cache_dir=cache), catalog=small_catalog, encoder=encoder)
+    monkeypatch.setattr(tools_cli, "_retriever", lambda settings, **kw: base)
+    monkeypatch.setenv("TOOLREC_RETRIEVAL__CACHE_DIR", str(cache))
+    out = tmp_path / "update.npz"
+    result = CliRunner().invoke(cli, ["tools", "fit-encoder", "--out", str(out),
+                                      "--update-rank", "4", "--no-tool-per-batch", "2",
+                                      "--no-framed"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert meta["catalog_hash"] == small_catalog.hash and meta["no_tool_texts"] > 0
+    assert meta["steps"] >= 1 and f"-> {out}" in result.output
+
+    tuned = Retriever(RetrievalConfig(cache_dir=cache, encoder_update=True,
+                                      encoder_update_path=out), catalog=small_catalog)
+    text = "switch the wifi on"
+    assert tuned.encoder_id != base.encoder_id  # keys its own index and conversion
+    assert not np.allclose(tuned.encode([text])[0], base.encode([text])[0])
+    assert tuned.search(text, k=1)[0].tool_id == "connectivity.wifi.on"
