@@ -266,6 +266,21 @@ def models_announce(settings: Any) -> None:
                "nothing announced (no champion or announcements off)")
 
 
+@models.command("prune-engines")
+@click.option("--keep", type=click.IntRange(0, 1000), default=None,
+              help="Former champions whose conversion stays, most recent first "
+              "[default: trainer.training.keep_engines].")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@pass_settings
+def models_prune_engines(settings: Any, keep: int | None, dry_run: bool) -> None:
+    """Delete the serving-engine conversions of older former champions (the champion's and
+    the rollback targets' stay); a pruned version is converted again if reinstated."""
+    pruned = _registry(settings).prune_engines(keep, dry_run=dry_run)
+    verb = "would prune" if dry_run else "pruned"
+    click.echo(f"{verb} {len(pruned)} engine conversion(s)"
+               + (f": {', '.join(r.version for r in pruned)}" if pruned else ""))
+
+
 @models.command("register")
 @click.argument("adapter_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--promote/--no-promote", default=True, show_default=True,

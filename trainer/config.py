@@ -249,6 +249,14 @@ class TrainingConfig(BaseModel):
         "once for serving's fast engine (CTranslate2) in <artifact_dir>/<version>/engine/, "
         "its checksum in the registry row; 'none': no conversion (serving uses PyTorch).",
     )
+    keep_engines: int = Field(
+        2, ge=0, le=1000,
+        description="Engine conversions kept for former champions (≈134 MB each for "
+        "SmolLM2 int8), the most recently promoted first: the rollback targets. After each "
+        "promotion the older ones are deleted and their rows forget them (`toolrec models "
+        "prune-engines`); the champion's is always kept, and a version without one is "
+        "converted again (≈20–35 s) when it is promoted or rolled back to.",
+    )
 
     @model_validator(mode="after")
     def _reward_objective_on_the_fast_engine(self) -> TrainingConfig:

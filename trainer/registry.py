@@ -42,7 +42,10 @@ Serving engine (issue 13): when a version becomes champion (`register(promote=Tr
 serving's fast engine (`generator.fast`, CTranslate2 `training.engine_quantization`) into
 `<artifact_dir>/<version>/engine/` with its own manifest; the row records `engine_path`
 and `engine_sha256`. The conversion runs before the registry lock is taken; if it fails
-the version is still promoted and serving runs it on PyTorch (logged).
+the version is still promoted and serving runs it on PyTorch (logged). Only the champion's and
+the `training.keep_engines` most recent former champions' conversions are kept
+(`prune_engines`, after each promotion): a version whose row has none is converted again
+when it is promoted or rolled back to.
 
 Announcements (`contracts.models.ModelAnnouncement` as JSON on
 `settings.kafka.topics.models`, key `champion`, one partition so order holds):
@@ -197,7 +200,8 @@ class Registry(ModelsTable):
         serving then runs this version on PyTorch (slower, same suggestions)."""
         record = replace(record, artifact_sha256=manifest_sha256(record.adapter_dir))
         quantization = self.training.engine_quantization
-        if quantization == "none" or (record.engine_path and record.engine_sha256):
+        if quantization == "none" or (record.engine_path and record.engine_sha256
+                                      and (Path(record.engine_path) / MANIFEST).is_file()):
             return record
         try:
             return publish_engine(record, quantization)
@@ -227,11 +231,12 @@ class Registry(ModelsTable):
                         f"{current_version} during the refresh")
                 record = replace(record, status="candidate", note=note)
                 promote = False
-            if promote:
-                self.merge(self.promotion(record, ts), "register+promote")
-                return replace(record, status="champion", promoted_ts=ts)
-            self.merge([record], f"register:{record.status}")
-            return record
+            if not promote:
+                self.merge([record], f"register:{record.status}")
+                return record
+            self.merge(self.promotion(record, ts), "register+promote")
+        self._prune_engines_after_promotion()
+        return replace(record, status="champion", promoted_ts=ts)
 
     def promote(self, version: str) -> ModelRecord:
         """Make `version` the champion (its adapter is verified first) and announce it."""
@@ -246,6 +251,7 @@ class Registry(ModelsTable):
             previous = self.champion()
             ts = now_ms()
             self.merge(self.promotion(record, ts), "promote")
+        self._prune_engines_after_promotion()
         promoted = replace(record, status="champion", promoted_ts=ts, updated_ts=ts)
         self.announce(promoted, "promote", previous=previous.version if previous else None)
         return promoted
@@ -286,6 +292,64 @@ class Registry(ModelsTable):
         if record.status == "champion":
             self.announce(record, "promote", previous=previous.version if previous else None)
         return record
+
+    def rollback(self, to: str | None = None) -> ModelRecord | None:
+        """`ModelsTable.rollback`, with the target's engine conversion made first when its
+        row has none (pruned by `prune_engines`, or a failed conversion), so serving runs
+        the reinstated version on the fast engine."""
+        current = self.champion()
+        target = self._rollback_target(current, to) if current is not None else None
+        if target is not None:
+            self._record_engine(target)
+        return super().rollback(to=to)
+
+    def _record_engine(self, record: ModelRecord) -> None:
+        """Convert `record` for the fast engine if its row has no conversion, and record it."""
+        if self.training.engine_quantization == "none" or record.engine_path:
+            return
+        verify_artifact(record.adapter_dir, version=record.version)
+        converted = self.with_engine(record)
+        if converted.engine_path:
+            with self.write_lock.held(timeout_s=60):
+                current = self.get(record.version)
+                self.merge([replace(current, engine_path=converted.engine_path,
+                                    engine_sha256=converted.engine_sha256,
+                                    artifact_sha256=converted.artifact_sha256,
+                                    updated_ts=now_ms())], "record-engine")
+
+    def _prune_engines_after_promotion(self) -> None:
+        """`prune_engines`, never failing the promotion that called it (logged instead)."""
+        try:
+            self.prune_engines()
+        except Exception as exc:  # disk or lake trouble must not undo a promotion
+            log.warning("could not prune old engine conversions (%s: %s); `toolrec models "
+                        "prune-engines` retries", type(exc).__name__, exc)
+
+    def prune_engines(self, keep: int | None = None, *,
+                      dry_run: bool = False) -> list[ModelRecord]:
+        """Delete the engine conversions of former champions beyond the `keep` most recently
+        promoted (default `training.keep_engines`); the champion's always stays. The rows
+        forget them first (one Delta commit), then the directories go, so a crash between
+        leaves only a directory no row names. Returns the versions pruned (or, with
+        `dry_run`, that would be)."""
+        keep = self.training.keep_engines if keep is None else keep
+        with self.write_lock.held(timeout_s=60):
+            holders = sorted((r for r in self.records()
+                              if r.status != "champion" and r.engine_path),
+                             key=lambda r: r.promoted_ts or 0, reverse=True)
+            pruned = holders[keep:]
+            if dry_run or not pruned:
+                return pruned
+            ts = now_ms()
+            self.merge([replace(r, engine_path=None, engine_sha256=None, updated_ts=ts)
+                        for r in pruned], "prune-engines")
+        for record in pruned:
+            engine = Path(record.engine_path or "")
+            if engine == record.adapter_dir / ENGINE_DIR:  # never a path outside the artifact
+                shutil.rmtree(engine, ignore_errors=True)
+        log.info("pruned the engine conversions of %s (keeping %d former champions')",
+                 [r.version for r in pruned], keep)
+        return pruned
 
     def cleanup_orphans(self) -> list[Path]:
         """Remove temporary and unregistered artifact directories left by a killed refresh.

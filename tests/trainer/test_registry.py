@@ -268,3 +268,68 @@ def test_the_sft_baseline_is_the_first_imported_version_unless_configured(
     assert pinned.baseline().version == "v4"  # type: ignore[union-attr]
     # the registry's table has the schema the lake declares for it
     assert DeltaTable(registry.uri).schema().to_arrow() == MODELS_SCHEMA
+
+
+def _fake_conversion(base_dir: Path, adapter_dir: Path | None, out_dir: Path, **_: Any) -> Path:
+    """Stands in for the CTranslate2 conversion (20-35 s for SmolLM2; the real one on the
+    tiny model: the next test): writes what `generator.fast.is_converted` looks for."""
+    out_dir.mkdir(parents=True)
+    for name in ("model.bin", "config.json", "engine.json"):
+        (out_dir / name).write_text(f"{adapter_dir} {name}")
+    return out_dir
+
+
+def test_engines_of_older_former_champions_are_pruned_at_each_promotion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each promotion adds a ≈134 MB conversion: only the champion's and the `keep_engines`
+    most recent former champions' stay; the rows forget the rest, the adapters stay, and a
+    pruned version reinstated is converted again."""
+    from click.testing import CliRunner
+
+    import generator.fast
+    from toolrec.cli import cli
+
+    monkeypatch.setattr(generator.fast, "convert_model", _fake_conversion)
+    registry = Registry(LakeConfig(root=str(tmp_path / "lake")),
+                        TrainingConfig(artifact_dir=tmp_path / "artifacts", keep_engines=1))
+    for parent in (None, "v1", "v2", "v3"):
+        registry.register(_record(registry, parent), promote=True)
+    rows = {r.version: r for r in registry.records()}
+    assert {v: (r.status, r.engine_path is not None) for v, r in rows.items()} == {
+        "v1": ("retired", False), "v2": ("retired", False), "v3": ("retired", True),
+        "v4": ("champion", True)}
+    engines = {v: (registry.artifact_path(v) / "engine").is_dir() for v in rows}
+    assert engines == {"v1": False, "v2": False, "v3": True, "v4": True}
+    for version in rows:  # the adapters (the audit trail and rollback targets) all stay
+        verify_artifact(registry.artifact_path(version), version=version)
+
+    monkeypatch.setenv("TOOLREC_LAKE__ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("TOOLREC_TRAINER__TRAINING__ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("TOOLREC_TRAINER__TRAINING__ANNOUNCE", "false")
+    result = CliRunner().invoke(cli, ["models", "prune-engines", "--keep", "0", "--dry-run"],
+                                catch_exceptions=False)
+    assert "would prune 1 engine conversion(s): v3" in result.output
+    assert (registry.artifact_path("v3") / "engine").is_dir()  # a dry run deletes nothing
+
+    back = registry.rollback(to="v1")
+    assert back is not None and back.version == "v1" and back.engine_path is not None
+    verify_artifact(Path(back.engine_path), version="v1 (engine)")
+    assert _statuses(registry)["v1"] == "champion"
+
+
+def test_a_rollback_to_a_pruned_version_converts_it_again(
+    tmp_path: Path, tiny_model_dir: Path, tiny_sft: Any
+) -> None:
+    training = TrainingConfig(artifact_dir=tmp_path / "artifacts", keep_engines=0,
+                              announce=False)
+    registry = Registry(LakeConfig(root=str(tmp_path / "lake")), training)
+    v1 = registry.import_adapter(tiny_sft.adapter_dir, tiny_model_dir, promote=True)
+    assert v1.engine_path is not None
+    registry.import_adapter(tiny_sft.adapter_dir, tiny_model_dir, promote=True)
+    assert registry.get("v1").engine_path is None and not Path(v1.engine_path).exists()
+
+    back = registry.rollback()
+    assert back is not None and back.version == "v1" and back.engine_path == v1.engine_path
+    verify_artifact(Path(back.engine_path), version="v1 (engine)")
+    assert registry.champion().engine_sha256 == back.engine_sha256  # type: ignore[union-attr]
