@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 from bench.samples import synthetic_samples
 from lakehouse.writer import write_samples
@@ -75,3 +76,24 @@ def test_sigterm_stops_the_daemon_mid_refresh_cleanly(tmp_path: Path, tiny_model
     assert not any(p.name.startswith(".tmp-") for p in registry.artifact_dir.iterdir())
     with Refresher(_lake(tmp_path), config).lock.held():  # released
         pass
+
+
+def test_the_daemon_compacts_the_sinks_small_files_without_changing_a_row(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from lakehouse.tables import read_samples_since, read_table
+
+    lake = _lake(tmp_path)
+    for seed in range(5):  # five commits on one day: five small files, as the sink leaves
+        write_samples(lake, synthetic_samples(8, seed=seed))
+    before = read_table(lake, "samples", columns=["sample_id"]).column("sample_id").to_pylist()
+    table = tmp_path / "lake" / "samples"
+    assert len(DeltaTable(str(table)).file_uris()) == 5
+    daemon = TrainerDaemon(Refresher(lake, _config(tmp_path, tiny_model_dir)))
+    assert daemon.compact() == {"samples": 5}  # no events table here: skipped
+    assert len(DeltaTable(str(table)).file_uris()) == 1
+    assert len(list(table.rglob("*.parquet"))) == 6  # kept for time travel until vacuum
+    after = read_table(lake, "samples", columns=["sample_id"]).column("sample_id").to_pylist()
+    assert sorted(after) == sorted(before)
+    assert read_samples_since(lake, None)[0].num_rows == 40
+    assert daemon.compact() == {"samples": 0}  # nothing small left to merge
