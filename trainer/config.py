@@ -242,15 +242,17 @@ class TrainingConfig(BaseModel):
     interval_s: float = Field(
         900.0, ge=1.0, le=7 * 86400.0, description="Daemon: seconds between refresh checks."
     )
-    compact_interval_s: float | None = Field(
-        3600.0, ge=10.0, le=7 * 86400.0, description="Daemon: seconds between compactions "
-        "of `compact_tables` (`lakehouse.maintenance.optimize`, safe beside the sink). The "
-        "sink commits about once a second, one small file each; without compaction a "
-        "refresh's read of its replay window opens every one of them. None: never (run "
-        "`toolrec lake optimize` yourself)."
+    lake_upkeep_interval_s: float | None = Field(
+        3600.0, ge=10.0, le=7 * 86400.0, description="Daemon: seconds between upkeeps of "
+        "`upkeep_tables`: compaction (`lakehouse.maintenance.optimize`, safe beside the sink) "
+        "then vacuum of files removed more than `lake.vacuum_retention_hours` ago. The sink "
+        "commits about once a second, one small file each; without compaction a refresh's "
+        "read of its replay window opens every one of them, and without vacuum the disk "
+        "keeps every file ever compacted. None: never (run `toolrec lake optimize` and "
+        "`toolrec lake vacuum` yourself)."
     )
-    compact_tables: tuple[str, ...] = Field(
-        ("samples", "events"), description="Tables the daemon compacts (the sink's)."
+    upkeep_tables: tuple[str, ...] = Field(
+        ("samples", "events"), description="Tables the daemon keeps compact (the sink's)."
     )
     announce: bool = Field(True, description="Announce promotions/rollbacks on toolrec.models.")
     engine_quantization: Literal["int8", "int8_float32", "float32", "none"] = Field(

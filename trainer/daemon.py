@@ -11,9 +11,10 @@ an interval; a refresh runs when at least M new samples exist.
 - At start the champion is re-announced on `toolrec.models`, so a promotion whose
   announcement was lost in a crash still reaches serving.
 - Progress: each tick logs the pending sample count; a refresh logs step, samples/s and ETA.
-- Lake upkeep: every `training.compact_interval_s` the sink's tables are compacted
-  (`compact`; the same single worker thread, so never during a refresh), which keeps a
-  refresh's reads to a few files per day instead of one per sink commit.
+- Lake upkeep: every `training.lake_upkeep_interval_s` the sink's tables are compacted and
+  vacuumed (`lake_upkeep`; the same single worker thread, so never during a refresh): a
+  refresh reads a few files per day instead of one per sink commit, and the disk holds
+  removed files only for `lake.vacuum_retention_hours`.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class TrainerDaemon:
         self.refresher = refresher
         self.interval_s = training.interval_s if interval_s is None else interval_s
         self.min_new = training.min_new_samples if min_new_samples is None else min_new_samples
-        self.compact_interval_s = training.compact_interval_s
-        self.compact_tables = training.compact_tables
+        self.upkeep_interval_s = training.lake_upkeep_interval_s
+        self.upkeep_tables = training.upkeep_tables
         self.stop_event = threading.Event()
         self.ticks = 0
         self.history: list[TickResult] = []
@@ -89,27 +90,31 @@ class TrainerDaemon:
             return TickResult("failed", str(exc))
         return TickResult(result.outcome, result.reason, result)
 
-    def compact(self) -> dict[str, int]:
-        """Compact the small files of `compact_tables` (one per sink commit); returns the
-        files removed per table. A failure is logged, never raised: the next run retries."""
+    def lake_upkeep(self) -> dict[str, dict[str, int]]:
+        """Compact the small files of `upkeep_tables` (one per sink commit), then vacuum the
+        files removed longer than `lake.vacuum_retention_hours` ago; returns per table the
+        files compacted and the expired ones vacuum listed (delta-rs lists an expired file on
+        every run until the log forgets it, deleted or not). A failure is logged, never
+        raised: the next run retries."""
         from deltalake.exceptions import DeltaError
 
-        from lakehouse.maintenance import optimize
+        from lakehouse.maintenance import optimize, vacuum
         from lakehouse.tables import table_exists
         from toolrec.errors import LakeError
 
-        removed: dict[str, int] = {}
+        done: dict[str, dict[str, int]] = {}
         lake = self.refresher.lake
-        for name in self.compact_tables:
+        for name in self.upkeep_tables:
             if self.stop_event.is_set():
                 break
             if not table_exists(lake, name):
                 continue
             try:
-                removed[name] = int(optimize(lake, name).get("numFilesRemoved", 0))
+                compacted = int(optimize(lake, name).get("numFilesRemoved", 0))
+                done[name] = {"compacted": compacted, "expired": len(vacuum(lake, name))}
             except (LakeError, DeltaError, OSError) as exc:
-                log.error("compaction of %s failed (the next run retries): %s", name, exc)
-        return removed
+                log.error("upkeep of %s failed (the next run retries): %s", name, exc)
+        return done
 
     def run(self, *, install_signals: bool = True, max_ticks: int | None = None) -> None:
         """Block until SIGTERM / SIGINT (or `stop()`, or `max_ticks` checks), running ticks."""
@@ -128,14 +133,14 @@ class TrainerDaemon:
         job = self._job if max_ticks is None else self._counting_job(max_ticks)
         scheduler.add_job(job, IntervalTrigger(seconds=self.interval_s), id="refresh",
                           next_run_time=datetime.now())
-        if self.compact_interval_s is not None:
-            scheduler.add_job(self.compact, IntervalTrigger(seconds=self.compact_interval_s),
-                              id="compact")
+        if self.upkeep_interval_s is not None:
+            scheduler.add_job(self.lake_upkeep, IntervalTrigger(seconds=self.upkeep_interval_s),
+                              id="lake-upkeep")
         scheduler.start()
         log.info("trainer daemon started: a check every %.0fs, refresh at >= %d new samples; "
-                 "compaction of %s every %s", self.interval_s, self.min_new,
-                 ", ".join(self.compact_tables),
-                 f"{self.compact_interval_s:.0f}s" if self.compact_interval_s else "- (off)")
+                 "upkeep of %s every %s", self.interval_s, self.min_new,
+                 ", ".join(self.upkeep_tables),
+                 f"{self.upkeep_interval_s:.0f}s" if self.upkeep_interval_s else "- (off)")
         try:
             while not self.stop_event.wait(0.5):
                 pass

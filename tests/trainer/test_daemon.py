@@ -78,22 +78,25 @@ def test_sigterm_stops_the_daemon_mid_refresh_cleanly(tmp_path: Path, tiny_model
         pass
 
 
-def test_the_daemon_compacts_the_sinks_small_files_without_changing_a_row(
+def test_the_daemons_lake_upkeep_compacts_and_vacuums_without_changing_a_row(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
+    from lakehouse.config import LakeConfig
     from lakehouse.tables import read_samples_since, read_table
 
-    lake = _lake(tmp_path)
+    lake = LakeConfig(root=str(tmp_path / "lake"), vacuum_retention_hours=0)
     for seed in range(5):  # five commits on one day: five small files, as the sink leaves
         write_samples(lake, synthetic_samples(8, seed=seed))
     before = read_table(lake, "samples", columns=["sample_id"]).column("sample_id").to_pylist()
     table = tmp_path / "lake" / "samples"
     assert len(DeltaTable(str(table)).file_uris()) == 5
     daemon = TrainerDaemon(Refresher(lake, _config(tmp_path, tiny_model_dir)))
-    assert daemon.compact() == {"samples": 5}  # no events table here: skipped
+    # no events table here: skipped; the five compacted files are vacuumed (retention 0)
+    assert daemon.lake_upkeep() == {"samples": {"compacted": 5, "expired": 5}}
     assert len(DeltaTable(str(table)).file_uris()) == 1
-    assert len(list(table.rglob("*.parquet"))) == 6  # kept for time travel until vacuum
+    assert len(list(table.rglob("*.parquet"))) == 1
     after = read_table(lake, "samples", columns=["sample_id"]).column("sample_id").to_pylist()
     assert sorted(after) == sorted(before)
     assert read_samples_since(lake, None)[0].num_rows == 40
-    assert daemon.compact() == {"samples": 0}  # nothing small left to merge
+    assert daemon.lake_upkeep()["samples"]["compacted"] == 0  # nothing small left to merge
+    assert len(list(table.rglob("*.parquet"))) == 1
