@@ -13,6 +13,7 @@ import pytest
 from retrieval.catalog import Catalog
 from retrieval.cli import EVAL_SET_NAMES
 from retrieval.evaluate import (
+    CONTEXT_SET,
     CONTRAST_RESOURCE,
     EVAL_SETS,
     EvalRow,
@@ -147,7 +148,7 @@ def test_tuning_rows_are_catalog_dev_all_spoken_and_forms(catalog: Catalog) -> N
                       "forms": len(load_eval_set("forms"))}
     assert {r.split for r, name in rows if name == "spoken"} == {"tune", "report"}
     assert [name for name, spec in EVAL_SETS.items() if spec.held_out] == ["catalog", "fresh"]
-    assert tuple(EVAL_SETS) == EVAL_SET_NAMES  # the CLI's --set choices
+    assert (*EVAL_SETS, CONTEXT_SET) == EVAL_SET_NAMES  # the CLI's --set choices
 
 
 def test_held_out_only_set_has_no_chosen_threshold() -> None:
