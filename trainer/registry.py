@@ -144,6 +144,10 @@ def publish_engine(record: ModelRecord, quantization: str) -> ModelRecord:
     from generator.fast import convert_model
 
     final = record.adapter_dir / ENGINE_DIR
+    if (final / MANIFEST).is_file() and not _intact(final, record.version):
+        log.warning("the engine conversion of %s is damaged (e.g. a prune interrupted); "
+                    "converting it again", record.version)
+        shutil.rmtree(final)
     if not (final / MANIFEST).is_file():
         tmp = record.adapter_dir.parent / f"{TMP_PREFIX}{record.version}-engine-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -157,6 +161,15 @@ def publish_engine(record: ModelRecord, quantization: str) -> ModelRecord:
             shutil.rmtree(tmp, ignore_errors=True)
     verify_artifact(final, version=f"{record.version} (engine)")
     return replace(record, engine_path=str(final), engine_sha256=manifest_sha256(final))
+
+
+def _intact(engine_dir: Path, version: str) -> bool:
+    """Whether `engine_dir` matches its manifest (every file there, sizes and digests)."""
+    try:
+        verify_artifact(engine_dir, version=f"{version} (engine)")
+    except AdapterError:
+        return False
+    return True
 
 
 # -------------------------------------------------------------------------- registry
@@ -201,7 +214,7 @@ class Registry(ModelsTable):
         record = replace(record, artifact_sha256=manifest_sha256(record.adapter_dir))
         quantization = self.training.engine_quantization
         if quantization == "none" or (record.engine_path and record.engine_sha256
-                                      and (Path(record.engine_path) / MANIFEST).is_file()):
+                                      and _intact(Path(record.engine_path), record.version)):
             return record
         try:
             return publish_engine(record, quantization)
@@ -304,12 +317,13 @@ class Registry(ModelsTable):
         return super().rollback(to=to)
 
     def _record_engine(self, record: ModelRecord) -> None:
-        """Convert `record` for the fast engine if its row has no conversion, and record it."""
-        if self.training.engine_quantization == "none" or record.engine_path:
+        """Convert `record` for the fast engine if its row has no intact conversion (pruned,
+        damaged, or a failed conversion), and record the new one."""
+        if self.training.engine_quantization == "none":
             return
         verify_artifact(record.adapter_dir, version=record.version)
         converted = self.with_engine(record)
-        if converted.engine_path:
+        if converted.engine_path and converted.engine_sha256 != record.engine_sha256:
             with self.write_lock.held(timeout_s=60):
                 current = self.get(record.version)
                 self.merge([replace(current, engine_path=converted.engine_path,

@@ -317,6 +317,12 @@ def test_engines_of_older_former_champions_are_pruned_at_each_promotion(
     verify_artifact(Path(back.engine_path), version="v1 (engine)")
     assert _statuses(registry)["v1"] == "champion"
 
+    # a damaged conversion (a prune killed halfway) is made again, not served broken
+    (registry.artifact_path("v3") / "engine" / "model.bin").unlink()
+    promoted = registry.promote("v3")
+    verify_artifact(Path(promoted.engine_path or ""), version="v3 (engine)")
+    assert registry.champion().engine_sha256 == promoted.engine_sha256  # type: ignore[union-attr]
+
 
 def test_a_rollback_to_a_pruned_version_converts_it_again(
     tmp_path: Path, tiny_model_dir: Path, tiny_sft: Any
