@@ -57,8 +57,6 @@ class TrainerDaemon:
         self.refresher = refresher
         self.interval_s = training.interval_s if interval_s is None else interval_s
         self.min_new = training.min_new_samples if min_new_samples is None else min_new_samples
-        self.upkeep_interval_s = training.lake_upkeep_interval_s
-        self.upkeep_tables = training.upkeep_tables
         self.stop_event = threading.Event()
         self.ticks = 0
         self.history: list[TickResult] = []
@@ -104,7 +102,7 @@ class TrainerDaemon:
 
         done: dict[str, dict[str, int]] = {}
         lake = self.refresher.lake
-        for name in self.upkeep_tables:
+        for name in self.refresher.training.upkeep_tables:
             if self.stop_event.is_set():
                 break
             if not table_exists(lake, name):
@@ -133,14 +131,17 @@ class TrainerDaemon:
         job = self._job if max_ticks is None else self._counting_job(max_ticks)
         scheduler.add_job(job, IntervalTrigger(seconds=self.interval_s), id="refresh",
                           next_run_time=datetime.now())
-        if self.upkeep_interval_s is not None:
-            scheduler.add_job(self.lake_upkeep, IntervalTrigger(seconds=self.upkeep_interval_s),
+        training = self.refresher.training
+        if training.lake_upkeep_interval_s is not None:
+            scheduler.add_job(self.lake_upkeep,
+                              IntervalTrigger(seconds=training.lake_upkeep_interval_s),
                               id="lake-upkeep")
         scheduler.start()
         log.info("trainer daemon started: a check every %.0fs, refresh at >= %d new samples; "
                  "upkeep of %s every %s", self.interval_s, self.min_new,
-                 ", ".join(self.upkeep_tables),
-                 f"{self.upkeep_interval_s:.0f}s" if self.upkeep_interval_s else "- (off)")
+                 ", ".join(training.upkeep_tables),
+                 f"{training.lake_upkeep_interval_s:.0f}s" if training.lake_upkeep_interval_s
+                 else "- (off)")
         try:
             while not self.stop_event.wait(0.5):
                 pass

@@ -589,10 +589,8 @@ def replay_rows(lake: LakeConfig, new: pa.Table, until: int,
     if window_days is not None and new.num_rows:
         newest = int(pc.max(new.column("impression_ts")).as_py())
         filters.append(("impression_ts", ">=", newest - round(window_days * 86_400_000)))
-    # the reader filters after projecting: every filtered column is read, then dropped
-    read = list(dict.fromkeys([*columns, *(column for column, _, _ in filters)]))
-    table = read_table(lake, "samples", version=until, columns=read, filters=filters or None)
-    return table.select(list(columns))
+    return read_table(lake, "samples", version=until, columns=list(columns),
+                      filters=filters or None)
 
 
 def _margins(evaluator: Any, loaded: tuple[Any, Any], held_out: pa.Table, sides: _Sides,

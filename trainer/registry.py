@@ -144,21 +144,22 @@ def publish_engine(record: ModelRecord, quantization: str) -> ModelRecord:
     from generator.fast import convert_model
 
     final = record.adapter_dir / ENGINE_DIR
-    if (final / MANIFEST).is_file() and not _intact(final, record.version):
+    if (final / MANIFEST).is_file():
+        if _intact(final, record.version):  # kept (e.g. a prune killed before deleting it)
+            return replace(record, engine_path=str(final), engine_sha256=manifest_sha256(final))
         log.warning("the engine conversion of %s is damaged (e.g. a prune interrupted); "
                     "converting it again", record.version)
         shutil.rmtree(final)
-    if not (final / MANIFEST).is_file():
-        tmp = record.adapter_dir.parent / f"{TMP_PREFIX}{record.version}-engine-{os.getpid()}"
+    tmp = record.adapter_dir.parent / f"{TMP_PREFIX}{record.version}-engine-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert_model(Path(record.base_model), record.adapter_dir, tmp,
+                      quantization=quantization)  # type: ignore[arg-type]
+        files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST)
+        _publish(tmp, final, files, {"version": record.version, "engine": "ctranslate2",
+                                      "quantization": quantization, "created_ts": now_ms()})
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            convert_model(Path(record.base_model), record.adapter_dir, tmp,
-                          quantization=quantization)  # type: ignore[arg-type]
-            files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST)
-            _publish(tmp, final, files, {"version": record.version, "engine": "ctranslate2",
-                                          "quantization": quantization, "created_ts": now_ms()})
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     verify_artifact(final, version=f"{record.version} (engine)")
     return replace(record, engine_path=str(final), engine_sha256=manifest_sha256(final))
 

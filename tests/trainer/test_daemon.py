@@ -100,3 +100,16 @@ def test_the_daemons_lake_upkeep_compacts_and_vacuums_without_changing_a_row(
     assert read_samples_since(lake, None)[0].num_rows == 40
     assert daemon.lake_upkeep()["samples"]["compacted"] == 0  # nothing small left to merge
     assert len(list(table.rglob("*.parquet"))) == 1
+
+
+def test_the_running_daemon_schedules_the_lake_upkeep(tmp_path: Path,
+                                                      tiny_model_dir: Path) -> None:
+    """Not only callable: the daemon's scheduler runs it every `lake_upkeep_interval_s`."""
+    lake = _lake(tmp_path)
+    for seed in range(3):  # three small files, fewer samples than M: ticks only wait
+        write_samples(lake, synthetic_samples(4, seed=seed))
+    config = _config(tmp_path, tiny_model_dir, min_new_samples=1000, lake_upkeep_interval_s=10)
+    daemon = TrainerDaemon(Refresher(lake, config), interval_s=1.0)
+    daemon.run(install_signals=False, max_ticks=13)  # ≈ 12 s: the upkeep is due at 10 s
+    assert {t.status for t in daemon.history} == {"waiting"}
+    assert len(DeltaTable(str(tmp_path / "lake" / "samples")).file_uris()) == 1
