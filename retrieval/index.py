@@ -27,7 +27,6 @@ import numpy as np
 
 from retrieval.adapter import TextEncoder
 from retrieval.catalog import Catalog
-from retrieval.encoder import DIM
 from toolrec.durable import FileLock
 from toolrec.errors import RetrievalError
 
@@ -48,10 +47,10 @@ class IndexParams:
 class ToolIndex:
     """Phrase and centroid vectors of every tool, with their hnswlib indexes."""
 
-    phrases: np.ndarray  # (n_phrases, DIM) normalized
+    phrases: np.ndarray  # (n_phrases, encoder width) normalized
     owner: np.ndarray  # (n_phrases,) tool position of each phrase
     starts: np.ndarray  # (n_tools + 1,) phrase slice of tool t = starts[t]:starts[t+1]
-    centroids: np.ndarray  # (n_tools, DIM) normalized
+    centroids: np.ndarray  # (n_tools, encoder width) normalized
     phrase_ann: object
     centroid_ann: object
     meta: dict[str, Any]
@@ -109,8 +108,8 @@ class ToolIndex:
         data = np.load(directory / "vectors.npz")
         phrases, owner, starts = data["phrases"], data["owner"], data["starts"]
         centroids = data["centroids"]
-        phrase_ann = _load_ann(directory / "phrases.hnsw", len(phrases), params)
-        centroid_ann = _load_ann(directory / "centroids.hnsw", len(centroids), params)
+        phrase_ann = _load_ann(directory / "phrases.hnsw", phrases.shape, params)
+        centroid_ann = _load_ann(directory / "centroids.hnsw", centroids.shape, params)
         return cls(phrases, owner, starts, centroids, phrase_ann, centroid_ann, meta)
 
     @classmethod
@@ -121,7 +120,7 @@ class ToolIndex:
         started = time.perf_counter()
         texts, owner, starts = _phrasings(catalog)
         phrases = _reuse_or_encode(texts, encoder, directory, want["encoder"])
-        centroids = np.zeros((len(catalog), DIM), dtype=np.float32)
+        centroids = np.zeros((len(catalog), phrases.shape[1]), dtype=np.float32)
         np.add.at(centroids, owner, phrases)
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         phrase_ann = _build_ann(phrases, params)
@@ -191,7 +190,7 @@ def _phrasings(catalog: Catalog) -> tuple[list[str], np.ndarray, np.ndarray]:
 def _build_ann(vectors: np.ndarray, params: IndexParams) -> object:
     import hnswlib
 
-    index = hnswlib.Index(space="cosine", dim=DIM)
+    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
     index.init_index(max_elements=len(vectors), M=params.m,
                      ef_construction=params.ef_construction, random_seed=13)
     index.add_items(vectors, np.arange(len(vectors)), num_threads=1)
@@ -199,10 +198,12 @@ def _build_ann(vectors: np.ndarray, params: IndexParams) -> object:
     return index
 
 
-def _load_ann(path: Path, size: int, params: IndexParams) -> object:
+def _load_ann(path: Path, shape: tuple[int, ...], params: IndexParams) -> object:
+    """The hnswlib index of `shape[0]` vectors of width `shape[1]` (the stored arrays')."""
     import hnswlib
 
-    index = hnswlib.Index(space="cosine", dim=DIM)
+    size, width = shape
+    index = hnswlib.Index(space="cosine", dim=width)
     index.load_index(str(path), max_elements=size)
     if index.get_current_count() != size:
         raise ValueError(f"{path} holds {index.get_current_count()} vectors, expected {size}")

@@ -65,7 +65,7 @@ from retrieval.rerank import (
     load_rerank_model,
 )
 from retrieval.respell import Respeller
-from toolrec.errors import ValidationError
+from toolrec.errors import RetrievalError, ValidationError
 
 log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 2000  # longer inputs are cut: the encoder keeps 128 tokens anyway
@@ -175,6 +175,11 @@ class Retriever:
         fitted adapter when `adapter` is on (retrieval.adapter)."""
         if self._embedder is None:
             adapter = load_adapter(self.config.adapter_path) if self.config.adapter else None
+            if adapter is not None and adapter.u.shape[0] != self.encoder.dim:
+                raise RetrievalError(
+                    f"the adapter was fitted on {adapter.u.shape[0]}-d embeddings, the "
+                    f"encoder gives {self.encoder.dim}-d; refit it with `toolrec tools "
+                    "fit-adapter` or turn retrieval.adapter off")
             self._embedder = (AdaptedEncoder(self.encoder, adapter) if adapter is not None
                               else self.encoder)
         return self._embedder

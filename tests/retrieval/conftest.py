@@ -12,7 +12,7 @@ import pytest
 
 from retrieval.catalog import Catalog, load_catalog, parse_records
 from retrieval.config import RetrievalConfig
-from retrieval.encoder import Encoder
+from retrieval.encoder import Encoder, default_model_dir
 from retrieval.retriever import Retriever
 
 
@@ -55,3 +55,19 @@ def small_retriever(small_catalog: Catalog, encoder: Encoder, tmp_path: Path) ->
     """A retriever over 12 tools with its own cache dir (fast to build)."""
     config = RetrievalConfig(cache_dir=tmp_path / "cache")
     return Retriever(config, catalog=small_catalog, encoder=encoder)
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 48-wide, 2-layer MPNet (random weights, saved by transformers) with the bundled
+    tokenizer: another architecture and width, no token type ids, nothing CTranslate2
+    converts."""
+    from transformers import MPNetConfig, MPNetModel
+
+    out = tmp_path_factory.mktemp("tiny-mpnet")
+    config = MPNetConfig(vocab_size=30527, hidden_size=48, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=96)
+    MPNetModel(config).save_pretrained(out)
+    base = default_model_dir()
+    (out / "tokenizer.json").write_bytes((base / "tokenizer.json").read_bytes())
+    return out

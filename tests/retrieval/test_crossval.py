@@ -12,8 +12,11 @@ import pytest
 from retrieval import crossval
 from retrieval.crossval import (
     PERTURBATIONS,
+    POOLED,
     CvSpec,
+    _auc,
     _recall_at,
+    _recall_at_operating,
     _xy,
     cross_validate,
     format_cv,
@@ -44,6 +47,29 @@ def test_recall_at_the_target_precision() -> None:
     assert _recall_at(prob, right, 4, 0.75) == 0.75  # 3 of the top 4 right, 4 gold rows
     assert _recall_at(prob, right, 4, 1.0) == 0.5
     assert _recall_at(prob, np.zeros(5, dtype=bool), 4, 0.9) == 0.0
+
+
+def test_no_tool_auc_counts_pairs_ordered_and_ties_half() -> None:
+    assert _auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert _auc(np.array([0.1]), np.array([0.9])) == 0.0
+    assert _auc(np.array([0.5, 0.9]), np.array([0.5, 0.1])) == 0.875  # 3 above, 1 tie of 4
+
+
+def test_recall_at_the_operating_point_caps_precision_and_false_links() -> None:
+    def rows(n_no_tool_after: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """By falling probability: 6 right, 1 no-tool, 3 right, then no-tool rows."""
+        has_gold = np.array([True] * 6 + [False] + [True] * 3 + [False] * n_no_tool_after)
+        return np.linspace(1, 0, len(has_gold)), has_gold.copy(), has_gold
+
+    # 10 no-tool rows: linking past the first one links 10 % of them, so only the top 6
+    prob, right, has_gold = rows(9)
+    assert _recall_at_operating(prob, right, has_gold) == pytest.approx(6 / 9)
+    # 20 no-tool rows: one is 5 %, and the top 10 hold 9 right (precision 0.90): all 9
+    prob, right, has_gold = rows(19)
+    assert _recall_at_operating(prob, right, has_gold) == 1.0
+    # the same with the two most probable rows naming the wrong tool: precision 7/10
+    right[:2] = False
+    assert _recall_at_operating(prob, right, has_gold) == 0.0
 
 
 class _BestOnly:
@@ -86,6 +112,10 @@ def test_cross_validation_decides_every_row_out_of_fold(retriever: Retriever) ->
     assert set(report["scores"]["generated"]) == {"false_link_rate"}
     assert "spoken/asr" in format_cv(report) and "spoken@report" in report["scores"]
     assert {"forms/question", "forms/indirect"} <= set(report["scores"])
+    pooled = report["scores"][POOLED]
+    assert 0.5 < pooled["no_tool_auc"][0] <= 1
+    assert 0 < pooled["recall_at_operating"][0] <= pooled["recall@1"][0]
+    assert "no_tool_auc" not in report["scores"]["generated"]
     assert report["rows"]["contrast"] > 0 and "contrast/question" in report["scores"]
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from retrieval.config import RetrievalConfig
 from retrieval.encoder import Encoder, converted_encoder, default_model_dir
+from toolrec.errors import RetrievalError
 
 TEXTS = [
     "wifi off",
@@ -88,3 +89,28 @@ def test_int8_falls_back_to_float32_torch(tmp_path: Path) -> None:
                       precision="int8")
     assert encoder.identity.endswith(":seq128")  # what the index gets: float32's vectors
     assert (encoder.engine, encoder.precision) == ("torch", "float32")
+
+
+def test_another_architecture_and_width_encodes(tiny_mpnet_dir: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """`retrieval.model_dir` may name another mean-pooled model: its width comes from its
+    config, a forward without token type ids gets none, and an architecture CTranslate2
+    cannot convert runs on PyTorch (with a warning), giving the same vectors."""
+    torch_run = Encoder(tiny_mpnet_dir, cache_size=0, engine="torch", threads=1)
+    assert torch_run.dim == 48
+    vectors = torch_run.encode(TEXTS)
+    assert vectors.shape == (len(TEXTS), 48)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    # padding a short text beside a long one leaves its vector as encoded alone
+    assert np.allclose(torch_run.encode(["wifi off"])[0], vectors[0], atol=1e-5)
+    with caplog.at_level(logging.WARNING, logger="retrieval.encoder"):
+        fallback = Encoder(tiny_mpnet_dir, cache_size=0, engine="ctranslate2",
+                           engine_cache=tmp_path, threads=1)
+        assert np.allclose(fallback.encode(TEXTS), vectors, atol=1e-5)
+    assert fallback.engine == "torch" and "using PyTorch" in caplog.text
+
+
+def test_a_model_dir_without_a_width_is_named(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(RetrievalError, match=r"hidden_size.*config\.json"):
+        _ = Encoder(tmp_path).dim

@@ -95,3 +95,31 @@ def test_an_unwritable_cache_is_a_clear_error(small_catalog: Catalog, encoder: E
     not_a_dir.write_text("a file where the cache directory should be")
     with pytest.raises(RetrievalError, match="set retrieval.cache_dir to a writable directory"):
         ToolIndex.open(small_catalog, encoder, not_a_dir, IndexParams(), encoder_id="test")
+
+
+def test_an_encoder_of_another_width_gets_its_own_index(small_catalog: Catalog, encoder: Encoder,
+                                                        tiny_mpnet_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """The index takes its width from the encoder's vectors: a 48-wide model builds,
+    reloads from the cache and searches; the default encoder on the same cache rebuilds."""
+    def other() -> Retriever:
+        return _fresh(small_catalog, Encoder(tiny_mpnet_dir, engine="torch", threads=1),
+                      tmp_path)
+
+    built = other()
+    assert built.index.rebuilt and built.index.phrases.shape[1] == 48
+    reloaded = other()
+    assert not reloaded.index.rebuilt and reloaded.index.centroids.shape[1] == 48
+    assert len(reloaded.search("switch on wifi", k=3)) == 3
+    default = _fresh(small_catalog, encoder, tmp_path).index
+    assert default.rebuilt and default.phrases.shape[1] == 384
+
+
+def test_the_adapter_refuses_an_encoder_of_another_width(small_catalog: Catalog,
+                                                          tiny_mpnet_dir: Path,
+                                                          tmp_path: Path) -> None:
+    config = RetrievalConfig(cache_dir=tmp_path, adapter=True)
+    retriever = Retriever(config, catalog=small_catalog,
+                          encoder=Encoder(tiny_mpnet_dir, engine="torch", threads=1))
+    with pytest.raises(RetrievalError, match="fitted on 384-d embeddings, the encoder gives 48-d"):
+        retriever.search("wifi on")
