@@ -30,7 +30,7 @@ false-link rate of the training-only no-tool texts, and the contrast pairs' scor
 the fifth, never in the tuning sets' lines). `drop` leaves linker features out (an
 ablation); `extra` adds one feature or several computed from each row's text and best tool (an
 experiment's model, e.g. `retrieval.crossencoder`). Imports `retrieval.evaluate` for the rows
-and features.
+and features, `retrieval.crossencoder` for its AUC.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from retrieval.crossencoder import auc
 from retrieval.evaluate import (
     CONTRAST_WEIGHT,
     SPOKEN_WEIGHT,
@@ -238,39 +239,28 @@ def _scores(data: _Rows, linked: np.ndarray, right: np.ndarray, prob: np.ndarray
                      "precision": hits / n_linked if n_linked else 1.0,
                      "recall": hits / int(gold.sum()) if gold.any() else 0.0,
                      "false_link_rate": float(linked[none].mean()) if none.any() else 0.0,
-                     "recall_at_target": _recall_at(prob[mask], right[mask], int(gold.sum()),
-                                                    target)}
+                     "recall_at_target": _best_recall(prob[mask], right[mask],
+                                                      data.has_gold[mask], precision=target)}
         if gold.any() and none.any():
-            out[name] |= {"no_tool_auc": _auc(prob[gold], prob[none]),
-                          "recall_at_operating": _recall_at_operating(
-                              prob[mask], right[mask], data.has_gold[mask])}
+            out[name] |= {"no_tool_auc": auc(prob[mask], data.has_gold[mask]),
+                          "recall_at_operating": _best_recall(
+                              prob[mask], right[mask], data.has_gold[mask],
+                              precision=OPERATING_PRECISION,
+                              max_false_links=OPERATING_FALSE_LINKS)}
     return out
 
 
-def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(a random positive scores above a random negative), ties counting half."""
-    above = (positive[:, None] > negative[None, :]).mean()
-    tied = (positive[:, None] == negative[None, :]).mean()
-    return float(above + 0.5 * tied)
-
-
-def _recall_at_operating(prob: np.ndarray, right: np.ndarray, has_gold: np.ndarray) -> float:
-    """The highest recall of a threshold on prob with precision >= OPERATING_PRECISION that
-    links at most OPERATING_FALSE_LINKS of the no-tool rows."""
+def _best_recall(prob: np.ndarray, right: np.ndarray, has_gold: np.ndarray, *,
+                 precision: float, max_false_links: float = 1.0) -> float:
+    """The highest recall of a threshold on prob whose precision reaches `precision` and
+    that links at most `max_false_links` of the rows without a gold tool."""
     order = np.argsort(-prob, kind="stable")
     hits = np.cumsum(right[order])
     false_links = np.cumsum(~has_gold[order]) / max(int((~has_gold).sum()), 1)
-    ok = np.flatnonzero((hits / np.arange(1, len(hits) + 1) >= OPERATING_PRECISION)
-                        & (false_links <= OPERATING_FALSE_LINKS))
+    ok = np.flatnonzero((hits / np.arange(1, len(hits) + 1) >= precision)
+                        & (false_links <= max_false_links))
     n_gold = int(has_gold.sum())
     return float(hits[ok].max() / n_gold) if len(ok) and n_gold else 0.0
-
-
-def _recall_at(prob: np.ndarray, right: np.ndarray, n_gold: int, target: float) -> float:
-    """The highest recall of a threshold on prob whose precision reaches the target."""
-    hits = np.cumsum(right[np.argsort(-prob, kind="stable")])
-    ok = np.flatnonzero(hits / np.arange(1, len(hits) + 1) >= target)
-    return float(hits[ok[-1]] / n_gold) if len(ok) and n_gold else 0.0
 
 
 def _summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:

@@ -14,9 +14,7 @@ from retrieval.crossval import (
     PERTURBATIONS,
     POOLED,
     CvSpec,
-    _auc,
-    _recall_at,
-    _recall_at_operating,
+    _best_recall,
     _xy,
     cross_validate,
     format_cv,
@@ -44,15 +42,10 @@ def test_perturbations_change_only_the_surface() -> None:
 def test_recall_at_the_target_precision() -> None:
     prob = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     right = np.array([True, True, False, True, False])
-    assert _recall_at(prob, right, 4, 0.75) == 0.75  # 3 of the top 4 right, 4 gold rows
-    assert _recall_at(prob, right, 4, 1.0) == 0.5
-    assert _recall_at(prob, np.zeros(5, dtype=bool), 4, 0.9) == 0.0
-
-
-def test_no_tool_auc_counts_pairs_ordered_and_ties_half() -> None:
-    assert _auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
-    assert _auc(np.array([0.1]), np.array([0.9])) == 0.0
-    assert _auc(np.array([0.5, 0.9]), np.array([0.5, 0.1])) == 0.875  # 3 above, 1 tie of 4
+    has_gold = np.array([True, True, True, True, False])  # the 3rd names the wrong tool
+    assert _best_recall(prob, right, has_gold, precision=0.75) == 0.75  # 3 of the top 4
+    assert _best_recall(prob, right, has_gold, precision=1.0) == 0.5
+    assert _best_recall(prob, np.zeros(5, dtype=bool), has_gold, precision=0.9) == 0.0
 
 
 def test_recall_at_the_operating_point_caps_precision_and_false_links() -> None:
@@ -61,15 +54,19 @@ def test_recall_at_the_operating_point_caps_precision_and_false_links() -> None:
         has_gold = np.array([True] * 6 + [False] + [True] * 3 + [False] * n_no_tool_after)
         return np.linspace(1, 0, len(has_gold)), has_gold.copy(), has_gold
 
+    def operating(prob: np.ndarray, right: np.ndarray, has_gold: np.ndarray) -> float:
+        return _best_recall(prob, right, has_gold, precision=0.90, max_false_links=0.05)
+
     # 10 no-tool rows: linking past the first one links 10 % of them, so only the top 6
     prob, right, has_gold = rows(9)
-    assert _recall_at_operating(prob, right, has_gold) == pytest.approx(6 / 9)
+    assert operating(prob, right, has_gold) == pytest.approx(6 / 9)
+    assert _best_recall(prob, right, has_gold, precision=0.90) == 1.0  # no cap: all 9
     # 20 no-tool rows: one is 5 %, and the top 10 hold 9 right (precision 0.90): all 9
     prob, right, has_gold = rows(19)
-    assert _recall_at_operating(prob, right, has_gold) == 1.0
+    assert operating(prob, right, has_gold) == 1.0
     # the same with the two most probable rows naming the wrong tool: precision 7/10
     right[:2] = False
-    assert _recall_at_operating(prob, right, has_gold) == 0.0
+    assert operating(prob, right, has_gold) == 0.0
 
 
 class _BestOnly:
